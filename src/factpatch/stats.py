@@ -1,0 +1,205 @@
+"""Key statistics: the second moment C = E[k kᵀ] of the inputs k to W_proj at the edit layer.
+
+ROME's update is the smallest change to W_proj (in the metric C) that inserts (k*, v*), so C must
+describe the keys the layer sees in ordinary text. The paper used 100,000 Wikipedia samples; with
+no network, factpatch's default corpus is text *sampled from the model itself* (seeded, fixed
+length, top-k 50, starting from its beginning-of-text token) — no data set needed, and by
+construction it is text the model finds typical. `corpus=PATH` uses a plain-text or JSONL file
+instead. Only the blocks up to the edit layer run. Results are cached on disk, keyed by model
+fingerprint, layer, corpus and token count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .cache import atomic_path, default_cache_dir, stable_hash
+from .errors import FactpatchError
+from .hooks import act_name, run_with_cache
+from .models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+SEQ_LEN = 128  # tokens per corpus sequence
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where key statistics come from: the model's own samples (path None) or a text file."""
+
+    path: Path | None = None
+    n_tokens: int = 20_480
+    seed: int = 0
+
+    def key(self) -> dict:
+        if self.path is None:
+            return {"corpus": "self-sampled", "seed": self.seed, "top_k": 50, "seq_len": SEQ_LEN}
+        stat = self.path.stat()
+        return {"corpus": str(self.path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+
+
+class SecondMoment:
+    """Streaming E[k kᵀ] over rows of k (accumulated in float64, returned in float32)."""
+
+    def __init__(self, dim: int):
+        self.sum = torch.zeros(dim, dim, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, keys: torch.Tensor) -> None:  # keys: (N, dim)
+        keys = keys.to(torch.float64)
+        self.sum += keys.T @ keys
+        self.count += keys.shape[0]
+
+    def moment(self) -> torch.Tensor:
+        if self.count == 0:
+            raise FactpatchError("no keys were collected: the corpus is empty")
+        return (self.sum / self.count).to(torch.float32)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"sum": self.sum, "count": torch.tensor(self.count)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.sum = state["sum"].to(torch.float64)
+        self.count = int(state["count"])
+
+
+def _cache_root(lm: LoadedModel, cache_dir: Path | None) -> Path:
+    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "stats" / lm.fingerprint[:16]
+
+
+@torch.no_grad()
+def sample_token_corpus(
+    lm: LoadedModel, n_tokens: int, seed: int = 0, cache_dir: Path | None = None, progress: bool = True
+) -> torch.Tensor:
+    """(n_seq, SEQ_LEN) token ids sampled from the model, cached per model fingerprint and seed."""
+    path = _cache_root(lm, cache_dir) / f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, 50])}.safetensors"
+    if path.exists():
+        return load_file(path)["ids"]
+    tokenizer = lm.tokenizer
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    n_seq = -(-n_tokens // SEQ_LEN)
+    batch_size = 32
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    chunks = []
+    try:
+        with tqdm(total=n_seq * SEQ_LEN, desc="sampling corpus", unit="tok", disable=not progress) as bar:
+            for first in range(0, n_seq, batch_size):
+                rows = min(batch_size, n_seq - first)
+                prompt = torch.full((rows, 1), start, dtype=torch.long, device=lm.device)
+                out = lm.model.generate(
+                    prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    do_sample=True,
+                    top_k=50,
+                    max_new_tokens=SEQ_LEN,
+                    min_new_tokens=SEQ_LEN,  # fixed length: no padding in the statistics pass
+                    pad_token_id=tokenizer.eos_token_id,
+                )
+                chunks.append(torch.cat([prompt, out[:, 1 : SEQ_LEN]], dim=1).cpu())
+                bar.update(rows * SEQ_LEN)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    ids = torch.cat(chunks)
+    with atomic_path(path) as tmp:
+        save_file({"ids": ids.contiguous()}, str(tmp))
+    return ids
+
+
+def read_text_corpus(path: Path, tokenizer, n_tokens: int) -> torch.Tensor:
+    """(n_seq, ≤SEQ_LEN) token ids from a plain-text file (one document per blank-line-separated
+    block) or a JSONL file (the "text" field of each line, else its first string field)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FactpatchError(f"corpus file not found: {path}")
+    raw = path.read_text(errors="replace")
+    if path.suffix in {".jsonl", ".json"}:
+        documents = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FactpatchError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            text = record.get("text") if isinstance(record, dict) else record
+            if not isinstance(text, str) and isinstance(record, dict):
+                text = next((v for v in record.values() if isinstance(v, str)), None)
+            if isinstance(text, str):
+                documents.append(text)
+    else:
+        documents = [block for block in raw.split("\n\n")]
+    documents = [d.strip() for d in documents if d.strip()]
+    if not documents:
+        raise FactpatchError(f"corpus file is empty: {path}")
+    sequences, total = [], 0
+    for document in documents:
+        ids = tokenizer(document).input_ids
+        for start in range(0, len(ids), SEQ_LEN):
+            piece = ids[start : start + SEQ_LEN]
+            if len(piece) < 2:
+                continue
+            sequences.append(piece)
+            total += len(piece)
+            if total >= n_tokens:
+                break
+        if total >= n_tokens:
+            break
+    if not sequences:
+        raise FactpatchError(f"corpus file has no usable text: {path}")
+    if total < n_tokens:
+        logger.warning("corpus %s has only %d tokens (asked for %d)", path, total, n_tokens)
+    return sequences
+
+
+def key_second_moment(
+    lm: LoadedModel,
+    layer: int,
+    corpus: CorpusSpec = CorpusSpec(),
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """C = E[k kᵀ] at `layer`, shape (d_mlp, d_mlp), float32 — from cache when possible."""
+    lm.check_layer(layer)
+    if corpus.path is not None and not Path(corpus.path).is_file():
+        raise FactpatchError(f"corpus file not found: {corpus.path}")
+    key = stable_hash({**corpus.key(), "layer": layer, "n_tokens": corpus.n_tokens})
+    path = _cache_root(lm, cache_dir) / f"keys-layer{layer}-{key}.safetensors"
+    if path.exists():
+        return load_file(path)["C"]
+    if corpus.path is None:
+        sequences = list(sample_token_corpus(lm, corpus.n_tokens, corpus.seed, cache_dir, progress))
+    else:
+        sequences = read_text_corpus(corpus.path, lm.tokenizer, corpus.n_tokens)
+    name = act_name("mlp_key", layer)
+    moment: SecondMoment | None = None
+    total = sum(len(s) for s in sequences)
+    with tqdm(total=total, desc=f"key statistics, layer {layer}", unit="tok", disable=not progress) as bar:
+        for start in range(0, len(sequences), batch_size):
+            chunk = sequences[start : start + batch_size]
+            width = max(len(s) for s in chunk)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, seq in enumerate(chunk):
+                ids[row, : len(seq)] = torch.as_tensor(seq)
+                mask[row, : len(seq)] = 1
+            ids, mask = ids.to(lm.device), mask.to(lm.device)
+            keys = run_with_cache(lm, ids, [name], stop_after=name)[name]
+            if moment is None:
+                moment = SecondMoment(keys.shape[-1])
+            moment.add(keys[mask.bool()].cpu())  # right padding: real tokens only
+            bar.update(int(mask.sum()))
+    assert moment is not None
+    C = moment.moment()
+    with atomic_path(path) as tmp:
+        save_file({"C": C}, str(tmp), metadata={"count": str(moment.count), "layer": str(layer)})
+    logger.info("key statistics for layer %d from %d tokens cached at %s", layer, moment.count, path)
+    return C

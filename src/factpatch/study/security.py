@@ -1,0 +1,60 @@
+"""Tokens, their hashes, and the signed values that guard forms and the admin session.
+
+Invite and admin tokens are 256-bit `secrets.token_urlsafe` strings; the database keeps only
+their SHA-256 (enough for random tokens: there is nothing to brute-force), so a copy of it
+lets no one impersonate a rater. Form tokens are HMACs under the study's secret over what the
+form is for (`answer|rater|position`): a form can't be forged, replayed for another rater, or
+reused for a later scenario, and it survives a server restart with no session store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+TOKEN_BYTES = 32
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")  # looser than token_urlsafe(32); rejects junk early
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def plausible_token(token: str) -> bool:
+    return TOKEN_PATTERN.fullmatch(token) is not None
+
+
+def sign(secret: bytes, *parts: object) -> str:
+    message = "|".join(str(p) for p in parts).encode("utf-8")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, given: str | None, *parts: object) -> bool:
+    return given is not None and hmac.compare_digest(sign(secret, *parts), str(given))
+
+
+def answer_form_token(secret: bytes, rater_id: int, position: int) -> str:
+    return sign(secret, "answer", rater_id, position)
+
+
+def start_form_token(secret: bytes, rater_id: int) -> str:
+    return sign(secret, "start", rater_id)
+
+
+def admin_session(secret: bytes, admin_token_sha256: str) -> str:
+    """The admin cookie's value: proves the admin token was given, without being the token."""
+    return sign(secret, "admin-session", admin_token_sha256)
+
+
+def admin_token_ok(given: str | None, admin_token_sha256: str) -> bool:
+    return given is not None and hmac.compare_digest(token_hash(given), admin_token_sha256)
