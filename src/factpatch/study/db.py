@@ -249,6 +249,7 @@ def save_answer(
         if position != answered + 1 or position > assigned:
             raise StaleAnswer(answered + 1)
         stamp = now()
+        conn.execute("UPDATE rater SET started_at = coalesce(started_at, ?) WHERE id = ?", (stamp, rater_id))
         conn.execute("INSERT INTO answer (rater_id, position, submitted_at) VALUES (?, ?, ?)", (rater_id, position, stamp))
         conn.executemany(
             "INSERT INTO ranking (rater_id, position, criterion, text_id, rank) VALUES (?, ?, ?, ?, ?)",

@@ -1,0 +1,292 @@
+"""The study's web app: rater pages under /r/<token>, the admin page under /admin.
+
+`create_app(db_path)` builds a FastAPI app over one study database. Raters need nothing but
+their invite link; every form carries an HMAC token bound to the rater and the scenario
+(security.py), so a forged, cross-rater or stale form is refused before anything is stored.
+Pages are Jinja2 templates with autoescaping, served under a Content-Security-Policy that
+allows only this server's own script and stylesheet, so model text can never run as code.
+
+The admin signs in once with the admin token through a form, which sets an HttpOnly,
+SameSite=Strict cookie; scripts may instead send `Authorization: Bearer <admin token>`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from factpatch.study import db, security
+from factpatch.study.export import write_rankings_csv
+from factpatch.study.ranking import CRITERIA, CRITERIA_INFO, RankingInvalid, ordinal, parse_ranking
+
+logger = logging.getLogger(__name__)
+
+ADMIN_COOKIE = "factpatch_admin"
+LOGIN_CSRF_COOKIE = "factpatch_login_csrf"
+
+SECURITY_HEADERS = {
+    # Only our own files; no inline script or style, no framing, forms post back here only.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",  # invite tokens live in URLs: never leak them in a Referer
+}
+
+
+@dataclass(frozen=True)
+class AnswerSummary:
+    """One submitted scenario as the admin sees it, methods revealed."""
+
+    rater: int
+    position: int
+    case_id: str
+    counterfactual: str
+    orders: dict[str, str]  # criterion -> "rome > ft+l > none"
+    submitted_at: str
+
+
+def summarise_answers(rows: list[db.RankingRow]) -> list[AnswerSummary]:
+    grouped: dict[tuple[int, int], list[db.RankingRow]] = defaultdict(list)
+    for r in rows:
+        grouped[(r.rater, r.position)].append(r)
+    out = []
+    for (rater, position), group in grouped.items():
+        orders = {
+            c: " > ".join(r.method for r in sorted((r for r in group if r.criterion == c), key=lambda r: r.rank))
+            for c in CRITERIA
+        }
+        first = group[0]
+        out.append(AnswerSummary(rater, position, first.case_id, first.counterfactual, orders, first.submitted_at))
+    return out
+
+
+def create_app(db_path: Path) -> FastAPI:
+    """The web app for the study at `db_path`; fails now, not on the first request, if it isn't one."""
+    db_path = Path(db_path)
+    conn = db.connect(db_path)
+    try:
+        info = db.study_info(conn)  # fixed once created: read it once
+    finally:
+        conn.close()
+
+    app = FastAPI(title="factpatch study", docs_url=None, redoc_url=None, openapi_url=None)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("factpatch.study", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    env.globals.update(study_title=info.title, ordinal=ordinal)
+    templates = Jinja2Templates(env=env)
+    app.mount("/static", StaticFiles(packages=[("factpatch.study", "static")]), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def message(request: Request, status: int, title: str, text: str, link: str | None = None) -> HTMLResponse:
+        return page(request, "message.html", status, heading=title, text=text, link=link)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+        return message(request, exc.status_code, "Not here" if exc.status_code == 404 else "Error", str(exc.detail))
+
+    def connection() -> Iterator[sqlite3.Connection]:
+        conn = db.connect(db_path)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    async def form_data(request: Request) -> FormData:
+        return await request.form(max_files=0, max_fields=200)
+
+    def rater_for(conn: sqlite3.Connection, token: str) -> db.Rater:
+        rater = db.rater_by_token_hash(conn, security.token_hash(token)) if security.plausible_token(token) else None
+        if rater is None:
+            # Same answer for a malformed and an unknown token: nothing to learn by probing.
+            raise StarletteHTTPException(404, "This link is not valid. Check that you copied the whole link.")
+        return rater
+
+    # ---- raters ------------------------------------------------------------------------------
+
+    def scenario_page(
+        request: Request, conn: sqlite3.Connection, token: str, rater: db.Rater, status: int = 200,
+        errors: tuple[str, ...] = (), selected: dict[str, str] | None = None,
+    ) -> HTMLResponse:  # fmt: skip
+        shown = db.shown_scenario(conn, rater, rater.position)
+        return page(
+            request, "scenario.html", status, token=token, scenario=shown, criteria=CRITERIA_INFO,
+            ranks=range(1, len(shown.texts) + 1), errors=errors, selected=selected or {},
+            csrf=security.answer_form_token(info.secret, rater.id, rater.position),
+        )  # fmt: skip
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(request: Request) -> HTMLResponse:
+        return message(request, 200, info.title, "Open the personal link you were sent to take part.")
+
+    @app.get("/r/{token}", response_class=HTMLResponse)
+    def rater_home(request: Request, token: str, conn: sqlite3.Connection = Depends(connection)) -> HTMLResponse:
+        rater = rater_for(conn, token)
+        if rater.finished:
+            return page(request, "done.html", total=rater.assigned)
+        if not rater.started:
+            return instructions_page(request, token, rater)
+        return scenario_page(request, conn, token, rater)
+
+    def instructions_page(request: Request, token: str, rater: db.Rater) -> HTMLResponse:
+        return page(
+            request, "instructions.html", token=token, total=rater.assigned, started=rater.started,
+            finished=rater.finished, csrf=security.start_form_token(info.secret, rater.id), criteria=CRITERIA_INFO,
+        )  # fmt: skip
+
+    @app.get("/r/{token}/instructions", response_class=HTMLResponse)
+    def instructions(request: Request, token: str, conn: sqlite3.Connection = Depends(connection)) -> HTMLResponse:
+        return instructions_page(request, token, rater_for(conn, token))
+
+    @app.post("/r/{token}/start")
+    def start(
+        request: Request, token: str, form: FormData = Depends(form_data), conn: sqlite3.Connection = Depends(connection)
+    ) -> Response:
+        rater = rater_for(conn, token)
+        if not security.verify(info.secret, form.get("csrf"), "start", rater.id):
+            return message(request, 403, "Form not accepted", "This form has expired. Open your link again.",
+                           f"/r/{token}")  # fmt: skip
+        db.mark_started(conn, rater.id)
+        return RedirectResponse(f"/r/{token}", status_code=303)
+
+    @app.post("/r/{token}/answer")
+    def answer(
+        request: Request, token: str, form: FormData = Depends(form_data), conn: sqlite3.Connection = Depends(connection)
+    ) -> Response:
+        rater = rater_for(conn, token)
+        position_field = str(form.get("position", ""))
+        position = int(position_field) if position_field.isdecimal() and len(position_field) < 6 else -1
+        if not security.verify(info.secret, form.get("csrf"), "answer", rater.id, position):
+            return message(request, 403, "Form not accepted",
+                           "This form could not be verified, so nothing was saved. Open your link again to continue.",
+                           f"/r/{token}")  # fmt: skip
+        if position != rater.position or rater.finished:
+            return stale(request, token, rater)
+        shown = db.shown_scenario(conn, rater, position)
+        labels = [t.label for t in shown.texts]
+        try:
+            ranked = parse_ranking({k: str(v) for k, v in form.items()}, labels)
+        except RankingInvalid as exc:
+            picked = {k: str(v) for k, v in form.items() if k.split("-")[0] in CRITERIA}
+            return scenario_page(request, conn, token, rater, 400, exc.errors, picked)
+        ids = {t.label: t.text_id for t in shown.texts}
+        by_text = {c: {ids[label]: rank for label, rank in ranked[c].items()} for c in CRITERIA}
+        try:
+            db.save_answer(conn, rater.id, position, by_text)
+        except db.StaleAnswer:  # another tab got there first, between our check and the write lock
+            return stale(request, token, db.rater_by_token_hash(conn, security.token_hash(token)) or rater)
+        logger.info("rater %d answered scenario %d of %d", rater.id, position, rater.assigned)
+        return RedirectResponse(f"/r/{token}", status_code=303)
+
+    def stale(request: Request, token: str, rater: db.Rater) -> HTMLResponse:
+        where = "You have already answered every scenario." if rater.finished else (
+            f"You are on scenario {rater.position} of {rater.assigned}.")  # fmt: skip
+        return message(
+            request, 409, "Already answered",
+            f"This form was for a scenario you had already answered (perhaps in another tab), so it was not saved "
+            f"again. {where}", f"/r/{token}",
+        )  # fmt: skip
+
+    # ---- admin -------------------------------------------------------------------------------
+
+    def admin_state(request: Request) -> int:
+        """200 signed in, 401 no credentials, 403 wrong ones."""
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, value = header.partition(" ")
+            ok = scheme.lower() == "bearer" and security.admin_token_ok(value.strip(), info.admin_token_sha256)
+            return 200 if ok else 403
+        cookie = request.cookies.get(ADMIN_COOKIE)
+        if cookie is not None and secrets.compare_digest(
+            cookie, security.admin_session(info.secret, info.admin_token_sha256)
+        ):
+            return 200
+        return 401  # no cookie, or one from an earlier study at this address: sign in again
+
+    def login_page(request: Request, status: int, error: str | None = None) -> HTMLResponse:
+        nonce = security.new_token()
+        response = page(request, "admin_login.html", status, csrf=nonce, error=error)
+        response.set_cookie(LOGIN_CSRF_COOKIE, nonce, httponly=True, samesite="strict", path="/admin",
+                            secure=request.url.scheme == "https")  # fmt: skip
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="factpatch study admin"'
+        return response
+
+    @app.get("/admin", response_class=HTMLResponse)
+    def admin(request: Request, conn: sqlite3.Connection = Depends(connection)) -> HTMLResponse:
+        state = admin_state(request)
+        if state != 200:
+            return login_page(request, state, "That admin token is not right." if state == 403 else None)
+        progress = db.rater_progress(conn)
+        answers = summarise_answers(db.ranking_rows(conn))
+        return page(
+            request, "admin.html", info=info, progress=progress, answers=answers,
+            answered=sum(p.answered for p in progress), assigned=sum(p.assigned for p in progress),
+            finished=sum(1 for p in progress if p.answered == p.assigned),
+            logout_csrf=security.sign(info.secret, "logout"),
+        )  # fmt: skip
+
+    @app.post("/admin/login")
+    def admin_login(request: Request, form: FormData = Depends(form_data)) -> Response:
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE)
+        given = str(form.get("csrf", ""))
+        if not expected or not secrets.compare_digest(expected, given):
+            return login_page(request, 403, "The sign-in form expired. Please try again.")
+        if not security.admin_token_ok(str(form.get("token", "")).strip(), info.admin_token_sha256):
+            logger.warning("failed admin sign-in from %s", request.client.host if request.client else "?")
+            return login_page(request, 403, "That admin token is not right.")
+        response = RedirectResponse("/admin", status_code=303)
+        response.set_cookie(ADMIN_COOKIE, security.admin_session(info.secret, info.admin_token_sha256),
+                            httponly=True, samesite="strict", path="/admin", secure=request.url.scheme == "https")  # fmt: skip
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/admin")
+        return response
+
+    @app.post("/admin/logout")
+    def admin_logout(request: Request, form: FormData = Depends(form_data)) -> Response:
+        if admin_state(request) != 200 or not security.verify(info.secret, form.get("csrf"), "logout"):
+            return message(request, 403, "Form not accepted", "Sign-out could not be verified.", "/admin")
+        response = RedirectResponse("/admin", status_code=303)
+        response.delete_cookie(ADMIN_COOKIE, path="/admin")
+        return response
+
+    @app.get("/admin/export.csv")
+    def export(request: Request, conn: sqlite3.Connection = Depends(connection)) -> Response:
+        state = admin_state(request)
+        if state != 200:
+            return message(request, state, "Admin only", "Sign in at /admin first.", "/admin")
+        out = io.StringIO()
+        write_rankings_csv(db.ranking_rows(conn), out)
+        return Response(
+            out.getvalue(), media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="rankings.csv"'},
+        )  # fmt: skip
+
+    return app
