@@ -1,0 +1,28 @@
+"""factpatch: locate and edit factual associations in GPT-style language models (ROME).
+
+Meng, Bau, Andonian, Belinkov: "Locating and Editing Factual Associations in GPT", NeurIPS 2022.
+"""
+
+from .api import EditResult, edit, probabilities
+from .errors import FactpatchError
+from .models import LoadedModel, load_model
+from .patch import Patch, PatchStack, applied, load_patch, save_patch
+from .rome import EditRequest, ROMEHyperParams, hparams_for
+
+__all__ = [
+    "EditRequest",
+    "EditResult",
+    "FactpatchError",
+    "LoadedModel",
+    "Patch",
+    "PatchStack",
+    "ROMEHyperParams",
+    "applied",
+    "edit",
+    "hparams_for",
+    "load_model",
+    "load_patch",
+    "probabilities",
+    "save_patch",
+]
+__version__ = "0.1.0"

@@ -251,3 +251,61 @@ def rome_patch(lm: LoadedModel, edit, **extra_meta) -> Patch:
         **extra_meta,
     )
     return Patch([delta], meta)
+
+
+# ----------------------------------------------------------------------------- patched model directories
+
+ORIGINALS_FILE = "factpatch-originals.safetensors"
+PATCHES_DIR = "factpatch-patches"
+
+
+def export_model(lm: LoadedModel, stack: PatchStack, out_dir: Path, force: bool = False) -> Path:
+    """Write the model with its applied patches as a Hugging Face directory that remembers them:
+    the original bits of touched weights and the patch files travel along, so the directory can be
+    loaded with `load_model(out_dir)` and reverted exactly later."""
+    import shutil
+    import tempfile
+
+    from .models import FINGERPRINT_FILE
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise FactpatchError(f"output directory {out_dir} is not empty (use --force to replace it)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        lm.model.save_pretrained(staging)
+        lm.tokenizer.save_pretrained(staging)
+        if stack.originals:
+            save_file({k: v.contiguous() for k, v in stack.originals.items()}, str(staging / ORIGINALS_FILE))
+        (staging / PATCHES_DIR).mkdir()
+        for index, patch in enumerate(stack.applied):
+            save_patch(patch, staging / PATCHES_DIR / f"{index:03d}-{patch.id}.safetensors")
+        base_name = lm.patch_record.get("name") or lm.name
+        (staging / FINGERPRINT_FILE).write_text(
+            json.dumps(
+                {"name": base_name, "fingerprint": lm.fingerprint, "patches": [p.id for p in stack.applied]},
+                indent=2,
+            )
+        )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir
+
+
+def restore_stack(lm: LoadedModel) -> PatchStack:
+    """The PatchStack of a model loaded from an exported directory (empty for a plain model)."""
+    stack = PatchStack(lm)
+    if not lm.patch_record.get("patches"):
+        return stack
+    directory = Path(lm.source)
+    files = sorted((directory / PATCHES_DIR).glob("*.safetensors"))
+    stack.applied = [load_patch(f) for f in files]
+    if [p.id for p in stack.applied] != lm.patch_record["patches"]:
+        raise FactpatchError(f"{directory}: the patch files do not match the recorded stack")
+    stack.originals = load_file(str(directory / ORIGINALS_FILE))
+    return stack

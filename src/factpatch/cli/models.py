@@ -1,0 +1,65 @@
+"""`factpatch models` and `factpatch stats`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import add_common
+
+
+def register(commands) -> None:
+    models = commands.add_parser("models", help="list the embedded models: installed, cached, layers, edit layer")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    add_common(models, model=False)
+    models.set_defaults(func=run_models)
+
+    stats = commands.add_parser(
+        "stats", help="compute (or show cached) key statistics C = E[k kᵀ] at the edit layer",
+        description="Second moment of the inputs of the edit layer's MLP output projection, over text sampled "
+        "from the model itself (default) or --corpus PATH (plain text or JSONL). Cached on disk.",
+    )
+    add_common(stats)
+    stats.add_argument("--layer", type=int, default=None, help="layer (default: the model's edit layer)")
+    stats.add_argument("--corpus", type=Path, default=None, help="plain-text or JSONL file (default: self-sampled)")
+    stats.add_argument("--tokens", type=int, default=20_480, help="tokens to read (default 20480)")
+    stats.add_argument("--seed", type=int, default=0, help="seed of the self-sampled corpus")
+    stats.set_defaults(func=run_stats)
+
+
+def run_models(args) -> int:
+    from ..models import describe_models
+
+    rows = describe_models(args.cache_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<14} {'installed':<9} {'cached':<6} {'layers':>6} {'edit layer':>10}  description")
+    for row in rows:
+        print(
+            f"{row['name']:<14} {'yes' if row['installed'] else 'no':<9} {'yes' if row['cached'] else 'no':<6} "
+            f"{row['layers'] or '?':>6} {row['edit_layer']:>10}  {row['description']}"
+        )
+        if not row["installed"]:
+            print(f"{'':<14} install: {row['install']}")
+    return 0
+
+
+def run_stats(args) -> int:
+    from ..errors import FactpatchError
+    from ..models import load_model
+    from ..stats import CorpusSpec, key_second_moment
+
+    if args.tokens < 1:
+        raise FactpatchError("--tokens must be at least 1")
+    if args.corpus is not None and not args.corpus.is_file():
+        raise FactpatchError(f"corpus file not found: {args.corpus}")
+    lm = load_model(args.model, args.cache_dir)
+    layer = lm.check_layer(args.layer if args.layer is not None else lm.default_layer)
+    C = key_second_moment(lm, layer, CorpusSpec(args.corpus, args.tokens, args.seed), args.cache_dir, not args.quiet)
+    eigenvalues = __import__("torch").linalg.eigvalsh(C.double())
+    print(
+        f"{lm.name} layer {layer}: C is {tuple(C.shape)}, trace {float(C.trace()):.4g}, "
+        f"condition number {float(eigenvalues[-1] / eigenvalues[0].clamp_min(1e-30)):.3g}"
+    )
+    return 0

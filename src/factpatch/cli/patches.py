@@ -1,0 +1,118 @@
+"""`factpatch patch show | apply | revert | diff`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import add_common
+
+
+def register(commands) -> None:
+    patch = commands.add_parser("patch", help="inspect, apply, revert and compare patch files")
+    sub = patch.add_subparsers(dest="patch_command", metavar="{show,apply,revert,diff}", required=True)
+
+    show = sub.add_parser("show", help="print a patch file's metadata")
+    show.add_argument("files", nargs="+", type=Path)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=run_show)
+
+    apply = sub.add_parser(
+        "apply", help="apply patches in order and write the edited model to a directory",
+        description="Writes a Hugging Face model directory that remembers its patches (and the original bits "
+        "of the weights they touch), so `factpatch patch revert` can undo them exactly. Use the directory as "
+        "--model with any command.",
+    )
+    add_common(apply)
+    apply.add_argument("files", nargs="+", type=Path, metavar="PATCH")
+    apply.add_argument("--out", type=Path, required=True, help="output model directory")
+    apply.add_argument("--force", action="store_true", help="apply patches made on another model; replace --out")
+    apply.set_defaults(func=run_apply)
+
+    revert = sub.add_parser("revert", help="revert one or all patches of a patched model directory")
+    add_common(revert)
+    which = revert.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="revert every patch (restores the original bits)")
+    which.add_argument("--patch", action="append", metavar="ID", help="patch id (or prefix) to revert (repeatable)")
+    revert.add_argument("--out", type=Path, required=True, help="output model directory")
+    revert.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    revert.set_defaults(func=run_revert)
+
+    diff = sub.add_parser("diff", help="compare two patches: where they write and how similar their updates are")
+    diff.add_argument("a", type=Path)
+    diff.add_argument("b", type=Path)
+    diff.set_defaults(func=run_diff)
+
+
+def run_show(args) -> int:
+    from ..patch import load_patch
+
+    for path in args.files:
+        patch = load_patch(path)
+        if args.json:
+            print(json.dumps({"file": str(path), "id": patch.id, **patch.meta}))
+            continue
+        meta = patch.meta
+        print(f"{path}: {patch.describe()}")
+        print(f"  model {meta.get('model')} (fingerprint {patch.fingerprint[:12]}), module {meta.get('module')}")
+        print(f"  created {meta.get('created')}, format {meta.get('format_version')}")
+        probs = meta.get("probabilities") or {}
+        for text, before in (probs.get("before") or {}).items():
+            after = (probs.get("after") or {}).get(text, {})
+            moves = ", ".join(f"P({t}) {p:.3f} -> {after.get(t, float('nan')):.3f}" for t, p in before.items())
+            print(f"  {text}: {moves}")
+    return 0
+
+
+def run_apply(args) -> int:
+    from ..models import load_model
+    from ..patch import export_model, load_patch, restore_stack
+
+    patches = [load_patch(path) for path in args.files]
+    lm = load_model(args.model, args.cache_dir)
+    stack = restore_stack(lm)
+    for patch in patches:
+        stack.apply(patch, force=args.force)
+    export_model(lm, stack, args.out, force=args.force)
+    for patch in stack.applied:
+        print(f"applied {patch.describe()}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_revert(args) -> int:
+    from ..models import load_model
+    from ..patch import export_model, restore_stack
+
+    lm = load_model(args.model, args.cache_dir)
+    stack = restore_stack(lm)
+    if not stack.applied:
+        from ..errors import FactpatchError
+
+        raise FactpatchError(f"{args.model} has no factpatch patches applied")
+    removed = stack.revert() if args.all else [p for ident in args.patch for p in stack.revert(ident)]
+    export_model(lm, stack, args.out, force=args.force)
+    for patch in removed:
+        print(f"reverted {patch.describe()}")
+    print(f"wrote {args.out} ({len(stack.applied)} patches remain)")
+    return 0
+
+
+def run_diff(args) -> int:
+    from ..patch import load_patch
+
+    a, b = load_patch(args.a), load_patch(args.b)
+    print(f"A {a.describe()}\nB {b.describe()}")
+    if a.fingerprint != b.fingerprint:
+        print("made on different models")
+    deltas_a, deltas_b = {d.param: d.tensor() for d in a.deltas}, {d.param: d.tensor() for d in b.deltas}
+    for param in sorted(set(deltas_a) | set(deltas_b)):
+        if param not in deltas_a or param not in deltas_b:
+            print(f"{param}: only in {'A' if param in deltas_a else 'B'}")
+            continue
+        da, db = deltas_a[param].flatten().double(), deltas_b[param].flatten().double()
+        cosine = float(torch.dot(da, db) / (da.norm() * db.norm()).clamp_min(1e-300))
+        print(f"{param}: |A| {float(da.norm()):.4g}, |B| {float(db.norm()):.4g}, |A-B| {float((da - db).norm()):.4g}, cosine {cosine:.4f}")
+    return 0

@@ -1,0 +1,39 @@
+"""Text generation from a (possibly patched) model, seeded and batched with left padding."""
+
+from __future__ import annotations
+
+import torch
+
+from .models import LoadedModel
+from .tokens import pad_id
+
+
+@torch.no_grad()
+def generate_texts(
+    lm: LoadedModel, prompts: list[str], n: int = 1, max_new_tokens: int = 60, seed: int = 0, top_k: int = 50
+) -> list[list[str]]:
+    """`n` sampled continuations per prompt (prompt included), reproducible for a given seed."""
+    tokenizer = lm.tokenizer
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only batching: real tokens must end at the same place
+    try:
+        batch = tokenizer([p for p in prompts for _ in range(n)], return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = side
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        out = lm.model.generate(
+            input_ids=batch.input_ids.to(lm.device),
+            attention_mask=batch.attention_mask.to(lm.device),
+            do_sample=True,
+            top_k=top_k,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id(tokenizer),
+        )
+    finally:
+        torch.random.set_rng_state(state)
+    width = batch.input_ids.shape[1]
+    texts = [tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
+    flat = [prompts[i // n] + texts[i] for i in range(len(texts))]
+    return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
