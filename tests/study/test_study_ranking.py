@@ -59,8 +59,11 @@ def test_unknown_text_is_refused():
 
 
 def test_all_problems_reported_at_once():
-    errors = errors_of(form({}, {"A": "1", "B": "1", "C": "1"}))
-    assert len(errors) == 4  # three missing consistency ranks, one three-way fluency tie
+    errors = errors_of(form({"B": "1"}, {"A": "1", "B": "1", "C": "1"}))
+    assert errors == (
+        "Consistency: give texts A and C a rank.",
+        "Fluency: texts A, B and C are all ranked 1st; every text needs a different rank.",
+    )
 
 
 def test_ordinal():

@@ -78,6 +78,11 @@ def summarise_answers(rows: list[db.RankingRow]) -> list[AnswerSummary]:
     return out
 
 
+def when(stamp: str | None) -> str:
+    """"2026-05-09T14:03:51+00:00" -> "2026-05-09 14:03:51" (all stamps are UTC)."""
+    return stamp.replace("T", " ")[:19] if stamp else ""
+
+
 def create_app(db_path: Path) -> FastAPI:
     """The web app for the study at `db_path`; fails now, not on the first request, if it isn't one."""
     db_path = Path(db_path)
@@ -92,6 +97,7 @@ def create_app(db_path: Path) -> FastAPI:
         loader=jinja2.PackageLoader("factpatch.study", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     env.globals.update(study_title=info.title, ordinal=ordinal)
+    env.filters["when"] = when
     templates = Jinja2Templates(env=env)
     app.mount("/static", StaticFiles(packages=[("factpatch.study", "static")]), name="static")
 
@@ -111,7 +117,8 @@ def create_app(db_path: Path) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
-        return message(request, exc.status_code, "Not here" if exc.status_code == 404 else "Error", str(exc.detail))
+        heading = {404: "Not found", 405: "Not allowed"}.get(exc.status_code, "Error")
+        return message(request, exc.status_code, heading, str(exc.detail))
 
     def connection() -> Iterator[sqlite3.Connection]:
         conn = db.connect(db_path)

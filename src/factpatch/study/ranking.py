@@ -52,6 +52,13 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+def texts(labels: Sequence[str]) -> str:
+    """["A"] -> "text A"; ["A", "B", "C"] -> "texts A, B and C"."""
+    if len(labels) == 1:
+        return f"text {labels[0]}"
+    return f"texts {', '.join(labels[:-1])} and {labels[-1]}"
+
+
 def parse_ranking(form: Mapping[str, str], labels: Sequence[str]) -> dict[str, dict[str, int]]:
     """Turn form fields into {criterion: {label: rank}} for the texts `labels`, or raise RankingInvalid.
 
@@ -68,10 +75,12 @@ def parse_ranking(form: Mapping[str, str], labels: Sequence[str]) -> dict[str, d
         if unknown:
             errors.append(f"{criterion.title}: there is no text {', '.join(unknown)}.")
         ranks: dict[str, int] = {}
+        missing = [label for label in labels if not str(form.get(prefix + label, "")).strip()]
+        if missing:
+            errors.append(f"{criterion.title}: give {texts(missing)} a rank.")
         for label in labels:
             raw = str(form.get(prefix + label, "")).strip()
             if not raw:
-                errors.append(f"{criterion.title}: give text {label} a rank.")
                 continue
             if not raw.isdecimal() or not 1 <= int(raw) <= n:
                 errors.append(f"{criterion.title}: text {label} has rank {raw[:10]!r}; ranks go from 1 to {n}.")
@@ -82,9 +91,8 @@ def parse_ranking(form: Mapping[str, str], labels: Sequence[str]) -> dict[str, d
             holders.setdefault(rank, []).append(label)
         for rank, tied in sorted(holders.items()):
             if len(tied) > 1:
-                names = f"{', '.join(tied[:-1])} and {tied[-1]}"
                 errors.append(
-                    f"{criterion.title}: texts {names} are {'both' if len(tied) == 2 else 'all'} ranked "
+                    f"{criterion.title}: {texts(tied)} are {'both' if len(tied) == 2 else 'all'} ranked "
                     f"{ordinal(rank)}; every text needs a different rank."
                 )
         result[criterion.key] = ranks
