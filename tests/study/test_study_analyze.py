@@ -43,7 +43,8 @@ def test_analysis_numbers(answered, tmp_path):
     assert flu[(R, F)].share == pytest.approx(3 / 9) and flu[(R, F)].ratio == pytest.approx(0.5)
     assert fluency.rank_counts[N] == [9, 0, 0]
     # agreement: scenarios with two or more raters; rome always first keeps it well above chance
-    assert consistency.kendalls_w_scenarios == 4 and 0.5 < consistency.kendalls_w <= 1.0
+    w = consistency.kendalls_w
+    assert w.scenarios == 4 and w.chance == pytest.approx((1 / 3 + 3 * 1 / 2) / 4) and w.chance < w.mean_w <= 1.0
     assert consistency.krippendorff_alpha is not None and consistency.krippendorff_alpha > 0.5
 
 

@@ -339,3 +339,15 @@ def test_app_refuses_a_missing_database(tmp_path):
 
     with pytest.raises(FactpatchError, match="no study database"):
         create_app(Path(tmp_path / "none.db"))
+
+
+def test_access_log_redacts_invite_tokens():
+    import logging
+
+    from factpatch.study.security import RedactInvites
+
+    token = "tR-duhnvfWO-lkbV8gjPKbTlQhw2MjxRozWMfinAStc"
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "POST", f"/r/{token}/answer", "1.1", 303), None)  # fmt: skip
+    assert RedactInvites().filter(record)
+    assert token not in record.getMessage() and "/r/tR-duh…/answer" in record.getMessage()

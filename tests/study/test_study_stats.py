@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from factpatch.study.stats import (
+    Concordance,
     Judgement,
     alpha_of_judgements,
     kendalls_w,
@@ -42,8 +43,9 @@ def test_mean_kendalls_w_skips_scenarios_with_one_rater():
     js = [j(1, 1, "rome", "ft+l", "none"), j(2, 1, "rome", "ft+l", "none"),  # W = 1
           j(1, 2, "rome", "ft+l", "none"), j(2, 2, "none", "ft+l", "rome"),  # W = 0
           j(3, 3, "rome", "ft+l", "none")]  # fmt: skip
-    assert mean_kendalls_w(js) == (pytest.approx(0.5), 2)
-    assert mean_kendalls_w(js[-1:]) == (None, 0)
+    got = mean_kendalls_w(js)
+    assert (got.mean_w, got.scenarios, got.chance) == (pytest.approx(0.5), 2, pytest.approx(0.5))
+    assert mean_kendalls_w(js[-1:]) == Concordance(None, 0, None)
 
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: 4 coders, 12 units,

@@ -28,6 +28,7 @@ from factpatch.study import db
 from factpatch.study.export import write_rankings_csv
 from factpatch.study.ranking import CRITERIA_INFO, ordinal
 from factpatch.study.stats import (
+    Concordance,
     Judgement,
     Preference,
     alpha_of_judgements,
@@ -48,8 +49,7 @@ class CriterionResult:
     rank_counts: dict[str, list[int]]  # method -> [times 1st, times 2nd, ...]
     mean_rank: dict[str, float]
     preferences: list[Preference]
-    kendalls_w: float | None  # mean over scenarios with two or more raters
-    kendalls_w_scenarios: int
+    kendalls_w: Concordance  # mean over scenarios with two or more raters, and its chance level
     krippendorff_alpha: float | None  # ordinal, one unit per (scenario, method)
 
 
@@ -87,7 +87,6 @@ def analyze_rows(
     results = []
     for c in CRITERIA_INFO:
         js = by_criterion[c.key]
-        w, w_n = mean_kendalls_w(js)
         results.append(
             CriterionResult(
                 criterion=c.key,
@@ -96,8 +95,7 @@ def analyze_rows(
                 rank_counts=rank_counts(js, info.methods),
                 mean_rank=mean_ranks(js, info.methods),
                 preferences=pairwise_preferences(js, info.methods, n_boot=n_boot, seed=seed),
-                kendalls_w=w,
-                kendalls_w_scenarios=w_n,
+                kendalls_w=mean_kendalls_w(js),
                 krippendorff_alpha=alpha_of_judgements(js),
             )
         )
@@ -177,12 +175,14 @@ def preference_sentence(p: Preference, criterion: str) -> str:
 
 
 def agreement_sentence(c: CriterionResult) -> str:
+    k = c.kendalls_w
     w = (
-        f"Kendall's W {c.kendalls_w:.2f} (mean over {c.kendalls_w_scenarios} scenarios ranked by two or more raters)"
-        if c.kendalls_w is not None
+        f"Kendall's W {k.mean_w:.2f} (mean over {k.scenarios} scenarios ranked by two or more raters; "
+        f"{k.chance:.2f} expected by chance)"
+        if k.mean_w is not None
         else "Kendall's W n/a (no scenario has two raters yet)"
     )
-    a = "n/a" if c.krippendorff_alpha is None else f"{c.krippendorff_alpha:.2f}"
+    a = "n/a" if c.krippendorff_alpha is None else f"{c.krippendorff_alpha:.2f} (0 = chance, 1 = full agreement)"
     return f"Agreement: {w}; Krippendorff's α (ordinal) {a}."
 
 
@@ -230,6 +230,7 @@ def plot_ranks(analysis: StudyAnalysis, path: Path) -> None:
                 left += share
         ax.set_yticks(range(len(methods)), list(reversed(methods)))
         ax.set_xlim(0, 100)
+        ax.set_xticks([0, 25, 50, 75, 100])
         ax.set_xlabel("share of rankings (%)")
         ax.set_title(f"{c.title} (n={c.judgements})", fontsize=10)
         for side in ("top", "right"):

@@ -127,6 +127,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from factpatch.study.app import create_app
+    from factpatch.study.security import RedactInvites
 
     app = create_app(args.db)
     sock = bind(args.host, args.port)  # bind before uvicorn does, to fail with one clear line
@@ -138,7 +139,9 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     host, port = sock.getsockname()[:2]
     print(f"serving {args.db} on http://{host}:{port}/  (admin page: /admin; Ctrl-C stops)", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="info", server_header=False)).run(sockets=[sock])
+    config = uvicorn.Config(app, log_level="info", server_header=False)  # sets up uvicorn's loggers
+    logging.getLogger("uvicorn.access").addFilter(RedactInvites())
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

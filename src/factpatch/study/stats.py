@@ -113,18 +113,33 @@ def kendalls_w(ranks: np.ndarray) -> float:
     return 12.0 * s / (m * m * (n**3 - n))
 
 
-def mean_kendalls_w(judgements: Iterable[Judgement]) -> tuple[float | None, int]:
-    """Kendall's W of each scenario that two or more raters ranked, averaged; and how many there were."""
+@dataclass(frozen=True)
+class Concordance:
+    """Kendall's W averaged over the scenarios that two or more raters ranked.
+
+    W is not chance-corrected: with m raters who rank at random its expected value is 1/m, so
+    `chance` (the mean of 1/m over the same scenarios) is the level to compare `mean_w` with.
+    """
+
+    mean_w: float | None
+    scenarios: int
+    chance: float | None
+
+
+def mean_kendalls_w(judgements: Iterable[Judgement]) -> Concordance:
     by_scenario: dict[int, list[Judgement]] = defaultdict(list)
     for j in judgements:
         by_scenario[j.scenario].append(j)
-    values = []
+    values, chance = [], []
     for group in by_scenario.values():
         if len(group) < 2:
             continue
         methods = sorted(group[0].ranks)
         values.append(kendalls_w(np.array([[j.ranks[m] for m in methods] for j in group], dtype=float)))
-    return (float(np.mean(values)) if values else None), len(values)
+        chance.append(1.0 / len(group))
+    if not values:
+        return Concordance(None, 0, None)
+    return Concordance(float(np.mean(values)), len(values), float(np.mean(chance)))
 
 
 def krippendorff_alpha(units: Iterable[Sequence[float]], metric: str = "ordinal") -> float | None:
