@@ -77,7 +77,7 @@ def test_cli_analyze(answered, tmp_path, capsys):
     p = argparse.ArgumentParser()
     add_study_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["study", "analyze", "--db", str(answered.db_path), "--out", str(tmp_path / "o"),
-                         "--bootstrap", "50"])  # fmt: skip
+                         "--bootstrap", "50"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "9 answers from 3 of 3 raters" in out and "rome ranked above ft+l for consistency" in out

@@ -162,7 +162,7 @@ def test_connect_refuses_a_newer_schema(study):
 def test_cli_create_prints_invites_and_admin_token(tmp_path, capsys):
     path = tmp_path / "s.db"
     code = run(["study", "create", "--db", str(path), "--from-jsonl", str(SAMPLE), "--raters", "3",
-                "--per-rater", "2", "--title", "Reading study", "--seed", "11"])  # fmt: skip
+                "--per-rater", "2", "--title", "Reading study", "--seed", "11"])
     out = capsys.readouterr().out
     assert code == 0
     invites = re.findall(r"^rater (\d+): (/r/[A-Za-z0-9_-]+)$", out, re.M)
@@ -185,7 +185,7 @@ def test_cli_create_refuses_existing_db_and_bad_counts(study, tmp_path):
         run(["study", "create", "--db", str(tmp_path / "n.db"), "--from-jsonl", str(SAMPLE), "--raters", "0"])
     with pytest.raises(FactpatchError, match="--methods needs at least two"):
         run(["study", "create", "--db", str(tmp_path / "n.db"), "--from-jsonl", str(SAMPLE), "--raters", "2",
-             "--methods", "rome"])  # fmt: skip
+             "--methods", "rome"])
     assert not (tmp_path / "n.db").exists()
 
 

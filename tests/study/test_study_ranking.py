@@ -22,7 +22,8 @@ def test_valid_ranking():
 
 
 def test_two_texts():
-    assert parse_ranking(form({"A": "2", "B": "1"}, {"A": "1", "B": "2"}), ["A", "B"])["consistency"] == {"A": 2, "B": 1}
+    got = parse_ranking(form({"A": "2", "B": "1"}, {"A": "1", "B": "2"}), ["A", "B"])
+    assert got == {"consistency": {"A": 2, "B": 1}, "fluency": {"A": 1, "B": 2}}
 
 
 def errors_of(f: dict[str, str], labels=LABELS) -> tuple[str, ...]:
@@ -69,4 +70,4 @@ def test_all_problems_reported_at_once():
 def test_ordinal():
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st",
-    ]  # fmt: skip
+    ]

@@ -91,7 +91,7 @@ def test_answer_is_stored_and_the_next_scenario_follows(client, rater, study):
     ranks = conn.execute("SELECT criterion, rank FROM ranking WHERE rater_id = 1 ORDER BY criterion, rank").fetchall()
     conn.close()
     assert [tuple(r) for r in ranks] == [("consistency", 1), ("consistency", 2), ("consistency", 3),
-                                        ("fluency", 1), ("fluency", 2), ("fluency", 3)]  # fmt: skip
+                                        ("fluency", 1), ("fluency", 2), ("fluency", 3)]
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def hostile_study(tmp_path):
         "x1", "Counterfactual with <b>markup</b> & quotes \"'",
         "prompt",
         {"method-secret-alpha": "Plain text. " + HOSTILE, "method-secret-beta": "Other text {{ 7 * 7 }}"},
-    )  # fmt: skip
+    )
     return create_study(tmp_path / "h.db", [scenario], raters=4, seed=3)
 
 
@@ -348,6 +348,6 @@ def test_access_log_redacts_invite_tokens():
 
     token = "tR-duhnvfWO-lkbV8gjPKbTlQhw2MjxRozWMfinAStc"
     record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5", "POST", f"/r/{token}/answer", "1.1", 303), None)  # fmt: skip
+                               ("127.0.0.1:5", "POST", f"/r/{token}/answer", "1.1", 303), None)
     assert RedactInvites().filter(record)
     assert token not in record.getMessage() and "/r/tR-duh…/answer" in record.getMessage()

@@ -153,12 +153,12 @@ def write_pairwise_csv(analysis: StudyAnalysis, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["criterion", "method", "other", "comparisons", "ranked_above", "share", "share_lo", "share_hi",
-                    "ratio", "ratio_lo", "ratio_hi"])  # fmt: skip
+                    "ratio", "ratio_lo", "ratio_hi"])
         for c in analysis.criteria:
             for p in c.preferences:
                 w.writerow([c.criterion, p.better, p.worse, p.comparisons, p.wins, f"{p.share:.4f}",
                             f"{p.share_ci[0]:.4f}", f"{p.share_ci[1]:.4f}", f"{p.ratio:.4f}",
-                            f"{p.ratio_ci[0]:.4f}", f"{p.ratio_ci[1]:.4f}"])  # fmt: skip
+                            f"{p.ratio_ci[0]:.4f}", f"{p.ratio_ci[1]:.4f}"])
 
 
 def times(x: float) -> str:
@@ -196,7 +196,8 @@ def report(analysis: StudyAnalysis) -> str:
     ]
     for c in analysis.criteria:
         depth = max((len(v) for v in c.rank_counts.values()), default=0)
-        lines += ["", f"## {c.title}", "", "| method | " + " | ".join(ordinal(k + 1) for k in range(depth)) + " | mean rank |"]
+        header = " | ".join(ordinal(k + 1) for k in range(depth))
+        lines += ["", f"## {c.title}", "", f"| method | {header} | mean rank |"]
         lines.append("|---" * (depth + 2) + "|")
         for method, counts in c.rank_counts.items():
             total = sum(counts) or 1
@@ -226,7 +227,7 @@ def plot_ranks(analysis: StudyAnalysis, path: Path) -> None:
                 ax.barh(y, share, left=left, color=color, edgecolor="white", label=ordinal(k + 1) if y == 0 else None)
                 if share >= 7:
                     ax.text(left + share / 2, y, f"{share:.0f}%", ha="center", va="center", fontsize=8,
-                            color="white" if k == 0 else "#1a1a1a")  # fmt: skip
+                            color="white" if k == 0 else "#1a1a1a")
                 left += share
         ax.set_yticks(range(len(methods)), list(reversed(methods)))
         ax.set_xlim(0, 100)

@@ -9,8 +9,8 @@ allows only this server's own script and stylesheet, so model text can never run
 The admin signs in once with the admin token through a form, which sets an HttpOnly,
 SameSite=Strict cookie; scripts may instead send `Authorization: Bearer <admin token>`.
 """
-
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see the Annotated dependency
+# aliases defined inside create_app as objects, not as names to look up in this module.
 
 import io
 import logging
@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 from fastapi import Depends, FastAPI, Request
@@ -130,6 +130,10 @@ def create_app(db_path: Path) -> FastAPI:
     async def form_data(request: Request) -> FormData:
         return await request.form(max_files=0, max_fields=200)
 
+    # Parsed before a (sync) endpoint runs in the thread pool, so SQLite's waits never block the loop.
+    Conn = Annotated[sqlite3.Connection, Depends(connection)]
+    Form = Annotated[FormData, Depends(form_data)]
+
     def rater_for(conn: sqlite3.Connection, token: str) -> db.Rater:
         rater = db.rater_by_token_hash(conn, security.token_hash(token)) if security.plausible_token(token) else None
         if rater is None:
@@ -139,23 +143,12 @@ def create_app(db_path: Path) -> FastAPI:
 
     # ---- raters ------------------------------------------------------------------------------
 
-    def scenario_page(
-        request: Request, conn: sqlite3.Connection, token: str, rater: db.Rater, status: int = 200,
-        errors: tuple[str, ...] = (), selected: dict[str, str] | None = None,
-    ) -> HTMLResponse:  # fmt: skip
-        shown = db.shown_scenario(conn, rater, rater.position)
-        return page(
-            request, "scenario.html", status, token=token, scenario=shown, criteria=CRITERIA_INFO,
-            ranks=range(1, len(shown.texts) + 1), errors=errors, selected=selected or {},
-            csrf=security.answer_form_token(info.secret, rater.id, rater.position),
-        )  # fmt: skip
-
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request) -> HTMLResponse:
         return message(request, 200, info.title, "Open the personal link you were sent to take part.")
 
     @app.get("/r/{token}", response_class=HTMLResponse)
-    def rater_home(request: Request, token: str, conn: sqlite3.Connection = Depends(connection)) -> HTMLResponse:
+    def rater_home(request: Request, token: str, conn: Conn) -> HTMLResponse:
         rater = rater_for(conn, token)
         if rater.finished:
             return page(request, "done.html", total=rater.assigned)
@@ -163,64 +156,78 @@ def create_app(db_path: Path) -> FastAPI:
             return instructions_page(request, token, rater)
         return scenario_page(request, conn, token, rater)
 
+    @app.get("/r/{token}/instructions", response_class=HTMLResponse)
+    def instructions(request: Request, token: str, conn: Conn) -> HTMLResponse:
+        return instructions_page(request, token, rater_for(conn, token))
+
     def instructions_page(request: Request, token: str, rater: db.Rater) -> HTMLResponse:
         return page(
             request, "instructions.html", token=token, total=rater.assigned, started=rater.started,
-            finished=rater.finished, csrf=security.start_form_token(info.secret, rater.id), criteria=CRITERIA_INFO,
-        )  # fmt: skip
+            finished=rater.finished, criteria=CRITERIA_INFO, csrf=security.start_form_token(info.secret, rater.id),
+        )
 
-    @app.get("/r/{token}/instructions", response_class=HTMLResponse)
-    def instructions(request: Request, token: str, conn: sqlite3.Connection = Depends(connection)) -> HTMLResponse:
-        return instructions_page(request, token, rater_for(conn, token))
+    def scenario_page(
+        request: Request,
+        conn: sqlite3.Connection,
+        token: str,
+        rater: db.Rater,
+        status: int = 200,
+        errors: tuple[str, ...] = (),
+        selected: dict[str, str] | None = None,
+    ) -> HTMLResponse:
+        shown = db.shown_scenario(conn, rater, rater.position)
+        return page(
+            request, "scenario.html", status, token=token, scenario=shown, criteria=CRITERIA_INFO,
+            ranks=range(1, len(shown.texts) + 1), errors=errors, selected=selected or {},
+            csrf=security.answer_form_token(info.secret, rater.id, rater.position),
+        )
 
     @app.post("/r/{token}/start")
-    def start(
-        request: Request, token: str, form: FormData = Depends(form_data), conn: sqlite3.Connection = Depends(connection)
-    ) -> Response:
+    def start(request: Request, token: str, form: Form, conn: Conn) -> Response:
         rater = rater_for(conn, token)
         if not security.verify(info.secret, form.get("csrf"), "start", rater.id):
             return message(request, 403, "Form not accepted", "This form has expired. Open your link again.",
-                           f"/r/{token}")  # fmt: skip
+                           f"/r/{token}")
         db.mark_started(conn, rater.id)
         return RedirectResponse(f"/r/{token}", status_code=303)
 
     @app.post("/r/{token}/answer")
-    def answer(
-        request: Request, token: str, form: FormData = Depends(form_data), conn: sqlite3.Connection = Depends(connection)
-    ) -> Response:
+    def answer(request: Request, token: str, form: Form, conn: Conn) -> Response:
         rater = rater_for(conn, token)
-        position_field = str(form.get("position", ""))
-        position = int(position_field) if position_field.isdecimal() and len(position_field) < 6 else -1
+        field = str(form.get("position", ""))
+        position = int(field) if field.isdecimal() and len(field) < 7 else -1
+        # The token is signed for this rater and scenario: checked first, so nothing else is learnt from a forgery.
         if not security.verify(info.secret, form.get("csrf"), "answer", rater.id, position):
             return message(request, 403, "Form not accepted",
                            "This form could not be verified, so nothing was saved. Open your link again to continue.",
-                           f"/r/{token}")  # fmt: skip
+                           f"/r/{token}")
         if position != rater.position or rater.finished:
             return stale(request, token, rater)
         shown = db.shown_scenario(conn, rater, position)
-        labels = [t.label for t in shown.texts]
+        values = {key: str(value) for key, value in form.items()}
         try:
-            ranked = parse_ranking({k: str(v) for k, v in form.items()}, labels)
+            ranked = parse_ranking(values, [t.label for t in shown.texts])
         except RankingInvalid as exc:
-            picked = {k: str(v) for k, v in form.items() if k.split("-")[0] in CRITERIA}
-            return scenario_page(request, conn, token, rater, 400, exc.errors, picked)
-        ids = {t.label: t.text_id for t in shown.texts}
-        by_text = {c: {ids[label]: rank for label, rank in ranked[c].items()} for c in CRITERIA}
+            return scenario_page(request, conn, token, rater, 400, exc.errors, values)
+        text_id = {t.label: t.text_id for t in shown.texts}
+        by_text = {c: {text_id[label]: rank for label, rank in ranked[c].items()} for c in CRITERIA}
         try:
             db.save_answer(conn, rater.id, position, by_text)
-        except db.StaleAnswer:  # another tab got there first, between our check and the write lock
-            return stale(request, token, db.rater_by_token_hash(conn, security.token_hash(token)) or rater)
+        except db.StaleAnswer:  # another tab got there between our check and the write lock
+            return stale(request, token, rater_for(conn, token))
         logger.info("rater %d answered scenario %d of %d", rater.id, position, rater.assigned)
-        return RedirectResponse(f"/r/{token}", status_code=303)
+        return RedirectResponse(f"/r/{token}", status_code=303)  # a reload can't post the answer twice
 
     def stale(request: Request, token: str, rater: db.Rater) -> HTMLResponse:
-        where = "You have already answered every scenario." if rater.finished else (
-            f"You are on scenario {rater.position} of {rater.assigned}.")  # fmt: skip
-        return message(
-            request, 409, "Already answered",
-            f"This form was for a scenario you had already answered (perhaps in another tab), so it was not saved "
-            f"again. {where}", f"/r/{token}",
-        )  # fmt: skip
+        if rater.finished:
+            where = "You have already answered every scenario."
+        else:
+            where = f"You are on scenario {rater.position} of {rater.assigned}."
+        text = (
+            "This form was for a scenario you had already answered (perhaps in another tab), "
+            f"so it was not saved again. {where}"
+        )
+        return message(request, 409, "Already answered", text, f"/r/{token}")
 
     # ---- admin -------------------------------------------------------------------------------
 
@@ -232,9 +239,8 @@ def create_app(db_path: Path) -> FastAPI:
             ok = scheme.lower() == "bearer" and security.admin_token_ok(value.strip(), info.admin_token_sha256)
             return 200 if ok else 403
         cookie = request.cookies.get(ADMIN_COOKIE)
-        if cookie is not None and secrets.compare_digest(
-            cookie, security.admin_session(info.secret, info.admin_token_sha256)
-        ):
+        expected = security.admin_session(info.secret, info.admin_token_sha256)
+        if cookie is not None and secrets.compare_digest(cookie, expected):
             return 200
         return 401  # no cookie, or one from an earlier study at this address: sign in again
 
@@ -242,13 +248,13 @@ def create_app(db_path: Path) -> FastAPI:
         nonce = security.new_token()
         response = page(request, "admin_login.html", status, csrf=nonce, error=error)
         response.set_cookie(LOGIN_CSRF_COOKIE, nonce, httponly=True, samesite="strict", path="/admin",
-                            secure=request.url.scheme == "https")  # fmt: skip
+                            secure=request.url.scheme == "https")
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="factpatch study admin"'
         return response
 
     @app.get("/admin", response_class=HTMLResponse)
-    def admin(request: Request, conn: sqlite3.Connection = Depends(connection)) -> HTMLResponse:
+    def admin(request: Request, conn: Conn) -> HTMLResponse:
         state = admin_state(request)
         if state != 200:
             return login_page(request, state, "That admin token is not right." if state == 403 else None)
@@ -259,10 +265,10 @@ def create_app(db_path: Path) -> FastAPI:
             answered=sum(p.answered for p in progress), assigned=sum(p.assigned for p in progress),
             finished=sum(1 for p in progress if p.answered == p.assigned),
             logout_csrf=security.sign(info.secret, "logout"),
-        )  # fmt: skip
+        )
 
     @app.post("/admin/login")
-    def admin_login(request: Request, form: FormData = Depends(form_data)) -> Response:
+    def admin_login(request: Request, form: Form) -> Response:
         expected = request.cookies.get(LOGIN_CSRF_COOKIE)
         given = str(form.get("csrf", ""))
         if not expected or not secrets.compare_digest(expected, given):
@@ -272,12 +278,12 @@ def create_app(db_path: Path) -> FastAPI:
             return login_page(request, 403, "That admin token is not right.")
         response = RedirectResponse("/admin", status_code=303)
         response.set_cookie(ADMIN_COOKIE, security.admin_session(info.secret, info.admin_token_sha256),
-                            httponly=True, samesite="strict", path="/admin", secure=request.url.scheme == "https")  # fmt: skip
+                            httponly=True, samesite="strict", path="/admin", secure=request.url.scheme == "https")
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/admin")
         return response
 
     @app.post("/admin/logout")
-    def admin_logout(request: Request, form: FormData = Depends(form_data)) -> Response:
+    def admin_logout(request: Request, form: Form) -> Response:
         if admin_state(request) != 200 or not security.verify(info.secret, form.get("csrf"), "logout"):
             return message(request, 403, "Form not accepted", "Sign-out could not be verified.", "/admin")
         response = RedirectResponse("/admin", status_code=303)
@@ -285,7 +291,7 @@ def create_app(db_path: Path) -> FastAPI:
         return response
 
     @app.get("/admin/export.csv")
-    def export(request: Request, conn: sqlite3.Connection = Depends(connection)) -> Response:
+    def export(request: Request, conn: Conn) -> Response:
         state = admin_state(request)
         if state != 200:
             return message(request, state, "Admin only", "Sign in at /admin first.", "/admin")
@@ -294,6 +300,6 @@ def create_app(db_path: Path) -> FastAPI:
         return Response(
             out.getvalue(), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="rankings.csv"'},
-        )  # fmt: skip
+        )
 
     return app

@@ -109,7 +109,7 @@ def run_create(args: argparse.Namespace) -> int:
     invites = create_study(
         args.db, scenarios, raters=args.raters, per_rater=args.per_rater,
         title=args.title if args.title is not None else DEFAULT_TITLE, seed=args.seed, force=args.force,
-    )  # fmt: skip
+    )
     n_texts = sorted({len(s.texts) for s in scenarios})
     print(
         f"created {invites.db_path}: {len(scenarios)} scenarios of {'/'.join(map(str, n_texts))} texts, "

@@ -171,7 +171,7 @@ def place(tmp: Path, target: Path, force: bool) -> None:
         try:
             os.link(tmp, target)  # fails if target exists: no check-then-write race
         except FileExistsError:
-            raise FactpatchError(f"{target} exists already; pass --force to replace it (its answers are lost)") from None
+            raise FactpatchError(f"{target} exists already; pass --force to replace it") from None
         except OSError:  # a file system without hard links: check, then rename
             if target.exists():
                 raise FactpatchError(f"{target} exists already; pass --force to replace it") from None

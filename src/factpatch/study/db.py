@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from factpatch.errors import FactpatchError
@@ -76,7 +76,7 @@ CREATE TABLE ranking (
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def configure(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -250,7 +250,9 @@ def save_answer(
             raise StaleAnswer(answered + 1)
         stamp = now()
         conn.execute("UPDATE rater SET started_at = coalesce(started_at, ?) WHERE id = ?", (stamp, rater_id))
-        conn.execute("INSERT INTO answer (rater_id, position, submitted_at) VALUES (?, ?, ?)", (rater_id, position, stamp))
+        conn.execute(
+            "INSERT INTO answer (rater_id, position, submitted_at) VALUES (?, ?, ?)", (rater_id, position, stamp)
+        )
         conn.executemany(
             "INSERT INTO ranking (rater_id, position, criterion, text_id, rank) VALUES (?, ?, ?, ?, ?)",
             [(rater_id, position, c, text_id, rank) for c in CRITERIA for text_id, rank in ranks[c].items()],
