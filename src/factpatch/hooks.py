@@ -16,6 +16,7 @@ replaces the activation. Hooks exist only inside the `hooks` context manager and
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 from typing import Callable, Iterator, Protocol
 
@@ -115,10 +116,11 @@ def run_with_cache(
     input_ids: torch.Tensor,
     names: list[str],
     stop_after: str | None = None,
-    attention_mask: torch.Tensor | None = None,
+    **forward_kwargs,
 ) -> dict[str, torch.Tensor]:
     """Run the model and return the named activations (detached). With `stop_after`, the pass ends
-    as soon as that activation is read, so only the layers up to it run."""
+    as soon as that activation is read, so only the layers up to it run. `forward_kwargs` go to the
+    model body (attention_mask, position_ids, past_key_values, ...)."""
     cache: dict[str, torch.Tensor] = {}
 
     def save(tensor, *, hook):
@@ -129,7 +131,7 @@ def run_with_cache(
     wanted = list(dict.fromkeys(names + ([stop_after] if stop_after else [])))
     with torch.no_grad(), hooks(lm, {name: save for name in wanted}):
         try:
-            body(lm)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            body(lm)(input_ids=input_ids, **{"use_cache": False, **forward_kwargs})
         except StopForward:
             pass
     missing = [n for n in names if n not in cache]
@@ -150,6 +152,18 @@ def unembed(lm: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def cache_kwarg(module: nn.Module) -> str:
+    """Name of the key/value-cache argument of a model body (`cache` since transformers 5.2x,
+    `past_key_values` before)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def returned_cache(output):
+    """The key/value cache a forward pass returned, under either name."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 class _Passthrough(nn.Module):

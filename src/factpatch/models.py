@@ -126,7 +126,7 @@ ADAPTERS: dict[str, ArchAdapter] = {
         qkv_fused="neox",
         embed="gpt_neox.embed_in",
         final_norm="gpt_neox.final_layer_norm",
-        unembed="embed_out",
+        unembed="lm_head",
     ),
 }
 

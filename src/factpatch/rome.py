@@ -22,6 +22,7 @@ the positions the loss reads and all contexts in one batch; the weights get no g
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -33,9 +34,9 @@ import torch
 
 from .cache import atomic_path, default_cache_dir, stable_hash
 from .errors import FactpatchError
-from .hooks import act_name, body, frozen, hooks, run_with_cache, start_at_layer, unembed
+from .hooks import act_name, body, cache_kwarg, frozen, hooks, returned_cache, run_with_cache, start_at_layer, unembed
 from .models import LoadedModel
-from .tokens import encode_target, pad_id, pad_right, subject_last_index
+from .tokens import encode_target, pad_id, subject_last_index
 
 logger = logging.getLogger(__name__)
 
@@ -174,42 +175,76 @@ def context_prefixes(lm: LoadedModel, hp: ROMEHyperParams, cache_dir: Path | Non
 
 @dataclass
 class _Contexts:
-    input_ids: torch.Tensor  # (B, T): rewrite contexts then the essence prompt
-    subject_last: torch.Tensor  # (B,) position of the subject's last token per row
-    target_rows: torch.Tensor  # (N_t,) row of each target-token position
-    target_cols: torch.Tensor  # (N_t,) position whose logits predict that target token
+    """The rewrite contexts (then the essence prompt as the last row), split at each row's subject
+    last token: the part before it cannot depend on δ, so its keys and values are computed once.
+
+    Prefix parts are left-padded and suffix parts right-padded, so every row's subject-last token
+    sits in suffix column 0; position ids keep each row's true positions.
+    """
+
+    prefix_ids: torch.Tensor  # (B, P) tokens before the subject's last token, left-padded
+    prefix_mask: torch.Tensor  # (B, P) 1 = real token
+    suffix_ids: torch.Tensor  # (B, S) from the subject's last token on, right-padded
+    prefix_positions: torch.Tensor  # (B, P)
+    suffix_positions: torch.Tensor  # (B, S)
+    target_rows: torch.Tensor  # (N_t,) row of each target token
+    target_cols: torch.Tensor  # (N_t,) suffix column whose logits predict it
     target_ids: torch.Tensor  # (N_t,)
     n_rewrite: int
-    essence_col: int  # position of the essence prompt's last token (its row is the last)
+    essence_col: int  # suffix column of the essence prompt's last token (last row)
+
+    @property
+    def full_mask(self) -> torch.Tensor:  # (B, P + S): padding after real tokens is never attended
+        return torch.cat([self.prefix_mask, torch.ones_like(self.suffix_ids)], dim=1)
 
 
 def _build_contexts(lm: LoadedModel, request: EditRequest, prefixes: list[str], essence: str) -> _Contexts:
     tokenizer = lm.tokenizer
-    sequences, subject_last, rows, cols, targets = [], [], [], [], []
+    rows_tokens, splits, rows, cols, targets = [], [], [], [], []
     for row, prefix in enumerate(prefixes):
         text = prefix + request.text
         prompt_ids, target_ids = encode_target(tokenizer, text, request.target_new)
-        subject_start = len(prefix) + request.prompt.index("{}")
-        subject_last.append(subject_last_index(tokenizer, text, request.subject, subject_start))
-        sequences.append(prompt_ids + target_ids[:-1])
+        split = subject_last_index(tokenizer, text, request.subject, len(prefix) + request.prompt.index("{}"))
+        rows_tokens.append(prompt_ids + target_ids[:-1])
+        splits.append(split)
         for offset, token in enumerate(target_ids):
             rows.append(row)
-            cols.append(len(prompt_ids) - 1 + offset)
+            cols.append(len(prompt_ids) - 1 + offset - split)
             targets.append(token)
     essence_text = essence.replace("{}", request.subject)
-    essence_ids = tokenizer(essence_text).input_ids
-    sequences.append(essence_ids)
-    subject_last.append(subject_last_index(tokenizer, essence_text, request.subject))
-    batch = pad_right(sequences, pad_id(tokenizer), lm.device)
-    as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=lm.device)  # noqa: E731
+    essence_ids = list(tokenizer(essence_text).input_ids)
+    rows_tokens.append(essence_ids)
+    splits.append(subject_last_index(tokenizer, essence_text, request.subject))
+
+    pad = pad_id(tokenizer)
+    width_p = max(splits)
+    width_s = max(len(t) - s for t, s in zip(rows_tokens, splits))
+    B = len(rows_tokens)
+    prefix_ids = torch.full((B, width_p), pad, dtype=torch.long)
+    prefix_mask = torch.zeros((B, width_p), dtype=torch.long)
+    prefix_positions = torch.zeros((B, width_p), dtype=torch.long)
+    suffix_ids = torch.full((B, width_s), pad, dtype=torch.long)
+    suffix_positions = torch.zeros((B, width_s), dtype=torch.long)
+    for row, (tokens, split) in enumerate(zip(rows_tokens, splits)):
+        if split:
+            prefix_ids[row, width_p - split :] = torch.tensor(tokens[:split])
+            prefix_mask[row, width_p - split :] = 1
+            prefix_positions[row, width_p - split :] = torch.arange(split)
+        suffix_ids[row, : len(tokens) - split] = torch.tensor(tokens[split:])
+        suffix_positions[row] = split + torch.arange(width_s)
+    device = lm.device
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
     return _Contexts(
-        input_ids=batch.input_ids,
-        subject_last=as_tensor(subject_last),
+        prefix_ids=prefix_ids.to(device),
+        prefix_mask=prefix_mask.to(device),
+        suffix_ids=suffix_ids.to(device),
+        prefix_positions=prefix_positions.to(device),
+        suffix_positions=suffix_positions.to(device),
         target_rows=as_tensor(rows),
         target_cols=as_tensor(cols),
         target_ids=as_tensor(targets),
         n_rewrite=len(prefixes),
-        essence_col=len(essence_ids) - 1,
+        essence_col=len(essence_ids) - 1 - splits[-1],
     )
 
 
@@ -238,20 +273,36 @@ def compute_key_value(
     layer = hp.layer
     assert layer is not None
     ctx = _build_contexts(lm, request, prefixes, hp.essence_prompt)
-    rows = torch.arange(ctx.input_ids.shape[0], device=lm.device)
+    model_body = body(lm)
+
+    # Keys and values of every layer at the positions before the subject's last token: fixed.
+    prefix_cache = None
+    if ctx.prefix_ids.shape[1]:
+        with torch.no_grad():
+            prefix_cache = returned_cache(model_body(
+                input_ids=ctx.prefix_ids, attention_mask=ctx.prefix_mask,
+                position_ids=ctx.prefix_positions, use_cache=True,
+            ))
+
+    def suffix_kwargs() -> dict:
+        if prefix_cache is None:
+            return {"position_ids": ctx.suffix_positions}
+        # each pass appends to the cache it is given: hand it a copy
+        return {"attention_mask": ctx.full_mask, "position_ids": ctx.suffix_positions,
+                cache_kwarg(model_body): copy.deepcopy(prefix_cache), "use_cache": True}
 
     # One pass up to layer l*: the residual stream entering l* and the keys at the subject.
     resid_name, key_name = act_name("resid_pre", layer), act_name("mlp_key", layer)
-    cached = run_with_cache(lm, ctx.input_ids, [resid_name, key_name], stop_after=key_name)
-    keys = cached[key_name][rows, ctx.subject_last]  # (B, d_mlp)
+    cached = run_with_cache(lm, ctx.suffix_ids, [resid_name, key_name], stop_after=key_name, **suffix_kwargs())
+    keys = cached[key_name][:, 0]  # (B, d_mlp): suffix column 0 is each row's subject-last token
     k_star = keys[: ctx.n_rewrite].mean(dim=0)  # (d_mlp,)
     W = projection_weight(lm, layer).detach()
     Wk_star = W @ k_star  # (d_model,)
 
     delta = torch.zeros_like(Wk_star, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
-    at_subject = torch.zeros(ctx.input_ids.shape + (1,), device=lm.device)  # (B, T, 1)
-    at_subject[rows, ctx.subject_last] = 1.0
+    at_subject = torch.zeros(ctx.suffix_ids.shape + (1,), device=lm.device)  # (B, S, 1)
+    at_subject[:, 0] = 1.0
 
     def add_delta(tensor, *, hook):
         return tensor + at_subject * delta
@@ -262,7 +313,7 @@ def compute_key_value(
     n_target_tokens = len(ctx.target_ids) // ctx.n_rewrite
     with frozen(lm.model), start_at_layer(lm, layer, cached[resid_name]), hooks(lm, {act_name("mlp_out", layer): add_delta}):
         for step in range(hp.v_steps + 1):
-            hidden = body(lm)(input_ids=ctx.input_ids, use_cache=False).last_hidden_state
+            hidden = model_body(input_ids=ctx.suffix_ids, **suffix_kwargs()).last_hidden_state
             read = torch.cat([hidden[ctx.target_rows, ctx.target_cols], hidden[-1:, ctx.essence_col]])
             log_probs = torch.log_softmax(unembed(lm, read).float(), dim=-1)
             token_lp = log_probs[:-1].gather(1, ctx.target_ids[:, None]).squeeze(1)

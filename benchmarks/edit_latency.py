@@ -1,0 +1,85 @@
+"""ROME edit latency and quality on CounterFact cases (issue 2's benchmark).
+
+Prints per-edit seconds (k*, v* and the update; the model, key statistics and context prefixes
+are loaded or computed once, before timing), the median, and efficacy / paraphrase /
+neighbourhood scores over the cases, each case edited on the unedited model (reverted exactly
+between cases).
+
+    python benchmarks/edit_latency.py [--model smollm2-135m] [--n 25] [--dataset PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from factpatch.metrics import score_targets
+from factpatch.models import load_model
+from factpatch.patch import PatchStack, rome_patch
+from factpatch.rome import EditRequest, compute_edit, context_prefixes, hparams_for
+from factpatch.stats import key_second_moment
+
+DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
+
+
+def prefers(lm, prompt: str, first: str, second: str) -> bool:
+    """Whether `first` is more likely than `second` after `prompt` (mean token log-probability)."""
+    a, b = score_targets(lm, [prompt, prompt], [first, second])
+    return a.mean_log_prob > b.mean_log_prob
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--n", type=int, default=25)
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--layer", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write per-case results here")
+    args = parser.parse_args()
+
+    cases = json.loads(args.dataset.read_text())[: args.n]
+    started = time.perf_counter()
+    lm = load_model(args.model)
+    hp = hparams_for(lm, layer=args.layer)
+    C = key_second_moment(lm, hp.layer)
+    context_prefixes(lm, hp)
+    print(f"model {lm.name}, layer {hp.layer}; setup {time.perf_counter() - started:.1f} s "
+          f"(load + cached statistics); torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+    stack = PatchStack(lm)
+    rows = []
+    for case in cases:
+        request = EditRequest.from_text(case["prompt"], case["subject"], case["target_new"], case["ground_truth"])
+        edit = compute_edit(lm, request, C, hp)
+        stack.apply(rome_patch(lm, edit))
+        row = {
+            "case_id": case["case_id"],
+            "seconds": edit.seconds,
+            "steps": edit.key_value.steps,
+            "ES": prefers(lm, request.text, case["target_new"], case["ground_truth"]),
+            "PS": prefers(lm, case["rephrase_prompt"], case["target_new"], case["ground_truth"]),
+            "NS": prefers(lm, case["locality_prompt"], case["locality_ground_truth"], case["target_new"]),
+        }
+        stack.revert()
+        rows.append(row)
+        print(f"case {row['case_id']:>6}: {row['seconds']:6.2f} s, {row['steps']:2d} steps, "
+              f"ES {int(row['ES'])} PS {int(row['PS'])} NS {int(row['NS'])}  ({request.text} -> {request.target_new})",
+              flush=True)
+    seconds = [r["seconds"] for r in rows]
+    print(f"\n{len(rows)} edits: median {statistics.median(seconds):.2f} s, mean {statistics.mean(seconds):.2f} s, "
+          f"min {min(seconds):.2f} s, max {max(seconds):.2f} s")
+    for metric in ("ES", "PS", "NS"):
+        print(f"{metric} {sum(r[metric] for r in rows) / len(rows):.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Hook points read and patch the right activations; starting at a layer reproduces a full pass."""
+
+import pytest
+import torch
+
+from factpatch.hooks import act_name, body, hooks, run_with_cache, start_at_layer
+from factpatch.errors import FactpatchError
+
+FAMILIES = ["llama", "gpt2", "gemma3"]
+
+
+def _ids(lm, text="The Eiffel Tower is located in the city of Paris"):
+    return torch.tensor([lm.tokenizer(text).input_ids])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_start_at_layer_reproduces_full_forward(tiny_models, family):
+    lm = tiny_models[family]
+    ids = _ids(lm)
+    with torch.no_grad():
+        full = body(lm)(input_ids=ids, use_cache=False).last_hidden_state
+        for layer in (1, 3):
+            resid = run_with_cache(lm, ids, [act_name("resid_pre", layer)])[act_name("resid_pre", layer)]
+            with start_at_layer(lm, layer, resid):
+                partial = body(lm)(input_ids=ids, use_cache=False).last_hidden_state
+            torch.testing.assert_close(partial, full, rtol=1e-5, atol=1e-5)
+    # the original blocks are back
+    assert all(type(b).__name__ != "_Passthrough" for b in lm.module(lm.adapter.blocks))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mlp_key_and_value_hooks_match_projection(tiny_models, family):
+    lm = tiny_models[family]
+    names = [act_name("mlp_key", 2), act_name("mlp_out", 2)]
+    cache = run_with_cache(lm, _ids(lm), names)
+    key, value = cache[names[0]], cache[names[1]]
+    proj = lm.module(lm.adapter.mlp_out_path(2))
+    torch.testing.assert_close(proj(key), value)
+
+
+def test_hook_replacement_changes_output_and_is_removed(tiny_models):
+    lm = tiny_models["llama"]
+    ids = _ids(lm)
+    with torch.no_grad():
+        clean = body(lm)(input_ids=ids).last_hidden_state
+        with hooks(lm, {act_name("mlp_out", 1): lambda t, hook: torch.zeros_like(t)}):
+            patched = body(lm)(input_ids=ids).last_hidden_state
+        again = body(lm)(input_ids=ids).last_hidden_state
+    assert not torch.allclose(clean, patched)
+    torch.testing.assert_close(clean, again)
+
+
+def test_stop_after_runs_only_early_layers(tiny_models):
+    lm = tiny_models["llama"]
+    seen = []
+    with hooks(lm, {act_name("resid_post", 3): lambda t, hook: seen.append(hook)}):
+        run_with_cache(lm, _ids(lm), [act_name("mlp_key", 1)], stop_after=act_name("mlp_key", 1))
+    assert seen == []
+
+
+def test_bad_names_and_layers_are_refused(tiny_models):
+    lm = tiny_models["llama"]
+    with pytest.raises(FactpatchError, match="unknown activation kind"):
+        act_name("mlp_middle", 1)
+    with pytest.raises(FactpatchError, match="out of range"):
+        run_with_cache(lm, _ids(lm), [act_name("mlp_key", 9)])

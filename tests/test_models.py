@@ -1,0 +1,65 @@
+"""Architecture adapters name the right modules; unknown architectures fail clearly."""
+
+import pytest
+import torch
+import transformers
+
+from factpatch.errors import FactpatchError
+from factpatch.models import ADAPTERS, EMBEDDED, adapter_for, describe_models, weights_fingerprint
+
+EXPECTED = {
+    "llama": ("model.layers.2.mlp.down_proj", torch.nn.Linear, False),
+    "gemma3": ("model.layers.2.mlp.down_proj", torch.nn.Linear, False),
+    "gpt2": ("transformer.h.2.mlp.c_proj", transformers.pytorch_utils.Conv1D, True),
+}
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_adapter_finds_modules(tiny_models, family):
+    lm = tiny_models[family]
+    path, cls, transposed = EXPECTED[family]
+    assert lm.adapter.mlp_out_path(2) == path
+    assert isinstance(lm.module(path), cls)
+    assert lm.adapter.mlp_out_transposed is transposed
+    assert lm.n_layers == 4
+    # the projection's input width is the MLP width (64) and its output the model width (32)
+    weight = lm.module(path).weight
+    assert weight.shape == ((64, 128) if family == "gpt2" else (32, 64)) or weight.shape == (128, 32)
+    for qkv in lm.adapter.qkv_paths(1):
+        assert lm.module(qkv).weight.requires_grad is False
+
+
+def test_all_adapters_cover_requested_families():
+    assert {"llama", "mistral", "qwen2", "gemma3_text", "gpt2", "gptj", "gpt_neox"} <= set(ADAPTERS)
+
+
+def test_gptj_and_neox_adapters_match_real_modules():
+    for config, cls in [
+        (transformers.GPTJConfig(vocab_size=50, n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=64), transformers.GPTJForCausalLM),
+        (transformers.GPTNeoXConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64), transformers.GPTNeoXForCausalLM),
+        (transformers.Qwen2Config(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64), transformers.Qwen2ForCausalLM),
+    ]:
+        model = cls(config)
+        adapter = adapter_for(model)  # raises if a named module is missing
+        assert model.get_submodule(adapter.mlp_out_path(1)).weight.shape[0] == 32
+
+
+def test_unknown_architecture_is_refused_with_what_is_missing():
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    model = transformers.BertLMHeadModel(config)
+    with pytest.raises(FactpatchError, match="unsupported architecture 'bert'.*ArchAdapter"):
+        adapter_for(model)
+
+
+def test_fingerprint_changes_with_one_weight(fresh_tiny):
+    lm = fresh_tiny("llama")
+    before = weights_fingerprint(lm.model)
+    with torch.no_grad():
+        lm.module(lm.adapter.mlp_out_path(0)).weight[0, 0] += 1e-3
+    assert weights_fingerprint(lm.model) != before
+
+
+def test_describe_models_lists_embedded(tmp_path):
+    rows = describe_models(tmp_path)
+    assert [r["name"] for r in rows] == list(EMBEDDED)
+    assert all(r["cached"] is False for r in rows)  # empty cache directory

@@ -1,0 +1,119 @@
+"""Patch files: save/load, apply/stack/revert bit for bit, fingerprint checks, patched directories."""
+
+import pytest
+import torch
+
+from factpatch.errors import FactpatchError
+from factpatch.models import load_model
+from factpatch.patch import (
+    Patch, PatchStack, WeightDelta, applied, export_model, load_patch, make_meta, restore_stack, save_patch,
+)
+
+
+def _snapshot(lm):
+    return {name: p.detach().clone() for name, p in lm.model.named_parameters()}
+
+
+def _assert_bits_equal(lm, snapshot):
+    for name, param in lm.model.named_parameters():
+        assert torch.equal(param, snapshot[name]), name  # exact, not approximate
+
+
+def _rank_one(lm, layer, seed):
+    g = torch.Generator().manual_seed(seed)
+    weight = lm.module(lm.adapter.mlp_out_path(layer)).weight
+    d_out, d_in = (weight.shape[1], weight.shape[0]) if lm.adapter.mlp_out_transposed else weight.shape
+    delta = WeightDelta(
+        param=f"{lm.adapter.mlp_out_path(layer)}.weight",
+        left=torch.randn(d_out, generator=g) * 0.1,
+        right=torch.randn(d_in, generator=g) * 0.1,
+        transposed=lm.adapter.mlp_out_transposed,
+    )
+    return Patch([delta], make_meta(lm, "rome", layer, lm.adapter.mlp_out_path(layer), request={"seed": seed}))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])
+def test_save_load_round_trip(fresh_tiny, tmp_path, family):
+    lm = fresh_tiny(family)
+    patch = _rank_one(lm, 1, 0)
+    path = save_patch(patch, tmp_path / "p.safetensors")
+    loaded = load_patch(path)
+    assert loaded.id == patch.id and loaded.meta == patch.meta
+    assert torch.equal(loaded.deltas[0].tensor(), patch.deltas[0].tensor())
+    assert loaded.deltas[0].tensor().shape == lm.module(lm.adapter.mlp_out_path(1)).weight.shape
+    assert path.stat().st_size < 10_000  # factors, not the matrix
+
+
+def test_revert_all_restores_original_bits(fresh_tiny):
+    lm = fresh_tiny("llama")
+    original = _snapshot(lm)
+    stack = PatchStack(lm)
+    for seed, layer in [(0, 1), (1, 1), (2, 3)]:
+        stack.apply(_rank_one(lm, layer, seed))
+    assert not torch.equal(lm.module(lm.adapter.mlp_out_path(1)).weight, original["model.layers.1.mlp.down_proj.weight"])
+    stack.revert()
+    _assert_bits_equal(lm, original)
+
+
+def test_revert_one_equals_applying_the_others(fresh_tiny):
+    lm, reference = fresh_tiny("gpt2"), fresh_tiny("gpt2")
+    patches = [_rank_one(lm, 1, 0), _rank_one(lm, 1, 1), _rank_one(lm, 2, 2)]
+    stack = PatchStack(lm)
+    for p in patches:
+        stack.apply(p)
+    stack.revert(patches[1].id)
+    ref_stack = PatchStack(reference)
+    for p in (patches[0], patches[2]):
+        ref_stack.apply(p)
+    _assert_bits_equal(lm, _snapshot(reference))
+    assert [p.id for p in stack.applied] == [patches[0].id, patches[2].id]
+
+
+def test_context_manager_reverts_even_on_error(fresh_tiny):
+    lm = fresh_tiny("gemma3")
+    original = _snapshot(lm)
+    with pytest.raises(RuntimeError):
+        with applied(lm, [_rank_one(lm, 1, 0)]):
+            raise RuntimeError("boom")
+    _assert_bits_equal(lm, original)
+
+
+def test_wrong_model_is_refused_unless_forced(fresh_tiny, caplog):
+    lm, other = fresh_tiny("llama", seed=0), fresh_tiny("llama", seed=1)
+    patch = _rank_one(other, 1, 0)
+    stack = PatchStack(lm)
+    with pytest.raises(FactpatchError, match="made on another model.*--force"):
+        stack.apply(patch)
+    assert not stack.applied and not stack.originals
+    stack.apply(patch, force=True)
+    assert "applying anyway" in caplog.text
+
+
+def test_missing_and_truncated_files(tmp_path, fresh_tiny):
+    with pytest.raises(FactpatchError, match="not found"):
+        load_patch(tmp_path / "none.safetensors")
+    lm = fresh_tiny("llama")
+    path = save_patch(_rank_one(lm, 1, 0), tmp_path / "p.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FactpatchError, match="truncated or corrupt"):
+        load_patch(path)
+
+
+def test_exported_directory_reverts_exactly(fresh_tiny, tmp_path):
+    lm = fresh_tiny("llama")
+    original = _snapshot(lm)
+    stack = PatchStack(lm)
+    patches = [_rank_one(lm, 1, 0), _rank_one(lm, 2, 1)]
+    for p in patches:
+        stack.apply(p)
+    export_model(lm, stack, tmp_path / "edited")
+    with pytest.raises(FactpatchError, match="not empty"):
+        export_model(lm, stack, tmp_path / "edited")
+
+    edited = load_model(str(tmp_path / "edited"))
+    assert edited.fingerprint == lm.fingerprint  # the base model's, not the patched weights'
+    restored = restore_stack(edited)
+    assert [p.id for p in restored.applied] == [p.id for p in patches]
+    restored.revert()
+    _assert_bits_equal(edited, original)

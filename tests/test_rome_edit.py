@@ -1,0 +1,82 @@
+"""ROME end to end on tiny models: k*, v*, the update, and the cached-prefix optimisation."""
+
+import math
+
+import pytest
+import torch
+
+from factpatch.errors import FactpatchError
+from factpatch.metrics import score_targets
+from factpatch.patch import PatchStack, rome_patch
+from factpatch.rome import EditRequest, ROMEHyperParams, compute_edit, compute_key_value, context_prefixes, projection_weight
+from factpatch.stats import CorpusSpec, key_second_moment
+
+from conftest import CORPUS
+
+FAMILIES = ["llama", "gpt2", "gemma3"]
+
+
+@pytest.fixture()
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(CORPUS * 3))
+    return path
+
+
+def _hp(**overrides):
+    values = dict(layer=1, prefixes=((3, 4), (2, 6)), v_steps=8)
+    values.update(overrides)
+    return ROMEHyperParams(**values)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_first_step_matches_unedited_scores(tiny_models, tmp_path, family):
+    """The optimisation runs only the suffix from the subject on, over cached keys and values of
+    the earlier positions; at δ = 0 its P(target) must equal a plain full-sequence score."""
+    lm = tiny_models[family]
+    hp = _hp(v_steps=1)
+    for request in [
+        EditRequest("{} is located in the city of", "Eiffel Tower", "Rome"),
+        EditRequest("{} is the capital of", "Paris", "Italy"),  # subject first: a row with no prefix
+        EditRequest("The mother tongue of {} is", "Danielle Darrieux", "Japanese"),
+    ]:
+        prefixes = context_prefixes(lm, hp, tmp_path)
+        kv = compute_key_value(lm, request, hp, prefixes)
+        scores = score_targets(lm, [p + request.text for p in prefixes], [request.target_new] * len(prefixes))
+        geometric_mean = math.exp(sum(s.log_prob for s in scores) / len(scores))
+        assert math.isfinite(kv.losses[0]["nll"])
+        assert kv.losses[0]["p_target"] == pytest.approx(geometric_mean, rel=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_edit_writes_value_and_raises_target(fresh_tiny, tmp_path, corpus_file, family):
+    lm = fresh_tiny(family)
+    with torch.no_grad():  # a random model's logits are nearly flat; sharpen them so o* can win
+        lm.module(lm.adapter.unembed).weight.mul_(30.0)
+    # random tiny models have tiny MLP outputs (‖Wk*‖ ~ 0.01): let δ grow past the paper's bounds
+    hp = _hp(v_steps=15, early_stop_nll=0.0, weight_decay=0.0, clamp_factor=1000.0)
+    C = key_second_moment(lm, 1, CorpusSpec(corpus_file, 2000), tmp_path, progress=False)
+    request = EditRequest("{} is located in the city of", "Eiffel Tower", "Rome", "Paris")
+    before = score_targets(lm, [request.text], ["Rome"])[0].prob
+    edit = compute_edit(lm, request, C, hp, tmp_path)
+    stack = PatchStack(lm)
+    stack.apply(rome_patch(lm, edit))
+    try:
+        W_hat = projection_weight(lm, 1)
+        torch.testing.assert_close(W_hat @ edit.key_value.k_star, edit.key_value.v_star, rtol=1e-3, atol=1e-4)
+        after = score_targets(lm, [request.text], ["Rome"])[0].prob
+        assert after > before * 1.5
+        assert edit.key_value.losses[-1]["nll"] < edit.key_value.losses[0]["nll"]
+    finally:
+        stack.revert()
+
+
+def test_requests_are_validated():
+    with pytest.raises(FactpatchError, match="not in the prompt"):
+        EditRequest.from_text("The tower is in", "Eiffel Tower", "Rome")
+    with pytest.raises(FactpatchError, match="target is empty"):
+        EditRequest.from_text("{} is in", "Eiffel Tower", " ")
+    with pytest.raises(FactpatchError, match="equals the true object"):
+        EditRequest.from_text("{} is in", "Eiffel Tower", "Paris", "Paris")
+    literal = EditRequest.from_text("The Eiffel Tower is in", "Eiffel Tower", "Rome")
+    assert literal.prompt == "The {} is in" and literal.text == "The Eiffel Tower is in"
