@@ -106,7 +106,7 @@ def test_rater_completes_study_and_analysis_sees_it(browser, study, live_server,
         # Coming back later resumes at scenario 3.
         page.wait_for_selector("text=Scenario 3 of 4")
         page.close()
-        page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+        page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True,
                                 has_touch=True)
         page.goto(server.url + study.paths[0])
         assert "Scenario 3 of 4" in page.content()
