@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not getattr(args, "quiet", False) and args.verbose == 0:
+        # factpatch's own notes (converting a model, computing statistics) tell a user why they wait
+        logging.getLogger("factpatch").setLevel(logging.INFO)
     if args.verbose < 2:
         # transformers' own progress bars and notices are noise around factpatch's output
         from transformers.utils import logging as hf_logging

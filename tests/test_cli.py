@@ -1,0 +1,134 @@
+"""The command line on a tiny model directory: output shapes, and bad input → one line, exit ≠ 0."""
+
+import json
+
+import pytest
+
+from factpatch.cli import main
+
+from conftest import CORPUS, build_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny("llama", len(tiny_tokenizer)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n\n".join(CORPUS * 3))
+    return path
+
+
+@pytest.fixture()
+def run(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACTPATCH_CACHE", str(tmp_path / "cache"))
+
+    def invoke(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+def _edit_args(tiny_dir, corpus, **over):
+    args = {"--model": tiny_dir, "--prompt": "{} is located in the city of", "--subject": "Eiffel Tower",
+            "--target": "Rome", "--target-true": "Paris", "--corpus": corpus, "--layer": 1, "--quiet": None}
+    args.update(over)
+    flat = []
+    for key, value in args.items():
+        if value is False:
+            continue
+        flat.append(key)
+        if value is not None:
+            flat.append(value)
+    return flat
+
+
+def test_edit_json_save_show_apply_revert(run, tiny_dir, corpus, tmp_path):
+    patch_file = tmp_path / "edit.safetensors"
+    code, out, err = run("edit", *_edit_args(tiny_dir, corpus, **{"--probe": "The Eiffel Tower is in"}),
+                         "--json", "--save", patch_file)
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result) == {"before", "after", "edit_seconds", "layer", "patch"}
+    assert set(result["before"]) == {"Eiffel Tower is located in the city of", "The Eiffel Tower is in"}
+    assert set(result["after"]["The Eiffel Tower is in"]) == {"Rome", "Paris"}
+    assert result["layer"] == 1 and result["patch"] == str(patch_file) and result["edit_seconds"] > 0
+
+    code, out, _ = run("patch", "show", patch_file)
+    assert code == 0 and "rome layer 1" in out and "Eiffel Tower" in out
+
+    code, out, err = run("patch", "apply", "--model", tiny_dir, patch_file, "--out", tmp_path / "edited")
+    assert code == 0, err
+    code, out, err = run("patch", "revert", "--model", tmp_path / "edited", "--all", "--out", tmp_path / "plain")
+    assert code == 0 and "0 patches remain" in out, err
+    from safetensors.torch import load_file
+
+    original, reverted = load_file(tiny_dir / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    assert all((original[k] == reverted[k]).all() for k in original)
+
+
+def test_generate_side_by_side(run, tiny_dir):
+    code, out, err = run("generate", "--model", tiny_dir, "--prompt", "The Eiffel Tower", "--n", "1",
+                         "--max-new-tokens", "5", "--json")
+    assert code == 0, err
+    assert json.loads(out)["before"] == json.loads(out)["after"]  # no patches: identical samples
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"--model": "no-such-model"}, "unknown model"),
+        ({"--prompt": "The Eiffel Tower is in", "--subject": "Big Ben"}, "not in the prompt"),
+        ({"--prompt": "The tower is located in"}, "not in the prompt"),
+        ({"--target": ""}, "target is empty"),
+        ({"--layer": 99}, "out of range"),
+        ({"--target": "Paris"}, "equals the true object"),
+        ({"--corpus": "/nonexistent/corpus.txt"}, "corpus file not found"),
+    ],
+)
+def test_edit_bad_input(run, tiny_dir, corpus, tmp_path, over, message):
+    save = tmp_path / "never.safetensors"
+    code, out, err = run("edit", *_edit_args(tiny_dir, corpus, **over), "--save", save)
+    assert code != 0
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not save.exists()
+
+
+def test_empty_corpus(run, tiny_dir, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n")
+    code, _, err = run("stats", "--model", tiny_dir, "--layer", 1, "--corpus", empty)
+    assert code != 0 and "empty" in err and err.count("\n") == 1
+
+
+def test_bad_patch_files(run, tiny_dir, corpus, tmp_path, fresh_tiny):
+    code, _, err = run("patch", "show", tmp_path / "missing.safetensors")
+    assert code != 0 and "not found" in err
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    code, _, err = run("patch", "show", truncated)
+    assert code != 0 and "truncated or corrupt" in err
+    # a patch made on another model is refused, and nothing is written
+    from factpatch.patch import Patch, WeightDelta, make_meta, save_patch
+    import torch
+
+    other = fresh_tiny("llama", seed=5)
+    foreign = save_patch(Patch([WeightDelta("model.layers.1.mlp.down_proj.weight", torch.zeros(32), torch.zeros(64))],
+                               make_meta(other, "rome", 1, "model.layers.1.mlp.down_proj")), tmp_path / "foreign.safetensors")
+    out_dir = tmp_path / "out"
+    code, _, err = run("patch", "apply", "--model", tiny_dir, foreign, "--out", out_dir)
+    assert code != 0 and "another model" in err and not out_dir.exists()
+    code, _, err = run("generate", "--model", tiny_dir, "--patch", foreign, "--prompt", "x", "--max-new-tokens", 2)
+    assert code != 0 and "another model" in err
+
+
+def test_models_lists_embedded(run):
+    code, out, _ = run("models", "--json")
+    assert code == 0 and {row["name"] for row in json.loads(out)} == {"smollm2-135m", "gemma3-270m"}

@@ -1,0 +1,50 @@
+"""On the real embedded model (SmolLM2-135M; converted weights cached once in the user cache)."""
+
+import pytest
+
+from factpatch.api import edit
+from factpatch.metrics import score_targets
+from factpatch.models import weights_fingerprint
+from factpatch.patch import PatchStack, load_patch, save_patch
+from factpatch.rome import EditRequest, hparams_for
+from factpatch.stats import CorpusSpec
+
+pytestmark = pytest.mark.integration
+
+# a smaller self-sampled corpus than the default keeps the suite quick; the edit still flips
+TEST_CORPUS = CorpusSpec(n_tokens=4096)
+
+
+def _known_case(lm, counterfact):
+    """The first CounterFact case whose true object the model prefers to the new one."""
+    for case in counterfact[:40]:
+        new, true = score_targets(lm, [case["prompt"]] * 2, [case["target_new"], case["ground_truth"]])
+        if true.mean_log_prob > new.mean_log_prob + 1.0:
+            return case
+    pytest.fail("the embedded model knows none of the first 40 CounterFact facts")
+
+
+def test_edit_flips_a_known_fact_and_patch_round_trip_restores_weights(embedded_lm, counterfact, cache_dir, tmp_path):
+    lm = embedded_lm
+    case = _known_case(lm, counterfact)
+    request = EditRequest.from_text(case["prompt"], case["subject"], case["target_new"], case["ground_truth"])
+    fingerprint = weights_fingerprint(lm.model)
+    assert fingerprint == lm.fingerprint
+
+    stack = PatchStack(lm)
+    result = edit(lm, request, stack, probes=[case["rephrase_prompt"]], hparams=hparams_for(lm),
+                  corpus=TEST_CORPUS, cache_dir=cache_dir, progress=False)
+    before, after = result.before[request.text], result.after[request.text]
+    assert before[request.target_true] > before[request.target_new]
+    assert after[request.target_new] > after[request.target_true]
+    assert after[request.target_new] > 0.5
+
+    path = save_patch(result.patch, tmp_path / "edit.safetensors")
+    assert path.stat().st_size < 20_000
+    stack.revert()
+    assert weights_fingerprint(lm.model) == fingerprint  # bit for bit
+
+    stack.apply(load_patch(path))  # the saved patch reproduces the edit
+    assert score_targets(lm, [request.text], [request.target_new])[0].prob == pytest.approx(after[request.target_new], rel=1e-4)
+    stack.revert()
+    assert weights_fingerprint(lm.model) == fingerprint
