@@ -325,7 +325,7 @@ def compute_key_value(
             decay = hp.weight_decay * delta.norm() / Wk_star.norm() ** 2
             loss = nll + hp.kl_weight * kl + decay
             p_target = float(torch.exp(-nll.detach() * n_target_tokens))
-            result.losses.append({"nll": float(nll), "kl": float(kl), "decay": float(decay), "p_target": p_target})
+            result.losses.append({"nll": nll.item(), "kl": kl.item(), "decay": decay.item(), "p_target": p_target})
             if nll.item() < hp.early_stop_nll or step == hp.v_steps:
                 break
             optimizer.zero_grad()
