@@ -1,5 +1,173 @@
-"""`factpatch eval` and `factpatch compare` — registered here once factpatch.evaluate exists."""
+"""`factpatch eval` (and `eval merge`) and `factpatch compare`: thin layers over factpatch.evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import add_common
+
+EVAL_EPILOG = """\
+datasets: counterfact:PATH (original or flattened CounterFact), zsre:PATH (MEND layout), builtin
+methods:  rome, ft, ft+l, attn, none
+examples:
+  factpatch eval --methods rome,ft+l,none --dataset builtin --n 50 --out runs/builtin
+  factpatch eval --dataset counterfact:cf.json --shard 0/2 --out runs/s0   (and --shard 1/2 --out runs/s1)
+  factpatch eval merge runs/s0 runs/s1 --out runs/all
+"""
 
 
 def register(commands) -> None:
-    return None
+    ev = commands.add_parser(
+        "eval",
+        help="measure editing methods on CounterFact / zsRE (resumable, with 95% intervals)",
+        description="Run each method on each case and write DIR/results.jsonl (one line per case and method, "
+        "resumed on rerun), DIR/summary.json|.md|.csv and DIR/summary.png. `eval merge DIR... --out DIR` "
+        "combines shards.",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(ev)
+    ev.add_argument("--methods", default="rome,ft,ft+l,attn,none", help="comma-separated (default all five)")
+    ev.add_argument("--dataset", default=None, help="counterfact:PATH, zsre:PATH or builtin")
+    ev.add_argument("--n", type=int, default=None, help="first N cases of the data set (default all)")
+    ev.add_argument("--shard", default=None, metavar="I/K", help="every K-th case from the I-th (0 <= I < K)")
+    ev.add_argument("--generation", action="store_true", help="also sample texts: fluency and consistency")
+    ev.add_argument("--max-new-tokens", type=int, default=100, help="tokens per generated text (default 100)")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ev.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                    help="override a method setting, e.g. ft+l.norm_constraint=1e-3 (repeatable)")
+    ev.add_argument("--out", type=Path, default=None, help="result directory")
+    ev.set_defaults(func=run_eval)
+    sub = ev.add_subparsers(dest="eval_command", metavar="merge")
+    merge = sub.add_parser("merge", help="combine result directories (shards, or methods run apart)")
+    merge.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    merge.add_argument("--out", dest="merge_out", type=Path, required=True, help="new directory for the merged results")
+    merge.add_argument("--quiet", action="store_true")
+    merge.set_defaults(func=run_merge)
+
+    cmp = commands.add_parser(
+        "compare",
+        help="texts generated after each method's edit, side by side (Markdown, HTML, JSONL)",
+        description="Apply each method's edit in turn and sample texts from the case's generation prompts with one "
+        "seed. Writes DIR/compare.md, DIR/compare.html and DIR/compare.jsonl (the human-evaluation study reads it).",
+    )
+    add_common(cmp)
+    cmp.add_argument("--case", default=None, help="case id in --dataset (repeatable as a comma list)")
+    cmp.add_argument("--dataset", default=None, help="counterfact:PATH or builtin")
+    cmp.add_argument("--prompt", default=None, help='or an ad-hoc edit: relation template "{} is located in"')
+    cmp.add_argument("--subject", default=None)
+    cmp.add_argument("--target", default=None, help="the new object")
+    cmp.add_argument("--target-true", default=None, help="the true object (default: the model's prediction)")
+    cmp.add_argument("--gen-prompt", action="append", default=[], metavar="TEXT",
+                     help="generation prompt for an ad-hoc edit (repeatable; default the edit prompt and '<subject> is')")
+    cmp.add_argument("--methods", default="rome,ft+l,none", help="comma-separated (default rome,ft+l,none)")
+    cmp.add_argument("--n", type=int, default=3, help="texts per method and prompt (default 3)")
+    cmp.add_argument("--max-new-tokens", type=int, default=100)
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE")
+    cmp.add_argument("--out", type=Path, required=True, help="output directory")
+    cmp.set_defaults(func=run_compare)
+
+
+def run_eval(args) -> int:
+    from ..baselines import parse_methods, parse_overrides
+    from ..data import load_dataset, parse_shard
+    from ..errors import FactpatchError
+    from ..evaluate import EvalConfig, GenerationSettings
+    from ..evaluate import run_eval as evaluate
+    from ..models import load_model
+
+    # Everything that can be checked without the model is checked first.
+    if args.dataset is None:
+        raise FactpatchError("--dataset is required (counterfact:PATH, zsre:PATH or builtin)")
+    if args.out is None:
+        raise FactpatchError("--out DIR is required")
+    methods = parse_methods(args.methods)
+    overrides = parse_overrides(args.set)
+    shard = parse_shard(args.shard)
+    if args.n is not None and args.n < 1:
+        raise FactpatchError(f"--n must be at least 1, got {args.n}")
+    config = EvalConfig(
+        methods, args.n, shard, args.generation, args.seed, overrides,
+        GenerationSettings(max_new_tokens=args.max_new_tokens),
+    )
+    dataset = load_dataset(args.dataset)
+    lm = load_model(args.model, args.cache_dir)
+    run = evaluate(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
+    print(_report(run))
+    return 0
+
+
+def run_merge(args) -> int:
+    from ..evaluate import merge_runs
+
+    run = merge_runs(args.dirs, args.merge_out)
+    print(_report(run))
+    return 0
+
+
+def _report(run) -> str:
+    from ..evaluate import summary_table
+
+    config = json.loads((run.out_dir / "config.json").read_text())
+    cases = len({r["case_id"] for r in run.records})
+    lines = [
+        f"{config['model']} on {config['dataset']['name']}: {cases} cases, {len(run.records)} results "
+        f"({run.new_records} new) in {run.out_dir}",
+        "",
+        summary_table(run.summary, config["dataset"]["kind"]),
+    ]
+    return "\n".join(lines)
+
+
+def run_compare(args) -> int:
+    from ..baselines import parse_methods, parse_overrides
+    from ..compare import CompareSettings, compare_case, write_outputs
+    from ..data import Case, load_dataset
+    from ..errors import FactpatchError
+    from ..metrics import top_prediction
+    from ..models import load_model
+    from ..rome import EditRequest
+
+    methods = parse_methods(args.methods)
+    overrides = parse_overrides(args.set)
+    settings = CompareSettings(n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    adhoc = any(v is not None for v in (args.prompt, args.subject, args.target))
+    if adhoc == (args.case is not None):
+        raise FactpatchError("give either --case ID with --dataset, or --prompt, --subject and --target")
+    cases: list[Case] = []
+    request = None
+    if adhoc:
+        if None in (args.prompt, args.subject, args.target):
+            raise FactpatchError("an ad-hoc edit needs --prompt, --subject and --target")
+        request = EditRequest.from_text(args.prompt, args.subject, args.target, args.target_true)
+    else:
+        if args.dataset is None:
+            raise FactpatchError("--case needs --dataset")
+        dataset = load_dataset(args.dataset)
+        if dataset.kind != "counterfact":
+            raise FactpatchError("compare needs CounterFact cases (zsRE has no generation prompts)")
+        cases = [dataset.find(c.strip()) for c in args.case.split(",") if c.strip()]
+    lm = load_model(args.model, args.cache_dir)
+    if request is not None:
+        if request.target_true is None:
+            guess = top_prediction(lm, request.text)
+            if guess.strip() != request.target_new.strip():
+                request = EditRequest(request.prompt, request.subject, request.target_new, guess)
+        prompts = tuple(args.gen_prompt) or (request.text, f"{request.subject} is")
+        cases = [Case("adhoc", "counterfact", request, generation_prompts=prompts)]
+        settings = CompareSettings(settings.n, settings.max_new_tokens, len(prompts), settings.seed)
+    editors: dict = {}
+    records = [compare_case(lm, case, methods, settings, editors, overrides, args.cache_dir, not args.quiet)
+               for case in cases]
+    paths = write_outputs(records, args.out)
+    for record in records:
+        print(f"case {record['case_id']}: {record['counterfactual']}")
+        for sample in record["samples"]:
+            print(f"  prompt: {sample['prompt']}")
+            for method, texts in sample["texts"].items():
+                print(f"    {method}: {' '.join(texts[0].split())[:160]}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,640 @@
+"""`factpatch eval`: run editing methods over a data set and measure the paper's metrics.
+
+For each case and method: build the method's patch (the model is untouched), apply it, score every
+prompt of the case in one batched pass (plus sampled generations with `generation`), revert
+exactly, and append one JSON line to `DIR/results.jsonl` (flushed and fsynced). A rerun of the same
+command skips the (case, method) pairs already there, so a killed run resumes; `DIR/config.json`
+records the configuration, and a directory holding results of a different configuration is
+refused rather than mixed. Summaries (`summary.json`, `.md`, `.csv`, `.png`) are computed from
+the records alone, cases in data-set order with a fixed bootstrap seed, so a resumed run ends with
+the same summary as an uninterrupted one.
+
+Metrics per case (CounterFact): ES/EM, PS/PM, NS/NM (`metrics.counterfact_case_metrics`), with
+`generation` also fluency (mean generation entropy of the texts sampled from the case's generation
+prompts) and consistency (TF-IDF cosine between those texts and the reference text for o*).
+There is no Wikipedia here, so the reference for o* is what the *unedited* model writes when it
+continues true statements about other subjects whose object is o* (the case's attribute prompts
+completed with o*), together with those statements; document frequencies come from every
+statement in the data set file. zsRE: top-1 token accuracy of the new answer on the question
+(efficacy) and its paraphrase, and of the NQ answer on the unrelated NQ question (specificity).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .baselines import Editor, make_editor, method_params
+from .cache import write_text_atomic
+from .data import Case, Dataset, load_dataset
+from .errors import FactpatchError
+from .generate import generate_texts
+from .metrics import (
+    TfidfModel,
+    bootstrap,
+    bootstrap_mean,
+    consistency,
+    counterfact_case_metrics,
+    generation_entropy,
+    harmonic_mean,
+    score_targets,
+    token_accuracy,
+)
+from .models import LoadedModel
+from .patch import Patch, applied
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+RESULTS = "results.jsonl"
+CONFIG = "config.json"
+
+# Metric names per data-set kind, in the paper's table order.
+COUNTERFACT_METRICS = ("S", "ES", "PS", "NS", "EM", "PM", "NM", "fluency", "consistency")
+ZSRE_METRICS = ("efficacy", "paraphrase", "specificity")
+METRIC_LABELS = {
+    "S": "Score S", "ES": "Efficacy ES", "PS": "Paraphrase PS", "NS": "Neighborhood NS",
+    "EM": "EM", "PM": "PM", "NM": "NM", "fluency": "Fluency GE", "consistency": "Consistency RS",
+    "efficacy": "Efficacy", "paraphrase": "Paraphrase", "specificity": "Specificity",
+}
+# Paper reference rows (GPT-2 XL, ×100) for the tables; "~" marks values method.md calls approximate.
+PAPER_GPT2XL = {
+    "counterfact": {
+        "none": {"S": "30.5"},
+        "ft+l": {"ES": "~99", "PS": "~49", "NS": "~70"},
+        "rome": {"S": "89.2", "ES": "100.0", "PS": "96.4", "NS": "75.4", "fluency": "~626", "consistency": "41.9"},
+    },
+    "zsre": {
+        "none": {"efficacy": "22.2", "paraphrase": "21.3", "specificity": "24.2"},
+        "ft": {"efficacy": "99.6", "paraphrase": "82.1", "specificity": "23.2"},
+        "ft+l": {"efficacy": "92.3", "paraphrase": "47.2", "specificity": "23.4"},
+        "rome": {"efficacy": "99.8", "paraphrase": "88.1", "specificity": "24.2"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling for fluency and consistency (top-k 50, one text a prompt, seeded per case)."""
+
+    max_new_tokens: int = 100  # the paper's generations are about 100 tokens
+    max_prompts: int = 4  # generation prompts used per case (CounterFact has up to 10; CPU cost)
+    reference_prompts: int = 5  # attribute statements continued for the consistency reference
+    reference_tokens: int = 60
+
+    def __post_init__(self):
+        if min(self.max_new_tokens, self.max_prompts, self.reference_prompts, self.reference_tokens) < 1:
+            raise FactpatchError("generation settings must be at least 1")
+
+
+@dataclass
+class EvalConfig:
+    methods: list[str]
+    n: int | None = None
+    shard: tuple[int, int] | None = None
+    generation: bool = False
+    seed: int = 0
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    gen: GenerationSettings = GenerationSettings()
+
+    def __post_init__(self):
+        if self.n is not None and self.n < 1:
+            raise FactpatchError(f"--n must be at least 1, got {self.n}")
+        if not self.methods:
+            raise FactpatchError("no methods to evaluate")
+
+
+def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalConfig, hparams: dict[str, dict]) -> dict:
+    """What identifies a run: results made under two different descriptions are never mixed.
+    (Round-tripped through JSON so that it compares equal to the stored copy.)"""
+    description = {
+        "format_version": FORMAT_VERSION,
+        "model": lm.name,
+        "fingerprint": lm.fingerprint,
+        "dataset": {"name": dataset.name, **dataset.identity()},
+        "methods": list(config.methods),
+        "hparams": hparams,
+        "n": config.n,
+        "shard": list(config.shard) if config.shard else None,
+        "generation": dataclasses.asdict(config.gen) if config.generation else None,
+        "seed": config.seed,
+    }
+    return json.loads(json.dumps(description))
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    diff = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if key == "dataset" and isinstance(a, dict) and isinstance(b, dict):
+            a = {k: v for k, v in a.items() if k != "name"}  # the same file under another path is fine
+            b = {k: v for k, v in b.items() if k != "name"}
+        if a != b:
+            diff.append(key)
+    return diff
+
+
+def check_out_dir(out_dir: Path, description: dict) -> None:
+    """Create `out_dir` for this configuration, or accept it if it holds the same one; refuse otherwise."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FactpatchError(f"--out {out_dir} exists and is not a directory")
+    config_path = out_dir / CONFIG
+    if config_path.exists():
+        try:
+            old = json.loads(config_path.read_text())
+        except json.JSONDecodeError:
+            raise FactpatchError(f"{config_path} is not valid JSON; use another --out") from None
+        diff = _differences(old, description)
+        if diff:
+            raise FactpatchError(
+                f"{out_dir} holds results of a different configuration (differs in {', '.join(diff)}); "
+                "use another --out (results are never mixed)"
+            )
+        return
+    if (out_dir / RESULTS).exists():
+        raise FactpatchError(f"{out_dir} has {RESULTS} but no {CONFIG}; use another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config_path, json.dumps(description, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- the results file
+
+
+class ResultStore:
+    """`results.jsonl`: one JSON line per (case, method), appended and fsynced as each finishes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> list[dict]:
+        """Every complete record. A torn last line (a kill mid-write) is cut from the file."""
+        if not self.path.exists():
+            return []
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        records, offset = [], 0
+        for number, line in enumerate(lines, 1):
+            last = number == len(lines)  # text after the final newline: empty, or a torn write
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    if not last:
+                        raise FactpatchError(
+                            f"{self.path} line {number} is corrupt; move the file away to start over"
+                        ) from None
+                    logger.warning("%s: dropping an incomplete last line (interrupted write)", self.path)
+                    with open(self.path, "r+b") as handle:
+                        handle.truncate(offset)
+                    break
+                if not isinstance(record, dict) or "case_id" not in record or "method" not in record:
+                    raise FactpatchError(f"{self.path} line {number} is not a result record")
+                records.append(record)
+                if last:  # complete but unterminated: terminate it so the next append starts a line
+                    with open(self.path, "ab") as handle:
+                        handle.write(b"\n")
+            offset += len(line) + 1
+        return records
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def _pair_rows(scores) -> list[list[float]]:
+    """[log P(o*), tokens, log P(o^c), tokens] per prompt, for the record."""
+    return [[round(n.log_prob, 6), n.n_tokens, round(t.log_prob, 6), t.n_tokens] for n, t in scores]
+
+
+def score_counterfact(lm: LoadedModel, case: Case) -> tuple[dict, dict]:
+    """Per-case metrics and raw scores: every prompt × {o*, o^c} in one batched `score_targets`."""
+    request = case.request
+    if request.target_true is None:
+        raise FactpatchError(f"case {case.case_id} has no true object")
+    groups = {
+        "rewrite": [request.text],
+        "paraphrase": list(case.paraphrase_prompts),
+        "neighborhood": [p.prompt for p in case.neighborhood],
+    }
+    prompts = [p for group in groups.values() for p in group for _ in range(2)]
+    targets = [t for group in groups.values() for _ in group for t in (request.target_new, request.target_true)]
+    flat = score_targets(lm, prompts, targets)
+    pairs, cursor = {}, 0
+    for name, group in groups.items():
+        pairs[name] = [(flat[cursor + 2 * i], flat[cursor + 2 * i + 1]) for i in range(len(group))]
+        cursor += 2 * len(group)
+    metrics = counterfact_case_metrics(pairs["rewrite"], pairs["paraphrase"], pairs["neighborhood"])
+    return metrics, {name: _pair_rows(p) for name, p in pairs.items()}
+
+
+def score_zsre(lm: LoadedModel, case: Case) -> tuple[dict, dict]:
+    new = case.request.target_new
+    rows = [("efficacy", case.request.text, new)]
+    rows += [("paraphrase", p, new) for p in case.paraphrase_prompts]
+    rows += [("specificity", p.prompt, p.answer) for p in case.neighborhood]
+    accuracy = token_accuracy(lm, [r[1] for r in rows], [r[2] for r in rows])
+    metrics: dict[str, float] = {}
+    for name in ZSRE_METRICS:
+        values = [a for (kind, _, _), a in zip(rows, accuracy) if kind == name]
+        if values:
+            metrics[name] = sum(values) / len(values)
+    return metrics, {"token_accuracy": [[kind, round(a, 6)] for (kind, _, _), a in zip(rows, accuracy)]}
+
+
+def case_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index) % (2**31 - 1)
+
+
+def reference_texts(lm: LoadedModel, case: Case, gen: GenerationSettings, seed: int) -> list[str]:
+    """Consistency reference for o* (see the module docstring), from the unedited model."""
+    new = case.request.target_new
+    statements = [f"{p.rstrip()} {new}" for p in case.attribute_prompts[: gen.reference_prompts]]
+    if not statements:
+        return []
+    continued = generate_texts(lm, statements, 1, gen.reference_tokens, seed)
+    return [texts[0] for texts in continued]
+
+
+def patch_summary(patch: Patch) -> dict:
+    """Which parameters a patch touches and how much (Frobenius and max-abs norms)."""
+    l2, linf = 0.0, 0.0
+    for delta in patch.deltas:
+        if delta.dense is not None:
+            l2 += float(delta.dense.double().pow(2).sum())
+            linf = max(linf, float(delta.dense.abs().max()))
+        else:
+            assert delta.left is not None and delta.right is not None
+            l2 += float(delta.left.double().norm() ** 2 * delta.right.double().norm() ** 2)
+            linf = max(linf, float(delta.left.abs().max() * delta.right.abs().max()))
+    keep = ("steps_run", "v_steps_run", "loss_first", "loss_last")
+    return {
+        "params": [d.param for d in patch.deltas],
+        "l2": l2**0.5,
+        "linf": linf,
+        **{k: patch.meta[k] for k in keep if k in patch.meta},
+    }
+
+
+@dataclass
+class CaseContext:
+    """What every method's run on one case shares."""
+
+    case: Case
+    index: int
+    reference: list[str] | None = None
+
+
+def evaluate_case(
+    lm: LoadedModel,
+    editor: Editor,
+    ctx: CaseContext,
+    config: EvalConfig,
+    tfidf: TfidfModel | None,
+) -> dict:
+    """One (case, method) record: edit, apply, score (and generate), revert."""
+    case = ctx.case
+    started = time.perf_counter()
+    patch = editor.patch(case.request)
+    edit_seconds = time.perf_counter() - started
+    texts: list[str] = []
+    with applied(lm, [patch]):
+        scored = time.perf_counter()
+        if case.kind == "counterfact":
+            metrics, raw = score_counterfact(lm, case)
+        else:
+            metrics, raw = score_zsre(lm, case)
+        if config.generation and case.kind == "counterfact":
+            prompts = list(case.generation_prompts[: config.gen.max_prompts])
+            texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, ctx.index))]
+            metrics["fluency"] = sum(generation_entropy(t) for t in texts) / len(texts)
+            if ctx.reference and tfidf is not None:
+                metrics["consistency"] = consistency(tfidf, texts, ctx.reference)
+        eval_seconds = time.perf_counter() - scored
+    record = {
+        "case_id": case.case_id,
+        "index": ctx.index,
+        "method": editor.name,
+        "metrics": metrics,
+        "scores": raw,
+        "patch": patch_summary(patch),
+        "edit_seconds": round(edit_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+    }
+    if texts:
+        record["texts"] = texts
+    return record
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class EvalRun:
+    out_dir: Path
+    records: list[dict]
+    summary: dict
+    new_records: int
+    seconds: float
+
+
+def run_eval(
+    lm: LoadedModel,
+    dataset: Dataset,
+    config: EvalConfig,
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> EvalRun:
+    """Evaluate `config.methods` on the selected cases, resuming whatever `out_dir` already holds."""
+    started = time.perf_counter()
+    params = {m: method_params(lm, m, config.overrides.get(m)) for m in config.methods}
+    hparams = {m: p.to_dict() for m, p in params.items()}
+    description = describe_config(lm, dataset, config, hparams)
+    cases = dataset.select(config.n, config.shard)
+    if not cases:
+        raise FactpatchError(f"shard {config.shard} of {dataset.name} has no cases")
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, description)
+    store = ResultStore(out_dir / RESULTS)
+    records = store.load()
+    done = {(r["case_id"], r["method"]) for r in records}
+    index_of = {c.case_id: i for i, c in enumerate(dataset.cases)}
+    todo = [(c, m) for c in cases for m in config.methods if (c.case_id, m) not in done]
+    if done:
+        logger.info("resuming %s: %d results there, %d to go", out_dir, len(done), len(todo))
+
+    editors: dict[str, Editor] = {}
+    tfidf = TfidfModel(dataset.idf_texts) if config.generation and dataset.kind == "counterfact" else None
+    new = 0
+    with tqdm(total=len(todo), desc=f"eval {lm.name}", unit="edit", disable=not progress, dynamic_ncols=True) as bar:
+        for case in cases:
+            methods = [m for m in config.methods if (case.case_id, m) not in done]
+            if not methods:
+                continue
+            ctx = CaseContext(case, index_of[case.case_id])
+            if tfidf is not None:
+                ctx.reference = reference_texts(lm, case, config.gen, case_seed(config.seed, ctx.index))
+            for method in methods:
+                if method not in editors:
+                    editors[method] = make_editor(lm, method, params[method], cache_dir, progress)
+                    editors[method].prepare()
+                bar.set_postfix_str(f"case {case.case_id} {method}")
+                record = evaluate_case(lm, editors[method], ctx, config, tfidf)
+                store.append(record)
+                records.append(record)
+                new += 1
+                bar.update(1)
+    selected = {c.case_id for c in cases}
+    records = [r for r in records if r["case_id"] in selected and r["method"] in config.methods]
+    summary = write_summaries(out_dir, records, description)
+    write_timing(out_dir, records)
+    return EvalRun(out_dir, records, summary, new, time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def metric_names(kind: str) -> tuple[str, ...]:
+    return COUNTERFACT_METRICS if kind == "counterfact" else ZSRE_METRICS
+
+
+def summarise(records: list[dict], kind: str, methods: list[str], n_boot: int = 1000, seed: int = 0) -> dict:
+    """{method: {metric: {"mean", "ci": [lo, hi], "n"}}} with percentile-bootstrap 95 % intervals.
+
+    Records are taken in data-set order (their `index`) so the result does not depend on the
+    order they were written in. S is the harmonic mean of the ES, PS and NS means, bootstrapped
+    jointly over the cases that have all three.
+    """
+    summary: dict[str, dict] = {}
+    for method in methods:
+        rows = sorted((r for r in records if r["method"] == method), key=lambda r: (r["index"], r["case_id"]))
+        if not rows:
+            continue
+        out: dict[str, dict] = {}
+        for name in metric_names(kind):
+            if name == "S":
+                full = [r["metrics"] for r in rows if all(k in r["metrics"] for k in ("ES", "PS", "NS"))]
+                if full:
+                    columns = [[m[k] for m in full] for k in ("ES", "PS", "NS")]
+                    out["S"] = bootstrap(columns, lambda *means: harmonic_mean(means), n_boot, seed).to_dict()
+                continue
+            values = [r["metrics"][name] for r in rows if name in r["metrics"]]
+            if values:
+                out[name] = bootstrap_mean(values, n_boot, seed).to_dict()
+        summary[method] = out
+    return summary
+
+
+SCALE = {"fluency": 100.0, "consistency": 100.0}  # the paper's tables: everything ×100
+
+
+def _fmt(estimate: dict | None, name: str, decimals: int = 1) -> str:
+    if not estimate:
+        return "–"
+    k = SCALE.get(name, 100.0)
+    return f"{estimate['mean'] * k:.{decimals}f} ({estimate['ci'][0] * k:.{decimals}f}–{estimate['ci'][1] * k:.{decimals}f})"
+
+
+def summary_table(summary: dict, kind: str, paper: bool = False) -> str:
+    """Markdown table in the paper's layout (values ×100, 95 % interval in brackets)."""
+    names = [n for n in metric_names(kind) if any(n in s for s in summary.values())]
+    header = "| Method | n | " + " | ".join(METRIC_LABELS[n] for n in names) + " |"
+    lines = [header, "|" + "---|" * (len(names) + 2)]
+    for method, metrics in summary.items():
+        n = max((m["n"] for m in metrics.values()), default=0)
+        lines.append(f"| {method} | {n} | " + " | ".join(_fmt(metrics.get(name), name) for name in names) + " |")
+    if paper:
+        for method, values in PAPER_GPT2XL[kind].items():
+            lines.append(f"| {method} (paper, GPT-2 XL) | | " + " | ".join(values.get(n, "") for n in names) + " |")
+    return "\n".join(lines)
+
+
+def summary_csv(summary: dict, kind: str) -> str:
+    names = metric_names(kind)
+    columns = ["method", "n"] + [f"{n}{s}" for n in names for s in ("", "_lo", "_hi")]
+    lines = [",".join(columns)]
+    for method, metrics in summary.items():
+        n = max((m["n"] for m in metrics.values()), default=0)
+        cells = [method, str(n)]
+        for name in names:
+            e = metrics.get(name)
+            k = SCALE.get(name, 100.0)
+            cells += [f"{e['mean'] * k:.4f}", f"{e['ci'][0] * k:.4f}", f"{e['ci'][1] * k:.4f}"] if e else ["", "", ""]
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def plot_summary(summary: dict, kind: str, path: Path, title: str) -> None:
+    """Grouped bars with 95 % interval whiskers: the headline scores of each method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in (("S", "ES", "PS", "NS") if kind == "counterfact" else ZSRE_METRICS)
+             if any(n in s for s in summary.values())]
+    methods = list(summary)
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names) * max(1, len(methods)) / 2.5, 3.6))
+    for i, method in enumerate(methods):
+        xs, ys, err = [], [], [[], []]
+        for j, name in enumerate(names):
+            e = summary[method].get(name)
+            if not e:
+                continue
+            xs.append(j + (i - (len(methods) - 1) / 2) * width)
+            ys.append(100 * e["mean"])
+            err[0].append(100 * (e["mean"] - e["ci"][0]))
+            err[1].append(100 * (e["ci"][1] - e["mean"]))
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=method)
+    ax.set_xticks(range(len(names)), [METRIC_LABELS[n] for n in names])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("score (×100), 95 % CI")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, ncols=min(len(methods), 5), loc="lower center", bbox_to_anchor=(0.5, 1.08), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_summaries(out_dir: Path, records: list[dict], description: dict) -> dict:
+    kind = description["dataset"]["kind"]
+    summary = summarise(records, kind, list(description["methods"]))
+    out_dir = Path(out_dir)
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    dataset = description["dataset"]
+    n_cases = len({r["case_id"] for r in records})
+    title = f"{description['model']} on {dataset['name']} ({n_cases} cases)"
+    notes = [
+        f"# factpatch eval: {title}",
+        "",
+        "Scores ×100 as in the paper (fluency: generation entropy ×100; consistency: TF-IDF cosine ×100); "
+        "brackets: percentile-bootstrap 95 % interval over cases.",
+        "",
+        summary_table(summary, kind),
+        "",
+    ]
+    write_text_atomic(out_dir / "summary.md", "\n".join(notes))
+    write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
+    if summary:
+        plot_summary(summary, kind, out_dir / "summary.png", title)
+    return summary
+
+
+def write_timing(out_dir: Path, records: list[dict]) -> dict:
+    """Per-method seconds (not part of the summary: timings differ from run to run)."""
+    timing = {}
+    for method in dict.fromkeys(r["method"] for r in records):
+        rows = [r for r in records if r["method"] == method]
+        total = [r["edit_seconds"] + r["eval_seconds"] for r in rows]
+        timing[method] = {
+            "n": len(rows),
+            "edit_seconds_median": statistics.median(r["edit_seconds"] for r in rows),
+            "eval_seconds_median": statistics.median(r["eval_seconds"] for r in rows),
+            "cases_per_minute": 60 * len(rows) / sum(total) if sum(total) else None,
+        }
+    write_text_atomic(Path(out_dir) / "timing.json", json.dumps(timing, indent=2) + "\n")
+    return timing
+
+
+# ----------------------------------------------------------------------------- merging shards
+
+
+def merge_runs(dirs: list[Path], out_dir: Path) -> EvalRun:
+    """Combine result directories of one model and data set (shards, or methods run separately)
+    into `out_dir`. Methods shared by two directories must have the same settings."""
+    started = time.perf_counter()
+    if len(dirs) < 1:
+        raise FactpatchError("eval merge needs at least one result directory")
+    out_dir = Path(out_dir)
+    descriptions, all_records = [], []
+    for directory in map(Path, dirs):
+        if directory.resolve() == out_dir.resolve():
+            raise FactpatchError(f"--out {out_dir} is one of the directories being merged")
+        config_path = directory / CONFIG
+        if not config_path.is_file():
+            raise FactpatchError(f"{directory} is not an eval result directory (no {CONFIG})")
+        try:
+            descriptions.append(json.loads(config_path.read_text()))
+        except json.JSONDecodeError:
+            raise FactpatchError(f"{config_path} is not valid JSON") from None
+        all_records.append(ResultStore(directory / RESULTS).load())
+    first = descriptions[0]
+    methods: list[str] = []
+    hparams: dict[str, dict] = {}
+    for directory, d in zip(dirs, descriptions):
+        for key in ("format_version", "fingerprint", "generation", "seed"):
+            if d.get(key) != first.get(key):
+                raise FactpatchError(f"cannot merge {directory} with {dirs[0]}: they differ in {key}")
+        if _differences({"dataset": d["dataset"]}, {"dataset": first["dataset"]}):
+            raise FactpatchError(f"cannot merge {directory} with {dirs[0]}: different data sets")
+        for method in d["methods"]:
+            if method in hparams and hparams[method] != d["hparams"][method]:
+                raise FactpatchError(f"cannot merge {directory}: {method} was run with other settings than in {dirs[0]}")
+            hparams.setdefault(method, d["hparams"][method])
+            if method not in methods:
+                methods.append(method)
+    merged: dict[tuple[str, str], dict] = {}
+    for records in all_records:
+        for record in records:
+            merged.setdefault((record["case_id"], record["method"]), record)
+    records = sorted(merged.values(), key=lambda r: (r["index"], methods.index(r["method"])))
+    description = {
+        **first,
+        "methods": methods,
+        "hparams": hparams,
+        "n": None,
+        "shard": None,
+        "merged_from": [str(Path(d)) for d in dirs],
+    }
+    if (out_dir / CONFIG).exists() or (out_dir / RESULTS).exists():
+        raise FactpatchError(f"{out_dir} already holds results; merge into a new directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / CONFIG, json.dumps(description, indent=2) + "\n")
+    write_text_atomic(out_dir / RESULTS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    summary = write_summaries(out_dir, records, description)
+    write_timing(out_dir, records)
+    return EvalRun(out_dir, records, summary, 0, time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------- convenience
+
+
+def evaluate(
+    model: str | LoadedModel,
+    dataset: str | Dataset,
+    methods: list[str],
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    **config,
+) -> EvalRun:
+    """`factpatch eval` from Python: model and data set by name or already loaded."""
+    from .models import load_model
+
+    ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    lm = load_model(model, cache_dir) if isinstance(model, str) else model
+    return run_eval(lm, ds, EvalConfig(list(methods), **config), out_dir, cache_dir, progress)
+
+
+def compare_texts(*args, **kwargs):
+    """Generated texts per method, one record per case (see factpatch.compare)."""
+    from .compare import compare_texts as _compare_texts
+
+    return _compare_texts(*args, **kwargs)

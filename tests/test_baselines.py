@@ -1,0 +1,166 @@
+"""Each method changes only what it should, by no more than it may, and leaves the model as it was."""
+
+import pytest
+import torch
+
+from factpatch import baselines
+from factpatch.baselines import FineTuneParams, make_editor, method_params, parse_methods, parse_overrides
+from factpatch.errors import FactpatchError
+from factpatch.metrics import score_targets
+from factpatch.models import weights_fingerprint
+from factpatch.patch import applied
+from factpatch.rome import EditRequest
+from factpatch.stats import CorpusSpec
+
+FAMILIES = ["llama", "gpt2", "gemma3"]
+REQUEST = EditRequest("{} is located in the city of", "Eiffel Tower", "Rome", "Paris")
+
+
+def _changed(lm, before: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Parameter name -> max |change| for every parameter that differs from `before`."""
+    out = {}
+    for name, p in lm.model.named_parameters():
+        diff = (p.detach() - before[name]).abs().max().item()
+        if diff > 0:
+            out[name] = diff
+    return out
+
+
+def _snapshot(lm) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in lm.model.named_parameters()}
+
+
+def _run(lm, method: str, **overrides):
+    editor = make_editor(lm, method, method_params(lm, method, overrides))
+    fingerprint = weights_fingerprint(lm.model)
+    patch = editor.patch(REQUEST)
+    assert weights_fingerprint(lm.model) == fingerprint, "computing a patch must not change the model"
+    before = _snapshot(lm)
+    with applied(lm, [patch]):
+        changed = _changed(lm, before)
+        p_new = score_targets(lm, [REQUEST.text], [REQUEST.target_new])[0].prob
+    assert weights_fingerprint(lm.model) == fingerprint, "reverting must restore the original bits"
+    assert not any(p.requires_grad for p in lm.model.parameters()), "gradient flags must be restored"
+    return patch, changed, p_new
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ft_changes_only_the_mlp_output_of_its_layer(tiny_models, family):
+    lm = tiny_models[family]
+    p0 = score_targets(lm, [REQUEST.text], [REQUEST.target_new])[0].prob
+    patch, changed, p_new = _run(lm, "ft", lr=1e-2)
+    assert set(changed) == {f"{lm.adapter.mlp_out_path(lm.default_layer)}.weight"}
+    assert patch.meta["method"] == "ft" and patch.meta["layer"] == lm.default_layer
+    assert all(d.dense is not None for d in patch.deltas)
+    assert p_new > p0  # it learned something
+    assert patch.meta["loss_last"] < patch.meta["loss_first"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ft_l_stays_within_its_linf_ball(tiny_models, family):
+    lm = tiny_models[family]
+    eps = 2e-3
+    patch, changed, _ = _run(lm, "ft+l", lr=1e-2, norm_constraint=eps)
+    assert set(changed) == {f"{lm.adapter.mlp_out_path(lm.default_layer)}.weight"}
+    assert max(changed.values()) <= eps * (1 + 1e-4)
+    assert max(changed.values()) > eps / 2  # the constraint is active, not vacuous
+    unconstrained = _run(lm, "ft", lr=1e-2)[1]
+    assert max(unconstrained.values()) > eps
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attn_edit_changes_only_qkv_of_its_layer_within_eps(tiny_models, family):
+    lm = tiny_models[family]
+    patch, changed, _ = _run(lm, "attn", lr=1e-2)
+    expected = {f"{path}.weight" for path in lm.adapter.qkv_paths(lm.attn_layer)}
+    assert set(changed) == expected
+    assert max(changed.values()) <= 1e-3 * (1 + 1e-4)  # ±ε = 0.001 around the originals
+    if family == "llama":  # grouped-query attention: K and V have fewer rows than Q
+        shapes = {name.rsplit(".", 2)[-2]: d.dense.shape for name, d in zip(expected, patch.deltas)}
+        shapes = {d.param.rsplit(".", 2)[-2]: tuple(d.dense.shape) for d in patch.deltas}
+        assert shapes["q_proj"][0] == 2 * shapes["k_proj"][0] == 2 * shapes["v_proj"][0]
+    assert patch.meta["method"] == "attn" and patch.meta["layer"] == lm.attn_layer
+
+
+def test_none_is_an_empty_patch(tiny_models):
+    lm = tiny_models["llama"]
+    patch, changed, _ = _run(lm, "none")
+    assert patch.deltas == [] and changed == {}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_rome_editor_is_a_rank_one_patch_at_its_layer(tiny_models, tmp_path, family, monkeypatch):
+    monkeypatch.setattr(baselines, "ROME_CORPUS", CorpusSpec(n_tokens=256))
+    lm = tiny_models[family]
+    params = method_params(lm, "rome", {"v_steps": "4", "prefixes": "[[2, 3]]"})
+    editor = make_editor(lm, "rome", params, cache_dir=tmp_path, progress=False)
+    fingerprint = weights_fingerprint(lm.model)
+    patch = editor.patch(REQUEST)
+    assert weights_fingerprint(lm.model) == fingerprint
+    (delta,) = patch.deltas
+    assert delta.left is not None and delta.dense is None
+    assert delta.param == f"{lm.adapter.mlp_out_path(lm.default_layer)}.weight"
+    before = _snapshot(lm)
+    with applied(lm, [patch]):
+        assert set(_changed(lm, before)) == {delta.param}
+    assert weights_fingerprint(lm.model) == fingerprint
+
+
+def test_finetune_restores_weights_even_when_it_fails(tiny_models, monkeypatch):
+    lm = tiny_models["llama"]
+    fingerprint = weights_fingerprint(lm.model)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("optimizer failed")
+
+    editor = make_editor(lm, "ft", method_params(lm, "ft", {"lr": "0.1"}))
+    calls = {"n": 0}
+    real_step = torch.optim.Adam.step
+
+    def step_then_fail(self, *args, **kwargs):
+        calls["n"] += 1
+        real_step(self, *args, **kwargs)
+        if calls["n"] == 2:
+            boom()
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_then_fail)
+    with pytest.raises(RuntimeError, match="optimizer failed"):
+        editor.patch(REQUEST)
+    assert weights_fingerprint(lm.model) == fingerprint
+    assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_defaults_follow_the_paper(tiny_models):
+    lm = tiny_models["llama"]
+    ft, ftl, attn = (method_params(lm, m) for m in ("ft", "ft+l", "attn"))
+    assert (ft.steps, ft.lr, ft.norm_constraint, ft.layer) == (25, 5e-4, None, lm.default_layer)
+    assert (ftl.steps, ftl.lr, ftl.norm_constraint) == (25, 5e-4, 5e-4)
+    assert (attn.steps, attn.lr, attn.norm_constraint, attn.layer) == (25, 1e-3, 1e-3, lm.attn_layer)
+    assert method_params(lm, "rome").layer == lm.default_layer
+
+
+def test_method_names_and_settings_are_checked(tiny_models):
+    lm = tiny_models["llama"]
+    assert parse_methods("rome, FT+L,none") == ["rome", "ft+l", "none"]
+    with pytest.raises(FactpatchError, match="unknown method 'mend'"):
+        parse_methods("rome,mend")
+    with pytest.raises(FactpatchError, match="listed twice"):
+        parse_methods("rome,rome")
+    with pytest.raises(FactpatchError, match="no methods"):
+        parse_methods(" , ")
+    assert parse_overrides(["ft.lr=1e-3", "ft.layer=2", "rome.v_steps=5"]) == {
+        "ft": {"lr": "1e-3", "layer": "2"}, "rome": {"v_steps": "5"}
+    }
+    for bad in ("ft.lr", "lr=1", "mend.lr=1"):
+        with pytest.raises(FactpatchError, match="bad --set"):
+            parse_overrides([bad])
+    params = method_params(lm, "ft+l", {"lr": "1e-3", "norm_constraint": "none", "layer": "2"})
+    assert params == FineTuneParams(layer=2, lr=1e-3, norm_constraint=None)
+    with pytest.raises(FactpatchError, match="unknown setting 'speed'"):
+        method_params(lm, "ft", {"speed": "3"})
+    with pytest.raises(FactpatchError, match="bad value 'fast'"):
+        method_params(lm, "ft", {"lr": "fast"})
+    with pytest.raises(FactpatchError, match="layer 9 out of range"):
+        method_params(lm, "attn", {"layer": "9"})
+    with pytest.raises(FactpatchError, match="steps must be at least 1"):
+        method_params(lm, "ft", {"steps": "0"})

@@ -1,0 +1,216 @@
+"""`factpatch eval` / `compare` end to end on a tiny model: records, summaries, resume, shards, refusals."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from factpatch import evaluate as ev
+from factpatch.cli import main
+from factpatch.compare import CompareSettings, compare_case, compare_texts, to_html, write_outputs
+from factpatch.data import load_dataset
+from factpatch.errors import FactpatchError
+from factpatch.evaluate import EvalConfig, GenerationSettings, merge_runs, run_eval
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FLAT = f"counterfact:{FIXTURES / 'counterfact-flat.json'}"
+ORIGINAL = f"counterfact:{FIXTURES / 'counterfact-original.json'}"
+ZSRE = f"zsre:{FIXTURES / 'zsre.json'}"
+FAST = {"ft+l": {"steps": "3"}, "ft": {"steps": "3"}, "attn": {"steps": "3"}}
+GEN = GenerationSettings(max_new_tokens=8, max_prompts=2, reference_prompts=2, reference_tokens=6)
+
+
+@pytest.fixture()
+def lm(tiny_models):
+    return tiny_models["llama"]
+
+
+def _config(**kw):
+    values = dict(methods=["none", "ft+l"], overrides=FAST)
+    values.update(kw)
+    return EvalConfig(**values)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in (path / "results.jsonl").read_text().splitlines()]
+
+
+def test_counterfact_run_writes_records_and_summaries(lm, tmp_path):
+    ds = load_dataset(ORIGINAL)
+    run = run_eval(lm, ds, _config(generation=True, gen=GEN), tmp_path / "out", progress=False)
+    records = _lines(tmp_path / "out")
+    assert [(r["case_id"], r["method"]) for r in records] == [
+        (c, m) for c in ("2", "3", "8") for m in ("none", "ft+l")
+    ]
+    first = records[0]
+    assert set(first["metrics"]) >= {"ES", "EM", "PS", "PM", "NS", "NM", "fluency", "consistency"}
+    assert len(first["scores"]["neighborhood"]) == 3 and len(first["scores"]["paraphrase"]) == 2
+    assert len(first["texts"]) == 2 and first["patch"]["params"] == []
+    assert "consistency" not in records[4]["metrics"]  # case 8 has no attribute prompts: no reference
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary == run.summary and list(summary) == ["none", "ft+l"]
+    es = summary["none"]["ES"]
+    assert set(es) == {"mean", "ci", "n"} and es["n"] == 3 and es["ci"][0] <= es["mean"] <= es["ci"][1]
+    assert summary["none"]["S"]["n"] == 3 and summary["none"]["consistency"]["n"] == 2
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| Method | n | Score S | Efficacy ES |" in md and "| ft+l | 3 |" in md
+    csv = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert csv[0].startswith("method,n,S,S_lo,S_hi,ES,") and len(csv) == 3
+    assert (tmp_path / "out" / "summary.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "out" / "timing.json").read_text())["ft+l"]["n"] == 3
+
+
+def test_zsre_run(lm, tmp_path):
+    run = run_eval(lm, load_dataset(ZSRE), _config(), tmp_path / "z", progress=False)
+    assert set(run.summary["none"]) == {"efficacy", "paraphrase", "specificity"}
+    record = _lines(tmp_path / "z")[0]
+    assert [row[0] for row in record["scores"]["token_accuracy"]] == ["efficacy", "paraphrase", "specificity"]
+
+
+def test_resume_after_a_kill_gives_the_same_summary(lm, tmp_path, monkeypatch):
+    ds = load_dataset(FLAT)
+    full = run_eval(lm, ds, _config(), tmp_path / "full", progress=False)
+
+    real = ev.evaluate_case
+    calls = {"n": 0}
+
+    def killed_after_three(*args, **kwargs):
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if the process were killed here
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "evaluate_case", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(lm, ds, _config(), tmp_path / "part", progress=False)
+    assert len(_lines(tmp_path / "part")) == 3
+    # a write cut off mid-line is dropped on resume
+    with open(tmp_path / "part" / "results.jsonl", "a") as handle:
+        handle.write('{"case_id": "8", "method": "no')
+    monkeypatch.setattr(ev, "evaluate_case", real)
+    resumed = run_eval(lm, ds, _config(), tmp_path / "part", progress=False)
+    assert resumed.new_records == 5
+    assert len(_lines(tmp_path / "part")) == 8
+    assert (tmp_path / "part" / "summary.json").read_text() == (tmp_path / "full" / "summary.json").read_text()
+    assert resumed.summary == full.summary
+    again = run_eval(lm, ds, _config(), tmp_path / "part", progress=False)  # nothing left to do
+    assert again.new_records == 0 and again.summary == full.summary
+
+
+def test_a_directory_of_another_configuration_is_refused(lm, tmp_path):
+    ds = load_dataset(FLAT)
+    run_eval(lm, ds, _config(n=2), tmp_path / "out", progress=False)
+    before = (tmp_path / "out" / "results.jsonl").read_bytes()
+    for other in (_config(n=3), _config(methods=["none"]), _config(n=2, overrides={"ft+l": {"steps": "4"}})):
+        with pytest.raises(FactpatchError, match="holds results of a different configuration"):
+            run_eval(lm, ds, other, tmp_path / "out", progress=False)
+    with pytest.raises(FactpatchError, match="different configuration.*dataset"):
+        run_eval(lm, load_dataset(ORIGINAL), _config(n=2), tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "results.jsonl").read_bytes() == before  # nothing lost
+
+
+def test_shards_merge_to_the_unsharded_summary(lm, tmp_path):
+    ds = load_dataset(FLAT)
+    full = run_eval(lm, ds, _config(), tmp_path / "full", progress=False)
+    for i in range(2):
+        run_eval(lm, ds, _config(shard=(i, 2)), tmp_path / f"s{i}", progress=False)
+    merged = merge_runs([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
+    assert merged.summary == full.summary
+    assert [(r["case_id"], r["method"]) for r in _lines(tmp_path / "merged")] == [
+        (r["case_id"], r["method"]) for r in _lines(tmp_path / "full")
+    ]
+    # methods run apart merge too; the same method with other settings does not
+    run_eval(lm, ds, _config(methods=["ft+l"], overrides={"ft+l": {"steps": "4"}}), tmp_path / "other", progress=False)
+    with pytest.raises(FactpatchError, match="ft\\+l was run with other settings"):
+        merge_runs([tmp_path / "s0", tmp_path / "other"], tmp_path / "m2")
+    with pytest.raises(FactpatchError, match="already holds results"):
+        merge_runs([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
+    run_eval(lm, load_dataset(ORIGINAL), _config(), tmp_path / "orig", progress=False)
+    with pytest.raises(FactpatchError, match="different data sets"):
+        merge_runs([tmp_path / "s0", tmp_path / "orig"], tmp_path / "m3")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--methods", "rome,mend"], "unknown method 'mend'"),
+        (["--dataset", "counterfact:/nonexistent.json"], "dataset file not found"),
+        (["--dataset", ZSRE.replace("zsre:", "counterfact:")], "holds zsre records"),
+        (["--n", "0"], "--n must be at least 1"),
+        (["--shard", "2/2"], "bad shard"),
+        (["--dataset", "wiki"], "bad dataset"),
+        (["--set", "ft.speed=3"], "unknown setting"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    args = ["eval", "--dataset", FLAT, "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no-model")]
+    rc = main(args + argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_models):
+    """The tiny Llama saved as a Hugging Face directory, for the command line's --model."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_models["llama"].model.save_pretrained(path)
+    tiny_models["llama"].tokenizer.save_pretrained(path)
+    return path
+
+
+def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    base = ["eval", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"), "--dataset", FLAT,
+            "--methods", "none,ft+l", "--set", "ft+l.steps=2", "--out", str(out), "--quiet"]
+    assert main(base + ["--n", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 cases, 4 results (4 new)" in printed and "| ft+l | 2 |" in printed
+    results = (out / "results.jsonl").read_bytes()
+    assert main(base + ["--n", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "different configuration (differs in n)" in err and err.count("\n") == 1
+    assert (out / "results.jsonl").read_bytes() == results
+    assert main(base + ["--n", "2"]) == 0 and "(0 new)" in capsys.readouterr().out
+    assert main(["eval", "merge", str(out), "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m" / "summary.json").read_text()) == json.loads((out / "summary.json").read_text())
+
+
+def test_compare_writes_side_by_side_outputs(lm, tmp_path):
+    case = load_dataset(ORIGINAL).cases[0]
+    settings = CompareSettings(n=2, max_new_tokens=6, max_prompts=2, seed=3)
+    record = compare_case(lm, case, ["ft+l", "none"], settings, overrides=FAST)
+    assert record["case_id"] == "2" and record["counterfactual"] == "Toko Yasuda, the piano"
+    assert record["prompt"] == case.generation_prompts[0]
+    assert set(record["texts"]) == {"ft+l", "none"}
+    assert [len(s["texts"]["none"]) for s in record["samples"]] == [2, 2]
+    again = compare_case(lm, case, ["none"], settings)
+    assert again["samples"] == [{"prompt": s["prompt"], "texts": {"none": s["texts"]["none"]}} for s in record["samples"]]
+    paths = write_outputs([record], tmp_path / "cmp")
+    assert "| ft+l | none |" in paths["markdown"].read_text()
+    from factpatch.study.scenarios import read_jsonl
+
+    (scenario,) = read_jsonl(paths["jsonl"])
+    assert scenario.case_id == "2" and set(scenario.texts) == {"ft+l", "none"}
+
+
+def test_compare_html_escapes_model_text():
+    record = {
+        "case_id": "1", "counterfactual": "A <b>bold</b> claim",
+        "texts": {"rome": "x"},
+        "samples": [{"prompt": "P & Q", "texts": {"rome": ["<script>alert(1)</script>"]}}],
+    }
+    page = to_html([record])
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "A &lt;b&gt;bold&lt;/b&gt; claim" in page and "P &amp; Q" in page
+    assert "<link" not in page and "src=" not in page  # self-contained
+
+
+def test_compare_texts_is_what_the_study_calls(lm):
+    from factpatch.study.scenarios import parse_scenario
+
+    records = compare_texts(model=lm, dataset=ORIGINAL, n=2, methods=["none", "ft+l"], seed=1, max_new_tokens=5)
+    assert [r["case_id"] for r in records] == ["2", "3"]
+    for i, record in enumerate(records):
+        parse_scenario(record, f"record {i}", ["none", "ft+l"])
+    with pytest.raises(FactpatchError, match="CounterFact"):
+        compare_texts(model=lm, dataset=ZSRE, n=1, methods=["none"])
