@@ -1,5 +1,163 @@
-"""`factpatch trace` (causal tracing) — registered here once factpatch.trace exists."""
+"""`factpatch trace`: causal tracing of one prompt, or the average over a dataset of known facts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from . import add_common
 
 
 def register(commands) -> None:
-    return None
+    trace = commands.add_parser(
+        "trace",
+        help="causal tracing: where does the model store a fact? (one prompt, or averaged over a dataset)",
+        description="Corrupt the subject's input embeddings with Gaussian noise (noise × σ, σ the std of the "
+        "model's token embeddings), restore one state at a time, and record P(target). One prompt writes "
+        "DIR/trace.json, trace.png and trace.svg; --dataset traces the facts the model knows, appends them to "
+        "DIR/results.jsonl (a killed run resumes), and writes DIR/summary.json and average.png|svg.",
+    )
+    add_common(trace)
+    source = trace.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help='the prompt, containing the subject: "Lionel Messi plays the sport of"')
+    source.add_argument("--dataset", type=Path, metavar="FILE", help="known facts (known_1000.json layout)")
+    trace.add_argument("--subject", help="the subject, as it appears in the prompt (with --prompt)")
+    trace.add_argument("--target", help="the object to trace (default: the model's own top next token)")
+    trace.add_argument("--kinds", default="hidden,mlp,attn",
+                       help="states to restore, comma-separated: hidden, mlp, attn (default all three)")
+    trace.add_argument("--samples", type=int, default=10, help="noise samples per prompt (default 10)")
+    trace.add_argument("--noise", type=float, default=3.0, help="noise scale ν/σ (default 3)")
+    trace.add_argument("--window", type=int, default=10, help="layers restored together for mlp and attn (default 10)")
+    trace.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    trace.add_argument("--sever", action="append", default=[], choices=["mlp", "attn"],
+                       help="also restore hidden states with the later MLP (attention) outputs at that token frozen "
+                       "at their corrupted values (repeatable)")
+    trace.add_argument("--n", type=int, default=None, help="with --dataset: trace at most the first N known facts")
+    trace.add_argument("--corpus", type=Path, default=None,
+                       help="text for σ (plain text or JSONL; default: text sampled from the model, cached)")
+    trace.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    trace.set_defaults(func=run_trace)
+
+
+def _check_out_dir(path: Path) -> bool:
+    """Make sure `path` is a writable directory; True if it was created here."""
+    from ..errors import FactpatchError
+
+    if path.exists() and not path.is_dir():
+        raise FactpatchError(f"cannot write to {path}: it is a file, not a directory")
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".factpatch-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise FactpatchError(f"cannot write to {path}: {exc.strerror or exc}") from exc
+    return created
+
+
+def run_trace(args) -> int:
+    from ..errors import FactpatchError
+    from ..trace import NoiseSettings, TraceSettings, load_facts
+
+    # Everything that can be checked without the model is checked before anything is written.
+    if args.samples < 1:
+        raise FactpatchError(f"--samples must be at least 1, got {args.samples}")
+    if not args.noise > 0:
+        raise FactpatchError(f"--noise must be greater than 0, got {args.noise:g}")
+    if args.window < 1:
+        raise FactpatchError(f"--window must be at least 1, got {args.window}")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    settings = TraceSettings(kinds, args.window, tuple(args.sever), NoiseSettings(args.noise, args.samples, args.seed))
+    if args.corpus is not None and not args.corpus.is_file():
+        raise FactpatchError(f"corpus file not found: {args.corpus}")
+    if args.dataset is not None:
+        if args.subject or args.target:
+            raise FactpatchError("--subject and --target go with --prompt; a dataset names its own")
+        if args.n is not None and args.n < 1:
+            raise FactpatchError(f"--n must be at least 1, got {args.n}")
+        load_facts(args.dataset)
+    else:
+        if not args.prompt.strip():
+            raise FactpatchError("prompt is empty")
+        if not args.subject or not args.subject.strip():
+            raise FactpatchError("--subject is required with --prompt")
+        if args.subject not in args.prompt:
+            raise FactpatchError(f"subject {args.subject!r} is not in the prompt {args.prompt!r}")
+        if args.target is not None and not args.target.strip():
+            raise FactpatchError("target is empty")
+        if args.n is not None:
+            raise FactpatchError("--n goes with --dataset")
+    created = _check_out_dir(args.out)
+    try:
+        if args.dataset is not None:
+            return _run_dataset(args, settings)
+        return _run_prompt(args, settings)
+    except BaseException:
+        if created and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()
+        raise
+
+
+def _load(args):
+    from ..models import load_model
+    from ..trace import embedding_std
+
+    lm = load_model(args.model, args.cache_dir)
+    sigma = embedding_std(lm, corpus=args.corpus, cache_dir=args.cache_dir, progress=not args.quiet)
+    return lm, sigma
+
+
+def _run_prompt(args, settings) -> int:
+    from ..trace import save_trace, trace_prompt
+
+    lm, sigma = _load(args)
+    began = time.perf_counter()
+    result = trace_prompt(lm, args.prompt, args.subject, args.target, settings, sigma, args.cache_dir,
+                          progress=not args.quiet)
+    seconds = time.perf_counter() - began
+    files = save_trace(result, args.out)
+    noise = settings.noise
+    print(
+        f"{lm.name}: {result.prompt!r} -> {result.target!r}: P clean {result.p_clean:.4g}, "
+        f"corrupted {result.p_corrupted:.4g} (noise {noise.scale:g}σ, σ = {sigma:.4g}, {noise.samples} samples), "
+        f"traced in {seconds:.1f} s"
+    )
+    if not result.target_is_top:
+        print(f"warning: the model does not predict {result.target_token!r} first here")
+    start, end = result.subject_range
+    for name, grid in result.scores.items():
+        token, layer = max(((i, l) for i in range(len(grid)) for l in range(len(grid[0]))), key=lambda t: grid[t[0]][t[1]])
+        star = "*" if start <= token < end else ""
+        print(f"  {name:<18} peak P {grid[token][layer]:.4g} at token {token} {result.tokens[token]!r}{star}, layer {layer}")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _run_dataset(args, settings) -> int:
+    from ..trace import trace_dataset
+
+    lm, sigma = _load(args)
+    began = time.perf_counter()
+    run = trace_dataset(lm, args.dataset, args.out, settings, args.n, sigma, args.cache_dir, progress=not args.quiet)
+    seconds = time.perf_counter() - began
+    summary = run.summary
+    print(
+        f"{lm.name} knows {run.known} of {run.checked} facts in {args.dataset.name}; "
+        f"{run.traced} traced ({run.new} new, {seconds:.0f} s)"
+    )
+    if run.traced:
+        print(
+            f"  average P clean {summary['p_clean']:.4g}, corrupted {summary['p_corrupted']:.4g}, "
+            f"total effect {summary['total_effect']:.4g}"
+        )
+        for key, peak in summary["peaks"].items():
+            print(f"  {peak['trace']:<6} at the {peak['group']:<18} peaks at layer {peak['layer']:>2}: "
+                  f"P {peak['p']:.4g}, indirect effect {peak['ie']:.4g}")
+        if "choice" in summary:
+            print(f"  suggested edit layer {summary['choice']['edit_layer']}"
+                  + (f", attention layer {summary['choice']['attn_layer']}" if "attn_layer" in summary["choice"] else ""))
+    print("wrote " + ", ".join(str(f) for f in run.files))
+    return 0

@@ -1,0 +1,480 @@
+"""Causal tracing on tiny random models: exactness of restorations, noise, windows, token groups,
+the cached-suffix speed-up against whole-prompt recomputation, dataset resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from factpatch.errors import FactpatchError
+from factpatch.trace import (
+    KINDS,
+    NoiseSettings,
+    Restore,
+    TraceSettings,
+    _start_layer,
+    knows,
+    layer_window,
+    load_facts,
+    prepare,
+    read_results,
+    restored_probs,
+    save_trace,
+    summarize,
+    token_groups,
+    trace_dataset,
+    trace_prompt,
+)
+
+from conftest import CORPUS, FAMILIES, build_tiny
+
+PROMPT = "The mother tongue of Danielle Darrieux is"
+SUBJECT = "Danielle Darrieux"
+SETTINGS = TraceSettings(noise=NoiseSettings(scale=3.0, samples=3, seed=1), window=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine thread hand-offs dominate."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(params=FAMILIES)
+def lm(request, tiny_models):
+    return tiny_models[request.param]
+
+
+def _all_restores(lm, prep, sever=True):
+    T = prep.n_tokens
+    restores = [Restore(kind, l, (i,)) for kind in KINDS for l in range(lm.n_layers) for i in range(T)]
+    restores += [Restore("hidden", l, (i,), cut) for cut in ("mlp", "attn") if sever
+                 for l in range(lm.n_layers) for i in range(T)]
+    restores += [Restore("mlp", 1, (1, 3)), Restore("hidden", 2, tuple(range(2, T)))]
+    return restores
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+def test_restoring_every_token_of_a_hidden_layer_reproduces_the_clean_run(lm):
+    prep = prepare(lm, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=2)
+    T = prep.n_tokens
+    assert prep.p_corrupted != pytest.approx(prep.p_clean, rel=1e-3)  # the noise does something
+    everything = [Restore("hidden", l, tuple(range(T))) for l in range(lm.n_layers)]
+    probs = restored_probs(lm, prep, everything)
+    torch.testing.assert_close(probs, torch.full_like(probs, prep.p_clean), rtol=1e-4, atol=1e-6)
+    # the last token after the last block is the model's output itself
+    last = restored_probs(lm, prep, [Restore("hidden", lm.n_layers - 1, (T - 1,))])
+    torch.testing.assert_close(last, torch.full_like(last, prep.p_clean), rtol=1e-5, atol=1e-7)
+
+
+def _naive(lm, prep, restore, sample):
+    """P(target) for one restoration and sample by a whole forward pass with plain hooks."""
+    from factpatch.hooks import act_name, body, hooks, unembed
+
+    L = lm.n_layers
+    fns = {act_name("resid_pre", 0): lambda t, *, hook: prep.corrupted_resid[0][sample : sample + 1]}
+
+    def put(value_of):
+        def fn(t, *, hook):
+            t = t.clone()
+            for i in restore.tokens:
+                t[0, i] = value_of(hook, i)
+            return t
+        return fn
+
+    clean = lambda hook, i: prep.clean[hook][0, i]
+    if restore.kind == "hidden":
+        fns[act_name("resid_post", restore.layer)] = put(clean)
+        if restore.sever:
+            kind = {"mlp": "mlp_out", "attn": "attn_out"}[restore.sever]
+            for l in range(restore.layer + 1, L):
+                fns[act_name(kind, l)] = put(lambda hook, i: prep.corrupted[hook][sample, i])
+    else:
+        kind = {"mlp": "mlp_out", "attn": "attn_out"}[restore.kind]
+        for l in layer_window(restore.layer, L, prep.window):
+            fns[act_name(kind, l)] = put(clean)
+    with torch.no_grad(), hooks(lm, fns):
+        hidden = body(lm)(input_ids=prep.input_ids, use_cache=False).last_hidden_state[:, -1]
+        return float(torch.softmax(unembed(lm, hidden), dim=-1)[0, prep.target_id])
+
+
+def test_restorations_match_a_naive_hooked_run(lm):
+    """The batched, cached, suffix-only runs give what the plain definition gives."""
+    prep = prepare(lm, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=3)
+    T, L = prep.n_tokens, lm.n_layers
+    restores = [Restore("hidden", 1, (T - 2,)), Restore("hidden", 0, (prep.subject_range[0],)),
+                Restore("mlp", 0, (T - 3,)), Restore("mlp", L - 1, (prep.subject_range[1] - 1,)),
+                Restore("attn", 2, (T - 1,)), Restore("attn", 1, (2, 5)),
+                Restore("hidden", 1, (T - 3,), "mlp"), Restore("hidden", 0, (T - 1,), "attn")]
+    fast = restored_probs(lm, prep, restores)
+    for j, restore in enumerate(restores):
+        for s in range(prep.samples):
+            assert float(fast[j, s]) == pytest.approx(_naive(lm, prep, restore, s), rel=1e-4, abs=1e-7), restore
+
+
+def test_noise_zero_leaves_the_corrupted_run_clean(lm):
+    settings = TraceSettings(noise=NoiseSettings(scale=0.0, samples=2), window=2)
+    result = trace_prompt(lm, PROMPT, SUBJECT, settings=settings, sigma=1.0, progress=False)
+    assert result.p_corrupted == pytest.approx(result.p_clean, rel=1e-5)
+    for grid in result.scores.values():
+        assert torch.allclose(torch.tensor(grid), torch.tensor(result.p_clean), rtol=1e-4)
+
+
+def test_cached_suffix_matches_whole_prompt_recomputation(lm):
+    prep = prepare(lm, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=2)
+    restores = _all_restores(lm, prep)
+    fast = restored_probs(lm, prep, restores, suffix=True)
+    slow = restored_probs(lm, prep, restores, suffix=False)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+    if lm.adapter.family != "gemma3":  # its sliding window (8) is shorter than the prompt: no suffix then
+        assert prep.kv is not None
+
+
+def test_suffix_is_used_when_the_prompt_fits_the_sliding_window(tiny_models):
+    lm = tiny_models["gemma3"]
+    prep = prepare(lm, "Rome is the capital of", "Rome", sigma=1.0, noise=SETTINGS.noise, window=2)
+    assert prep.n_tokens <= 8 and prep.kv is not None
+    restores = _all_restores(lm, prep, sever=False)[:-1]
+    torch.testing.assert_close(restored_probs(lm, prep, restores), restored_probs(lm, prep, restores, suffix=False),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_severing_changes_only_what_it_should(tiny_models):
+    lm = tiny_models["llama"]
+    prep = prepare(lm, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=2)
+    T, L = prep.n_tokens, lm.n_layers
+    # at the last layer nothing comes after: severing is a no-op
+    plain, cut = restored_probs(lm, prep, [Restore("hidden", L - 1, (T - 1,)), Restore("hidden", L - 1, (T - 1,), "mlp")])
+    torch.testing.assert_close(plain, cut)
+    # restoring every token at layer 0 with later MLPs frozen at corrupted values is not the clean run
+    everything = tuple(range(T))
+    severed = restored_probs(lm, prep, [Restore("hidden", 0, everything, "mlp")])
+    assert not torch.allclose(severed, torch.tensor(prep.p_clean), rtol=1e-4)
+
+
+def test_tokens_before_the_subject_equal_the_corrupted_run(tiny_models):
+    lm = tiny_models["gpt2"]
+    result = trace_prompt(lm, PROMPT, SUBJECT, settings=SETTINGS, sigma=1.0, progress=False)
+    start = result.subject_range[0]
+    assert start > 0
+    prep = prepare(lm, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=2)
+    direct = restored_probs(lm, prep, [Restore("hidden", 1, (0,))]).mean()
+    assert float(direct) == pytest.approx(result.p_corrupted, rel=1e-5)
+    for grid in result.scores.values():
+        assert grid[0] == [result.p_corrupted] * lm.n_layers
+
+
+# ----------------------------------------------------------------------------- windows and token groups
+
+
+def test_window_is_clamped_at_the_first_and_last_layers():
+    assert layer_window(0, 30, 10) == range(0, 5)
+    assert layer_window(3, 30, 10) == range(0, 8)
+    assert layer_window(15, 30, 10) == range(10, 20)
+    assert layer_window(29, 30, 10) == range(24, 30)
+    assert layer_window(27, 30, 10) == range(22, 30)
+    assert layer_window(2, 4, 1) == range(2, 3)
+    assert layer_window(0, 4, 100) == range(0, 4) == layer_window(3, 4, 100)
+    assert layer_window(0, 4, 3) == range(0, 2) and layer_window(3, 4, 3) == range(2, 4)
+    assert _start_layer(Restore("mlp", 0, (0,)), 30, 10) == 0
+    assert _start_layer(Restore("attn", 29, (0,)), 30, 10) == 24
+    assert _start_layer(Restore("hidden", 29, (0,)), 30, 10) == 30
+
+
+def test_token_groups_for_subjects_at_the_start_middle_and_end():
+    # "Danielle Darrieux's mother tongue is": subject tokens 0..2, then 5 more tokens
+    assert token_groups((0, 3), 8) == [[0], [1], [2], [3], [4, 5, 6], [7]]
+    # subject in the middle: tokens before it belong to no group
+    assert token_groups((2, 4), 9) == [[2], [], [3], [4], [5, 6, 7], [8]]
+    # subject at the end: no subsequent tokens; its last token is the prompt's last token
+    assert token_groups((3, 6), 6) == [[3], [4], [5], [], [], [5]]
+    # one-token subject followed by one token: first == last subject token, first subsequent == last
+    assert token_groups((0, 1), 2) == [[0], [], [0], [1], [], [1]]
+    with pytest.raises(FactpatchError):
+        token_groups((3, 3), 5)
+
+
+def test_token_groups_follow_the_tokenizer(tiny_models):
+    lm = tiny_models["llama"]
+    for prompt, subject in [("Rome is the capital of", "Rome"),
+                            ("The capital of Italy is Rome", "Rome"),
+                            ("The official language of Japan is", "Japan")]:
+        prep = prepare(lm, prompt, subject, sigma=1.0, noise=NoiseSettings(samples=1), window=2)
+        start, end = prep.subject_range
+        groups = token_groups((start, end), prep.n_tokens)
+        assert groups[0] == [start] and groups[2] == [end - 1] and groups[5] == [prep.n_tokens - 1]
+        covered = sorted({t for g in groups for t in g})
+        assert covered == list(range(start, prep.n_tokens))
+
+
+# ----------------------------------------------------------------------------- one prompt: output, warnings, bad input
+
+
+def test_trace_prompt_output_and_files(tiny_models, tmp_path, caplog):
+    lm = tiny_models["llama"]
+    settings = TraceSettings(kinds=("hidden", "mlp", "attn"), window=2, sever=("mlp",),
+                             noise=NoiseSettings(samples=2))
+    with caplog.at_level(logging.WARNING, logger="factpatch.trace"):
+        result = trace_prompt(lm, PROMPT, SUBJECT, target="French", settings=settings, sigma=1.0, progress=False)
+    assert not result.target_is_top  # a random model does not know French
+    assert any("does not predict" in r.message for r in caplog.records)
+    files = save_trace(result, tmp_path / "out")
+    assert sorted(f.name for f in files) == ["trace.json", "trace.png", "trace.svg"]
+    data = json.loads((tmp_path / "out" / "trace.json").read_text())
+    for key in ("prompt", "subject", "target", "tokens", "subject_range", "p_clean", "p_corrupted", "noise",
+                "samples", "kinds"):
+        assert key in data
+    assert set(data["kinds"]) == {"hidden", "mlp", "attn", "hidden_sever_mlp"}
+    T = len(data["tokens"])
+    for kind in data["kinds"].values():
+        assert len(kind["scores"]) == T and all(len(row) == lm.n_layers for row in kind["scores"])
+    assert data["target"] == "French" and data["samples"] == 2
+    assert (tmp_path / "out" / "trace.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_untargeted_trace_follows_the_top_prediction(tiny_models):
+    lm = tiny_models["gemma3"]
+    result = trace_prompt(lm, PROMPT, SUBJECT, settings=SETTINGS, sigma=1.0, progress=False)
+    assert result.target_is_top and result.p_clean > 0
+    # restoring the last token's final hidden state gives back the clean probability
+    assert result.scores["hidden"][-1][-1] == pytest.approx(result.p_clean, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda lm: prepare(lm, PROMPT, "Paris"), "not in the prompt"),
+        (lambda lm: prepare(lm, "   ", "x"), "prompt is empty"),
+        (lambda lm: TraceSettings(kinds=("hidden", "mlps")), "unknown kind"),
+        (lambda lm: NoiseSettings(samples=0), "samples"),
+        (lambda lm: NoiseSettings(scale=-1.0), "noise"),
+        (lambda lm: TraceSettings(sever=("hidden",)), "cannot sever"),
+        (lambda lm: TraceSettings(window=0), "window"),
+    ],
+)
+def test_bad_input_raises_one_clear_error(tiny_models, call, message):
+    with pytest.raises(FactpatchError, match=message):
+        call(tiny_models["llama"])
+
+
+# ----------------------------------------------------------------------------- datasets and resume
+
+
+def _known_dataset(lm, path, count=4):
+    """Facts the tiny model 'knows' by construction: its own greedy next word after each prompt."""
+    from factpatch.trace import Fact
+
+    candidates = []
+    for number, sentence in enumerate(CORPUS):
+        words = sentence.rstrip(".").split()
+        for cut in range(3, len(words)):
+            prompt = " ".join(words[:cut])
+            ids = torch.tensor([lm.tokenizer(prompt).input_ids])
+            with torch.no_grad():
+                top = int(lm.model(ids).logits[0, -1].argmax())
+            word = lm.tokenizer.decode([top])
+            if word.startswith(" ") and word.strip().isalpha():
+                candidates.append({"known_id": len(candidates), "subject": words[0] + " " + words[1],
+                                   "attribute": word.strip(), "prompt": prompt})
+    facts = [Fact(str(c["known_id"]), c["prompt"], c["subject"], c["attribute"]) for c in candidates]
+    flags = knows(lm, facts, progress=False)
+    chosen = [c for c, ok in zip(candidates, flags) if ok][:count]
+    assert len(chosen) >= 3, "the tiny model should know a few of its own continuations"
+    unknown = {"known_id": 999, "subject": "Rome", "attribute": "Zanzibar", "prompt": "Rome is the capital of"}
+    path.write_text(json.dumps([chosen[0], unknown] + chosen[1:]))
+    return path
+
+
+class _Killer:
+    """A progress factory whose fact bar raises after `after` facts, as a killed run would stop."""
+
+    def __init__(self, after):
+        self.after = after
+
+    def __call__(self, **kwargs):
+        killer = self
+
+        class Bar:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def update(self, n=1):
+                if kwargs.get("desc") == "tracing facts":
+                    killer.after -= n
+                    if killer.after <= 0:
+                        raise KeyboardInterrupt
+
+        return Bar()
+
+
+def test_a_killed_dataset_run_resumes_to_the_same_averages(tiny_models, tmp_path):
+    lm = tiny_models["llama"]
+    dataset = _known_dataset(lm, tmp_path / "known.json")
+    settings = TraceSettings(window=2, sever=("mlp",), noise=NoiseSettings(samples=2, seed=3))
+    full = trace_dataset(lm, dataset, tmp_path / "full", settings, sigma=1.0, progress=False)
+    assert full.known == full.traced >= 3 and full.checked == full.known + 1
+    assert {p.name for p in full.files} >= {"results.jsonl", "summary.json", "average.png", "average.svg",
+                                            "sever.png", "sever.svg"}
+
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        trace_dataset(lm, dataset, out, settings, sigma=1.0, progress=_Killer(after=2), plots=False)
+    assert len(read_results(out / "results.jsonl")) == 2
+    with open(out / "results.jsonl", "a") as handle:  # killed in the middle of writing a line
+        handle.write('{"id": "7", "prompt": "The Eif')
+    resumed = trace_dataset(lm, dataset, out, settings, sigma=1.0, progress=False, plots=False)
+    assert resumed.new == full.traced - 2 and resumed.traced == full.traced
+    assert resumed.summary["kinds"] == full.summary["kinds"]
+    assert resumed.summary["p_clean"] == full.summary["p_clean"]
+    assert len((out / "results.jsonl").read_text().splitlines()) == full.traced
+
+    # a rerun with other settings into the same directory is refused
+    other = TraceSettings(window=3, noise=NoiseSettings(samples=2, seed=3))
+    with pytest.raises(FactpatchError, match="other settings"):
+        trace_dataset(lm, dataset, out, other, sigma=1.0, progress=False)
+
+
+def test_summary_averages_by_group():
+    record = {"tokens": ["a", "b", "c", "d"], "subject_range": [0, 2], "p_clean": 0.5, "p_corrupted": 0.1,
+              "kinds": {"mlp": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]}}
+    summary = summarize([record], ["mlp"], 2)
+    p = summary["kinds"]["mlp"]["p"]
+    assert p[0] == pytest.approx([0.1, 0.2]) and p[2] == pytest.approx([0.3, 0.4])
+    assert summary["kinds"]["mlp"]["facts_per_group"] == [1, 0, 1, 1, 0, 1]
+    assert summary["kinds"]["mlp"]["ie"][5] == pytest.approx([0.6, 0.7])
+    assert summary["peaks"]["mlp_last_subject"]["layer"] == 1
+
+
+def test_load_facts_rejects_missing_and_malformed_files(tmp_path):
+    with pytest.raises(FactpatchError, match="not found"):
+        load_facts(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FactpatchError, match="not JSON"):
+        load_facts(bad)
+    bad.write_text(json.dumps([{"subject": "Rome", "prompt": "Rome is in"}]))
+    with pytest.raises(FactpatchError, match="no attribute"):
+        load_facts(bad)
+    bad.write_text(json.dumps([{"subject": "Paris", "prompt": "Rome is in", "attribute": "Italy"}]))
+    with pytest.raises(FactpatchError, match="not in its prompt"):
+        load_facts(bad)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"known_id": 5, "subject": "Rome", "template": "{} is in", "attribute": " Italy"}]))
+    assert load_facts(good)[0].prompt == "Rome is in" and load_facts(good)[0].target == "Italy"
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("tiny-llama-trace")
+    build_tiny("llama", len(tiny_tokenizer)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def cli(capsys, tmp_path, monkeypatch):
+    from factpatch.cli import main
+
+    monkeypatch.setenv("FACTPATCH_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(CORPUS * 3))
+
+    def invoke(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    invoke.corpus = corpus
+    return invoke
+
+
+def test_cli_traces_one_prompt(cli, tiny_dir, tmp_path):
+    out = tmp_path / "trace"
+    code, stdout, err = cli("trace", "--model", tiny_dir, "--prompt", PROMPT, "--subject", SUBJECT,
+                            "--samples", 2, "--window", 2, "--corpus", cli.corpus, "--quiet", "--out", out)
+    assert code == 0, err
+    assert "P clean" in stdout and "peak" in stdout
+    assert {p.name for p in out.iterdir()} == {"trace.json", "trace.png", "trace.svg"}
+
+
+def test_cli_traces_a_dataset(cli, tiny_models, tiny_dir, tmp_path):
+    from factpatch.models import from_pretrained_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = from_pretrained_model(AutoModelForCausalLM.from_pretrained(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir))
+    dataset = _known_dataset(lm, tmp_path / "known.json", count=3)
+    out = tmp_path / "avg"
+    args = ("trace", "--model", tiny_dir, "--dataset", dataset, "--n", 2, "--samples", 2, "--window", 2,
+            "--kinds", "hidden,mlp", "--corpus", cli.corpus, "--quiet", "--out", out)
+    code, stdout, err = cli(*args)
+    assert code == 0, err
+    assert "knows 3 of 4 facts" in stdout and "2 traced (2 new" in stdout and "suggested edit layer" in stdout
+    code, stdout, err = cli(*args)  # rerun: everything is there already
+    assert code == 0 and "2 traced (0 new" in stdout
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--prompt", PROMPT, "--subject", "Paris"], "is not in the prompt"),
+        (["--prompt", "", "--subject", "x"], "prompt is empty"),
+        (["--prompt", PROMPT, "--subject", SUBJECT, "--kinds", "hidden,mlp,attention"], "unknown kind"),
+        (["--prompt", PROMPT, "--subject", SUBJECT, "--samples", "0"], "--samples"),
+        (["--prompt", PROMPT, "--subject", SUBJECT, "--noise", "0"], "--noise"),
+        (["--prompt", PROMPT, "--subject", SUBJECT, "--noise", "-2"], "--noise"),
+        (["--dataset", "MISSING"], "not found"),
+        (["--dataset", "MALFORMED"], "not JSON"),
+        (["--prompt", PROMPT, "--subject", SUBJECT, "--out", "UNWRITABLE"], "cannot write"),
+    ],
+)
+def test_cli_bad_input_one_line_no_files(cli, tmp_path, extra, message):
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text("[{")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    subs = {"MISSING": tmp_path / "missing.json", "MALFORMED": malformed, "UNWRITABLE": blocker / "sub"}
+    extra = [str(subs.get(a, a)) for a in extra]
+    out = tmp_path / "out"
+    args = ["trace", "--quiet"] + extra + ([] if "--out" in extra else ["--out", str(out)])
+    code, stdout, err = cli(*args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- the real model
+
+
+@pytest.mark.integration
+def test_embedded_model_trace(embedded_lm, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(CORPUS * 20))
+    from factpatch.trace import embedding_std
+
+    sigma = embedding_std(embedded_lm, corpus=corpus, cache_dir=tmp_path / "cache", progress=False)
+    assert 0.01 < sigma < 10
+    settings = TraceSettings(noise=NoiseSettings(samples=2, seed=0))
+    result = trace_prompt(embedded_lm, "The Eiffel Tower is located in the city of", "Eiffel Tower", "Paris",
+                          settings=settings, sigma=sigma, progress=False)
+    assert result.target_is_top and result.p_clean > 0.2
+    assert result.p_corrupted < result.p_clean
+    L = embedded_lm.n_layers
+    assert {k: (len(g), len(g[0])) for k, g in result.scores.items()} == {k: (len(result.tokens), L) for k in KINDS}
+    assert result.scores["hidden"][-1][-1] == pytest.approx(result.p_clean, rel=1e-4)
+    # restoring the last subject token's early hidden state brings most of the answer back
+    last_subject = result.subject_range[1] - 1
+    assert max(result.scores["hidden"][last_subject][:5]) > result.p_corrupted
