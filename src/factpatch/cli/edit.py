@@ -92,7 +92,6 @@ def run_edit(args) -> int:
 def run_generate(args) -> int:
     from ..errors import FactpatchError
     from ..generate import generate_texts
-    from ..patch import PatchStack
 
     if args.n < 1 or args.max_new_tokens < 1:
         raise FactpatchError("--n and --max-new-tokens must be at least 1")
@@ -103,7 +102,7 @@ def run_generate(args) -> int:
     restored = stack.revert()
     before = generate_texts(lm, [args.prompt], args.n, args.max_new_tokens, args.seed)[0]
     for patch in restored:
-        PatchStack.apply(stack, patch, force=True)  # leave the model as it was loaded
+        stack.apply(patch, force=True)  # leave the model as it was loaded (already checked once)
     if args.json:
         print(json.dumps({"prompt": args.prompt, "patches": [p.id for p in restored], "before": before, "after": after}))
         return 0
