@@ -36,9 +36,10 @@ SUBJECT = "Danielle Darrieux"
 SETTINGS = TraceSettings(noise=NoiseSettings(scale=3.0, samples=3, seed=1), window=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine thread hand-offs dominate."""
+    """Tiny models gain nothing from threads, and on a machine shared with other jobs thread
+    hand-offs dominate (a trace of the real model ran 3-6x slower on 2 threads than on 1)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -320,11 +321,18 @@ class _Killer:
 def test_a_killed_dataset_run_resumes_to_the_same_averages(tiny_models, tmp_path):
     lm = tiny_models["llama"]
     dataset = _known_dataset(lm, tmp_path / "known.json")
-    settings = TraceSettings(window=2, sever=("mlp",), noise=NoiseSettings(samples=2, seed=3))
+    settings = TraceSettings(window=2, sever=("mlp", "attn"), sever_tokens="last subject",
+                             noise=NoiseSettings(samples=2, seed=3))
     full = trace_dataset(lm, dataset, tmp_path / "full", settings, sigma=1.0, progress=False)
     assert full.known == full.traced >= 3 and full.checked == full.known + 1
     assert {p.name for p in full.files} >= {"results.jsonl", "summary.json", "average.png", "average.svg",
                                             "sever.png", "sever.svg"}
+    record = read_results(tmp_path / "full" / "results.jsonl")[0]
+    last_subject = record["subject_range"][1] - 1
+    severed = record["kinds"]["hidden_sever_attn"]
+    assert [i for i, row in enumerate(severed) if row is not None] == [last_subject]
+    counts = full.summary["kinds"]["hidden_sever_mlp"]["facts_per_group"]
+    assert counts[2] == full.traced and counts[1] == counts[3] == counts[4] == 0
 
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
@@ -475,6 +483,6 @@ def test_embedded_model_trace(embedded_lm, tmp_path):
     L = embedded_lm.n_layers
     assert {k: (len(g), len(g[0])) for k, g in result.scores.items()} == {k: (len(result.tokens), L) for k in KINDS}
     assert result.scores["hidden"][-1][-1] == pytest.approx(result.p_clean, rel=1e-4)
-    # restoring the last subject token's early hidden state brings most of the answer back
-    last_subject = result.subject_range[1] - 1
-    assert max(result.scores["hidden"][last_subject][:5]) > result.p_corrupted
+    # restoring a subject token's early hidden state brings much of the answer back
+    start, end = result.subject_range
+    assert max(max(row[:5]) for row in result.scores["hidden"][start:end]) > 0.2

@@ -84,6 +84,7 @@ class TraceSettings:
     kinds: tuple[str, ...] = KINDS
     window: int = 10  # layers restored together for `mlp` and `attn` (the paper's 10)
     sever: tuple[str, ...] = ()  # also trace `hidden` with these later-layer outputs frozen
+    sever_tokens: str = "all"  # "all", or "last subject" (all Fig 3 needs: a tenth of the work)
     noise: NoiseSettings = NoiseSettings()
 
     def __post_init__(self):
@@ -97,6 +98,8 @@ class TraceSettings:
         bad = [s for s in sever if s not in SEVERABLE]
         if bad:
             raise FactpatchError(f"cannot sever {bad[0]!r}: use {' or '.join(SEVERABLE)}")
+        if self.sever_tokens not in ("all", "last subject"):
+            raise FactpatchError(f"sever_tokens must be 'all' or 'last subject', got {self.sever_tokens!r}")
         if not (isinstance(self.window, int) and self.window >= 1):
             raise FactpatchError(f"window must be an integer of at least 1, got {self.window!r}")
         object.__setattr__(self, "kinds", kinds)
@@ -570,7 +573,7 @@ def restored_probs(
 class PromptTrace:
     """The causal trace of one prompt. `scores[name][token][layer]` = P(target) with that state
     restored (mean over samples); tokens before the subject are never corrupted, so their rows
-    equal `p_corrupted`."""
+    equal `p_corrupted`; the rows of tokens not traced (see `TraceSettings.sever_tokens`) are None."""
 
     prompt: str
     subject: str
@@ -583,12 +586,9 @@ class PromptTrace:
     p_corrupted: float
     sigma: float
     settings: TraceSettings
-    scores: dict[str, list[list[float]]]
+    scores: dict[str, list[list[float] | None]]
+    n_layers: int
     model: str = ""
-
-    @property
-    def n_layers(self) -> int:
-        return len(next(iter(self.scores.values()))[0])
 
     def to_json(self) -> dict:
         noise = self.settings.noise
@@ -651,15 +651,18 @@ def trace_prompt(
     traced = range(first, T)  # tokens before the subject are identical in both runs
     restores, spans = [], {}
     for name in settings.trace_names:
-        batch = _restores_for(name, L, traced)
-        spans[name] = (len(restores), len(restores) + len(batch))
+        tokens = traced
+        if name.startswith("hidden_sever_") and settings.sever_tokens == "last subject":
+            tokens = range(prep.subject_range[1] - 1, prep.subject_range[1])
+        batch = _restores_for(name, L, tokens)
+        spans[name] = (len(restores), len(restores) + len(batch), tokens)
         restores += batch
     probs = restored_probs(lm, prep, restores, suffix=suffix, progress=progress).mean(dim=1)
     scores = {}
-    for name, (lo, hi) in spans.items():
-        grid = [[prep.p_corrupted] * L for _ in range(first)]
-        grid += probs[lo:hi].view(len(traced), L).tolist()
-        scores[name] = grid
+    for name, (lo, hi, tokens) in spans.items():
+        rows = dict(zip(tokens, probs[lo:hi].view(len(tokens), L).tolist()))
+        # never-corrupted tokens before the subject: P*; tokens not traced: None
+        scores[name] = [rows.get(i, [prep.p_corrupted] * L if i < first else None) for i in range(T)]
     target_text = target if target is not None else decode([prep.target_id]).strip() or decode([prep.target_id])
     return PromptTrace(
         prompt=prompt,
@@ -674,6 +677,7 @@ def trace_prompt(
         sigma=sigma,
         settings=settings,
         scores=scores,
+        n_layers=L,
         model=lm.name,
     )
 
@@ -814,8 +818,8 @@ def fact_seed(seed: int, fact_id: str) -> int:
     return int(stable_hash([seed, fact_id]), 16) % (2**31)
 
 
-def _rounded(grid: list[list[float]]) -> list[list[float]]:
-    return [[float(f"{v:.6g}") for v in row] for row in grid]
+def _rounded(grid: list[list[float] | None]) -> list[list[float] | None]:
+    return [None if row is None else [float(f"{v:.6g}") for v in row] for row in grid]
 
 
 def fact_record(fact: Fact, trace: PromptTrace) -> dict:
@@ -863,8 +867,8 @@ def read_results(path: Path, repair: bool = False) -> list[dict]:
 def summarize(records: Sequence[dict], names: Sequence[str], n_layers: int) -> dict:
     """Average the traces of many facts by token group and layer (the paper's Fig 2).
 
-    For each trace name and group: `p[group][layer]` = mean over facts (with that group) of the
-    mean over the group's tokens of P(target) restored; `ie` the same for the indirect effect
+    For each trace name and group: `p[group][layer]` = mean over facts (with that group traced) of
+    the mean over the group's traced tokens of P(target) restored; `ie` the same for the indirect effect
     P_restored − P*. Also the mean clean and corrupted P and where the effects peak."""
     summary: dict = {
         "facts": len(records),
@@ -880,11 +884,12 @@ def summarize(records: Sequence[dict], names: Sequence[str], n_layers: int) -> d
         ie_sum = torch.zeros_like(p_sum)
         counts = torch.zeros(len(TOKEN_GROUPS), dtype=torch.float64)
         for record in records:
-            scores = torch.tensor(record["kinds"][name], dtype=torch.float64)
+            rows = record["kinds"][name]
             groups = token_groups(tuple(record["subject_range"]), len(record["tokens"]))
             for g, tokens in enumerate(groups):
-                if tokens:
-                    mean = scores[tokens].mean(dim=0)
+                traced = [rows[t] for t in tokens if rows[t] is not None]
+                if traced:
+                    mean = torch.tensor(traced, dtype=torch.float64).mean(dim=0)
                     p_sum[g] += mean
                     ie_sum[g] += mean - record["p_corrupted"]
                     counts[g] += 1

@@ -58,16 +58,17 @@ def plot_prompt(trace: dict):
     tokens = trace["tokens"]
     start, end = trace["subject_range"]
     labels = [_token_label(t) + (" *" if start <= i < end else "") for i, t in enumerate(tokens)]
-    n_layers = int(trace.get("layers") or len(trace["kinds"][names[0]]["scores"][0]))
+    n_layers = int(trace["layers"])
     fig = _figure(2.35 * len(names) + 0.6, 0.2 * len(tokens) + 1.9)
     axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
     baseline = trace["p_corrupted"]
     for ax, name in zip(axes, names):
-        grid = np.asarray(trace["kinds"][name]["scores"], dtype=float)
+        grid = np.asarray([[np.nan] * n_layers if row is None else row for row in trace["kinds"][name]["scores"]],
+                          dtype=float)
         cmap, _, title = _style(name)
         window = trace["kinds"][name].get("window", 1)
-        low = min(baseline, float(grid.min()))
-        high = max(float(grid.max()), low + 1e-9)
+        low = min(baseline, float(np.nanmin(grid)))
+        high = max(float(np.nanmax(grid)), low + 1e-9)
         image = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
         ax.set_title(f"{title}" + (f" (window {window})" if window > 1 else ""), fontsize=FONT + 0.5)
         ax.set_xticks(_layer_ticks(n_layers))

@@ -70,7 +70,12 @@ def run_trace(args) -> int:
     if args.window < 1:
         raise FactpatchError(f"--window must be at least 1, got {args.window}")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    settings = TraceSettings(kinds, args.window, tuple(args.sever), NoiseSettings(args.noise, args.samples, args.seed))
+    settings = TraceSettings(
+        kinds, args.window, tuple(args.sever),
+        # over a dataset only the last subject token's severed trace is averaged (the paper's Fig 3)
+        sever_tokens="last subject" if args.dataset is not None else "all",
+        noise=NoiseSettings(args.noise, args.samples, args.seed),
+    )
     if args.corpus is not None and not args.corpus.is_file():
         raise FactpatchError(f"corpus file not found: {args.corpus}")
     if args.dataset is not None:
@@ -129,7 +134,8 @@ def _run_prompt(args, settings) -> int:
         print(f"warning: the model does not predict {result.target_token!r} first here")
     start, end = result.subject_range
     for name, grid in result.scores.items():
-        token, layer = max(((i, l) for i in range(len(grid)) for l in range(len(grid[0]))), key=lambda t: grid[t[0]][t[1]])
+        cells = [(i, l) for i, row in enumerate(grid) if row is not None for l in range(len(row))]
+        token, layer = max(cells, key=lambda t: grid[t[0]][t[1]])
         star = "*" if start <= token < end else ""
         print(f"  {name:<18} peak P {grid[token][layer]:.4g} at token {token} {result.tokens[token]!r}{star}, layer {layer}")
     print("wrote " + ", ".join(str(f) for f in files))
