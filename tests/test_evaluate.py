@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from factpatch import evaluate as ev
 from factpatch.cli import main
@@ -18,6 +19,15 @@ ORIGINAL = f"counterfact:{FIXTURES / 'counterfact-original.json'}"
 ZSRE = f"zsre:{FIXTURES / 'zsre.json'}"
 FAST = {"ft+l": {"steps": "3"}, "ft": {"steps": "3"}, "attn": {"steps": "3"}}
 GEN = GenerationSettings(max_new_tokens=8, max_prompts=2, reference_prompts=2, reference_tokens=6)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and a busy machine punishes more: 8 s vs 60 s here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

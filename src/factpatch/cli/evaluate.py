@@ -39,6 +39,7 @@ def register(commands) -> None:
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                     help="override a method setting, e.g. ft+l.norm_constraint=1e-3 (repeatable)")
     ev.add_argument("--out", type=Path, default=None, help="result directory")
+    _add_threads(ev)
     ev.set_defaults(func=run_eval)
     sub = ev.add_subparsers(dest="eval_command", metavar="merge")
     merge = sub.add_parser("merge", help="combine result directories (shards, or methods run apart)")
@@ -68,7 +69,26 @@ def register(commands) -> None:
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE")
     cmp.add_argument("--out", type=Path, required=True, help="output directory")
+    _add_threads(cmp)
     cmp.set_defaults(func=run_compare)
+
+
+def _add_threads(parser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for torch (default: torch's). On a busy machine 1 can be several times faster",
+    )
+
+
+def _set_threads(args) -> None:
+    from ..errors import FactpatchError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise FactpatchError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def run_eval(args) -> int:
@@ -94,6 +114,7 @@ def run_eval(args) -> int:
         GenerationSettings(max_new_tokens=args.max_new_tokens),
     )
     dataset = load_dataset(args.dataset)
+    _set_threads(args)
     lm = load_model(args.model, args.cache_dir)
     run = evaluate(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
     print(_report(run))
@@ -150,6 +171,7 @@ def run_compare(args) -> int:
         if dataset.kind != "counterfact":
             raise FactpatchError("compare needs CounterFact cases (zsRE has no generation prompts)")
         cases = [dataset.find(c.strip()) for c in args.case.split(",") if c.strip()]
+    _set_threads(args)
     lm = load_model(args.model, args.cache_dir)
     if request is not None:
         if request.target_true is None:
