@@ -32,6 +32,7 @@ Result axes: `scores[token][layer]` — P(o) with that state restored, averaged 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -445,36 +446,14 @@ def _run(
     else:
         kwargs["use_cache"] = False
     ids = prep.input_ids[:, first:].expand(len(rows), -1)
-    if start == 0:
-        fns[act_name("resid_pre", 0)] = lambda tensor, *, hook: resid
-        context = hooks(lm, fns)
-    else:
-        context = _both(start_at_layer(lm, start, resid), hooks(lm, fns))
-    with context:
+    with contextlib.ExitStack() as stack:
+        if start == 0:
+            fns[act_name("resid_pre", 0)] = lambda tensor, *, hook: resid
+        else:
+            stack.enter_context(start_at_layer(lm, start, resid))
+        stack.enter_context(hooks(lm, fns))
         out = body(lm)(input_ids=ids, **kwargs)
     return _target_probs(lm, out.last_hidden_state[:, -1], prep.target_id)
-
-
-class _both:
-    """Enter two context managers (hooks inside the block skip)."""
-
-    def __init__(self, outer, inner):
-        self.outer, self.inner = outer, inner
-
-    def __enter__(self):
-        self.outer.__enter__()
-        try:
-            self.inner.__enter__()
-        except BaseException:
-            self.outer.__exit__(None, None, None)
-            raise
-
-    def __exit__(self, *exc):
-        try:
-            self.inner.__exit__(*exc)
-        finally:
-            self.outer.__exit__(*exc)
-        return False
 
 
 # Cost model for grouping restorations into passes, in token positions per block: a pass costs

@@ -16,6 +16,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from matplotlib.ticker import MaxNLocator
+
 from .cache import atomic_path
 
 CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
@@ -78,6 +80,7 @@ def plot_prompt(trace: dict):
         ax.tick_params(labelsize=FONT, length=2)
         bar = fig.colorbar(image, ax=ax, orientation="horizontal", fraction=0.06, pad=0.02, aspect=30)
         bar.set_label("P(" + repr(trace["target"]) + ")", fontsize=FONT)
+        bar.ax.xaxis.set_major_locator(MaxNLocator(4))
         bar.ax.tick_params(labelsize=FONT - 1, length=2)
         bar.ax.axvline(baseline, color="black", linewidth=1.0)
         bar.ax.text(baseline, 1.15, "corrupted", transform=bar.ax.get_xaxis_transform(),
@@ -100,33 +103,39 @@ def plot_average(summary: dict):
     groups = summary["groups"]
     labels = [g + (" *" if "subject token" in g else "") for g in groups]
     n_layers = summary["layers"]
-    fig = _figure(2.45 * (len(names) + 1) + 0.4, 2.6)
+    fig = _figure(2.45 * (len(names) + 1) + 1.6, 2.6)
     axes = fig.subplots(1, len(names) + 1, squeeze=False)[0]
     for ax, name in zip(axes, names):
         ie = np.asarray(summary["kinds"][name]["ie"], dtype=float)
         cmap, _, title = _style(name)
-        image = ax.imshow(ie, aspect="auto", cmap=cmap, vmin=min(0.0, float(ie.min())),
-                          vmax=max(float(ie.max()), 1e-9), interpolation="nearest")
+        # the scale starts at 0 (no effect); negative effects are drawn as 0, the bar's arrow says so
+        image = ax.imshow(ie, aspect="auto", cmap=cmap, vmin=0.0, vmax=max(float(ie.max()), 1e-9),
+                          interpolation="nearest")
         ax.set_title(title, fontsize=FONT + 0.5)
         ax.set_xticks(_layer_ticks(n_layers))
         ax.set_xlabel("layer", fontsize=FONT)
         ax.set_yticks(range(len(groups)))
         ax.set_yticklabels(labels if ax is axes[0] else [], fontsize=FONT)
         ax.tick_params(labelsize=FONT, length=2)
-        bar = fig.colorbar(image, ax=ax, orientation="horizontal", fraction=0.08, pad=0.02, aspect=30)
+        bar = fig.colorbar(image, ax=ax, orientation="horizontal", fraction=0.08, pad=0.02, aspect=30,
+                           extend="min" if float(ie.min()) < 0 else "neither")
         bar.set_label("average indirect effect on P(o)", fontsize=FONT)
+        bar.ax.xaxis.set_major_locator(MaxNLocator(4))
         bar.ax.tick_params(labelsize=FONT - 1, length=2)
     ax = axes[-1]
     for name in names:
         _, colour, title = _style(name)
         kind = summary["kinds"][name]
-        ax.plot(kind["ie"][groups.index("last subject token")], color=colour, label=f"{title}, last subject token")
-        ax.plot(kind["ie"][groups.index("last token")], color=colour, linestyle="--", label=f"{title}, last token")
+        ax.plot(kind["ie"][groups.index("last subject token")], color=colour, linewidth=1.2, label=title)
+        ax.plot(kind["ie"][groups.index("last token")], color=colour, linewidth=1.0, linestyle="--")
+    ax.plot([], [], color="black", linewidth=1.2, label="last subject token")
+    ax.plot([], [], color="black", linewidth=1.0, linestyle="--", label="last token")
     ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xticks(_layer_ticks(n_layers))
     ax.set_xlabel("layer", fontsize=FONT)
     ax.set_ylabel("average indirect effect", fontsize=FONT)
     ax.tick_params(labelsize=FONT, length=2)
-    ax.legend(fontsize=FONT - 2, frameon=False)
+    ax.legend(fontsize=FONT - 2, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(
         f"{summary.get('model', '')}: average over {summary['facts']} known facts   "
         f"P clean {summary['p_clean']:.3g}, corrupted {summary['p_corrupted']:.3g}, "
