@@ -668,18 +668,15 @@ def save_trace(trace: PromptTrace, out_dir: Path, plots: bool = True) -> list[Pa
     out_dir = Path(out_dir)
     data = trace.to_json()
     files = {"trace.json": (json.dumps(data, indent=1) + "\n").encode()}
+    from .trace_plot import write_bytes
+
     if plots:
         from .trace_plot import plot_prompt, render_figure
 
         for fmt, blob in render_figure(plot_prompt(data)).items():
             files[f"trace.{fmt}"] = blob
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, blob in files.items():
-        with atomic_path(out_dir / name) as tmp:
-            tmp.write_bytes(blob)
-        written.append(out_dir / name)
-    return written
+    return [write_bytes(out_dir / name, blob) for name, blob in files.items()]
 
 
 # ----------------------------------------------------------------------------- many facts (Figs 2 and 3)
@@ -954,6 +951,8 @@ def trace_dataset(
     `known.json` (which facts the model gets right), `results.jsonl` (one traced fact per line,
     appended as each finishes, so a killed run resumes where it stopped), `summary.json`
     (averages by token group and layer) and the figures `average.png|svg` (and `sever.png|svg`)."""
+    from .trace_plot import write_bytes
+
     out_dir = Path(out_dir)
     facts = load_facts(dataset)
     if n is not None and n < 1:
@@ -980,8 +979,7 @@ def trace_dataset(
                 "(or the same options to resume it)"
             )
     else:
-        with atomic_path(run_path) as tmp:
-            tmp.write_text(json.dumps(run_key, indent=1))
+        write_bytes(run_path, json.dumps(run_key, indent=1).encode())
 
     known_path = out_dir / "known.json"
     known_ids = None
@@ -993,8 +991,7 @@ def trace_dataset(
     if known_ids is None:
         flags = knows(lm, facts, progress=progress)
         known_ids = [f.id for f, ok in zip(facts, flags) if ok]
-        with atomic_path(known_path) as tmp:
-            tmp.write_text(json.dumps({"checked": len(facts), "known": known_ids}))
+        write_bytes(known_path, json.dumps({"checked": len(facts), "known": known_ids}).encode())
     known_set = set(known_ids)
     selected = [f for f in facts if f.id in known_set][: n if n is not None else None]
     logger.info("%s knows %d of %d facts in %s", lm.name, len(known_set), len(facts), dataset)
@@ -1030,8 +1027,7 @@ def trace_dataset(
         summary["choice"] = choose_layers(summary)
     files = [results_path]
     summary_path = out_dir / "summary.json"
-    with atomic_path(summary_path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
+    write_bytes(summary_path, json.dumps(summary, indent=1).encode())
     files.append(summary_path)
     if plots and records:
         from .trace_plot import plot_average, plot_sever, write_figure

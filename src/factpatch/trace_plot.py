@@ -14,9 +14,8 @@ renders PNG and SVG in memory first, then writes both, so a failure leaves no pa
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
-
-from matplotlib.ticker import MaxNLocator
 
 from .cache import atomic_path
 
@@ -55,6 +54,7 @@ def _layer_ticks(n_layers: int) -> list[int]:
 def plot_prompt(trace: dict):
     """The heatmaps of one prompt's trace (the dict `PromptTrace.to_json` returns)."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     names = list(trace["kinds"])
     tokens = trace["tokens"]
@@ -98,6 +98,7 @@ def plot_average(summary: dict):
     """Average indirect effect by token group (rows) and layer (columns) per kind, plus the
     curves at the last subject token and the last token."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     names = [n for n in ("hidden", "mlp", "attn") if n in summary["kinds"]]
     groups = summary["groups"]
@@ -187,12 +188,16 @@ def render_figure(fig) -> dict[str, bytes]:
     return rendered
 
 
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write a file atomically, readable as any new file would be (the umask decides)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o666 & ~umask)
+    return Path(path)
+
+
 def write_figure(fig, stem: Path) -> list[Path]:
     """Write `stem`.png and `stem`.svg (both rendered before either is written)."""
-    paths = []
-    for fmt, data in render_figure(fig).items():
-        path = Path(stem).with_suffix(f".{fmt}")
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-        paths.append(path)
-    return paths
+    return [write_bytes(Path(stem).with_suffix(f".{fmt}"), data) for fmt, data in render_figure(fig).items()]
