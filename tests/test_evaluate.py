@@ -63,9 +63,9 @@ def test_counterfact_run_writes_records_and_summaries(lm, tmp_path):
     assert set(es) == {"mean", "ci", "n"} and es["n"] == 3 and es["ci"][0] <= es["mean"] <= es["ci"][1]
     assert summary["none"]["S"]["n"] == 3 and summary["none"]["consistency"]["n"] == 2
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert "| Method | n | Score S | Efficacy ES |" in md and "| ft+l | 3 |" in md
+    assert "| Method | n | Score S | Efficacy ES | EM | Paraphrase PS |" in md and "| ft+l | 3 |" in md
     csv = (tmp_path / "out" / "summary.csv").read_text().splitlines()
-    assert csv[0].startswith("method,n,S,S_lo,S_hi,ES,") and len(csv) == 3
+    assert csv[0].startswith("method,n,S,S_lo,S_hi,ES,ES_lo,ES_hi,EM,") and len(csv) == 3
     assert (tmp_path / "out" / "summary.png").stat().st_size > 1000
     assert json.loads((tmp_path / "out" / "timing.json").read_text())["ft+l"]["n"] == 3
 

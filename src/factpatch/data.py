@@ -14,12 +14,17 @@ A data set is named by a spec string, as on the command line:
                        flattened layout (`prompt`, `subject`, `target_new`, `ground_truth`,
                        `rephrase_prompt`, `locality_prompt`, ...), JSON list or JSONL
     zsre:PATH          MEND layout (`src`, `subject`, `alt`, `answers`, `rephrase`, `loc`, `loc_ans`)
-    builtin            the suite shipped in the package (see `BUILTIN_FILE` and scripts/build_suite.py)
+    builtin            the suite shipped in the package: 300 CounterFact cases (original layout)
+                       that every embedded model knows — before editing, each prefers the true
+                       object to the new one on the rewrite prompt — drawn from records 5000+ of
+                       the flattened CounterFact file, at most 12 per relation template, with
+                       neighbourhood and attribute prompts gathered from the whole file
+                       (scripts/build_suite.py says exactly how)
 
 The flattened CounterFact layout carries no attribute or generation prompts; they are derived
-(`_derive_flat`): attribute prompts are the rewrite prompts of other records with the same
-relation template whose true object is this record's o*, completed with o*; generation prompts
-are the rewrite prompt, the paraphrase and "{subject} is".
+(`_derive_flat`): attribute prompts are the rewrite prompts of other records whose true object
+is this record's o* (same relation template first, then any other); generation prompts are the
+rewrite prompt, the paraphrase and "{subject} is".
 """
 
 from __future__ import annotations
@@ -233,13 +238,17 @@ def _flat_case(record: dict, index: int, where: str) -> Case:
 
 
 def _derive_flat(cases: list[Case]) -> list[Case]:
-    """Attribute prompts for the flattened layout: same relation template, true object = o*."""
+    """Attribute prompts for the flattened layout: rewrite prompts of other records whose true
+    object is this record's o* — the same relation template first, then any other."""
     by_truth: dict[tuple[str, str], list[Case]] = defaultdict(list)
     for case in cases:
         by_truth[(case.request.prompt, case.request.target_true or "")].append(case)
+        by_truth[("*", case.request.target_true or "")].append(case)
     derived = []
     for case in cases:
-        others = [c for c in by_truth.get((case.request.prompt, case.request.target_new), []) if c is not case]
+        same = by_truth.get((case.request.prompt, case.request.target_new), [])
+        other = [c for c in by_truth.get(("*", case.request.target_new), []) if c.request.prompt != case.request.prompt]
+        others = [c for c in same + other if c.request.subject != case.request.subject]
         attributes = tuple(c.request.text for c in others[:MAX_DERIVED_ATTRIBUTES])
         derived.append(dataclasses.replace(case, attribute_prompts=attributes))
     return derived

@@ -58,7 +58,7 @@ RESULTS = "results.jsonl"
 CONFIG = "config.json"
 
 # Metric names per data-set kind, in the paper's table order.
-COUNTERFACT_METRICS = ("S", "ES", "PS", "NS", "EM", "PM", "NM", "fluency", "consistency")
+COUNTERFACT_METRICS = ("S", "ES", "EM", "PS", "PM", "NS", "NM", "fluency", "consistency")
 ZSRE_METRICS = ("efficacy", "paraphrase", "specificity")
 METRIC_LABELS = {
     "S": "Score S", "ES": "Efficacy ES", "PS": "Paraphrase PS", "NS": "Neighborhood NS",
