@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from factpatch.metrics import score_targets
+from factpatch.metrics import counterfact_case_metrics, score_targets
 from factpatch.models import load_model
 from factpatch.patch import PatchStack, rome_patch
 from factpatch.rome import EditRequest, compute_edit, context_prefixes, hparams_for
@@ -29,10 +29,12 @@ from factpatch.stats import key_second_moment
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
 
 
-def prefers(lm, prompt: str, first: str, second: str) -> bool:
-    """Whether `first` is more likely than `second` after `prompt` (mean token log-probability)."""
-    a, b = score_targets(lm, [prompt, prompt], [first, second])
-    return a.mean_log_prob > b.mean_log_prob
+def case_scores(lm, case: dict) -> dict[str, float]:
+    """ES / PS / NS of one flattened CounterFact case, scored in one batch."""
+    prompts = [case["prompt"], case["rephrase_prompt"], case["locality_prompt"]]
+    new, true = case["target_new"], case["ground_truth"]
+    s = score_targets(lm, [p for p in prompts for _ in (0, 1)], [new, true, new, true, new, case["locality_ground_truth"]])
+    return counterfact_case_metrics(rewrite=[(s[0], s[1])], paraphrase=[(s[2], s[3])], neighborhood=[(s[4], s[5])])
 
 
 def main() -> None:
@@ -59,14 +61,9 @@ def main() -> None:
         request = EditRequest.from_text(case["prompt"], case["subject"], case["target_new"], case["ground_truth"])
         edit = compute_edit(lm, request, C, hp)
         stack.apply(rome_patch(lm, edit))
-        row = {
-            "case_id": case["case_id"],
-            "seconds": edit.seconds,
-            "steps": edit.key_value.steps,
-            "ES": prefers(lm, request.text, case["target_new"], case["ground_truth"]),
-            "PS": prefers(lm, case["rephrase_prompt"], case["target_new"], case["ground_truth"]),
-            "NS": prefers(lm, case["locality_prompt"], case["locality_ground_truth"], case["target_new"]),
-        }
+        metrics = case_scores(lm, case)
+        row = {"case_id": case["case_id"], "seconds": edit.seconds, "steps": edit.key_value.steps,
+               **{m: metrics[m] for m in ("ES", "PS", "NS")}}
         stack.revert()
         rows.append(row)
         print(f"case {row['case_id']:>6}: {row['seconds']:6.2f} s, {row['steps']:2d} steps, "

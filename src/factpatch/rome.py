@@ -8,7 +8,9 @@ The MLP at layer l* is read as a key–value memory: its output projection W_pro
 2. v* — a value that makes o* likely: optimise δ, added to the MLP output at the subject's last
    token in every context, so that  z = W k* + δ  minimises
        (1/N) Σ_j −log P[o* | x_j + p]  +  λ_KL · D_KL(P[x | p′] edited ‖ unedited)
-   (p′ = "{s} is a", the essence prompt) plus a weight decay on ‖δ‖, with δ clamped.
+   (p′ = "{s} is a", the essence prompt; the distribution is read at the subject's last token,
+   as the public implementation does — on SmolLM2 it generalised to paraphrases a little better
+   than reading it after "a", see BENCHMARKS.md) plus a weight decay on ‖δ‖, with δ clamped.
 3. The closed-form update, the smallest change to W in the metric C = E[k kᵀ] that maps k* to v*:
        Ŵ = W + Λ (C⁻¹ k*)ᵀ,   Λ = (v* − W k*) / ((C⁻¹ k*)ᵀ k*).
 
@@ -191,7 +193,6 @@ class _Contexts:
     target_cols: torch.Tensor  # (N_t,) suffix column whose logits predict it
     target_ids: torch.Tensor  # (N_t,)
     n_rewrite: int
-    essence_col: int  # suffix column of the essence prompt's last token (last row)
 
     @property
     def full_mask(self) -> torch.Tensor:  # (B, P + S): padding after real tokens is never attended
@@ -211,10 +212,12 @@ def _build_contexts(lm: LoadedModel, request: EditRequest, prefixes: list[str], 
             rows.append(row)
             cols.append(len(prompt_ids) - 1 + offset - split)
             targets.append(token)
+    # The essence distribution is read at the subject's last token of p′ (what the model expects
+    # after the subject), so the essence row ends there.
     essence_text = essence.replace("{}", request.subject)
-    essence_ids = list(tokenizer(essence_text).input_ids)
-    rows_tokens.append(essence_ids)
-    splits.append(subject_last_index(tokenizer, essence_text, request.subject))
+    essence_split = subject_last_index(tokenizer, essence_text, request.subject)
+    rows_tokens.append(list(tokenizer(essence_text).input_ids)[: essence_split + 1])
+    splits.append(essence_split)
 
     pad = pad_id(tokenizer)
     width_p = max(splits)
@@ -244,7 +247,6 @@ def _build_contexts(lm: LoadedModel, request: EditRequest, prefixes: list[str], 
         target_cols=as_tensor(cols),
         target_ids=as_tensor(targets),
         n_rewrite=len(prefixes),
-        essence_col=len(essence_ids) - 1 - splits[-1],
     )
 
 
@@ -314,7 +316,7 @@ def compute_key_value(
     with frozen(lm.model), start_at_layer(lm, layer, cached[resid_name]), hooks(lm, {act_name("mlp_out", layer): add_delta}):
         for step in range(hp.v_steps + 1):
             hidden = model_body(input_ids=ctx.suffix_ids, **suffix_kwargs()).last_hidden_state
-            read = torch.cat([hidden[ctx.target_rows, ctx.target_cols], hidden[-1:, ctx.essence_col]])
+            read = torch.cat([hidden[ctx.target_rows, ctx.target_cols], hidden[-1:, 0]])
             log_probs = torch.log_softmax(unembed(lm, read).float(), dim=-1)
             token_lp = log_probs[:-1].gather(1, ctx.target_ids[:, None]).squeeze(1)
             nll = -token_lp.mean()
