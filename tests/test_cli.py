@@ -6,7 +6,7 @@ import pytest
 
 from factpatch.cli import main
 
-from conftest import CORPUS, build_tiny
+from tiny import CORPUS, build_tiny
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from factpatch.patch import PatchStack, rome_patch
 from factpatch.rome import EditRequest, ROMEHyperParams, compute_edit, compute_key_value, context_prefixes, projection_weight
 from factpatch.stats import CorpusSpec, key_second_moment
 
-from conftest import CORPUS
+from tiny import CORPUS
 
 FAMILIES = ["llama", "gpt2", "gemma3"]
 

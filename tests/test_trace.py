@@ -29,7 +29,7 @@ from factpatch.trace import (
     trace_prompt,
 )
 
-from conftest import CORPUS, FAMILIES, build_tiny
+from tiny import CORPUS, FAMILIES, build_tiny
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
 SUBJECT = "Danielle Darrieux"
