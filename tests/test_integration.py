@@ -15,18 +15,33 @@ pytestmark = pytest.mark.integration
 TEST_CORPUS = CorpusSpec(n_tokens=4096)
 
 
-def _known_case(lm, counterfact):
-    """The first CounterFact case whose true object the model prefers to the new one."""
-    for case in counterfact[:40]:
+# Used only where ../shared/datasets is absent, so that the test never silently skips.
+FALLBACK_CASES = [
+    {"prompt": "The Eiffel Tower is located in the city of", "subject": "Eiffel Tower", "target_new": "Rome",
+     "ground_truth": "Paris", "rephrase_prompt": "The Eiffel Tower stands in the heart of"},
+]
+
+
+@pytest.fixture(scope="module")
+def cases(request):
+    try:
+        return request.getfixturevalue("counterfact")[:40]
+    except pytest.skip.Exception:
+        return FALLBACK_CASES
+
+
+def _known_case(lm, cases):
+    """The first case whose true object the model prefers to the new one."""
+    for case in cases:
         new, true = score_targets(lm, [case["prompt"]] * 2, [case["target_new"], case["ground_truth"]])
         if true.mean_log_prob > new.mean_log_prob + 1.0:
             return case
-    pytest.fail("the embedded model knows none of the first 40 CounterFact facts")
+    pytest.fail("the embedded model knows none of the test facts")
 
 
-def test_edit_flips_a_known_fact_and_patch_round_trip_restores_weights(embedded_lm, counterfact, cache_dir, tmp_path):
+def test_edit_flips_a_known_fact_and_patch_round_trip_restores_weights(embedded_lm, cases, cache_dir, tmp_path):
     lm = embedded_lm
-    case = _known_case(lm, counterfact)
+    case = _known_case(lm, cases)
     request = EditRequest.from_text(case["prompt"], case["subject"], case["target_new"], case["ground_truth"])
     fingerprint = weights_fingerprint(lm.model)
     assert fingerprint == lm.fingerprint
