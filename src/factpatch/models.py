@@ -17,15 +17,13 @@ import importlib
 import importlib.util
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .cache import default_cache_dir
+from .cache import atomic_dir, default_cache_dir
 from .errors import FactpatchError
 
 logger = logging.getLogger(__name__)
@@ -291,9 +289,7 @@ def _convert_gguf(spec: EmbeddedModel, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("converting %s from GGUF (once; later loads use %s)", spec.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         gguf = _gguf_path(spec, staging)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -308,12 +304,6 @@ def _convert_gguf(spec: EmbeddedModel, target: Path) -> None:
         (staging / FINGERPRINT_FILE).write_text(
             json.dumps({"name": spec.name, "gguf_file": spec.gguf_file, "fingerprint": weights_fingerprint(model)})
         )
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None) -> LoadedModel:

@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .cache import atomic_path
+from .cache import atomic_dir, atomic_path
 from .errors import FactpatchError
 from .models import LoadedModel
 
@@ -263,17 +263,12 @@ def export_model(lm: LoadedModel, stack: PatchStack, out_dir: Path, force: bool 
     """Write the model with its applied patches as a Hugging Face directory that remembers them:
     the original bits of touched weights and the patch files travel along, so the directory can be
     loaded with `load_model(out_dir)` and reverted exactly later."""
-    import shutil
-    import tempfile
-
     from .models import FINGERPRINT_FILE
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise FactpatchError(f"output directory {out_dir} is not empty (use --force to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as staging:
         lm.model.save_pretrained(staging)
         lm.tokenizer.save_pretrained(staging)
         if stack.originals:
@@ -288,12 +283,6 @@ def export_model(lm: LoadedModel, stack: PatchStack, out_dir: Path, force: bool 
                 indent=2,
             )
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return out_dir
 
 
