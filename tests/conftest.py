@@ -19,6 +19,16 @@ def tiny_tokenizer():
     return train_tokenizer()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and a busy machine punishes more: 8 s vs 60 s here).
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tiny_tokenizer):
     """family -> LoadedModel for tiny random Llama, GPT-2 and Gemma 3 models."""

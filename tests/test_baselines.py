@@ -16,13 +16,7 @@ FAMILIES = ["llama", "gpt2", "gemma3"]
 REQUEST = EditRequest("{} is located in the city of", "Eiffel Tower", "Rome", "Paris")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and a busy machine punishes more: 8 s vs 60 s here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _changed(lm, before: dict[str, torch.Tensor]) -> dict[str, float]:

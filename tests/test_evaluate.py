@@ -21,13 +21,7 @@ FAST = {"ft+l": {"steps": "3"}, "ft": {"steps": "3"}, "attn": {"steps": "3"}}
 GEN = GenerationSettings(max_new_tokens=8, max_prompts=2, reference_prompts=2, reference_tokens=6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and a busy machine punishes more: 8 s vs 60 s here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -21,13 +21,7 @@ from factpatch.metrics import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and a busy machine punishes more: 8 s vs 60 s here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ts(log_prob: float, n_tokens: int = 1) -> TargetScore:
