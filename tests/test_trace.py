@@ -363,6 +363,25 @@ def test_summary_averages_by_group():
     assert summary["peaks"]["mlp_last_subject"]["layer"] == 1
 
 
+def test_choose_layers_takes_the_mlp_peak_at_the_last_subject_token():
+    from factpatch.trace import choose_layers
+
+    def record(mlp_last_subject, attn_last):
+        rows = [[0.1] * 4 for _ in range(4)]
+        mlp, attn = [list(r) for r in rows], [list(r) for r in rows]
+        mlp[1], attn[3] = mlp_last_subject, attn_last  # subject tokens 0..1, last token 3
+        return {"tokens": list("abcd"), "subject_range": [0, 2], "p_clean": 0.5, "p_corrupted": 0.1,
+                "kinds": {"mlp": mlp, "attn": attn}}
+
+    summary = summarize([record([0.2, 0.4, 0.3, 0.1], [0.1, 0.1, 0.2, 0.5]),
+                         record([0.2, 0.5, 0.1, 0.1], [0.1, 0.1, 0.6, 0.1])], ["mlp", "attn"], 4)
+    choice = choose_layers(summary)
+    assert choice["edit_layer"] == 1 and choice["edit_layer_ie"] == pytest.approx(0.35)
+    assert choice["attn_layer"] == 2 and choice["attn_layer_p"] == pytest.approx(0.4)
+    with pytest.raises(FactpatchError, match="mlp"):
+        choose_layers(summarize([record([0.1] * 4, [0.1] * 4)], ["attn"], 4))
+
+
 def test_load_facts_rejects_missing_and_malformed_files(tmp_path):
     with pytest.raises(FactpatchError, match="not found"):
         load_facts(tmp_path / "missing.json")
