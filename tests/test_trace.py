@@ -35,15 +35,9 @@ PROMPT = "The mother tongue of Danielle Darrieux is"
 SUBJECT = "Danielle Darrieux"
 SETTINGS = TraceSettings(noise=NoiseSettings(scale=3.0, samples=3, seed=1), window=2)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a machine shared with other jobs thread
-    hand-offs dominate (a trace of the real model ran 3-6x slower on 2 threads than on 1)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# one thread throughout, the real model included: on a machine shared with other jobs a trace of
+# SmolLM2 ran 3-6x slower on 2 threads than on 1 (thread hand-offs), and tiny models gain nothing
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=FAMILIES)
