@@ -8,7 +8,7 @@ import torch
 
 from factpatch import evaluate as ev
 from factpatch.cli import main
-from factpatch.compare import CompareSettings, compare_case, compare_texts, to_html, write_outputs
+from factpatch.compare import CompareSettings, compare_case, compare_texts, to_html, to_markdown, write_outputs
 from factpatch.data import load_dataset
 from factpatch.errors import FactpatchError
 from factpatch.evaluate import EvalConfig, GenerationSettings, merge_runs, run_eval
@@ -207,6 +207,17 @@ def test_compare_html_escapes_model_text():
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "A &lt;b&gt;bold&lt;/b&gt; claim" in page and "P &amp; Q" in page
     assert "<link" not in page and "src=" not in page  # self-contained
+
+
+def test_compare_markdown_keeps_apostrophes_and_escapes_markup():
+    record = {
+        "case_id": "1", "counterfactual": "x",
+        "texts": {"rome": "x"},
+        "samples": [{"prompt": "It's", "texts": {"rome": ["Rome's <b>tower</b> | a|b"]}}],
+    }
+    page = to_markdown([record])
+    assert "Rome's &lt;b&gt;tower&lt;/b&gt; \\| a\\|b" in page
+    assert "&#x27;" not in page
 
 
 def test_compare_texts_is_what_the_study_calls(lm):

@@ -126,7 +126,7 @@ def to_markdown(records: list[dict]) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return html.escape(" ".join(text.split())).replace("|", "\\|")
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
 
 
 _STYLE = """

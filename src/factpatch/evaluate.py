@@ -379,6 +379,8 @@ def run_eval(
     if done:
         logger.info("resuming %s: %d results there, %d to go", out_dir, len(done), len(todo))
 
+    if config.generation and dataset.kind != "counterfact":
+        logger.warning("--generation measures CounterFact cases only; %s is %s", dataset.name, dataset.kind)
     editors: dict[str, Editor] = {}
     tfidf = TfidfModel(dataset.idf_texts) if config.generation and dataset.kind == "counterfact" else None
     new = 0
