@@ -5,6 +5,7 @@ import json
 import pytest
 
 from factpatch.cli import main
+from factpatch.models import EMBEDDED
 
 from tiny import CORPUS, build_tiny
 
@@ -132,3 +133,12 @@ def test_bad_patch_files(run, tiny_dir, corpus, tmp_path, fresh_tiny):
 def test_models_lists_embedded(run):
     code, out, _ = run("models", "--json")
     assert code == 0 and {row["name"] for row in json.loads(out)} == {"smollm2-135m", "gemma3-270m"}
+
+
+def test_models_table_says_how_each_layer_was_chosen(run):
+    code, out, _ = run("models")
+    assert code == 0
+    for spec in EMBEDDED.values():
+        row = next(line for line in out.splitlines() if line.startswith(spec.name))
+        assert row.split()[4:6] == [str(spec.edit_layer), str(spec.attn_layer)]
+        assert f"layers chosen by {spec.edit_layer_source}" in out

