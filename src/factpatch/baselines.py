@@ -286,13 +286,13 @@ METHODS: dict[str, MethodSpec] = {
 #
 # smollm2-135m: with the paper's radii (FT+L ε = lr = 5e-4, AttnEdit ε = lr = 1e-3) neither method
 # learns the new fact — on 12 calibration cases (CounterFact records 2000–2011, outside the
-# reported runs) ES is 0.17 for both, exactly the unedited model's 0.17. The radius (with lr = ε,
-# as in the paper) was raised along a grid (×2, ×4, ×10 for FT+L; ×3, ×10, ×30 for AttnEdit) to
-# the smallest value that reaches the paper's operating point for these baselines, ES ≥ 0.9 on the
-# rewrite prompt: ×10 for both (FT+L 5e-3 → ES 0.92; AttnEdit 1e-2 → ES 1.0). Why this model: its
-# weights are large — std 0.19 for W_proj at layer 8 and 0.18 for W_Q at layer 20, against 0.022
-# and 0.040 in Gemma 3, with inputs of similar size (mean ‖k‖₁ 139 vs 116) — so a fixed absolute
-# ε is a ~9× smaller relative change; ×10 restores it.
+# reported runs) ES was 0.17 for both at layers 8/20, exactly the unedited model's 0.17. The radius
+# (with lr = ε, as in the paper) was raised along a grid to the smallest value that reaches the
+# paper's operating point for these baselines, ES ≥ 0.9 on the rewrite prompt: ×10 for both.
+# Rechecked at the traced layers (FT+L at 4, AttnEdit at 19): FT+L ×2 → 0.58, ×4 → 0.75, ×10 → 1.0;
+# AttnEdit ×3 → 0.58, ×10 → 1.0. Why this model: its weights are large — std 0.18 for W_proj at
+# layer 4 and for W_Q at layer 19, against 0.022 and 0.040 in Gemma 3, with inputs of similar size
+# (mean ‖k‖₁ 139 vs 116) — so a fixed absolute ε is a ~9× smaller relative change; ×10 restores it.
 # gemma3-270m: the paper's radii already give ES = 1.0 on the same cases (unedited 0.25), so they
 # are kept.
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
