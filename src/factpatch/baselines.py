@@ -293,12 +293,17 @@ METHODS: dict[str, MethodSpec] = {
 # AttnEdit ×3 → 0.58, ×10 → 1.0. Why this model: its weights are large — std 0.18 for W_proj at
 # layer 4 and for W_Q at layer 19, against 0.022 and 0.040 in Gemma 3, with inputs of similar size
 # (mean ‖k‖₁ 139 vs 116) — so a fixed absolute ε is a ~9× smaller relative change; ×10 restores it.
-# gemma3-270m: the paper's radii already give ES = 1.0 on the same cases (unedited 0.25), so they
-# are kept.
+# gemma3-270m: on the same 12 cases at the traced layers (FT+L at 4, AttnEdit at 8) the paper's FT+L
+# radius gives ES 1.0 (unedited 0.25) and is kept; the paper's AttnEdit radius gives ES 0.83, below
+# the operating point, and the first step of the same grid (×3, ε = lr = 3e-3) gives 1.0. (At the
+# earlier guess, layer 12, the paper's AttnEdit radius had reached 1.0.)
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "smollm2-135m": {
         "ft+l": {"norm_constraint": 5e-3, "lr": 5e-3},
         "attn": {"norm_constraint": 1e-2, "lr": 1e-2},
+    },
+    "gemma3-270m": {
+        "attn": {"norm_constraint": 3e-3, "lr": 3e-3},
     },
 }
 
