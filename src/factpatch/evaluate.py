@@ -504,7 +504,8 @@ def plot_summary(summary: dict, kind: str, path: Path, title: str) -> None:
             ys.append(100 * e["mean"])
             err[0].append(100 * (e["mean"] - e["ci"][0]))
             err[1].append(100 * (e["ci"][1] - e["mean"]))
-        ax.bar(xs, ys, width, yerr=err, capsize=2, label=method)
+        n = max((e["n"] for e in summary[method].values()), default=0)
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=f"{method} (n={n})")
     ax.set_xticks(range(len(names)), [METRIC_LABELS[n] for n in names])
     ax.set_ylim(0, 105)
     ax.set_ylabel("score (×100), 95 % CI")
@@ -535,7 +536,8 @@ def write_summaries(out_dir: Path, records: list[dict], description: dict) -> di
     write_text_atomic(out_dir / "summary.md", "\n".join(notes))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
     if summary:
-        plot_summary(summary, kind, out_dir / "summary.png", title)
+        short = f"{description['model']} on {Path(dataset['name'].split(':', 1)[-1]).name}"
+        plot_summary(summary, kind, out_dir / "summary.png", short)
     return summary
 
 
