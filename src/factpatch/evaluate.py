@@ -443,6 +443,11 @@ def summarise(records: list[dict], kind: str, methods: list[str], n_boot: int = 
     return summary
 
 
+def cases_of(metrics: dict) -> int:
+    """The n of a method's row: the most cases behind any of its metrics."""
+    return max((m["n"] for m in metrics.values()), default=0)
+
+
 SCALE = {"fluency": 100.0, "consistency": 100.0}  # the paper's tables: everything ×100
 
 
@@ -459,7 +464,7 @@ def summary_table(summary: dict, kind: str, paper: bool = False) -> str:
     header = "| Method | n | " + " | ".join(METRIC_LABELS[n] for n in names) + " |"
     lines = [header, "|" + "---|" * (len(names) + 2)]
     for method, metrics in summary.items():
-        n = max((m["n"] for m in metrics.values()), default=0)
+        n = cases_of(metrics)
         lines.append(f"| {method} | {n} | " + " | ".join(_fmt(metrics.get(name), name) for name in names) + " |")
     if paper:
         for method, values in PAPER_GPT2XL[kind].items():
@@ -472,7 +477,7 @@ def summary_csv(summary: dict, kind: str) -> str:
     columns = ["method", "n"] + [f"{n}{s}" for n in names for s in ("", "_lo", "_hi")]
     lines = [",".join(columns)]
     for method, metrics in summary.items():
-        n = max((m["n"] for m in metrics.values()), default=0)
+        n = cases_of(metrics)
         cells = [method, str(n)]
         for name in names:
             e = metrics.get(name)
@@ -504,7 +509,7 @@ def plot_summary(summary: dict, kind: str, path: Path, title: str) -> None:
             ys.append(100 * e["mean"])
             err[0].append(100 * (e["mean"] - e["ci"][0]))
             err[1].append(100 * (e["ci"][1] - e["mean"]))
-        n = max((e["n"] for e in summary[method].values()), default=0)
+        n = cases_of(summary[method])
         ax.bar(xs, ys, width, yerr=err, capsize=2, label=f"{method} (n={n})")
     ax.set_xticks(range(len(names)), [METRIC_LABELS[n] for n in names])
     ax.set_ylim(0, 105)
