@@ -101,11 +101,24 @@ def test_resume_after_a_kill_gives_the_same_summary(lm, tmp_path, monkeypatch):
     assert again.new_records == 0 and again.summary == full.summary
 
 
+def test_a_larger_n_continues_a_run_and_a_smaller_one_summarises_its_prefix(lm, tmp_path):
+    ds = load_dataset(FLAT)
+    run_eval(lm, ds, _config(n=2), tmp_path / "grown", progress=False)
+    grown = run_eval(lm, ds, _config(n=3), tmp_path / "grown", progress=False)
+    assert grown.new_records == len(_config().methods)  # only the third case ran
+    fresh = run_eval(lm, ds, _config(n=3), tmp_path / "fresh", progress=False)
+    assert grown.summary == fresh.summary
+    assert json.loads((tmp_path / "grown" / "config.json").read_text())["n"] == 3
+    shrunk = run_eval(lm, ds, _config(n=2), tmp_path / "grown", progress=False)
+    assert shrunk.new_records == 0 and len(_lines(tmp_path / "grown")) == 3 * len(_config().methods)
+    assert shrunk.summary == run_eval(lm, ds, _config(n=2), tmp_path / "two", progress=False).summary
+
+
 def test_a_directory_of_another_configuration_is_refused(lm, tmp_path):
     ds = load_dataset(FLAT)
     run_eval(lm, ds, _config(n=2), tmp_path / "out", progress=False)
     before = (tmp_path / "out" / "results.jsonl").read_bytes()
-    for other in (_config(n=3), _config(methods=["none"]), _config(n=2, overrides={"ft+l": {"steps": "4"}})):
+    for other in (_config(methods=["none"]), _config(n=2, overrides={"ft+l": {"steps": "4"}})):
         with pytest.raises(FactpatchError, match="holds results of a different configuration"):
             run_eval(lm, ds, other, tmp_path / "out", progress=False)
     with pytest.raises(FactpatchError, match="different configuration.*dataset"):
@@ -170,9 +183,9 @@ def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 cases, 4 results (4 new)" in printed and "| ft+l | 2 |" in printed
     results = (out / "results.jsonl").read_bytes()
-    assert main(base + ["--n", "3"]) == 2
+    assert main(base + ["--set", "ft+l.steps=3", "--n", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "different configuration (differs in n)" in err and err.count("\n") == 1
+    assert err.startswith("error: ") and "different configuration (differs in hparams)" in err and err.count("\n") == 1
     assert (out / "results.jsonl").read_bytes() == results
     assert main(base + ["--n", "2"]) == 0 and "(0 new)" in capsys.readouterr().out
     assert main(["eval", "merge", str(out), "--out", str(tmp_path / "m")]) == 0

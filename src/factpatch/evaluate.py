@@ -130,8 +130,13 @@ def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalConfig, hpara
     return json.loads(json.dumps(description))
 
 
+# Not part of a run's identity: `n` only chooses how many cases (a prefix of the data set) to run,
+# and every stored result stays valid for a larger or smaller n.
+_NOT_IDENTITY = ("n",)
+
+
 def _differences(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new))
+    keys = sorted((set(old) | set(new)) - set(_NOT_IDENTITY))
     diff = []
     for key in keys:
         a, b = old.get(key), new.get(key)
@@ -144,7 +149,8 @@ def _differences(old: dict, new: dict) -> list[str]:
 
 
 def check_out_dir(out_dir: Path, description: dict) -> None:
-    """Create `out_dir` for this configuration, or accept it if it holds the same one; refuse otherwise."""
+    """Create `out_dir` for this configuration, or accept it if it holds the same one (a different
+    `n` included: the run grows or shrinks to the new prefix); refuse otherwise."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FactpatchError(f"--out {out_dir} exists and is not a directory")
@@ -160,6 +166,8 @@ def check_out_dir(out_dir: Path, description: dict) -> None:
                 f"{out_dir} holds results of a different configuration (differs in {', '.join(diff)}); "
                 "use another --out (results are never mixed)"
             )
+        if old != description:
+            write_text_atomic(config_path, json.dumps(description, indent=2) + "\n")
         return
     if (out_dir / RESULTS).exists():
         raise FactpatchError(f"{out_dir} has {RESULTS} but no {CONFIG}; use another --out")
