@@ -31,7 +31,7 @@ def register(commands) -> None:
     add_common(ev)
     ev.add_argument("--methods", default="rome,ft,ft+l,attn,none", help="comma-separated (default all five)")
     ev.add_argument("--dataset", default=None, help="counterfact:PATH, zsre:PATH or builtin")
-    ev.add_argument("--n", type=int, default=None, help="first N cases of the data set (default all)")
+    ev.add_argument("--n", type=int, default=None, help="first N cases of the data set (default all); rerun with a larger N to extend a run")
     ev.add_argument("--shard", default=None, metavar="I/K", help="every K-th case from the I-th (0 <= I < K)")
     ev.add_argument("--generation", action="store_true", help="also sample texts: fluency and consistency")
     ev.add_argument("--max-new-tokens", type=int, default=100, help="tokens per generated text (default 100)")
