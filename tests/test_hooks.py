@@ -38,6 +38,24 @@ def test_mlp_key_and_value_hooks_match_projection(tiny_models, family):
     torch.testing.assert_close(proj(key), value)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resid_mid_splits_the_block_into_its_attention_and_mlp_halves(tiny_models, family):
+    """resid_mid = resid_pre + post(attn_out); resid_post = resid_mid + mlp_sublayer(resid_mid)."""
+    lm = tiny_models[family]
+    names = [act_name(kind, 2) for kind in ("resid_pre", "attn_out", "resid_mid", "resid_post")]
+    pre, attn, mid, post = run_with_cache(lm, _ids(lm), names).values()
+    block = lm.module(lm.adapter.block(2))
+    for name in lm.adapter.attn_post:
+        attn = block.get_submodule(name)(attn)
+    torch.testing.assert_close(pre + attn, mid)
+    out = mid
+    with torch.no_grad():
+        for name in lm.adapter.mlp_sublayer:
+            out = block.get_submodule(name)(out)
+    torch.testing.assert_close(mid + out, post)
+    assert not torch.allclose(mid, pre) and not torch.allclose(mid, post)
+
+
 def test_hook_replacement_changes_output_and_is_removed(tiny_models):
     lm = tiny_models["llama"]
     ids = _ids(lm)

@@ -3,6 +3,7 @@ the cached-suffix speed-up against whole-prompt recomputation, dataset resume, t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -114,6 +115,18 @@ def test_restorations_match_a_naive_hooked_run(lm):
             assert float(fast[j, s]) == pytest.approx(_naive(lm, prep, restore, s), rel=1e-4, abs=1e-7), restore
 
 
+def test_parallel_blocks_trace_without_the_first_block_shortcut(lm):
+    """A model whose attention and MLP run in parallel (no resid_mid) computes the window's first
+    block in the pass; the results are the same."""
+    parallel = dataclasses.replace(lm, adapter=dataclasses.replace(lm.adapter, mlp_sublayer=None, attn_post=()))
+    prep = prepare(lm, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=2)
+    prep_parallel = prepare(parallel, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=2)
+    assert prep.corrupted_resid_mid is not None and prep_parallel.corrupted_resid_mid is None
+    restores = _all_restores(lm, prep, sever=False)
+    torch.testing.assert_close(restored_probs(parallel, prep_parallel, restores),
+                               restored_probs(lm, prep, restores), rtol=1e-4, atol=1e-6)
+
+
 def test_noise_zero_leaves_the_corrupted_run_clean(lm):
     settings = TraceSettings(noise=NoiseSettings(scale=0.0, samples=2), window=2)
     result = trace_prompt(lm, PROMPT, SUBJECT, settings=settings, sigma=1.0, progress=False)
@@ -181,6 +194,10 @@ def test_window_is_clamped_at_the_first_and_last_layers():
     assert _start_layer(Restore("mlp", 0, (0,)), 30, 10) == 0
     assert _start_layer(Restore("attn", 29, (0,)), 30, 10) == 24
     assert _start_layer(Restore("hidden", 29, (0,)), 30, 10) == 30
+    # with attention and MLP in sequence, a window's first block is computed without a pass
+    assert _start_layer(Restore("mlp", 0, (0,)), 30, 10, sequential=True) == 1
+    assert _start_layer(Restore("attn", 29, (0,)), 30, 10, sequential=True) == 25
+    assert _start_layer(Restore("hidden", 29, (0,)), 30, 10, sequential=True) == 30
 
 
 def test_token_groups_for_subjects_at_the_start_middle_and_end():

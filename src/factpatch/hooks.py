@@ -3,6 +3,7 @@
 Hook names (built by `act_name`, translated to Hugging Face modules by the model's adapter):
 
     blocks.{l}.hook_resid_pre    [batch, pos, d_model]  input of block l
+    blocks.{l}.hook_resid_mid    [batch, pos, d_model]  between attention and MLP (sequential blocks)
     blocks.{l}.hook_resid_post   [batch, pos, d_model]  output of block l
     blocks.{l}.hook_attn_out     [batch, pos, d_model]  attention output added to the residual
     blocks.{l}.mlp.hook_post     [batch, pos, d_mlp]    input of W_proj: ROME's key k
@@ -28,6 +29,7 @@ from .models import LoadedModel
 
 _KINDS = {
     "resid_pre": ("blocks.{l}.hook_resid_pre", "block", "input"),
+    "resid_mid": ("blocks.{l}.hook_resid_mid", "mlp_sublayer", "input"),
     "resid_post": ("blocks.{l}.hook_resid_post", "block", "output"),
     "attn_out": ("blocks.{l}.hook_attn_out", "attn", "output"),
     "mlp_key": ("blocks.{l}.mlp.hook_post", "mlp_out", "input"),
@@ -64,10 +66,13 @@ def resolve(lm: LoadedModel, name: str) -> tuple[nn.Module, str]:
         if match:
             layer = lm.check_layer(int(match.group(1)))
             _, where, side = _KINDS[kind]
+            if where == "mlp_sublayer" and lm.adapter.mlp_sublayer is None:
+                raise FactpatchError(f"{lm.name} runs attention and MLP in parallel: it has no {name}")
             path = {
                 "block": lm.adapter.block(layer),
                 "attn": lm.adapter.attn_path(layer),
                 "mlp_out": lm.adapter.mlp_out_path(layer),
+                "mlp_sublayer": f"{lm.adapter.block(layer)}.{(lm.adapter.mlp_sublayer or ('',))[0]}",
             }[where]
             return lm.module(path), side
     raise FactpatchError(f"unknown hook point {name!r}")

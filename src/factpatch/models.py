@@ -38,6 +38,12 @@ class ArchAdapter:
     `{l}` in a path stands for the layer index. `mlp_out_transposed` is True where the MLP output
     projection is a GPT-2 `Conv1D`, whose weight is stored as (d_in, d_out) instead of (d_out, d_in).
     `qkv` names separate Q, K and V projections, or a single fused one (`qkv_fused`).
+
+    Blocks that run attention, then the MLP, one after the other also name, relative to the block,
+    `attn_post` — what is applied to the attention output before it is added to the residual
+    stream (Gemma 2/3's post-attention norm) — and `mlp_sublayer` — the modules that turn the
+    residual stream between the two (resid_mid) into what the MLP adds to it (norm, MLP, any
+    post-norm). None there marks parallel attention and MLP (GPT-J, GPT-NeoX): no resid_mid.
     """
 
     family: str
@@ -52,6 +58,13 @@ class ArchAdapter:
     mlp_out_transposed: bool = False
     qkv_fused: str | None = None  # None, "gpt2" ([q|k|v] columns) or "neox" (per-head interleaved)
     n_layers_attr: str = "num_hidden_layers"
+    attn_post: tuple[str, ...] = ()
+    mlp_sublayer: tuple[str, ...] | None = None
+
+    @property
+    def mlp(self) -> str:
+        """The MLP module (relative to a block) whose output is `mlp_out`'s output."""
+        return self.mlp_out.rsplit(".", 1)[0]
 
     def block(self, layer: int) -> str:
         return f"{self.blocks}.{layer}"
@@ -76,7 +89,11 @@ _LLAMA_LIKE = ArchAdapter(
     embed="model.embed_tokens",
     final_norm="model.norm",
     unembed="lm_head",
+    mlp_sublayer=("post_attention_layernorm", "mlp"),
 )
+# Gemma 2 and 3 normalise the attention and MLP outputs before adding them to the residual stream.
+_GEMMA_NORMS = dict(attn_post=("post_attention_layernorm",),
+                    mlp_sublayer=("pre_feedforward_layernorm", "mlp", "post_feedforward_layernorm"))
 
 ADAPTERS: dict[str, ArchAdapter] = {
     "llama": _LLAMA_LIKE,
@@ -85,8 +102,8 @@ ADAPTERS: dict[str, ArchAdapter] = {
     "qwen3": dataclasses.replace(_LLAMA_LIKE, family="qwen3"),
     # Gemma 3 normalises the MLP output (post_feedforward_layernorm) before adding it to the
     # residual; ROME edits down_proj and everything downstream follows from its output.
-    "gemma3_text": dataclasses.replace(_LLAMA_LIKE, family="gemma3"),
-    "gemma2": dataclasses.replace(_LLAMA_LIKE, family="gemma2"),
+    "gemma3_text": dataclasses.replace(_LLAMA_LIKE, family="gemma3", **_GEMMA_NORMS),
+    "gemma2": dataclasses.replace(_LLAMA_LIKE, family="gemma2", **_GEMMA_NORMS),
     "gemma": dataclasses.replace(_LLAMA_LIKE, family="gemma"),
     "gpt2": ArchAdapter(
         family="gpt2",
@@ -101,6 +118,7 @@ ADAPTERS: dict[str, ArchAdapter] = {
         unembed="lm_head",
         mlp_out_transposed=True,
         n_layers_attr="n_layer",
+        mlp_sublayer=("ln_2", "mlp"),
     ),
     "gptj": ArchAdapter(
         family="gptj",

@@ -199,8 +199,10 @@ class Prepared:
     """Everything the restorations of one prompt need: the clean states and the cached corrupted run.
 
     Tensors: clean[name] [1, pos, d_model]; corrupted_resid[b] [sample, pos, d_model] is the stream
-    entering block b (b = n_layers: after the last block); corrupted[name] [sample, pos, d_model];
-    kv[l] = (keys, values) [sample, head, pos, d_head] of the corrupted run, or None."""
+    entering block b (b = n_layers: after the last block); corrupted_resid_mid[b] the stream
+    between block b's attention and MLP (None for parallel blocks); corrupted[name]
+    [sample, pos, d_model]; kv[l] = (keys, values) [sample, head, pos, d_head] of the corrupted
+    run, or None."""
 
     input_ids: torch.Tensor  # [1, pos]
     subject_range: tuple[int, int]
@@ -209,6 +211,7 @@ class Prepared:
     window: int
     clean: dict[str, torch.Tensor]
     corrupted_resid: list[torch.Tensor]
+    corrupted_resid_mid: list[torch.Tensor] | None
     corrupted: dict[str, torch.Tensor]
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None
     p_clean: float
@@ -325,12 +328,16 @@ def prepare(
 
     fns = {name: _saver(corrupted) for name in names}
     fns.update({act_name("resid_pre", l): _saver(corrupted) for l in range(1, L)})
+    sequential = lm.adapter.mlp_sublayer is not None
+    if sequential:
+        fns.update({act_name("resid_mid", l): _saver(corrupted) for l in range(L)})
     fns[act_name("resid_pre", 0)] = add_noise
     with hooks(lm, fns):
         out = body(lm)(input_ids=ids.expand(S, T), use_cache=True)
     p_corrupted = _target_probs(lm, out.last_hidden_state[:, -1], target_id)
     kv = _extract_kv(_output_cache(out), L, T)
     resid = [corrupted.pop(act_name("resid_pre", l)) for l in range(L)] + [corrupted[act_name("resid_post", L - 1)]]
+    resid_mid = [corrupted.pop(act_name("resid_mid", l)) for l in range(L)] if sequential else None
     return Prepared(
         input_ids=ids,
         subject_range=(start, end),
@@ -339,6 +346,7 @@ def prepare(
         window=window,
         clean=clean,
         corrupted_resid=resid,
+        corrupted_resid_mid=resid_mid,
         corrupted={n: t for n, t in corrupted.items() if not n.endswith("hook_resid_post")},
         kv=kv,
         p_clean=p_clean,
@@ -351,11 +359,44 @@ def prepare(
 # ----------------------------------------------------------------------------- the generic patch routine
 
 
-def _start_layer(restore: Restore, n_layers: int, window: int) -> int:
-    """The first block whose computation a restoration changes."""
+def _start_layer(restore: Restore, n_layers: int, window: int, sequential: bool = False) -> int:
+    """The first block a restoration's pass has to compute.
+
+    In a window's first block only the restored positions change (the block's inputs are the
+    corrupted run's), and with attention and MLP in sequence their new output follows from the
+    cached corrupted states without running the block (`_window_entry`): the pass starts one
+    block later, as a hidden-state restoration at that block does."""
     if restore.kind == "hidden":
         return restore.layer + 1
-    return layer_window(restore.layer, n_layers, window).start
+    start = layer_window(restore.layer, n_layers, window).start
+    return start + 1 if sequential else start
+
+
+def _window_entry(lm: LoadedModel, prep: Prepared, layer: int, kind: str, at: list[tuple[int, int]]) -> torch.Tensor:
+    """The stream after block `layer` at positions `at` = [(token, sample)] when `kind`'s output is
+    restored there: [len(at), d_model].
+
+    mlp:  resid_post = resid_mid* + post(mlp_out)                     (post: e.g. Gemma's post-norm)
+    attn: resid_mid = resid_pre* + post(attn_out); resid_post = resid_mid + mlp_sublayer(resid_mid)
+    with * the cached corrupted run and the outputs from the clean run."""
+    adapter, block = lm.adapter, lm.module(lm.adapter.block(layer))
+    tokens = torch.tensor([t for t, _ in at], device=lm.device)
+    samples = torch.tensor([s for _, s in at], device=lm.device)
+
+    def through(names: Sequence[str], x: torch.Tensor) -> torch.Tensor:
+        for name in names:
+            x = block.get_submodule(name)(x)
+        return x
+
+    sublayer = adapter.mlp_sublayer
+    assert sublayer is not None and prep.corrupted_resid_mid is not None
+    if kind == "mlp":
+        after_mlp = sublayer[sublayer.index(adapter.mlp) + 1 :]
+        restored = through(after_mlp, prep.clean[act_name("mlp_out", layer)][:, tokens])[0]
+        return prep.corrupted_resid_mid[layer][samples, tokens] + restored
+    restored = through(adapter.attn_post, prep.clean[act_name("attn_out", layer)][:, tokens])[0]
+    mid = prep.corrupted_resid[layer][samples, tokens] + restored
+    return mid + through(sublayer, mid[None])[0]
 
 
 @dataclass
@@ -373,6 +414,14 @@ class _Edits:
         self.sources.append(source)
         self.tokens.append(token)
 
+    def at_only(self, token: int) -> "_Edits":
+        """The entries at `token`, moved to position 0 (for a module that sees that token alone)."""
+        kept = _Edits()
+        for row, source, at in zip(self.rows, self.sources, self.tokens):
+            if at == token:
+                kept.add(row, token, token, source)
+        return kept
+
     def values(self, clean: torch.Tensor, corrupted: torch.Tensor | None) -> torch.Tensor:
         tokens = torch.tensor(self.tokens, device=clean.device)
         sources = torch.tensor(self.sources, device=clean.device)
@@ -383,15 +432,36 @@ class _Edits:
         return values
 
 
+@contextlib.contextmanager
+def _last_position_only(module: torch.nn.Module):
+    """Inside the block, a position-wise module (the last block's MLP) runs on the last position
+    alone; its output is broadcast back over all positions, of which only the last is read."""
+    length = 0
+
+    def take_last(mod, args):
+        nonlocal length
+        length = args[0].shape[-2]
+        return (args[0][..., -1:, :], *args[1:])
+
+    def broadcast(mod, args, output):
+        return output.expand(*output.shape[:-2], length, output.shape[-1])
+
+    handles = [module.register_forward_pre_hook(take_last), module.register_forward_hook(broadcast)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _setter(rows: list[int], positions: list[int], values: torch.Tensor):
     """Hook fn that writes `values` [n, d_model] at (rows[k], positions[k]) of an activation."""
     rows_t = torch.tensor(rows, device=values.device)
     positions_t = torch.tensor(positions, device=values.device)
 
     def put(tensor, *, hook):
-        patched = tensor.clone()
-        patched[rows_t, positions_t] = values.to(patched.dtype)
-        return patched
+        tensor[rows_t, positions_t] = values.to(tensor.dtype)  # in place: a module's fresh output
+        return tensor
 
     return put
 
@@ -406,12 +476,13 @@ def _run(
 ) -> torch.Tensor:
     """P(target) [len(rows)] for restorations (restore, sample) that all begin at block `start`,
     computing positions `first`.. only (earlier positions come from the cached corrupted keys and
-    values at every layer)."""
+    values at every layer). Returns the final hidden states at the last position [len(rows), d_model]."""
     L = lm.n_layers
     samples = torch.tensor([s for _, s in rows], device=lm.device)
     resid = prep.corrupted_resid[start][samples, first:].clone()  # [row, pos - first, d_model]
     edits: dict[str, _Edits] = {}
     hidden_rows, hidden_pos, hidden_tokens = [], [], []
+    entries: dict[str, tuple[list[int], list[int], list[tuple[int, int]]]] = {"mlp": ([], [], []), "attn": ([], [], [])}
     for row, (restore, sample) in enumerate(rows):
         if restore.kind == "hidden":
             for token in restore.tokens:
@@ -423,13 +494,29 @@ def _run(
                 for token in restore.tokens:
                     edits.setdefault(name, _Edits()).add(row, token, first, sample)
         else:
-            for layer in layer_window(restore.layer, L, prep.window):
+            window = layer_window(restore.layer, L, prep.window)
+            if window.start < start:  # the first block is folded into the entry state
+                entry_rows, entry_pos, entry_at = entries[restore.kind]
+                for token in restore.tokens:
+                    entry_rows.append(row)
+                    entry_pos.append(token - first)
+                    entry_at.append((token, sample))
+            for layer in range(max(window.start, start), window.stop):
                 name = act_name(_HOOK_KIND[restore.kind], layer)
                 for token in restore.tokens:
                     edits.setdefault(name, _Edits()).add(row, token, first, -1)
     if hidden_rows:
         clean = prep.clean[act_name("resid_post", start - 1)][0]
         resid[hidden_rows, hidden_pos] = clean[hidden_tokens]
+    for kind, (entry_rows, entry_pos, entry_at) in entries.items():
+        if entry_rows:
+            resid[entry_rows, entry_pos] = _window_entry(lm, prep, start - 1, kind, entry_at)
+    # Only the last position of the last block reaches the logits: its MLP runs there alone.
+    last_mlp = start < L
+    if last_mlp and act_name("mlp_out", L - 1) in edits:
+        kept = edits.pop(act_name("mlp_out", L - 1)).at_only(prep.n_tokens - 1)
+        if kept.rows:
+            edits[act_name("mlp_out", L - 1)] = kept
 
     fns = {
         name: _setter(e.rows, e.positions, e.values(prep.clean[name], prep.corrupted.get(name)))
@@ -452,8 +539,10 @@ def _run(
         else:
             stack.enter_context(start_at_layer(lm, start, resid))
         stack.enter_context(hooks(lm, fns))
+        if last_mlp:
+            stack.enter_context(_last_position_only(lm.module(f"{lm.adapter.block(L - 1)}.{lm.adapter.mlp}")))
         out = body(lm)(input_ids=ids, **kwargs)
-    return _target_probs(lm, out.last_hidden_state[:, -1], prep.target_id)
+    return out.last_hidden_state[:, -1]
 
 
 # Cost model for grouping restorations into passes, in token positions per block: a pass costs
@@ -461,6 +550,7 @@ def _run(
 # overhead dominate small passes on a CPU); passes are capped at MAX_POSITIONS rows × positions.
 CALL_OVERHEAD = 48
 MAX_POSITIONS = 768
+UNEMBED_ROWS = 1024
 
 
 def _schedule(firsts: list[int], rows_each: int, n_tokens: int, suffix: bool) -> list[tuple[int, list[int]]]:
@@ -526,23 +616,30 @@ def restored_probs(
         if not restore.tokens or not all(0 <= t < T for t in restore.tokens):
             raise FactpatchError(f"token indices {restore.tokens} out of range 0..{T - 1}")
     suffix = suffix and prep.kv is not None
+    sequential = prep.corrupted_resid_mid is not None
     by_start: dict[int, list[int]] = {}
     for j, restore in enumerate(restores):
-        by_start.setdefault(_start_layer(restore, L, prep.window), []).append(j)
+        by_start.setdefault(_start_layer(restore, L, prep.window, sequential), []).append(j)
     plan = []
     for start, members in sorted(by_start.items()):
         firsts = [min(restores[j].tokens) for j in members]
         for first, chosen in _schedule(firsts, S, T, suffix):
             plan.append((start, first, [members[k] for k in chosen]))
-    result = torch.empty((len(restores), S), dtype=torch.float32)
+    final = None  # [restore, sample, d_model]
     total = sum((L - start + 1) * len(js) * S * (T - first) for start, first, js in plan)
     with _progress_bar(progress, total=total, desc="tracing", unit="pos", leave=False) as bar:
         for start, first, js in plan:
             rows = [(restores[j], s) for j in js for s in range(S)]
-            probs = _run(lm, prep, start, first, rows)
-            result[js] = probs.view(len(js), S).float().cpu()
+            hidden = _run(lm, prep, start, first, rows)
+            if final is None:
+                final = hidden.new_empty((len(restores), S, hidden.shape[-1]))
+            final[js] = hidden.view(len(js), S, -1)
             bar.update((L - start + 1) * len(js) * S * (T - first))
-    return result
+    if final is None:
+        return torch.empty((0, S), dtype=torch.float32)
+    # the unembedding in large chunks at the end: small ones run the vocabulary product slowly
+    chunks = [_target_probs(lm, chunk, prep.target_id) for chunk in final.view(-1, final.shape[-1]).split(UNEMBED_ROWS)]
+    return torch.cat(chunks).view(len(restores), S).float().cpu()
 
 
 # ----------------------------------------------------------------------------- one prompt
