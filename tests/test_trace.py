@@ -16,6 +16,7 @@ from factpatch.trace import (
     NoiseSettings,
     Restore,
     TraceSettings,
+    _shared_trunks,
     _start_layer,
     knows,
     layer_window,
@@ -108,7 +109,12 @@ def test_restorations_match_a_naive_hooked_run(lm):
     restores = [Restore("hidden", 1, (T - 2,)), Restore("hidden", 0, (prep.subject_range[0],)),
                 Restore("mlp", 0, (T - 3,)), Restore("mlp", L - 1, (prep.subject_range[1] - 1,)),
                 Restore("attn", 2, (T - 1,)), Restore("attn", 1, (2, 5)),
-                Restore("hidden", 1, (T - 3,), "mlp"), Restore("hidden", 0, (T - 1,), "attn")]
+                Restore("hidden", 1, (T - 3,), "mlp"), Restore("hidden", 0, (T - 1,), "attn"),
+                # windows clamped at layer 0 that share a trunk pass: [0, 2) and [0, 3)
+                Restore("mlp", 1, (T - 3,)), Restore("attn", 0, (2, 5)), Restore("attn", 0, (T - 1,)),
+                Restore("attn", 1, (T - 1,))]
+    trunks, branch = _shared_trunks(restores, L, prep.window, sequential=True)
+    assert branch == 2 and sorted(map(sorted, trunks)) == [[2, 8], [5, 9], [10, 11]]
     fast = restored_probs(lm, prep, restores)
     for j, restore in enumerate(restores):
         for s in range(prep.samples):

@@ -46,7 +46,7 @@ import torch
 
 from .cache import atomic_path, default_cache_dir, stable_hash
 from .errors import FactpatchError
-from .hooks import act_name, body, hooks, start_at_layer, unembed
+from .hooks import StopForward, act_name, body, hooks, start_at_layer, unembed
 from .models import LoadedModel
 from .tokens import encode_target, subject_token_range
 
@@ -441,7 +441,8 @@ def _last_position_only(module: torch.nn.Module):
     def take_last(mod, args):
         nonlocal length
         length = args[0].shape[-2]
-        return (args[0][..., -1:, :], *args[1:])
+        # contiguous: a strided slice would send every product to a slow batched-matmul path
+        return (args[0][..., -1:, :].contiguous(), *args[1:])
 
     def broadcast(mod, args, output):
         return output.expand(*output.shape[:-2], length, output.shape[-1])
@@ -452,6 +453,16 @@ def _last_position_only(module: torch.nn.Module):
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _stop_with(into: torch.Tensor):
+    """Hook fn that copies the activation into `into` and ends the pass."""
+
+    def stop(tensor, *, hook):
+        into.copy_(tensor)
+        raise StopForward
+
+    return stop
 
 
 def _setter(rows: list[int], positions: list[int], values: torch.Tensor):
@@ -473,19 +484,28 @@ def _run(
     start: int,
     first: int,
     rows: Sequence[tuple[Restore, int]],
+    entries: Sequence[torch.Tensor | None] | None = None,
+    stop: int | None = None,
 ) -> torch.Tensor:
-    """P(target) [len(rows)] for restorations (restore, sample) that all begin at block `start`,
-    computing positions `first`.. only (earlier positions come from the cached corrupted keys and
-    values at every layer). Returns the final hidden states at the last position [len(rows), d_model]."""
+    """Run restorations (restore, sample) that all begin at block `start`, computing positions
+    `first`.. only (earlier positions come from the cached corrupted keys and values at every
+    layer). Returns the final hidden states at the last position [len(rows), d_model], or with
+    `stop` the stream entering block `stop` [len(rows), pos - first, d_model].
+
+    `entries[row]`, where given, is that row's stream entering block `start` from its restored
+    token on [pos, d_model] (computed by a shared trunk pass); it replaces the entry state."""
     L = lm.n_layers
     samples = torch.tensor([s for _, s in rows], device=lm.device)
     resid = prep.corrupted_resid[start][samples, first:].clone()  # [row, pos - first, d_model]
     edits: dict[str, _Edits] = {}
     hidden_rows, hidden_pos, hidden_tokens = [], [], []
-    entries: dict[str, tuple[list[int], list[int], list[tuple[int, int]]]] = {"mlp": ([], [], []), "attn": ([], [], [])}
+    folded: dict[str, tuple[list[int], list[int], list[tuple[int, int]]]] = {"mlp": ([], [], []), "attn": ([], [], [])}
     for row, (restore, sample) in enumerate(rows):
+        entry = entries[row] if entries is not None else None
+        if entry is not None:
+            resid[row, resid.shape[1] - entry.shape[0] :] = entry
         if restore.kind == "hidden":
-            for token in restore.tokens:
+            for token in restore.tokens if entry is None else ():
                 hidden_rows.append(row)
                 hidden_pos.append(token - first)
                 hidden_tokens.append(token)
@@ -495,8 +515,8 @@ def _run(
                     edits.setdefault(name, _Edits()).add(row, token, first, sample)
         else:
             window = layer_window(restore.layer, L, prep.window)
-            if window.start < start:  # the first block is folded into the entry state
-                entry_rows, entry_pos, entry_at = entries[restore.kind]
+            if window.start < start and entry is None:  # the first block is folded into the entry state
+                entry_rows, entry_pos, entry_at = folded[restore.kind]
                 for token in restore.tokens:
                     entry_rows.append(row)
                     entry_pos.append(token - first)
@@ -508,11 +528,11 @@ def _run(
     if hidden_rows:
         clean = prep.clean[act_name("resid_post", start - 1)][0]
         resid[hidden_rows, hidden_pos] = clean[hidden_tokens]
-    for kind, (entry_rows, entry_pos, entry_at) in entries.items():
+    for kind, (entry_rows, entry_pos, entry_at) in folded.items():
         if entry_rows:
             resid[entry_rows, entry_pos] = _window_entry(lm, prep, start - 1, kind, entry_at)
     # Only the last position of the last block reaches the logits: its MLP runs there alone.
-    last_mlp = start < L
+    last_mlp = start < L and stop is None
     if last_mlp and act_name("mlp_out", L - 1) in edits:
         kept = edits.pop(act_name("mlp_out", L - 1)).at_only(prep.n_tokens - 1)
         if kept.rows:
@@ -541,6 +561,14 @@ def _run(
         stack.enter_context(hooks(lm, fns))
         if last_mlp:
             stack.enter_context(_last_position_only(lm.module(f"{lm.adapter.block(L - 1)}.{lm.adapter.mlp}")))
+        if stop is not None:
+            assert start < stop <= L
+            stack.enter_context(hooks(lm, {act_name("resid_post", stop - 1): _stop_with(resid)}))
+            try:
+                body(lm)(input_ids=ids, **kwargs)
+            except StopForward:
+                return resid
+            raise AssertionError("the pass did not reach its stop block")
         out = body(lm)(input_ids=ids, **kwargs)
     return out.last_hidden_state[:, -1]
 
@@ -551,6 +579,24 @@ def _run(
 CALL_OVERHEAD = 48
 MAX_POSITIONS = 768
 UNEMBED_ROWS = 1024
+
+
+def _shared_trunks(
+    restores: Sequence[Restore], n_layers: int, window: int, sequential: bool
+) -> tuple[list[list[int]], int]:
+    """Window restorations clamped at the first layer, [0, e) with e ≥ the window of layer 0's end,
+    run the same blocks with the same edits up to that end (`branch`): restorations of one kind
+    and tokens share one trunk pass up to there and continue from its result.
+    Returns ([indices sharing a trunk], branch)."""
+    branch = layer_window(0, n_layers, window).stop
+    groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+    for j, restore in enumerate(restores):
+        if restore.kind != "hidden" and layer_window(restore.layer, n_layers, window).start == 0:
+            groups.setdefault((restore.kind, restore.tokens), []).append(j)
+    trunk_start = _start_layer(Restore("mlp", 0, (0,)), n_layers, window, sequential)
+    if branch <= trunk_start:
+        return [], branch
+    return [js for js in groups.values() if len(js) > 1], branch
 
 
 def _schedule(firsts: list[int], rows_each: int, n_tokens: int, suffix: bool) -> list[tuple[int, list[int]]]:
@@ -617,20 +663,38 @@ def restored_probs(
             raise FactpatchError(f"token indices {restore.tokens} out of range 0..{T - 1}")
     suffix = suffix and prep.kv is not None
     sequential = prep.corrupted_resid_mid is not None
+    starts = [_start_layer(restore, L, prep.window, sequential) for restore in restores]
+    trunks, branch = _shared_trunks(restores, L, prep.window, sequential)
+    trunk_start = starts[trunks[0][0]] if trunks else 0
+    for members in trunks:
+        for j in members:
+            starts[j] = branch
+    trunk_plan = _schedule([min(restores[js[0]].tokens) for js in trunks], S, T, suffix)
     by_start: dict[int, list[int]] = {}
-    for j, restore in enumerate(restores):
-        by_start.setdefault(_start_layer(restore, L, prep.window, sequential), []).append(j)
+    for j, start in enumerate(starts):
+        by_start.setdefault(start, []).append(j)
     plan = []
     for start, members in sorted(by_start.items()):
         firsts = [min(restores[j].tokens) for j in members]
         for first, chosen in _schedule(firsts, S, T, suffix):
             plan.append((start, first, [members[k] for k in chosen]))
     final = None  # [restore, sample, d_model]
+    entries: dict[int, torch.Tensor] = {}  # restore -> its stream entering `branch` [sample, pos, d_model]
     total = sum((L - start + 1) * len(js) * S * (T - first) for start, first, js in plan)
+    total += sum((branch - trunk_start) * len(ks) * S * (T - first) for first, ks in trunk_plan)
     with _progress_bar(progress, total=total, desc="tracing", unit="pos", leave=False) as bar:
+        for first, ks in trunk_plan:
+            shared = [restores[trunks[k][0]] for k in ks]
+            out = _run(lm, prep, trunk_start, first, [(r, s) for r in shared for s in range(S)], stop=branch)
+            out = out.view(len(ks), S, T - first, -1)
+            for i, (k, restore) in enumerate(zip(ks, shared)):
+                for j in trunks[k]:
+                    entries[j] = out[i, :, min(restore.tokens) - first :]
+            bar.update((branch - trunk_start) * len(ks) * S * (T - first))
         for start, first, js in plan:
             rows = [(restores[j], s) for j in js for s in range(S)]
-            hidden = _run(lm, prep, start, first, rows)
+            row_entries = [entries[j][s] if j in entries else None for j in js for s in range(S)]
+            hidden = _run(lm, prep, start, first, rows, row_entries if entries else None)
             if final is None:
                 final = hidden.new_empty((len(restores), S, hidden.shape[-1]))
             final[js] = hidden.view(len(js), S, -1)
