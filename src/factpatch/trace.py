@@ -24,6 +24,12 @@ before. Restorations that start at the same block are batched together across ki
 (`_schedule` groups them so each pass is neither tiny nor padded with wasted positions), and the
 logits are read at the last position only.
 
+Three more exact savings. A window's first block changes only the restored positions, where its
+new output follows from cached states (`_window_entry`), so an `mlp`/`attn` restoration starts
+one block later. Windows clamped at layer 0 run the same edits up to the smallest one's end and
+share one trunk pass up to there (`_shared_trunks`). Only the last position of the last block
+reaches the logits, so that block's MLP runs there alone.
+
 One generic routine (`restored_probs`) runs any list of `Restore` requests; the kinds are small
 setters that say which hook point gets which clean (or corrupted) value.
 
