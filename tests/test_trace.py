@@ -113,8 +113,9 @@ def test_restorations_match_a_naive_hooked_run(lm):
                 # windows clamped at layer 0 that share a trunk pass: [0, 2) and [0, 3)
                 Restore("mlp", 1, (T - 3,)), Restore("attn", 0, (2, 5)), Restore("attn", 0, (T - 1,)),
                 Restore("attn", 1, (T - 1,))]
-    trunks, branch = _shared_trunks(restores, L, prep.window, sequential=True)
-    assert branch == 2 and sorted(map(sorted, trunks)) == [[2, 8], [5, 9], [10, 11]]
+    trunks = _shared_trunks(restores, L, prep.window, sequential=True)
+    assert (trunks.start, trunks.branch) == (1, 2)
+    assert sorted(map(sorted, trunks.groups)) == [[2, 8], [5, 9], [10, 11]]
     fast = restored_probs(lm, prep, restores)
     for j, restore in enumerate(restores):
         for s in range(prep.samples):

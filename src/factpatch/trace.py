@@ -511,7 +511,7 @@ def _run(
         if entry is not None:
             resid[row, resid.shape[1] - entry.shape[0] :] = entry
         if restore.kind == "hidden":
-            for token in restore.tokens if entry is None else ():
+            for token in restore.tokens:
                 hidden_rows.append(row)
                 hidden_pos.append(token - first)
                 hidden_tokens.append(token)
@@ -587,22 +587,27 @@ MAX_POSITIONS = 768
 UNEMBED_ROWS = 1024
 
 
-def _shared_trunks(
-    restores: Sequence[Restore], n_layers: int, window: int, sequential: bool
-) -> tuple[list[list[int]], int]:
+@dataclass
+class _Trunks:
+    """Restorations (indices into the list) that share a trunk pass from block `start` to `branch`."""
+
+    groups: list[list[int]]
+    start: int
+    branch: int
+
+
+def _shared_trunks(restores: Sequence[Restore], n_layers: int, window: int, sequential: bool) -> _Trunks:
     """Window restorations clamped at the first layer, [0, e) with e ≥ the window of layer 0's end,
     run the same blocks with the same edits up to that end (`branch`): restorations of one kind
-    and tokens share one trunk pass up to there and continue from its result.
-    Returns ([indices sharing a trunk], branch)."""
+    and tokens share one trunk pass up to there and continue from its result."""
+    start = _start_layer(Restore("mlp", 0, (0,)), n_layers, window, sequential)
     branch = layer_window(0, n_layers, window).stop
     groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
     for j, restore in enumerate(restores):
         if restore.kind != "hidden" and layer_window(restore.layer, n_layers, window).start == 0:
             groups.setdefault((restore.kind, restore.tokens), []).append(j)
-    trunk_start = _start_layer(Restore("mlp", 0, (0,)), n_layers, window, sequential)
-    if branch <= trunk_start:
-        return [], branch
-    return [js for js in groups.values() if len(js) > 1], branch
+    shared = [js for js in groups.values() if len(js) > 1] if branch > start else []
+    return _Trunks(shared, start, branch)
 
 
 def _schedule(firsts: list[int], rows_each: int, n_tokens: int, suffix: bool) -> list[tuple[int, list[int]]]:
@@ -670,12 +675,11 @@ def restored_probs(
     suffix = suffix and prep.kv is not None
     sequential = prep.corrupted_resid_mid is not None
     starts = [_start_layer(restore, L, prep.window, sequential) for restore in restores]
-    trunks, branch = _shared_trunks(restores, L, prep.window, sequential)
-    trunk_start = starts[trunks[0][0]] if trunks else 0
-    for members in trunks:
+    trunks = _shared_trunks(restores, L, prep.window, sequential)
+    for members in trunks.groups:
         for j in members:
-            starts[j] = branch
-    trunk_plan = _schedule([min(restores[js[0]].tokens) for js in trunks], S, T, suffix)
+            starts[j] = trunks.branch
+    trunk_plan = _schedule([min(restores[js[0]].tokens) for js in trunks.groups], S, T, suffix)
     by_start: dict[int, list[int]] = {}
     for j, start in enumerate(starts):
         by_start.setdefault(start, []).append(j)
@@ -685,18 +689,19 @@ def restored_probs(
         for first, chosen in _schedule(firsts, S, T, suffix):
             plan.append((start, first, [members[k] for k in chosen]))
     final = None  # [restore, sample, d_model]
-    entries: dict[int, torch.Tensor] = {}  # restore -> its stream entering `branch` [sample, pos, d_model]
+    entries: dict[int, torch.Tensor] = {}  # restore -> its stream entering the branch [sample, pos, d_model]
+    trunk_blocks = trunks.branch - trunks.start
     total = sum((L - start + 1) * len(js) * S * (T - first) for start, first, js in plan)
-    total += sum((branch - trunk_start) * len(ks) * S * (T - first) for first, ks in trunk_plan)
+    total += sum(trunk_blocks * len(ks) * S * (T - first) for first, ks in trunk_plan)
     with _progress_bar(progress, total=total, desc="tracing", unit="pos", leave=False) as bar:
         for first, ks in trunk_plan:
-            shared = [restores[trunks[k][0]] for k in ks]
-            out = _run(lm, prep, trunk_start, first, [(r, s) for r in shared for s in range(S)], stop=branch)
-            out = out.view(len(ks), S, T - first, -1)
+            shared = [restores[trunks.groups[k][0]] for k in ks]
+            rows = [(restore, s) for restore in shared for s in range(S)]
+            out = _run(lm, prep, trunks.start, first, rows, stop=trunks.branch).view(len(ks), S, T - first, -1)
             for i, (k, restore) in enumerate(zip(ks, shared)):
-                for j in trunks[k]:
+                for j in trunks.groups[k]:
                     entries[j] = out[i, :, min(restore.tokens) - first :]
-            bar.update((branch - trunk_start) * len(ks) * S * (T - first))
+            bar.update(trunk_blocks * len(ks) * S * (T - first))
         for start, first, js in plan:
             rows = [(restores[j], s) for j in js for s in range(S)]
             row_entries = [entries[j][s] if j in entries else None for j in js for s in range(S)]
