@@ -150,13 +150,19 @@ def body(lm: LoadedModel) -> nn.Module:
     return lm.module(lm.adapter.body)
 
 
-def unembed(lm: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
-    """Logits for final hidden states [..., d_model] -> [..., vocab], with the model's own softcap."""
-    logits = lm.module(lm.adapter.unembed)(hidden)
+def unembed(lm: LoadedModel, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits for final hidden states [..., d_model] -> [..., vocab], with the model's own softcap.
+
+    With `out` (no gradients), the logits are written into that buffer instead of a new tensor."""
+    head = lm.module(lm.adapter.unembed)
     cap = getattr(lm.model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    if out is None:
+        logits = head(hidden)
+        return torch.tanh(logits / cap) * cap if cap else logits
+    logits = torch.matmul(hidden, head.weight.t(), out=out)
+    if head.bias is not None:
+        logits += head.bias
+    return logits.div_(cap).tanh_().mul_(cap) if cap else logits
 
 
 def cache_kwarg(module: nn.Module) -> str:

@@ -244,6 +244,22 @@ def _target_probs(lm: LoadedModel, last_hidden: torch.Tensor, target_id: int) ->
     return torch.softmax(logits, dim=-1)[:, target_id]
 
 
+def _many_target_probs(lm: LoadedModel, last_hidden: torch.Tensor, target_id: int) -> torch.Tensor:
+    """`_target_probs` for many rows at once: in large chunks (the vocabulary product runs slowly
+    on small ones), into one reused logits buffer with an in-place softmax (a fresh buffer of
+    this size costs more in page faults than the softmax itself)."""
+    buffer = None
+    probs = []
+    for chunk in last_hidden.split(UNEMBED_ROWS):
+        if buffer is None:
+            buffer = chunk.new_empty((len(chunk), lm.module(lm.adapter.unembed).weight.shape[0]))
+        logits = unembed(lm, chunk, out=buffer[: len(chunk)])
+        logits -= logits.amax(dim=-1, keepdim=True)
+        target = logits[:, target_id].exp()
+        probs.append(target / logits.exp_().sum(dim=-1))
+    return torch.cat(probs).float() if probs else last_hidden.new_empty(0)
+
+
 def _saver(store: dict[str, torch.Tensor]):
     def save(tensor, *, hook):
         store[hook] = tensor.detach()
@@ -712,9 +728,7 @@ def restored_probs(
             bar.update((L - start + 1) * len(js) * S * (T - first))
     if final is None:
         return torch.empty((0, S), dtype=torch.float32)
-    # the unembedding in large chunks at the end: small ones run the vocabulary product slowly
-    chunks = [_target_probs(lm, chunk, prep.target_id) for chunk in final.view(-1, final.shape[-1]).split(UNEMBED_ROWS)]
-    return torch.cat(chunks).view(len(restores), S).float().cpu()
+    return _many_target_probs(lm, final.view(-1, final.shape[-1]), prep.target_id).view(len(restores), S).cpu()
 
 
 # ----------------------------------------------------------------------------- one prompt
