@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from factpatch.hooks import act_name, body, hooks, run_with_cache, start_at_layer
+from factpatch.hooks import act_name, body, hooks, run_with_cache, start_at_layer, unembed
 from factpatch.errors import FactpatchError
 
 FAMILIES = ["llama", "gpt2", "gemma3"]
@@ -82,3 +82,22 @@ def test_bad_names_and_layers_are_refused(tiny_models):
         act_name("mlp_middle", 1)
     with pytest.raises(FactpatchError, match="out of range"):
         run_with_cache(lm, _ids(lm), [act_name("mlp_key", 9)])
+
+
+@pytest.mark.parametrize("cap", [None, 3.0])
+def test_unembed_into_a_buffer_matches_the_plain_logits(tiny_models, cap):
+    lm = tiny_models["gemma3"]
+    hidden = 100 * torch.randn(5, lm.model.config.hidden_size)  # logits beyond the cap
+    previous = lm.model.config.final_logit_softcapping
+    try:
+        lm.model.config.final_logit_softcapping = cap
+        with torch.no_grad():
+            plain = unembed(lm, hidden)
+            buffer = torch.full((8, plain.shape[-1]), float("nan"))
+            into = unembed(lm, hidden, out=buffer[:5])
+    finally:
+        lm.model.config.final_logit_softcapping = previous
+    assert into.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(into, plain)
+    if cap:
+        assert float(plain.abs().max()) <= cap
