@@ -52,7 +52,7 @@ import torch
 
 from .cache import atomic_path, default_cache_dir, stable_hash
 from .errors import FactpatchError
-from .hooks import StopForward, act_name, body, hooks, start_at_layer, unembed
+from .hooks import act_name, body, hooks, run_with_cache, start_at_layer, unembed
 from .models import LoadedModel
 from .tokens import encode_target, subject_token_range
 
@@ -239,25 +239,20 @@ class Prepared:
 
 
 def _target_probs(lm: LoadedModel, last_hidden: torch.Tensor, target_id: int) -> torch.Tensor:
-    """P(target) from final hidden states at the last position [batch, d_model] -> [batch]."""
-    logits = unembed(lm, last_hidden).float()
-    return torch.softmax(logits, dim=-1)[:, target_id]
+    """P(target) from final hidden states at the last position [batch, d_model] -> [batch].
 
-
-def _many_target_probs(lm: LoadedModel, last_hidden: torch.Tensor, target_id: int) -> torch.Tensor:
-    """`_target_probs` for many rows at once: in large chunks (the vocabulary product runs slowly
-    on small ones), into one reused logits buffer with an in-place softmax (a fresh buffer of
-    this size costs more in page faults than the softmax itself)."""
-    buffer = None
-    probs = []
+    In large chunks (the vocabulary product runs slowly on small ones), into one reused logits
+    buffer with an in-place softmax (a fresh buffer of this size costs more in page faults than
+    the softmax itself)."""
+    vocab = lm.module(lm.adapter.unembed).weight.shape[0]
+    buffer = last_hidden.new_empty((min(UNEMBED_ROWS, len(last_hidden)), vocab))
+    probs = [last_hidden.new_empty(0)]
     for chunk in last_hidden.split(UNEMBED_ROWS):
-        if buffer is None:
-            buffer = chunk.new_empty((len(chunk), lm.module(lm.adapter.unembed).weight.shape[0]))
         logits = unembed(lm, chunk, out=buffer[: len(chunk)])
         logits -= logits.amax(dim=-1, keepdim=True)
         target = logits[:, target_id].exp()
         probs.append(target / logits.exp_().sum(dim=-1))
-    return torch.cat(probs).float() if probs else last_hidden.new_empty(0)
+    return torch.cat(probs).float()
 
 
 def _saver(store: dict[str, torch.Tensor]):
@@ -477,16 +472,6 @@ def _last_position_only(module: torch.nn.Module):
             handle.remove()
 
 
-def _stop_with(into: torch.Tensor):
-    """Hook fn that copies the activation into `into` and ends the pass."""
-
-    def stop(tensor, *, hook):
-        into.copy_(tensor)
-        raise StopForward
-
-    return stop
-
-
 def _setter(rows: list[int], positions: list[int], values: torch.Tensor):
     """Hook fn that writes `values` [n, d_model] at (rows[k], positions[k]) of an activation."""
     rows_t = torch.tensor(rows, device=values.device)
@@ -584,13 +569,8 @@ def _run(
         if last_mlp:
             stack.enter_context(_last_position_only(lm.module(f"{lm.adapter.block(L - 1)}.{lm.adapter.mlp}")))
         if stop is not None:
-            assert start < stop <= L
-            stack.enter_context(hooks(lm, {act_name("resid_post", stop - 1): _stop_with(resid)}))
-            try:
-                body(lm)(input_ids=ids, **kwargs)
-            except StopForward:
-                return resid
-            raise AssertionError("the pass did not reach its stop block")
+            name = act_name("resid_post", stop - 1)
+            return run_with_cache(lm, ids, [name], stop_after=name, **kwargs)[name]
         out = body(lm)(input_ids=ids, **kwargs)
     return out.last_hidden_state[:, -1]
 
@@ -728,7 +708,7 @@ def restored_probs(
             bar.update((L - start + 1) * len(js) * S * (T - first))
     if final is None:
         return torch.empty((0, S), dtype=torch.float32)
-    return _many_target_probs(lm, final.view(-1, final.shape[-1]), prep.target_id).view(len(restores), S).cpu()
+    return _target_probs(lm, final.view(-1, final.shape[-1]), prep.target_id).view(len(restores), S).cpu()
 
 
 # ----------------------------------------------------------------------------- one prompt
