@@ -22,9 +22,10 @@ import torch
 
 from factpatch.metrics import counterfact_case_metrics, score_targets
 from factpatch.models import load_model
-from factpatch.patch import PatchStack, rome_patch
-from factpatch.rome import EditRequest, compute_edit, context_prefixes, hparams_for
-from factpatch.stats import key_second_moment
+from factpatch.editing.patch import PatchStack
+from factpatch.editing.request import EditRequest
+from factpatch.editing.rome import compute_edit, to_patch, context_prefixes, hparams_for
+from factpatch.editing.stats import key_second_moment
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
 
@@ -60,7 +61,7 @@ def main() -> None:
     for case in cases:
         request = EditRequest.from_text(case["prompt"], case["subject"], case["target_new"], case["ground_truth"])
         edit = compute_edit(lm, request, C, hp)
-        stack.apply(rome_patch(lm, edit))
+        stack.apply(to_patch(lm, edit))
         metrics = case_scores(lm, case)
         row = {"case_id": case["case_id"], "seconds": edit.seconds, "steps": edit.key_value.steps,
                **{m: metrics[m] for m in ("ES", "PS", "NS")}}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from factpatch.baselines import make_editor, method_params, parse_methods
+from factpatch.editing.registry import make_editor, method_params, parse_methods
 from factpatch.data import load_dataset
 from factpatch.evaluate import EvalConfig, run_eval
 from factpatch.models import load_model

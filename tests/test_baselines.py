@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from factpatch import baselines
-from factpatch.baselines import FineTuneParams, make_editor, method_params, parse_methods, parse_overrides
+from factpatch.editing.finetune import FineTuneParams
+from factpatch.editing.registry import make_editor, method_params, parse_methods, parse_overrides
 from factpatch.errors import FactpatchError
 from factpatch.metrics import score_targets
 from factpatch.models import weights_fingerprint
-from factpatch.patch import applied
-from factpatch.rome import EditRequest
-from factpatch.stats import CorpusSpec
+from factpatch.editing.patch import applied
+from factpatch.editing.request import EditRequest
+from factpatch.editing.stats import CorpusSpec
 
 FAMILIES = ["llama", "gpt2", "gemma3"]
 REQUEST = EditRequest("{} is located in the city of", "Eiffel Tower", "Rome", "Paris")
@@ -36,7 +36,7 @@ def _snapshot(lm) -> dict[str, torch.Tensor]:
 def _run(lm, method: str, **overrides):
     editor = make_editor(lm, method, method_params(lm, method, overrides))
     fingerprint = weights_fingerprint(lm.model)
-    patch = editor.patch(REQUEST)
+    patch = editor.patch([REQUEST])
     assert weights_fingerprint(lm.model) == fingerprint, "computing a patch must not change the model"
     before = _snapshot(lm)
     with applied(lm, [patch]):
@@ -92,13 +92,12 @@ def test_none_is_an_empty_patch(tiny_models):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_rome_editor_is_a_rank_one_patch_at_its_layer(tiny_models, tmp_path, family, monkeypatch):
-    monkeypatch.setattr(baselines, "ROME_CORPUS", CorpusSpec(n_tokens=256))
+def test_rome_editor_is_a_rank_one_patch_at_its_layer(tiny_models, tmp_path, family):
     lm = tiny_models[family]
     params = method_params(lm, "rome", {"v_steps": "4", "prefixes": "[[2, 3]]"})
-    editor = make_editor(lm, "rome", params, cache_dir=tmp_path, progress=False)
+    editor = make_editor(lm, "rome", params, cache_dir=tmp_path, progress=False, corpus=CorpusSpec(n_tokens=256))
     fingerprint = weights_fingerprint(lm.model)
-    patch = editor.patch(REQUEST)
+    patch = editor.patch([REQUEST])
     assert weights_fingerprint(lm.model) == fingerprint
     (delta,) = patch.deltas
     assert delta.left is not None and delta.dense is None
@@ -128,7 +127,7 @@ def test_finetune_restores_weights_even_when_it_fails(tiny_models, monkeypatch):
 
     monkeypatch.setattr(torch.optim.Adam, "step", step_then_fail)
     with pytest.raises(RuntimeError, match="optimizer failed"):
-        editor.patch(REQUEST)
+        editor.patch([REQUEST])
     assert weights_fingerprint(lm.model) == fingerprint
     assert not any(p.requires_grad for p in lm.model.parameters())
 

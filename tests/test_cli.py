@@ -117,12 +117,12 @@ def test_bad_patch_files(run, tiny_dir, corpus, tmp_path, fresh_tiny):
     code, _, err = run("patch", "show", truncated)
     assert code != 0 and "truncated or corrupt" in err
     # a patch made on another model is refused, and nothing is written
-    from factpatch.patch import Patch, WeightDelta, make_meta, save_patch
+    from factpatch.editing.patch import Patch, WeightDelta, make_meta, save_patch
     import torch
 
     other = fresh_tiny("llama", seed=5)
     foreign = save_patch(Patch([WeightDelta("model.layers.1.mlp.down_proj.weight", torch.zeros(32), torch.zeros(64))],
-                               make_meta(other, "rome", 1, "model.layers.1.mlp.down_proj")), tmp_path / "foreign.safetensors")
+                               make_meta(other, "rome", [1], ["model.layers.1.mlp.down_proj"], [])), tmp_path / "foreign.safetensors")
     out_dir = tmp_path / "out"
     code, _, err = run("patch", "apply", "--model", tiny_dir, foreign, "--out", out_dir)
     assert code != 0 and "another model" in err and not out_dir.exists()

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from factpatch import evaluate as ev
 from factpatch.cli import main

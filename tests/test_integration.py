@@ -5,9 +5,10 @@ import pytest
 from factpatch.api import edit
 from factpatch.metrics import score_targets
 from factpatch.models import weights_fingerprint
-from factpatch.patch import PatchStack, load_patch, save_patch
-from factpatch.rome import EditRequest, hparams_for
-from factpatch.stats import CorpusSpec
+from factpatch.editing.patch import PatchStack, load_patch, save_patch
+from factpatch.editing.request import EditRequest
+from factpatch.editing.rome import hparams_for
+from factpatch.editing.stats import CorpusSpec
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ import torch
 
 from factpatch.errors import FactpatchError
 from factpatch.models import load_model
-from factpatch.patch import (
+from factpatch.editing.patch import (
     Patch, PatchStack, WeightDelta, applied, export_model, load_patch, make_meta, restore_stack, save_patch,
 )
 
@@ -29,7 +29,7 @@ def _rank_one(lm, layer, seed):
         right=torch.randn(d_in, generator=g) * 0.1,
         transposed=lm.adapter.mlp_out_transposed,
     )
-    return Patch([delta], make_meta(lm, "rome", layer, lm.adapter.mlp_out_path(layer), request={"seed": seed}))
+    return Patch([delta], make_meta(lm, "rome", [layer], [lm.adapter.mlp_out_path(layer)], [], seed=seed))
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])

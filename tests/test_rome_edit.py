@@ -7,9 +7,10 @@ import torch
 
 from factpatch.errors import FactpatchError
 from factpatch.metrics import score_targets
-from factpatch.patch import PatchStack, rome_patch
-from factpatch.rome import EditRequest, ROMEHyperParams, compute_edit, compute_key_value, context_prefixes, projection_weight
-from factpatch.stats import CorpusSpec, key_second_moment
+from factpatch.editing.patch import PatchStack
+from factpatch.editing.request import EditRequest
+from factpatch.editing.rome import ROMEHyperParams, compute_edit, to_patch, compute_key_value, context_prefixes, projection_weight
+from factpatch.editing.stats import CorpusSpec, key_second_moment
 
 from tiny import CORPUS
 
@@ -60,7 +61,7 @@ def test_edit_writes_value_and_raises_target(fresh_tiny, tmp_path, corpus_file, 
     before = score_targets(lm, [request.text], ["Rome"])[0].prob
     edit = compute_edit(lm, request, C, hp, tmp_path)
     stack = PatchStack(lm)
-    stack.apply(rome_patch(lm, edit))
+    stack.apply(to_patch(lm, edit))
     try:
         W_hat = projection_weight(lm, 1)
         torch.testing.assert_close(W_hat @ edit.key_value.k_star, edit.key_value.v_star, rtol=1e-3, atol=1e-4)

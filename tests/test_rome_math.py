@@ -2,7 +2,7 @@
 
 import torch
 
-from factpatch.rome import rank_one_update
+from factpatch.editing.rome import rank_one_update
 
 
 def _problem(d_out=12, d_in=20, seed=0):

@@ -51,9 +51,17 @@ def build_tiny(family: str, vocab_size: int, seed: int = 0):
                                      num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
                                      max_position_embeddings=128, **ids)
         model = tf.Gemma3ForCausalLM(config)
+    elif family == "gptj":  # attention and MLP in parallel, rotary on part of each head
+        config = tf.GPTJConfig(vocab_size=vocab_size, n_embd=32, n_layer=4, n_head=4, rotary_dim=4, n_positions=128, **ids)
+        model = tf.GPTJForCausalLM(config)
+    elif family == "gpt_neox":  # parallel residual, fused query_key_value
+        config = tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                  num_attention_heads=4, max_position_embeddings=128, use_parallel_residual=True, **ids)
+        model = tf.GPTNeoXForCausalLM(config)
     else:
         raise ValueError(family)
     return model.eval()
 
 
 FAMILIES = ("llama", "gpt2", "gemma3")
+PARALLEL_FAMILIES = ("gptj", "gpt_neox")  # attention and MLP side by side: no resid_mid

@@ -3,11 +3,12 @@
 Meng, Bau, Andonian, Belinkov: "Locating and Editing Factual Associations in GPT", NeurIPS 2022.
 """
 
-from .api import EditResult, edit, probabilities
+from .api import EditManyResult, EditResult, edit, edit_many, probabilities
 from .errors import FactpatchError
 from .models import LoadedModel, load_model
-from .patch import Patch, PatchStack, applied, load_patch, save_patch
-from .rome import EditRequest, ROMEHyperParams, hparams_for
+from .editing.patch import Patch, PatchStack, applied, load_patch, save_patch
+from .editing.request import EditRequest, read_requests
+from .editing.rome import ROMEHyperParams, hparams_for
 
 __all__ = [
     "EditRequest",
@@ -19,6 +20,9 @@ __all__ = [
     "ROMEHyperParams",
     "applied",
     "edit",
+    "edit_many",
+    "EditManyResult",
+    "read_requests",
     "hparams_for",
     "load_model",
     "load_patch",

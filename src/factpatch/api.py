@@ -1,22 +1,27 @@
 """The Python API that the command line mirrors: one function per CLI command's core work.
 
-    >>> from factpatch import load_model, edit, EditRequest
+    >>> from factpatch import load_model, edit, edit_many, EditRequest
     >>> lm = load_model("smollm2-135m")
     >>> result = edit(lm, EditRequest.from_text("{} is located in the city of", "Eiffel Tower", "Rome"))
     >>> result.after[result.request.text]
+    >>> many = edit_many(lm, read_requests("facts.jsonl"), method="memit")
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
+from .editing.patch import Patch, PatchStack
+from .editing.registry import make_editor, method_params
+from .editing.request import EditRequest, check_batch
+from .editing.rome import ROMEHyperParams, RomeEditor, hparams_for
+from .editing.stats import CorpusSpec
 from .errors import FactpatchError
 from .metrics import score_targets, top_prediction
 from .models import LoadedModel
-from .patch import Patch, PatchStack, rome_patch
-from .rome import EditRequest, ROMEHyperParams, compute_edit, context_prefixes, hparams_for
-from .stats import CorpusSpec, key_second_moment
 
 Probabilities = dict[str, dict[str, float]]  # text -> {target: P(target | text)}
 
@@ -41,6 +46,16 @@ def probabilities(lm: LoadedModel, texts: list[str], targets: list[str]) -> Prob
     return table
 
 
+def with_true_object(lm: LoadedModel, request: EditRequest) -> EditRequest:
+    """The request with o filled in from the model's own top prediction where it is missing."""
+    if request.target_true is not None:
+        return request
+    guess = top_prediction(lm, request.text)
+    if guess.strip() == request.target_new.strip():
+        raise FactpatchError(f"the model already predicts {request.target_new!r}: target equals the true object")
+    return EditRequest(request.prompt, request.subject, request.target_new, guess)
+
+
 def edit(
     lm: LoadedModel,
     request: EditRequest,
@@ -55,20 +70,77 @@ def edit(
     probabilities of the new and true objects on the prompt and probes, before and after."""
     hp = hparams or hparams_for(lm)
     assert hp.layer is not None
-    if request.target_true is None:
-        guess = top_prediction(lm, request.text)
-        if guess.strip() == request.target_new.strip():
-            raise FactpatchError(f"the model already predicts {request.target_new!r}: target equals the true object")
-        request = EditRequest(request.prompt, request.subject, request.target_new, guess)
-    stack = stack or PatchStack(lm)
-    C = key_second_moment(lm, hp.layer, corpus, cache_dir, progress)
-    context_prefixes(lm, hp, cache_dir)  # sampled once and cached: not part of the edit time
+    request = with_true_object(lm, request)
+    stack = stack if stack is not None else PatchStack(lm)
+    editor = RomeEditor(lm, hp, cache_dir, progress, corpus)
+    editor.prepare()  # statistics and prefixes: computed once and cached, not part of the edit time
     texts = list(dict.fromkeys([request.text, *probes]))
     targets = [request.target_new, request.target_true]
     before = probabilities(lm, texts, targets)
-    computed = compute_edit(lm, request, C, hp, cache_dir)
-    patch = rome_patch(lm, computed, probabilities={"before": before})
+    patch = editor.patch([request], stack)
     stack.apply(patch)
     after = probabilities(lm, texts, targets)
-    patch.meta["probabilities"]["after"] = after
-    return EditResult(request, patch, hp.layer, computed.seconds, before, after)
+    patch.meta["probabilities"] = {"before": before, "after": after}
+    return EditResult(request, patch, hp.layer, patch.meta["edit_seconds"], before, after)
+
+
+@dataclass
+class RequestOutcome:
+    """One request of a batch: P(o*) and P(o) on its prompt before and after the patch."""
+
+    request: EditRequest
+    before: dict[str, float]
+    after: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"request": self.request.to_dict(), "before": self.before, "after": self.after}
+
+
+@dataclass
+class EditManyResult:
+    method: str
+    patch: Patch
+    outcomes: list[RequestOutcome]
+    edit_seconds: float  # building the patch: statistics and prefixes excluded (computed once, cached)
+
+
+def _prompt_probabilities(lm: LoadedModel, requests: Sequence[EditRequest]) -> list[dict[str, float]]:
+    prompts, targets = [], []
+    for r in requests:
+        for target in (r.target_new, r.target_true):
+            if target is not None:
+                prompts.append(r.text)
+                targets.append(target)
+    scores = iter(score_targets(lm, prompts, targets))
+    return [{t: next(scores).prob for t in (r.target_new, r.target_true) if t is not None} for r in requests]
+
+
+def edit_many(
+    lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    method: str = "memit",
+    stack: PatchStack | None = None,
+    params=None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    overrides: dict | None = None,
+    corpus: CorpusSpec | None = None,
+) -> EditManyResult:
+    """Edit `lm` in place with any registered method — one patch for the whole list, applied
+    through `stack` — and report P(o*) and P(o) on each request's prompt before and after.
+    ROME and the fine-tuning methods edit the list one after another; MEMIT and AlphaEdit write it
+    at once. With a `stack` that already holds patches, AlphaEdit protects their edits."""
+    requests = list(requests)
+    check_batch(requests)
+    params = params if params is not None else method_params(lm, method, overrides)
+    editor = make_editor(lm, method, params, cache_dir, progress, corpus)
+    editor.prepare()
+    stack = stack if stack is not None else PatchStack(lm)
+    before = _prompt_probabilities(lm, requests)
+    started = time.perf_counter()
+    patch = editor.patch(requests, stack)
+    seconds = time.perf_counter() - started
+    stack.apply(patch)
+    after = _prompt_probabilities(lm, requests)
+    outcomes = [RequestOutcome(r, b, a) for r, b, a in zip(requests, before, after)]
+    return EditManyResult(method, patch, outcomes, seconds)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .baselines import make_editor, method_params
+from .editing.registry import make_editor, method_params
 from .cache import write_text_atomic
 from .data import Case, load_dataset
 from .errors import FactpatchError
 from .generate import generate_texts
 from .models import LoadedModel
-from .patch import applied
+from .editing.patch import applied
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def compare_case(
     for method in methods:
         if method not in editors:
             editors[method] = make_editor(lm, method, method_params(lm, method, (overrides or {}).get(method)), cache_dir, progress)
-        patch = editors[method].patch(case.request)
+        patch = editors[method].patch([case.request])
         with applied(lm, [patch]):
             by_method[method] = generate_texts(lm, prompts, settings.n, settings.max_new_tokens, settings.seed)
         patches[method] = {"id": patch.id, "params": [d.param for d in patch.deltas]}
@@ -70,10 +70,7 @@ def compare_case(
         "prompt": prompts[0],
         "texts": {m: by_method[m][0][0] for m in methods},
         "samples": samples,
-        "request": {
-            "prompt": case.request.prompt, "subject": case.request.subject,
-            "target_new": case.request.target_new, "target_true": case.request.target_true,
-        },
+        "request": case.request.to_dict(),
         "patches": patches,
         "model": lm.name,
     }

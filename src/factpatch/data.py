@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import FactpatchError
-from .rome import EditRequest
+from .editing.request import EditRequest
 
 logger = logging.getLogger(__name__)
 

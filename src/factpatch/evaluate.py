@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .baselines import Editor, make_editor, method_params
+from .editing.registry import Editor, make_editor, method_params
 from .cache import write_text_atomic
 from .data import Case, Dataset, load_dataset
 from .errors import FactpatchError
@@ -49,7 +49,7 @@ from .metrics import (
     token_accuracy,
 )
 from .models import LoadedModel
-from .patch import Patch, applied
+from .editing.patch import Patch, applied
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ def evaluate_case(
     """One (case, method) record: edit, apply, score (and generate), revert."""
     case = ctx.case
     started = time.perf_counter()
-    patch = editor.patch(case.request)
+    patch = editor.patch([case.request])
     edit_seconds = time.perf_counter() - started
     texts: list[str] = []
     with applied(lm, [patch]):

@@ -148,7 +148,7 @@ def embedding_std(
     """σ: the standard deviation of the model's token embeddings (all coordinates) over a body of
     text — text sampled from the model itself (the same cached sample as the key statistics), or a
     plain-text / JSONL `corpus`. Computed once per model and cached beside its key statistics."""
-    from .stats import CorpusSpec, read_text_corpus, sample_token_corpus
+    from .editing.stats import CorpusSpec, read_text_corpus, sample_token_corpus
 
     spec = CorpusSpec(Path(corpus) if corpus is not None else None, n_tokens, seed)
     if spec.path is not None and not spec.path.is_file():

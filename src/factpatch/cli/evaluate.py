@@ -92,7 +92,7 @@ def _set_threads(args) -> None:
 
 
 def run_eval(args) -> int:
-    from ..baselines import parse_methods, parse_overrides
+    from ..editing.registry import parse_methods, parse_overrides
     from ..data import load_dataset, parse_shard
     from ..errors import FactpatchError
     from ..evaluate import EvalConfig, GenerationSettings
@@ -144,13 +144,13 @@ def _report(run) -> str:
 
 
 def run_compare(args) -> int:
-    from ..baselines import parse_methods, parse_overrides
+    from ..editing.registry import parse_methods, parse_overrides
     from ..compare import CompareSettings, compare_case, write_outputs
     from ..data import Case, load_dataset
     from ..errors import FactpatchError
     from ..metrics import top_prediction
     from ..models import load_model
-    from ..rome import EditRequest
+    from ..editing.request import EditRequest
 
     methods = parse_methods(args.methods)
     overrides = parse_overrides(args.set)

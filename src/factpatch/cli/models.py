@@ -49,7 +49,7 @@ def run_models(args) -> int:
 def run_stats(args) -> int:
     from ..errors import FactpatchError
     from ..models import load_model
-    from ..stats import CorpusSpec, key_second_moment
+    from ..editing.stats import CorpusSpec, key_second_moment
 
     if args.tokens < 1:
         raise FactpatchError("--tokens must be at least 1")

@@ -47,7 +47,7 @@ def register(commands) -> None:
 
 
 def run_show(args) -> int:
-    from ..patch import load_patch
+    from ..editing.patch import load_patch
 
     for path in args.files:
         patch = load_patch(path)
@@ -68,7 +68,7 @@ def run_show(args) -> int:
 
 def run_apply(args) -> int:
     from ..models import load_model
-    from ..patch import export_model, load_patch, restore_stack
+    from ..editing.patch import export_model, load_patch, restore_stack
 
     patches = [load_patch(path) for path in args.files]
     lm = load_model(args.model, args.cache_dir)
@@ -84,7 +84,7 @@ def run_apply(args) -> int:
 
 def run_revert(args) -> int:
     from ..models import load_model
-    from ..patch import export_model, restore_stack
+    from ..editing.patch import export_model, restore_stack
 
     lm = load_model(args.model, args.cache_dir)
     stack = restore_stack(lm)
@@ -101,7 +101,7 @@ def run_revert(args) -> int:
 
 
 def run_diff(args) -> int:
-    from ..patch import load_patch
+    from ..editing.patch import load_patch
 
     a, b = load_patch(args.a), load_patch(args.b)
     print(f"A {a.describe()}\nB {b.describe()}")

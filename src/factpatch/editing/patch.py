@@ -1,14 +1,17 @@
 """Edits as small patch files that can be applied, stacked and reverted exactly.
 
-A patch is a list of weight deltas — rank-one factors (ROME: Λ and C⁻¹k*, a few KB) or dense
-tensors (fine-tuning baselines) — plus metadata: format version, the fingerprint of the model it
-was made on, layer, module, request, hyper-parameters, before/after probabilities, creation time.
-It is stored as a safetensors file whose metadata holds the JSON.
+A patch is a list of weight deltas — rank-one factors (ROME: Λ and C⁻¹k*, a few KB), low-rank
+factors (a batch of MEMIT/AlphaEdit edits: R and the solved keys, one column per request) or dense
+tensors (fine-tuning) — on any number of parameters, plus named attachments (tensors a method
+needs later, e.g. AlphaEdit's keys of the edited facts) and metadata: format version, the
+fingerprint of the model it was made on, method, layers, modules, requests, hyper-parameters,
+creation time. It is stored as a safetensors file whose metadata holds the JSON. This module
+knows no editing method: each method's module builds its `Patch`.
 
-Exactness: applying adds the delta to the weights in float32; `PatchStack` keeps a copy of every
-touched weight as it was before the first patch, so reverting all restores the original bits, and
-reverting one restores the originals and re-applies the others in order — giving exactly the
-weights that applying the others in order would.
+Exactness: applying adds each delta to the weights in float32, in order; `PatchStack` keeps a copy
+of every touched weight as it was before the first patch, so reverting all restores the original
+bits, and reverting one restores the originals and re-applies the others in order — giving exactly
+the weights that applying the others in order would.
 """
 
 from __future__ import annotations
@@ -19,24 +22,32 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .cache import atomic_dir, atomic_path
-from .errors import FactpatchError
-from .models import LoadedModel
+from ..cache import atomic_dir, atomic_path
+from ..errors import FactpatchError
+from ..models import LoadedModel
+from .request import EditRequest
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+ATTACHMENT_PREFIX = "attach."
 
 
 @dataclass
 class WeightDelta:
-    """A change to one parameter. Rank-one: delta = outer(left, right) in (d_out, d_in) orientation,
-    transposed onto the parameter if it is stored (d_in, d_out) (GPT-2 Conv1D). Dense: added as is."""
+    """A change to one parameter, in (d_out, d_in) orientation, transposed onto the parameter if it
+    is stored (d_in, d_out) (GPT-2 Conv1D):
+
+    rank one   left (d_out,), right (d_in,):        delta = outer(left, right)
+    low rank   left (d_out, r), right (d_in, r):    delta = left @ rightᵀ
+    dense      dense, in the parameter's own layout: added as is
+    """
 
     param: str  # parameter name, e.g. "model.layers.8.mlp.down_proj.weight"
     left: torch.Tensor | None = None
@@ -44,12 +55,29 @@ class WeightDelta:
     dense: torch.Tensor | None = None
     transposed: bool = False
 
+    @classmethod
+    def factored(cls, param: str, left: torch.Tensor, right: torch.Tensor, transposed: bool) -> WeightDelta:
+        """left @ rightᵀ, kept as factors while they are smaller than the matrix they make."""
+        d_out, rank = left.shape
+        d_in = right.shape[0]
+        if rank * (d_out + d_in) < d_out * d_in:
+            return cls(param, left=left.contiguous(), right=right.contiguous(), transposed=transposed)
+        delta = left @ right.T  # (d_out, d_in)
+        return cls(param, dense=(delta.T if transposed else delta).contiguous())
+
+    @property
+    def kind(self) -> str:
+        if self.dense is not None:
+            return "dense"
+        assert self.left is not None
+        return "rank1" if self.left.dim() == 1 else "lowrank"
+
     def tensor(self) -> torch.Tensor:
         """The delta in the parameter's own storage layout (the one place Conv1D is handled)."""
         if self.dense is not None:
             return self.dense
         assert self.left is not None and self.right is not None
-        delta = torch.outer(self.left, self.right)
+        delta = torch.outer(self.left, self.right) if self.left.dim() == 1 else self.left @ self.right.T
         return delta.T if self.transposed else delta
 
 
@@ -57,49 +85,84 @@ class WeightDelta:
 class Patch:
     deltas: list[WeightDelta]
     meta: dict = field(default_factory=dict)
+    attachments: dict[str, torch.Tensor] = field(default_factory=dict)  # method data that applies nothing
 
     @property
     def id(self) -> str:
         digest = hashlib.sha256(json.dumps(self.meta, sort_keys=True, default=str).encode())
-        for delta in self.deltas:
-            for t in (delta.left, delta.right, delta.dense):
-                if t is not None:
-                    digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+        tensors = [t for d in self.deltas for t in (d.left, d.right, d.dense)]
+        tensors += [self.attachments[name] for name in sorted(self.attachments)]
+        for t in tensors:
+            if t is not None:
+                digest.update(t.detach().cpu().flatten().contiguous().view(torch.uint8).numpy().data)
         return digest.hexdigest()[:12]
 
     @property
     def fingerprint(self) -> str:
         return self.meta.get("fingerprint", "")
 
+    @property
+    def requests(self) -> list[dict]:
+        """The requests this patch writes (old single-request patches: their one request)."""
+        if "requests" in self.meta:
+            return list(self.meta["requests"])
+        return [self.meta["request"]] if self.meta.get("request") else []
+
+    @property
+    def layers(self) -> list[int]:
+        if "layers" in self.meta:
+            return list(self.meta["layers"])
+        return [self.meta["layer"]] if self.meta.get("layer") is not None else []
+
     def describe(self) -> str:
-        request = self.meta.get("request") or {}
-        what = request.get("prompt", "?").replace("{}", request.get("subject", "?"))
-        return f"{self.id} {self.meta.get('method', '?')} layer {self.meta.get('layer')}: {what} -> {request.get('target_new', '?')}"
+        requests = self.requests
+        layers = self.layers
+        where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}" if layers else "no layer"
+        if len(requests) == 1:
+            request = requests[0]
+            what = request.get("prompt", "?").replace("{}", request.get("subject", "?"))
+            return f"{self.id} {self.meta.get('method', '?')} {where}: {what} -> {request.get('target_new', '?')}"
+        return f"{self.id} {self.meta.get('method', '?')} {where}: {len(requests)} edits"
 
 
-def make_meta(lm: LoadedModel, method: str, layer: int | None, module: str | None, **extra) -> dict:
-    return {
+def make_meta(
+    lm: LoadedModel,
+    method: str,
+    layers: Sequence[int],
+    modules: Sequence[str],
+    requests: Sequence[EditRequest],
+    **extra,
+) -> dict:
+    """Patch metadata. Patches of one layer / one request also carry the singular `layer`,
+    `module` and `request` fields that format-1 readers know."""
+    meta = {
         "format_version": FORMAT_VERSION,
         "fingerprint": lm.fingerprint,
         "model": lm.name,
         "method": method,
-        "layer": layer,
-        "module": module,
+        "layers": list(layers),
+        "modules": list(modules),
+        "requests": [r.to_dict() for r in requests],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
     }
+    meta["layer"] = layers[0] if len(layers) == 1 else None
+    meta["module"] = modules[0] if len(modules) == 1 else None
+    if len(requests) == 1:
+        meta["request"] = requests[0].to_dict()
+    return {**meta, **extra}
 
 
 def save_patch(patch: Patch, path: Path) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     layout = []
     for i, delta in enumerate(patch.deltas):
-        entry = {"param": delta.param, "transposed": delta.transposed, "kind": "dense" if delta.dense is not None else "rank1"}
+        layout.append({"param": delta.param, "transposed": delta.transposed, "kind": delta.kind})
         for part in ("left", "right", "dense"):
             value = getattr(delta, part)
             if value is not None:
                 tensors[f"{i}.{part}"] = value.detach().cpu().contiguous()
-        layout.append(entry)
+    for name, value in patch.attachments.items():
+        tensors[ATTACHMENT_PREFIX + name] = value.detach().cpu().contiguous()
     metadata = {"factpatch": json.dumps({**patch.meta, "deltas": layout}, default=str)}
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -113,19 +176,21 @@ def load_patch(path: Path) -> Patch:
         raise FactpatchError(f"patch file not found: {path}")
     try:
         tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get("factpatch")
     except (SafetensorError, OSError, ValueError) as exc:
         raise FactpatchError(f"not a readable patch file (truncated or corrupt?): {path}") from exc
     if raw is None:
         raise FactpatchError(f"{path} is a safetensors file but not a factpatch patch")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+        layout = meta.pop("deltas")
+    except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+        raise FactpatchError(f"{path}: patch metadata is unreadable") from exc
     if meta.get("format_version") != FORMAT_VERSION:
         raise FactpatchError(f"{path}: unsupported patch format version {meta.get('format_version')!r}")
     deltas = []
-    for i, entry in enumerate(meta.pop("deltas")):
+    for i, entry in enumerate(layout):
         deltas.append(
             WeightDelta(
                 param=entry["param"],
@@ -135,7 +200,8 @@ def load_patch(path: Path) -> Patch:
                 transposed=entry["transposed"],
             )
         )
-    return Patch(deltas, meta)
+    attachments = {k[len(ATTACHMENT_PREFIX):]: v for k, v in tensors.items() if k.startswith(ATTACHMENT_PREFIX)}
+    return Patch(deltas, meta, attachments)
 
 
 def _parameter(lm: LoadedModel, name: str) -> torch.nn.Parameter:
@@ -226,31 +292,48 @@ class applied:
         self.stack.revert()
 
 
-def rome_patch(lm: LoadedModel, edit, **extra_meta) -> Patch:
-    """Package a `rome.RomeEdit` as a patch (the factors Λ and C⁻¹k*, not the matrix)."""
-    delta = WeightDelta(
-        param=f"{edit.module}.weight",
-        left=edit.Lambda.detach().cpu(),
-        right=edit.c_inv_k.detach().cpu(),
-        transposed=lm.adapter.mlp_out_transposed,
-    )
+def merged(patches: Sequence[Patch], meta: dict) -> Patch:
+    """One patch that does what applying `patches` in order does: factored deltas are kept in
+    order (each is small), dense deltas of one parameter are summed (each is a whole matrix)."""
+    deltas: list[WeightDelta] = []
+    dense: dict[str, WeightDelta] = {}
+    for patch in patches:
+        for delta in patch.deltas:
+            if delta.dense is None:
+                deltas.append(delta)
+            elif delta.param in dense:
+                dense[delta.param].dense = dense[delta.param].dense + delta.dense
+            else:
+                dense[delta.param] = WeightDelta(delta.param, dense=delta.dense.clone())
+                deltas.append(dense[delta.param])
+    attachments = {f"{i}.{name}": t for i, p in enumerate(patches) for name, t in p.attachments.items()}
+    return Patch(deltas, meta, attachments)
+
+
+def one_after_another(
+    lm: LoadedModel, requests: Sequence[EditRequest], edit_one: Callable[[EditRequest], Patch], progress: bool = True
+) -> Patch:
+    """Edit a list with a one-request method: each edit is computed on the model with the earlier
+    ones applied; the model is left as it was. One request gives that request's own patch."""
+    from tqdm.auto import tqdm
+
+    if len(requests) == 1:
+        return edit_one(requests[0])
+    patches: list[Patch] = []
+    with applied(lm, []) as stack:
+        for request in tqdm(requests, desc="editing", unit="edit", disable=not progress or len(requests) < 2):
+            patch = edit_one(request)
+            stack.apply(patch)
+            patches.append(patch)
+    first = patches[0].meta
+    layers = sorted({layer for p in patches for layer in p.layers})
+    modules = sorted({m for p in patches for m in (p.meta.get("modules") or [p.meta.get("module")]) if m})
     meta = make_meta(
-        lm,
-        "rome",
-        edit.layer,
-        edit.module,
-        request={
-            "prompt": edit.request.prompt,
-            "subject": edit.request.subject,
-            "target_new": edit.request.target_new,
-            "target_true": edit.request.target_true,
-        },
-        hparams=edit.hparams.to_dict(),
-        v_steps_run=edit.key_value.steps,
-        edit_seconds=round(edit.seconds, 3),
-        **extra_meta,
+        lm, first["method"], layers, modules, list(requests),
+        hparams=first.get("hparams"), edit_seconds=round(sum(p.meta.get("edit_seconds", 0.0) for p in patches), 3),
+        order="one after another",
     )
-    return Patch([delta], meta)
+    return merged(patches, meta)
 
 
 # ----------------------------------------------------------------------------- patched model directories
@@ -263,7 +346,7 @@ def export_model(lm: LoadedModel, stack: PatchStack, out_dir: Path, force: bool 
     """Write the model with its applied patches as a Hugging Face directory that remembers them:
     the original bits of touched weights and the patch files travel along, so the directory can be
     loaded with `load_model(out_dir)` and reverted exactly later."""
-    from .models import FINGERPRINT_FILE
+    from ..models import FINGERPRINT_FILE
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:

@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .cache import atomic_path, default_cache_dir, stable_hash
-from .errors import FactpatchError
-from .hooks import act_name, run_with_cache
-from .models import LoadedModel
+from ..cache import atomic_path, default_cache_dir, stable_hash
+from ..errors import FactpatchError
+from ..hooks import act_name, run_with_cache
+from ..models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +62,8 @@ class SecondMoment:
             raise FactpatchError("no keys were collected: the corpus is empty")
         return (self.sum / self.count).to(torch.float32)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"sum": self.sum, "count": torch.tensor(self.count)}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.sum = state["sum"].to(torch.float64)
-        self.count = int(state["count"])
-
-
-def _cache_root(lm: LoadedModel, cache_dir: Path | None) -> Path:
+def stats_dir(lm: LoadedModel, cache_dir: Path | None) -> Path:
     return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "stats" / lm.fingerprint[:16]
 
 
@@ -79,7 +72,7 @@ def sample_token_corpus(
     lm: LoadedModel, n_tokens: int, seed: int = 0, cache_dir: Path | None = None, progress: bool = True
 ) -> torch.Tensor:
     """(n_seq, SEQ_LEN) token ids sampled from the model, cached per model fingerprint and seed."""
-    path = _cache_root(lm, cache_dir) / f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, 50])}.safetensors"
+    path = stats_dir(lm, cache_dir) / f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, 50])}.safetensors"
     if path.exists():
         return load_file(path)["ids"]
     tokenizer = lm.tokenizer
@@ -159,6 +152,11 @@ def read_text_corpus(path: Path, tokenizer, n_tokens: int) -> torch.Tensor:
     return sequences
 
 
+def _moment_path(lm: LoadedModel, layer: int, corpus: CorpusSpec, cache_dir: Path | None) -> Path:
+    key = stable_hash({**corpus.key(), "layer": layer, "n_tokens": corpus.n_tokens})
+    return stats_dir(lm, cache_dir) / f"keys-layer{layer}-{key}.safetensors"
+
+
 def key_second_moment(
     lm: LoadedModel,
     layer: int,
@@ -168,21 +166,37 @@ def key_second_moment(
     batch_size: int = 16,
 ) -> torch.Tensor:
     """C = E[k kᵀ] at `layer`, shape (d_mlp, d_mlp), float32 — from cache when possible."""
-    lm.check_layer(layer)
+    return key_second_moments(lm, [layer], corpus, cache_dir, progress, batch_size)[layer]
+
+
+def key_second_moments(
+    lm: LoadedModel,
+    layers: list[int],
+    corpus: CorpusSpec = CorpusSpec(),
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    batch_size: int = 16,
+) -> dict[int, torch.Tensor]:
+    """C_l for every layer l (MEMIT and AlphaEdit edit several): the layers not cached yet share
+    one pass over the corpus, which stops after the highest of them."""
+    for layer in layers:
+        lm.check_layer(layer)
     if corpus.path is not None and not Path(corpus.path).is_file():
         raise FactpatchError(f"corpus file not found: {corpus.path}")
-    key = stable_hash({**corpus.key(), "layer": layer, "n_tokens": corpus.n_tokens})
-    path = _cache_root(lm, cache_dir) / f"keys-layer{layer}-{key}.safetensors"
-    if path.exists():
-        return load_file(path)["C"]
+    paths = {layer: _moment_path(lm, layer, corpus, cache_dir) for layer in layers}
+    result = {layer: load_file(path)["C"] for layer, path in paths.items() if path.exists()}
+    missing = sorted(set(layers) - set(result))
+    if not missing:
+        return result
     if corpus.path is None:
         sequences = list(sample_token_corpus(lm, corpus.n_tokens, corpus.seed, cache_dir, progress))
     else:
         sequences = read_text_corpus(corpus.path, lm.tokenizer, corpus.n_tokens)
-    name = act_name("mlp_key", layer)
-    moment: SecondMoment | None = None
+    names = {layer: act_name("mlp_key", layer) for layer in missing}
+    moments: dict[int, SecondMoment] = {}
     total = sum(len(s) for s in sequences)
-    with tqdm(total=total, desc=f"key statistics, layer {layer}", unit="tok", disable=not progress) as bar:
+    label = f"layer {missing[0]}" if len(missing) == 1 else f"layers {','.join(map(str, missing))}"
+    with tqdm(total=total, desc=f"key statistics, {label}", unit="tok", disable=not progress) as bar:
         for start in range(0, len(sequences), batch_size):
             chunk = sequences[start : start + batch_size]
             width = max(len(s) for s in chunk)
@@ -192,14 +206,17 @@ def key_second_moment(
                 ids[row, : len(seq)] = torch.as_tensor(seq)
                 mask[row, : len(seq)] = 1
             ids, mask = ids.to(lm.device), mask.to(lm.device)
-            keys = run_with_cache(lm, ids, [name], stop_after=name)[name]
-            if moment is None:
-                moment = SecondMoment(keys.shape[-1])
-            moment.add(keys[mask.bool()].cpu())  # right padding: real tokens only
+            cached = run_with_cache(lm, ids, list(names.values()), stop_after=names[missing[-1]])
+            for layer, name in names.items():
+                keys = cached[name]
+                if layer not in moments:
+                    moments[layer] = SecondMoment(keys.shape[-1])
+                moments[layer].add(keys[mask.bool()].cpu())  # right padding: real tokens only
             bar.update(int(mask.sum()))
-    assert moment is not None
-    C = moment.moment()
-    with atomic_path(path) as tmp:
-        save_file({"C": C}, str(tmp), metadata={"count": str(moment.count), "layer": str(layer)})
-    logger.info("key statistics for layer %d from %d tokens cached at %s", layer, moment.count, path)
-    return C
+    for layer in missing:
+        C = moments[layer].moment()
+        with atomic_path(paths[layer]) as tmp:
+            save_file({"C": C}, str(tmp), metadata={"count": str(moments[layer].count), "layer": str(layer)})
+        logger.info("key statistics for layer %d from %d tokens cached at %s", layer, moments[layer].count, paths[layer])
+        result[layer] = C
+    return result

@@ -1,0 +1,253 @@
+"""The editor interface and the registry: every method is one row here and one module beside it.
+
+An `Editor` is built once per model (`prepare` loads what it needs: key statistics, prefixes,
+projectors), then `patch(requests, stack)` returns one `Patch` for a list of requests *without
+changing the model*; `stack`, when given, holds the patches already applied to the model (a
+sequential run), which AlphaEdit reads to protect earlier edits. Methods that edit one fact at a
+time (ROME, the fine-tuning baselines) edit a list one after another.
+
+    rome        rank-one update of W_proj at l* (rome.py)
+    memit       a batch written into W_proj of a range of layers (memit.py)
+    alphaedit   MEMIT's update projected onto the null space of the preserved keys (alphaedit.py)
+    ft, ft+l    fine-tune W_proj of one layer, unconstrained or in an L∞ ball (finetune.py)
+    attn        AttnEdit: fine-tune W_Q, W_K, W_V of one layer (finetune.py)
+    none        the unedited model (an empty patch)
+
+Hyper-parameters are typed dataclasses; `MODEL_DEFAULTS` holds the per-model changes, each with
+the reason, and `method_params(..., overrides)` applies `--set method.key=value` on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from ..errors import FactpatchError
+from ..models import LoadedModel
+from .alphaedit import AlphaEditor, AlphaEditParams
+from .finetune import AttnEditor, FineTuneEditor, FineTuneParams, NoEditor, NoParams
+from .memit import MemitEditor, MEMITParams
+from .patch import Patch, PatchStack
+from .request import EditRequest
+from .rome import ROMEHyperParams, RomeEditor, hparams_for
+from .stats import CorpusSpec
+
+
+class Editor(Protocol):
+    """What every method implements."""
+
+    name: str
+    params: object  # the method's hyper-parameter dataclass
+
+    def prepare(self) -> None:
+        """One-time work before the first edit (key statistics, prefixes); idempotent."""
+
+    def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
+        """The edit of `requests` as one patch; the model is left exactly as it was."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    params_cls: type
+    defaults: Callable[[LoadedModel], dict]  # the reference defaults, resolved for this model
+    build: Callable[[LoadedModel, object, Path | None, bool, CorpusSpec | None], Editor]
+    batched: bool = False  # writes a list at once (else one request after another)
+
+
+def _rome_defaults(lm: LoadedModel) -> dict:
+    return hparams_for(lm).to_dict()
+
+
+def default_range(lm: LoadedModel) -> tuple[int, ...]:
+    """MEMIT's range for a model without a traced one: five layers around ROME's l*, as MEMIT's
+    3–8 sits around ROME's layer 5 on GPT-J."""
+    first = max(0, min(lm.default_layer - 2, lm.n_layers - 5))
+    return tuple(range(first, min(lm.n_layers, first + 5)))
+
+
+def _batch_defaults(params_cls: type) -> Callable[[LoadedModel], dict]:
+    return lambda lm: {**params_cls().to_dict(), "layers": default_range(lm)}
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec(
+            "rome", "ROME: rank-one update of the MLP output projection at l*", ROMEHyperParams,
+            _rome_defaults, lambda lm, p, cache, progress, corpus: RomeEditor(lm, p, cache, progress, corpus),
+        ),
+        MethodSpec(
+            "memit", "MEMIT: a batch of edits spread over the MLP output projections of a layer range",
+            MEMITParams, _batch_defaults(MEMITParams),
+            lambda lm, p, cache, progress, corpus: MemitEditor(lm, p, cache, progress, corpus), batched=True,
+        ),
+        MethodSpec(
+            "alphaedit", "AlphaEdit: MEMIT's update projected onto the null space of the preserved keys",
+            AlphaEditParams, _batch_defaults(AlphaEditParams),
+            lambda lm, p, cache, progress, corpus: AlphaEditor(lm, p, cache, progress, corpus), batched=True,
+        ),
+        MethodSpec(
+            "ft", "fine-tune W_proj of one layer (Adam, 25 steps, lr 5e-4)", FineTuneParams,
+            lambda lm: {"layer": lm.default_layer, "lr": 5e-4, "norm_constraint": None},
+            lambda lm, p, cache, progress, corpus: FineTuneEditor("ft", lm, p),
+        ),
+        MethodSpec(
+            "ft+l", "fine-tune W_proj of one layer with ‖θ − θ₀‖∞ ≤ ε (paper ε = lr = 5e-4)", FineTuneParams,
+            lambda lm: {"layer": lm.default_layer, "lr": 5e-4, "norm_constraint": 5e-4},
+            lambda lm, p, cache, progress, corpus: FineTuneEditor("ft+l", lm, p),
+        ),
+        MethodSpec(
+            "attn", "AttnEdit: fine-tune W_Q, W_K, W_V of one layer, clamped to ±0.001 (lr 1e-3)", FineTuneParams,
+            lambda lm: {"layer": lm.attn_layer, "lr": 1e-3, "norm_constraint": 1e-3},
+            lambda lm, p, cache, progress, corpus: AttnEditor("attn", lm, p),
+        ),
+        MethodSpec("none", "the unedited model", NoParams, lambda lm: {}, lambda lm, p, cache, progress, corpus: NoEditor(lm, p)),
+    )
+}
+
+# MEMIT/AlphaEdit layer ranges of the embedded models, from their causal traces (runs/trace-*/
+# summary.json, `kinds.mlp.ie`, last subject token, window 10, 30 known facts): the five
+# consecutive layers with the largest summed MLP indirect effect. SmolLM2: layers 1–5 (sum 0.382;
+# 2–6 gives 0.376), around ROME's traced layer 4; Gemma 3: layers 2–6 (0.401; 1–5 gives 0.393,
+# 3–7 0.390), around its layer 4. Like MEMIT's 3–8 on GPT-J, the range covers the MLP peak and
+# z is read at its top layer.
+SMOLLM2_RANGE = (1, 2, 3, 4, 5)
+GEMMA3_RANGE = (2, 3, 4, 5, 6)
+
+# Per-model changes to the paper's defaults: {model name: {method: {field: value}}}, each with why.
+#
+# smollm2-135m: with the paper's radii (FT+L ε = lr = 5e-4, AttnEdit ε = lr = 1e-3) neither method
+# learns the new fact — on 12 calibration cases (CounterFact records 2000–2011, outside the
+# reported runs) ES was 0.17 for both at layers 8/20, exactly the unedited model's 0.17. The radius
+# (with lr = ε, as in the paper) was raised along a grid to the smallest value that reaches the
+# paper's operating point for these baselines, ES ≥ 0.9 on the rewrite prompt: ×10 for both.
+# Rechecked at the traced layers (FT+L at 4, AttnEdit at 19): FT+L ×2 → 0.58, ×4 → 0.75, ×10 → 1.0;
+# AttnEdit ×3 → 0.58, ×10 → 1.0. Why this model: its weights are large — std 0.18 for W_proj at
+# layer 4 and for W_Q at layer 19, against 0.022 and 0.040 in Gemma 3, with inputs of similar size
+# (mean ‖k‖₁ 139 vs 116) — so a fixed absolute ε is a ~9× smaller relative change; ×10 restores it.
+# gemma3-270m: on the same 12 cases at the traced layers (FT+L at 4, AttnEdit at 8) the paper's FT+L
+# radius gives ES 1.0 (unedited 0.25) and is kept; the paper's AttnEdit radius gives ES 0.83, below
+# the operating point, and the first step of the same grid (×3, ε = lr = 3e-3) gives 1.0. (At the
+# earlier guess, layer 12, the paper's AttnEdit radius had reached 1.0.)
+MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
+    "smollm2-135m": {
+        "memit": {"layers": SMOLLM2_RANGE},
+        "alphaedit": {"layers": SMOLLM2_RANGE},
+        "ft+l": {"norm_constraint": 5e-3, "lr": 5e-3},
+        "attn": {"norm_constraint": 1e-2, "lr": 1e-2},
+    },
+    "gemma3-270m": {
+        "memit": {"layers": GEMMA3_RANGE},
+        "alphaedit": {"layers": GEMMA3_RANGE},
+        "attn": {"norm_constraint": 3e-3, "lr": 3e-3},
+    },
+}
+
+
+def parse_methods(text: str) -> list[str]:
+    """"rome,ft+l,none" -> ["rome", "ft+l", "none"], checked against the registry."""
+    methods = [m.strip().lower() for m in (text or "").split(",") if m.strip()]
+    if not methods:
+        raise FactpatchError(f"no methods given: choose from {', '.join(METHODS)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise FactpatchError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise FactpatchError(f"a method is listed twice in {text!r}")
+    return methods
+
+
+def _coerce(cls: type, key: str, value):
+    """A `--set` string as the type of the dataclass field it sets (int, float, bool, tuple, None)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if key not in fields:
+        raise FactpatchError(f"unknown setting {key!r}: {cls.__name__} has {', '.join(sorted(fields)) or 'no settings'}")
+    if not isinstance(value, str):
+        return value
+    hint = typing.get_type_hints(cls)[key]
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    base = next((a for a in args if a is not type(None)), str)
+    text = value.strip()
+    if type(None) in args and text.lower() in {"none", "null"}:
+        return None
+    try:
+        if base is bool:
+            if text.lower() not in {"true", "false", "1", "0"}:
+                raise ValueError(text)
+            return text.lower() in {"true", "1"}
+        if base is int:
+            return int(text)
+        if base is float:
+            return float(text)
+        if base is tuple or typing.get_origin(base) is tuple:
+            first, dash, last = text.partition("-")
+            if dash and first.strip().isdigit() and last.strip().isdigit():  # a layer range, "1-5"
+                return tuple(range(int(first), int(last) + 1))
+            return tuple(tuple(v) if isinstance(v, list) else v for v in json.loads(text))
+    except (ValueError, TypeError):
+        raise FactpatchError(f"bad value {value!r} for {cls.__name__}.{key}") from None
+    return text
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """["ft.lr=1e-4", "rome.layer=10"] -> {"ft": {"lr": "1e-4"}, "rome": {"layer": "10"}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        name, eq, value = item.partition("=")
+        method, dot, key = name.partition(".")
+        if not eq or not dot or not key:
+            raise FactpatchError(f"bad --set {item!r}: use METHOD.KEY=VALUE, e.g. ft+l.norm_constraint=1e-3")
+        if method not in METHODS:
+            raise FactpatchError(f"bad --set {item!r}: unknown method {method!r}")
+        _coerce(METHODS[method].params_cls, key.strip(), value)  # fail now, before a model is loaded
+        out.setdefault(method, {})[key.strip()] = value
+    return out
+
+
+def method_params(lm: LoadedModel, name: str, overrides: dict | None = None):
+    """The hyper-parameters of method `name` on `lm`: paper defaults, model changes, overrides."""
+    spec = METHODS[name]
+    values = {**spec.defaults(lm), **MODEL_DEFAULTS.get(lm.name, {}).get(name, {})}
+    for key, value in (overrides or {}).items():
+        values[key] = _coerce(spec.params_cls, key, value)
+    if name == "rome":
+        return hparams_for(lm, **values)
+    if "layers" in values and values["layers"] is not None:
+        values["layers"] = tuple(values["layers"])
+        for layer in values["layers"]:
+            lm.check_layer(layer)
+    try:
+        params = spec.params_cls(**values)
+    except TypeError as exc:
+        raise FactpatchError(f"bad settings for {name}: {exc}") from None
+    if getattr(params, "layer", None) is not None:
+        lm.check_layer(params.layer)
+    return params
+
+
+def make_editor(
+    lm: LoadedModel, name: str, params=None, cache_dir: Path | None = None, progress: bool = True,
+    corpus: CorpusSpec | None = None,
+) -> Editor:
+    """The editor of method `name`; `corpus` is where methods with key statistics take them from
+    (default: the model's own samples, factpatch.editing.stats)."""
+    if name not in METHODS:
+        raise FactpatchError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
+    params = params if params is not None else method_params(lm, name)
+    return METHODS[name].build(lm, params, cache_dir, progress, corpus)
+
+
+def edit_layers(params) -> list[int]:
+    """The layers a method's settings write (one for ROME and the fine-tuning methods)."""
+    layers = getattr(params, "layers", None)
+    if layers is not None:
+        return list(layers)
+    layer = getattr(params, "layer", None)
+    return [] if layer is None else [layer]

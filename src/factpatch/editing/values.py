@@ -1,0 +1,316 @@
+"""Target values for many requests at once: ROME's v* and MEMIT's z, one optimisation.
+
+For each request r a vector δ_r is added to one activation (ROME: the MLP output at l*; MEMIT and
+AlphaEdit: the block output h_L at the last edited layer L) at the subject's last token, in every
+context x_j + p(s_r), and optimised with Adam to minimise
+
+    (1/N_r) Σ_j −log P[o*_r | x_j + p(s_r)] / |o*_r|                      (NLL, teacher-forced)
+  + λ_KL · D_KL(P[· | p′(s_r)] edited ‖ unedited)                          (essence drift)
+  + w_decay · ‖δ_r‖ / ‖v_r‖²                                              (v_r: the unedited value)
+
+with ‖δ_r‖ ≤ clamp · ‖v_r‖ after every step. Requests never share a δ, and Adam is elementwise,
+so optimising a batch together gives each request what optimising it alone would; a request whose
+NLL falls below the early-stop value is frozen (its δ restored after each later step).
+
+Speed, as for ROME: everything before the subject's last token cannot depend on δ, so those
+positions' keys and values are computed once (a KV cache); the residual stream entering the
+hooked layer is computed once; each step runs only the blocks from that layer on, over the
+suffixes, and reads logits only where the loss reads them. Requests are optimised in groups of
+`group_size` so that the logits (rows × vocabulary) stay within memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from ..cache import atomic_path, default_cache_dir, stable_hash
+from ..hooks import act_name, body, cache_kwarg, frozen, hooks, returned_cache, start_at_layer, unembed
+from ..models import LoadedModel
+from ..tokens import encode_target, pad_id, subject_last_index
+from .request import EditRequest
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global generator inside the block and restore the caller's state after it."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+# ----------------------------------------------------------------------------- contexts
+
+
+@dataclass(frozen=True)
+class PrefixSpec:
+    """The texts x_j put before the prompt, sampled once from the model (top-k 5) and cached.
+
+    `groups` are (count, tokens) pairs; `starts` are words the samples begin with (MEMIT: "The",
+    "Therefore", "Because", "I", "You", one sample each), or empty to start from the model's
+    beginning-of-text token (ROME)."""
+
+    groups: tuple[tuple[int, int], ...]
+    starts: tuple[str, ...] = ()
+    seed: int = 0
+
+    def cache_key(self) -> str:
+        # ROME's original key (groups, seed) is kept for start-less specs so existing caches stay valid
+        return stable_hash([self.groups, self.seed] if not self.starts else [self.groups, self.starts, self.seed])
+
+
+def sample_prefixes(lm: LoadedModel, spec: PrefixSpec, cache_dir: Path | None = None) -> list[str]:
+    """The bare prompt's empty prefix first, then every sampled prefix ending in ". "."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache_dir / "prefixes" / f"{lm.fingerprint[:16]}-{spec.cache_key()}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    tokenizer = lm.tokenizer
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prefixes = [""]
+    with seeded(spec.seed), torch.no_grad():
+        for count, length in spec.groups:
+            if spec.starts:
+                starts = [list(tokenizer(word).input_ids) for word in spec.starts]
+                rows = [(ids, 1) for ids in starts for _ in range(count // len(spec.starts) or 1)]
+            else:
+                rows = [([bos], count)]
+            for start_ids, copies in rows:
+                ids = torch.tensor([start_ids] * copies, dtype=torch.long, device=lm.device)
+                new_tokens = max(1, length - 1 if spec.starts else length)  # a start word is the first token
+                out = lm.model.generate(
+                    ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=5,
+                    max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad_id(tokenizer),
+                )
+                keep_from = 0 if spec.starts else 1  # the start word is part of a MEMIT prefix
+                for row in out[:, keep_from:]:
+                    text = tokenizer.decode(row, skip_special_tokens=True).replace("{", "(").replace("}", ")")
+                    prefixes.append(" ".join(text.split()) + ". ")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(prefixes))
+    return prefixes
+
+
+@dataclass
+class Contexts:
+    """Every request's rewrite contexts (one row per prefix), then one essence row per request,
+    split at each row's subject last token: the part before it cannot depend on δ.
+
+    Prefix parts are left-padded and suffix parts right-padded, so every row's subject-last token
+    sits in suffix column 0; position ids keep each row's true positions.
+    """
+
+    prefix_ids: torch.Tensor  # (B, P) tokens before the subject's last token, left-padded
+    prefix_mask: torch.Tensor  # (B, P) 1 = real token
+    suffix_ids: torch.Tensor  # (B, S) from the subject's last token on, right-padded
+    prefix_positions: torch.Tensor  # (B, P)
+    suffix_positions: torch.Tensor  # (B, S)
+    row_request: torch.Tensor  # (B,) which request each row belongs to
+    target_rows: torch.Tensor  # (N_t,) row of each target token
+    target_cols: torch.Tensor  # (N_t,) suffix column whose logits predict it
+    target_ids: torch.Tensor  # (N_t,)
+    target_request: torch.Tensor  # (N_t,) request of each target token
+    essence_rows: torch.Tensor  # (n,) the essence row of each request
+    n_requests: int
+    n_contexts: int  # rewrite rows per request
+    _prefix_cache: object = None
+
+    @property
+    def full_mask(self) -> torch.Tensor:  # (B, P + S): padding after real tokens is never attended
+        return torch.cat([self.prefix_mask, torch.ones_like(self.suffix_ids)], dim=1)
+
+    def rewrite_rows(self, request: int) -> slice:
+        return slice(request * self.n_contexts, (request + 1) * self.n_contexts)
+
+    def forward_kwargs(self, lm: LoadedModel) -> dict:
+        """Arguments for a pass over the suffixes that attends to the cached prefixes."""
+        model_body = body(lm)
+        if not self.prefix_ids.shape[1]:
+            return {"position_ids": self.suffix_positions}
+        if self._prefix_cache is None:
+            with torch.no_grad():
+                self._prefix_cache = returned_cache(model_body(
+                    input_ids=self.prefix_ids, attention_mask=self.prefix_mask,
+                    position_ids=self.prefix_positions, use_cache=True,
+                ))
+        # each pass appends to the cache it is given: hand it a copy
+        return {"attention_mask": self.full_mask, "position_ids": self.suffix_positions,
+                cache_kwarg(model_body): copy.deepcopy(self._prefix_cache), "use_cache": True}
+
+
+def build_contexts(
+    lm: LoadedModel, requests: Sequence[EditRequest], prefixes: list[str], essence: str | None
+) -> Contexts:
+    """Rows: for each request, `prefix + prompt(s) + o*[:-1]` for every prefix; then, with an
+    essence template, `p′(s)` cut at the subject's last token (the KL reads what the model
+    expects right after the subject), one row per request."""
+    tokenizer = lm.tokenizer
+    rows_tokens, splits, owners = [], [], []
+    t_rows, t_cols, t_ids, t_req = [], [], [], []
+    for r, request in enumerate(requests):
+        for prefix in prefixes:
+            row = len(rows_tokens)
+            text = prefix + request.text
+            prompt_ids, target_ids = encode_target(tokenizer, text, request.target_new)
+            split = subject_last_index(tokenizer, text, request.subject, len(prefix) + request.prompt.index("{}"))
+            rows_tokens.append(prompt_ids + target_ids[:-1])
+            splits.append(split)
+            owners.append(r)
+            for offset, token in enumerate(target_ids):
+                t_rows.append(row)
+                t_cols.append(len(prompt_ids) - 1 + offset - split)
+                t_ids.append(token)
+                t_req.append(r)
+    essence_rows = []
+    if essence is not None:
+        for r, request in enumerate(requests):
+            essence_text = essence.replace("{}", request.subject)
+            essence_split = subject_last_index(tokenizer, essence_text, request.subject)
+            essence_rows.append(len(rows_tokens))
+            rows_tokens.append(list(tokenizer(essence_text).input_ids)[: essence_split + 1])
+            splits.append(essence_split)
+            owners.append(r)
+
+    pad = pad_id(tokenizer)
+    width_p = max(splits)
+    width_s = max(len(t) - s for t, s in zip(rows_tokens, splits))
+    B = len(rows_tokens)
+    prefix_ids = torch.full((B, width_p), pad, dtype=torch.long)
+    prefix_mask = torch.zeros((B, width_p), dtype=torch.long)
+    prefix_positions = torch.zeros((B, width_p), dtype=torch.long)
+    suffix_ids = torch.full((B, width_s), pad, dtype=torch.long)
+    suffix_positions = torch.zeros((B, width_s), dtype=torch.long)
+    for row, (tokens, split) in enumerate(zip(rows_tokens, splits)):
+        if split:
+            prefix_ids[row, width_p - split :] = torch.tensor(tokens[:split])
+            prefix_mask[row, width_p - split :] = 1
+            prefix_positions[row, width_p - split :] = torch.arange(split)
+        suffix_ids[row, : len(tokens) - split] = torch.tensor(tokens[split:])
+        suffix_positions[row] = split + torch.arange(width_s)
+    device = lm.device
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+    return Contexts(
+        prefix_ids=prefix_ids.to(device),
+        prefix_mask=prefix_mask.to(device),
+        suffix_ids=suffix_ids.to(device),
+        prefix_positions=prefix_positions.to(device),
+        suffix_positions=suffix_positions.to(device),
+        row_request=as_tensor(owners),
+        target_rows=as_tensor(t_rows),
+        target_cols=as_tensor(t_cols),
+        target_ids=as_tensor(t_ids),
+        target_request=as_tensor(t_req),
+        essence_rows=as_tensor(essence_rows),
+        n_requests=len(requests),
+        n_contexts=len(prefixes),
+    )
+
+
+# ----------------------------------------------------------------------------- the optimisation
+
+
+@dataclass(frozen=True)
+class ValueSettings:
+    """The δ optimisation; each method's hyper-parameters fill these (see rome.py, memit.py)."""
+
+    steps: int
+    lr: float
+    kl_weight: float
+    weight_decay: float
+    clamp_factor: float
+    early_stop_nll: float
+
+
+@dataclass
+class ValueResult:
+    delta: torch.Tensor  # (n, d_model) the optimised δ of each request
+    steps: list[int]  # Adam steps taken per request
+    p_first: list[float]  # geometric-mean P(o*) over the contexts before the first step
+    p_last: list[float]  # ... at the final δ
+    losses: list[list[dict]] = field(default_factory=list)  # per request, per step: nll, kl, decay, p_target
+
+
+def optimise_deltas(
+    lm: LoadedModel,
+    ctx: Contexts,
+    hook_kind: str,
+    layer: int,
+    resid_pre: torch.Tensor,
+    value_norms: torch.Tensor,
+    settings: ValueSettings,
+) -> ValueResult:
+    """δ for every request of `ctx`, added to `hook_kind` at `layer` at the subject's last token.
+
+    resid_pre: (B, S, d_model) the residual stream entering `layer` over the suffixes (from a
+    pass with `ctx.forward_kwargs`); value_norms: (n,) ‖v_r‖, the unedited value's norm, which
+    scales the weight decay and the clamp.
+    """
+    n, device = ctx.n_requests, lm.device
+    d_model = resid_pre.shape[-1]
+    delta = torch.zeros((n, d_model), device=device, requires_grad=True)  # (n, d)
+    optimizer = torch.optim.Adam([delta], lr=settings.lr)
+    at_subject = torch.zeros(ctx.suffix_ids.shape + (1,), device=device)  # (B, S, 1)
+    at_subject[:, 0] = 1.0
+
+    def add_delta(tensor, *, hook):
+        return tensor + at_subject * delta[ctx.row_request][:, None, :]  # (B, S, d)
+
+    max_norms = settings.clamp_factor * value_norms  # (n,)
+    tokens_per_request = torch.bincount(ctx.target_request, minlength=n).clamp(min=1)  # (n,)
+    target_length = tokens_per_request // ctx.n_contexts  # (n,) |o*_r|
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    steps = [0] * n
+    history: list[list[dict]] = [[] for _ in range(n)]
+    p_first: list[float] = []
+    essence_reference: torch.Tensor | None = None
+    model_body = body(lm)
+    with frozen(lm.model), start_at_layer(lm, layer, resid_pre), hooks(lm, {act_name(hook_kind, layer): add_delta}):
+        for step in range(settings.steps + 1):
+            hidden = model_body(input_ids=ctx.suffix_ids, **ctx.forward_kwargs(lm)).last_hidden_state  # (B, S, d)
+            read = torch.cat([hidden[ctx.target_rows, ctx.target_cols], hidden[ctx.essence_rows, 0]])
+            log_probs = torch.log_softmax(unembed(lm, read).float(), dim=-1)  # (N_t + n_e, V)
+            n_t = len(ctx.target_ids)
+            token_lp = log_probs[:n_t].gather(1, ctx.target_ids[:, None]).squeeze(1)  # (N_t,)
+            nll = -torch.zeros(n, device=device).index_add(0, ctx.target_request, token_lp) / tokens_per_request  # (n,)
+            if len(ctx.essence_rows):
+                essence = log_probs[n_t:]  # (n, V)
+                if essence_reference is None:
+                    essence_reference = essence.detach()  # δ = 0 on the first pass: the unedited model
+                kl = torch.sum(essence.exp() * (essence - essence_reference), dim=-1)  # (n,)
+            else:
+                kl = torch.zeros(n, device=device)
+            decay = settings.weight_decay * delta.norm(dim=-1) / value_norms**2  # (n,)
+            loss = nll + settings.kl_weight * kl + decay  # (n,)
+            p_target = torch.exp(-nll.detach() * target_length)  # geometric mean over contexts
+            if step == 0:
+                p_first = p_target.tolist()
+            rows = torch.stack([nll, kl, decay, p_target]).detach().T.tolist()  # (n, 4)
+            for r in torch.nonzero(~done).flatten().tolist():
+                history[r].append(dict(zip(("nll", "kl", "decay", "p_target"), rows[r])))
+            done |= nll.detach() < settings.early_stop_nll
+            if bool(done.all()) or step == settings.steps:
+                break
+            frozen_delta = delta.detach()[done].clone()
+            optimizer.zero_grad()
+            loss.sum().backward()  # requests are independent: the sum's gradient is each one's own
+            optimizer.step()
+            with torch.no_grad():
+                norms = delta.norm(dim=-1, keepdim=True)  # (n, 1)
+                delta.mul_(torch.clamp(max_norms[:, None] / norms.clamp(min=1e-12), max=1.0))
+                delta[done] = frozen_delta
+            for r in torch.nonzero(~done).flatten().tolist():
+                steps[r] = step + 1
+    p_last = [h[-1]["p_target"] for h in history]
+    return ValueResult(delta.detach(), steps, p_first, p_last, history)

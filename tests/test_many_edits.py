@@ -1,0 +1,236 @@
+"""MEMIT and AlphaEdit: the closed forms, the null-space guarantee, batch patches that revert
+exactly, and request files that fail clearly."""
+
+import json
+
+import pytest
+import torch
+from tiny import FAMILIES, PARALLEL_FAMILIES
+
+from factpatch.api import edit_many
+from factpatch.editing.alphaedit import KEYS_ATTACHMENT, alphaedit_solve, null_space_projector, preserved_keys
+from factpatch.editing.memit import compute_targets, memit_solve, read_at_subject
+from factpatch.hooks import act_name
+from factpatch.editing.patch import PatchStack, WeightDelta, applied, load_patch, save_patch
+from factpatch.editing.registry import make_editor, method_params
+from factpatch.editing.request import EditRequest, read_requests
+from factpatch.editing.rome import rank_one_update
+from factpatch.editing.stats import CorpusSpec
+from factpatch.errors import FactpatchError
+from factpatch.metrics import score_targets
+from factpatch.models import weights_fingerprint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CORPUS = CorpusSpec(n_tokens=512)
+REQUESTS = [
+    EditRequest("{} is located in the city of", "Eiffel Tower", "Rome", "Paris"),
+    EditRequest("{} plays the sport of", "Lionel Messi", "basketball", "soccer"),
+    EditRequest("The mother tongue of {} is", "Danielle Darrieux", "Japanese", "French"),
+]
+# Random tiny models have residual norms of ~0.1, near-flat logits and diffuse attention: the
+# reference clamp (0.75 ‖h_L‖), decay and KL leave δ no room to move a later token's prediction,
+# so the tests sharpen the logits, allow a large δ with a small step and drop the KL term.
+FAST = {"v_steps": "15", "group_size": "2", "layers": "0-1", "clamp_factor": "100", "weight_decay": "0",
+        "v_lr": "0.1", "kl_weight": "0"}
+EDITED = (0, 1)
+
+
+def _sharpened(model_builder, family):
+    lm = model_builder(family)
+    with torch.no_grad():
+        lm.module(lm.adapter.unembed).weight.mul_(30.0)
+    return lm
+
+
+def _random_spd(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(d, 3 * d, generator=g)
+    return A @ A.T / (3 * d)
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+def test_memit_with_one_key_is_rome_scaled_by_the_lambda_weighting():
+    """Sherman–Morrison: R kᵀ(λC + kkᵀ)⁻¹ = R (C⁻¹k)ᵀ / (λ + kᵀC⁻¹k); at λ → 0 it is ROME's update."""
+    d_in, d_out = 12, 7
+    g = torch.Generator().manual_seed(1)
+    C, W = _random_spd(d_in, 0), torch.randn(d_out, d_in, generator=g)
+    k, v = torch.randn(d_in, generator=g), torch.randn(d_out, generator=g)
+    Lambda, c_inv_k = rank_one_update(W, C, k, v)
+    rome = torch.outer(Lambda, c_inv_k).double()
+    R = (v - W @ k)[:, None]  # (d_out, 1): one layer takes the whole residual
+    quad = float(k.double() @ torch.linalg.solve(C.double(), k.double()))
+    for lam in (1e-6, 0.5, 30.0):
+        memit = (R.double() @ memit_solve(k[:, None], C, lam).double().T)
+        torch.testing.assert_close(memit * (lam + quad) / quad, rome, rtol=1e-4, atol=1e-5)
+    # as λ → 0 the edited matrix maps k to v, as ROME's does
+    torch.testing.assert_close((W.double() + R.double() @ memit_solve(k[:, None], C, 1e-6).double().T) @ k.double(),
+                               v.double(), rtol=1e-4, atol=1e-4)
+
+
+def test_null_space_projector_keeps_the_low_energy_directions():
+    C = _random_spd(16, 2)
+    eigenvalues, vectors = torch.linalg.eigh(C.double())
+    P = null_space_projector(C, energy=0.05).double()
+    rank = int(round(float(torch.trace(P))))
+    assert 0 < rank < 16
+    assert float(eigenvalues[:rank].sum()) <= 0.05 * float(eigenvalues.sum()) < float(eigenvalues[: rank + 1].sum())
+    torch.testing.assert_close(P @ P, P, atol=1e-5, rtol=0)  # a projector
+    torch.testing.assert_close(P @ vectors[:, rank:], torch.zeros(16, 16 - rank, dtype=torch.float64), atol=1e-5, rtol=0)
+    by_threshold = null_space_projector(C, threshold=float(eigenvalues[3]) + 1e-9)
+    assert int(round(float(torch.trace(by_threshold)))) == 4
+
+
+def test_alphaedit_update_leaves_preserved_directions_and_earlier_keys_alone():
+    d_in, d_out, n = 16, 6, 3
+    g = torch.Generator().manual_seed(3)
+    C = _random_spd(d_in, 4)
+    P = null_space_projector(C, energy=0.3)
+    K, R = torch.randn(d_in, n, generator=g), torch.randn(d_out, n, generator=g)
+    K_p = P @ torch.randn(d_in, 4, generator=g)  # earlier edits' keys (in the free space, as edits write there)
+    for preserved in (torch.zeros(d_in, d_in), K_p @ K_p.T):
+        delta = R @ alphaedit_solve(K, P, preserved, alpha=1e-3).T  # (d_out, d_in)
+        _, vectors = torch.linalg.eigh(C.double())
+        kept = vectors[:, int(round(float(torch.trace(P)))):].float()  # the preserved (high-energy) subspace
+        assert delta.norm() > 1e-2
+        assert float((delta @ kept).norm()) < 1e-4 * float(delta.norm())
+    far = R @ alphaedit_solve(K, P, torch.zeros(d_in, d_in), alpha=1e-3).T
+    assert float((delta @ K_p).norm()) < 0.05 * float((far @ K_p).norm())
+
+
+# ----------------------------------------------------------------------------- editors on tiny models
+
+
+@pytest.mark.parametrize("family", FAMILIES + PARALLEL_FAMILIES)
+@pytest.mark.parametrize("method", ["memit", "alphaedit"])
+def test_batch_edit_raises_every_target_and_reverts_bit_for_bit(fresh_tiny, family, method, tmp_path):
+    lm = _sharpened(fresh_tiny, family)
+    # a small λ (MEMIT) / α (AlphaEdit): the tiny models' keys are small, the solve nearly exact
+    params = method_params(lm, method, {**FAST, **({"lambda_per_dim": "1e-3"} if method == "memit" else {"L2": "1e-4"})})
+    editor = make_editor(lm, method, params, tmp_path, progress=False, corpus=CORPUS)
+    fingerprint = weights_fingerprint(lm.model)
+    patch = editor.patch(REQUESTS)
+    assert weights_fingerprint(lm.model) == fingerprint  # computing a patch leaves the model alone
+    assert patch.layers == list(EDITED) and len(patch.requests) == 3
+    assert {d.param for d in patch.deltas} == {f"{lm.adapter.mlp_out_path(l)}.weight" for l in EDITED}
+    saved = load_patch(save_patch(patch, tmp_path / "batch.safetensors"))
+    assert saved.id == patch.id and saved.attachments.keys() == patch.attachments.keys()
+    # What the update guarantees on any model: the block output h_L at the subject moves towards z.
+    # (That P(o*) rises is checked on the real model: test_integration.py.)
+    Z = compute_targets(lm, REQUESTS, params, editor.prefixes, progress=False).Z
+    z_name = act_name("resid_post", EDITED[-1])
+    gap_before = (Z - read_at_subject(lm, REQUESTS, [""], [z_name])[z_name][:, 0]).norm(dim=-1)
+    with applied(lm, [saved]):
+        gap_after = (Z - read_at_subject(lm, REQUESTS, [""], [z_name])[z_name][:, 0]).norm(dim=-1)
+    assert weights_fingerprint(lm.model) == fingerprint
+    assert float(gap_after.sum()) < 0.9 * float(gap_before.sum()), (gap_before, gap_after)
+    if family != "gemma3":  # Gemma normalises the MLP output before adding it: the step is not exactly linear
+        assert bool((gap_after < gap_before).all()), (gap_before, gap_after)
+    if method == "alphaedit":
+        assert set(patch.attachments) == {KEYS_ATTACHMENT.format(layer=l) for l in EDITED}
+        assert patch.attachments["keys.1"].shape == (lm.module(lm.adapter.mlp_out_path(1)).weight.shape[
+            0 if lm.adapter.mlp_out_transposed else 1], 3)
+
+
+def test_sequential_alphaedit_protects_the_first_batch(fresh_tiny, tmp_path):
+    lm = fresh_tiny("llama")
+    params = method_params(lm, "alphaedit", {**FAST, "L2": "1e-6"})  # tiny keys: α must not swamp K_p K_pᵀ
+    editor = make_editor(lm, "alphaedit", params, tmp_path, progress=False, corpus=CORPUS)
+    stack = PatchStack(lm)
+    first = edit_many(lm, REQUESTS[:2], "alphaedit", stack, params, tmp_path, False, corpus=CORPUS).patch
+    K1 = first.attachments["keys.1"]
+    assert torch.allclose(preserved_keys(stack, 1, K1.shape[0]), (K1.double() @ K1.double().T))
+    protected = editor.patch(REQUESTS[2:], stack)
+    blind = editor.patch(REQUESTS[2:], None)
+    layer1 = lambda p: next(d for d in p.deltas if ".1." in d.param).tensor()  # noqa: E731
+    assert float((layer1(protected) @ K1).norm()) < 0.2 * float((layer1(blind) @ K1).norm())
+    assert protected.meta["preserved_edits"] == 2
+
+
+def test_reverting_one_batch_equals_applying_the_others_in_order(fresh_tiny, tmp_path):
+    lm = fresh_tiny("gpt2")
+    params = method_params(lm, "memit", FAST)
+    editor = make_editor(lm, "memit", params, tmp_path, progress=False, corpus=CORPUS)
+    patches = [editor.patch([r]) for r in REQUESTS]
+    original = weights_fingerprint(lm.model)
+    stack = PatchStack(lm)
+    for p in patches:
+        stack.apply(p)
+    stack.revert(patches[1].id)
+    reverted = weights_fingerprint(lm.model)
+    stack.revert()
+    assert weights_fingerprint(lm.model) == original
+    with applied(lm, [patches[0], patches[2]]):
+        assert weights_fingerprint(lm.model) == reverted
+
+
+def test_rome_on_a_list_is_one_edit_after_another(fresh_tiny, tmp_path):
+    lm = fresh_tiny("llama")
+    params = method_params(lm, "rome", {"v_steps": "4", "prefixes": "[[2, 3]]"})
+    editor = make_editor(lm, "rome", params, tmp_path, progress=False, corpus=CORPUS)
+    one = editor.patch(REQUESTS[:1])
+    both = editor.patch(REQUESTS[:2])
+    assert len(both.deltas) == 2 and all(d.kind == "rank1" for d in both.deltas)
+    torch.testing.assert_close(both.deltas[0].left, one.deltas[0].left)  # the first edit is the same
+    with applied(lm, [one]):
+        second = editor.patch(REQUESTS[1:2])  # the second is computed with the first applied
+    torch.testing.assert_close(both.deltas[1].left, second.deltas[0].left)
+
+
+def test_factored_delta_becomes_dense_when_that_is_smaller():
+    small = WeightDelta.factored("w", torch.randn(8, 2), torch.randn(16, 2), transposed=False)
+    assert small.kind == "lowrank" and small.tensor().shape == (8, 16)
+    big = WeightDelta.factored("w", torch.randn(8, 7), torch.randn(16, 7), transposed=True)
+    assert big.kind == "dense" and big.tensor().shape == (16, 8)
+    torch.testing.assert_close(big.tensor(), (big.dense))
+
+
+# ----------------------------------------------------------------------------- request files
+
+
+def _write(tmp_path, lines):
+    path = tmp_path / "requests.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_request_file_reads_targets_in_either_spelling(tmp_path):
+    path = _write(tmp_path, [
+        json.dumps({"prompt": "{} is in", "subject": "Eiffel Tower", "target": "Rome"}),
+        "",
+        json.dumps({"prompt": "Lionel Messi plays", "subject": "Lionel Messi", "target_new": "golf", "target_true": "soccer"}),
+    ])
+    first, second = read_requests(path)
+    assert first.target_new == "Rome" and first.target_true is None
+    assert second.prompt == "{} plays" and second.target_true == "soccer"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("not json", "requests.jsonl:2: not JSON"),
+    ('{"prompt": "no subject slot", "subject": "X", "target": "Y"}', "requests.jsonl:2: subject 'X' is not in the prompt"),
+    ('{"prompt": "{} is", "subject": "X", "target": " "}', "requests.jsonl:2: 'target' is missing or empty"),
+    ('{"prompt": "{} is", "subject": "", "target": "Y"}', "requests.jsonl:2: 'subject' is missing or empty"),
+    ('{"prompt": "{} is in", "subject": "Eiffel Tower", "target": "Oslo"}', "asked for two targets"),
+    ("[1, 2]", "requests.jsonl:2: expected a JSON object"),
+])
+def test_bad_request_files_name_file_and_line(tmp_path, line, message):
+    path = _write(tmp_path, [json.dumps({"prompt": "{} is in", "subject": "Eiffel Tower", "target": "Rome"}), line])
+    with pytest.raises(FactpatchError, match=message.replace("(", r"\(").replace("'", "'")):
+        read_requests(path)
+
+
+def test_missing_and_empty_request_files(tmp_path):
+    with pytest.raises(FactpatchError, match="request file not found"):
+        read_requests(tmp_path / "nope.jsonl")
+    with pytest.raises(FactpatchError, match="no edit requests"):
+        read_requests(_write(tmp_path, [""]))
+
+
+def test_layer_range_outside_the_model_is_refused(tiny_models):
+    lm = tiny_models["llama"]
+    with pytest.raises(FactpatchError, match="layer 5 out of range"):
+        method_params(lm, "memit", {"layers": "5-7"})
+    with pytest.raises(FactpatchError, match="ascending"):
+        method_params(lm, "alphaedit", {"layers": "[2, 1]"})
