@@ -17,7 +17,6 @@ from factpatch.editing.request import EditRequest, read_requests
 from factpatch.editing.rome import rank_one_update
 from factpatch.editing.stats import CorpusSpec
 from factpatch.errors import FactpatchError
-from factpatch.metrics import score_targets
 from factpatch.models import weights_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
