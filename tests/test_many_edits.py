@@ -233,3 +233,18 @@ def test_layer_range_outside_the_model_is_refused(tiny_models):
         method_params(lm, "memit", {"layers": "5-7"})
     with pytest.raises(FactpatchError, match="ascending"):
         method_params(lm, "alphaedit", {"layers": "[2, 1]"})
+
+
+def test_a_requests_z_does_not_depend_on_its_batch(fresh_tiny, tmp_path):
+    """Requests share a batch (and leave it when they converge) but never a δ: z alone = z together."""
+    lm = _sharpened(fresh_tiny, "llama")
+    params = method_params(lm, "memit", {**FAST, "group_size": "3", "early_stop_nll": "0"})
+    prefixes = make_editor(lm, "memit", params, tmp_path, progress=False, corpus=CORPUS).prefixes
+    final_nll = sorted(h[-1]["nll"] for h in compute_targets(lm, REQUESTS, params, prefixes, progress=False).losses)
+    params = method_params(lm, "memit", {**FAST, "group_size": "3", "early_stop_nll": str(final_nll[1])})
+    together = compute_targets(lm, REQUESTS, params, prefixes, progress=False)
+    assert len(set(together.steps)) > 1  # some stopped early, so the batch shrank on the way
+    for i, request in enumerate(REQUESTS):
+        alone = compute_targets(lm, [request], params, prefixes, progress=False)
+        assert alone.steps[0] == together.steps[i]
+        torch.testing.assert_close(alone.Z[0], together.Z[i], rtol=1e-4, atol=1e-5)

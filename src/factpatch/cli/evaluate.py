@@ -10,11 +10,13 @@ from . import add_common
 
 EVAL_EPILOG = """\
 datasets: counterfact:PATH (original or flattened CounterFact), zsre:PATH (MEND layout), builtin
-methods:  rome, ft, ft+l, attn, none
+methods:  rome, memit, alphaedit, ft, ft+l, attn, none
 examples:
   factpatch eval --methods rome,ft+l,none --dataset builtin --n 50 --out runs/builtin
   factpatch eval --dataset counterfact:cf.json --shard 0/2 --out runs/s0   (and --shard 1/2 --out runs/s1)
   factpatch eval merge runs/s0 runs/s1 --out runs/all
+  factpatch eval --sequential --methods alphaedit,memit,rome --dataset counterfact:cf.json --n 2000 \\
+      --batch-size 100 --checkpoint-every 500 --known known_1000.json --out runs/seq
 """
 
 
@@ -39,6 +41,18 @@ def register(commands) -> None:
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                     help="override a method setting, e.g. ft+l.norm_constraint=1e-3 (repeatable)")
     ev.add_argument("--out", type=Path, default=None, help="result directory")
+    seq = ev.add_argument_group("sequential editing (MEMIT/AlphaEdit protocol: many edits, never reverted)")
+    seq.add_argument("--sequential", action="store_true",
+                     help="edit the first --n cases in batches without reverting, then score every edited case "
+                     "on the final model (resumable: the patch stack in DIR is the checkpoint)")
+    seq.add_argument("--batch-size", type=int, default=100, help="edits per batch (default 100)")
+    seq.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                     help="also score the cases edited so far every K edits: DIR/curves.csv|png")
+    seq.add_argument("--known", type=Path, default=None, metavar="FILE",
+                     help="known_1000-style facts: the share the model still knows at each checkpoint")
+    seq.add_argument("--generation-cases", type=int, default=0, metavar="N",
+                     help="score the generations of the first N edited cases on the final model (fluency)")
+    seq.add_argument("--corpus", type=Path, default=None, help="key-statistics corpus (default: self-sampled)")
     _add_threads(ev)
     ev.set_defaults(func=run_eval)
     sub = ev.add_subparsers(dest="eval_command", metavar="merge")
@@ -109,6 +123,8 @@ def run_eval(args) -> int:
     shard = parse_shard(args.shard)
     if args.n is not None and args.n < 1:
         raise FactpatchError(f"--n must be at least 1, got {args.n}")
+    if args.sequential:
+        return _run_sequential(args, methods, overrides)
     config = EvalConfig(
         methods, args.n, shard, args.generation, args.seed, overrides,
         GenerationSettings(max_new_tokens=args.max_new_tokens),
@@ -119,6 +135,46 @@ def run_eval(args) -> int:
     run = evaluate(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
     print(_report(run))
     return 0
+
+
+def _run_sequential(args, methods, overrides) -> int:
+    from ..data import load_dataset
+    from ..editing.stats import CorpusSpec
+    from ..errors import FactpatchError
+    from ..evaluate import GenerationSettings
+    from ..evaluation.sequential import SequentialConfig, run_sequential
+    from ..models import load_model
+
+    if args.n is None:
+        raise FactpatchError("--sequential needs --n (how many cases to edit)")
+    if args.shard is not None:
+        raise FactpatchError("--sequential edits one stack in order: it cannot be sharded")
+    if args.corpus is not None and not args.corpus.is_file():
+        raise FactpatchError(f"corpus file not found: {args.corpus}")
+    config = SequentialConfig(
+        methods, args.n, args.batch_size, args.checkpoint_every, args.generation_cases, args.known,
+        seed=args.seed, overrides=overrides, gen=GenerationSettings(max_new_tokens=args.max_new_tokens),
+        corpus=CorpusSpec(args.corpus),
+    )
+    dataset = load_dataset(args.dataset)
+    _set_threads(args)
+    lm = load_model(args.model, args.cache_dir)
+    run = run_sequential(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
+    print(_sequential_report(run, config))
+    return 0
+
+
+def _sequential_report(run, config) -> str:
+    from ..evaluate import summary_table
+
+    kind = "counterfact" if any("ES" in r["metrics"] for r in run.records) else "zsre"
+    lines = [f"{config.n} sequential edits in batches of {config.batch_size}: every edited case scored on the final model",
+             "", summary_table(run.summary, kind), ""]
+    for method, health in run.final_health.items():
+        known = f", known facts kept {100 * health['known_share']:.1f} %" if health.get("known_share") is not None else ""
+        lines.append(f"{method}: perplexity {health['perplexity']:.2f}{known}")
+    lines.append(f"results in {run.out_dir} (summary.md, curves.png, curves.csv, health.jsonl)")
+    return "\n".join(lines)
 
 
 def run_merge(args) -> int:

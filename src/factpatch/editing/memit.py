@@ -183,6 +183,7 @@ class TargetValues:
     steps: list[int]
     p_first: list[float]
     p_last: list[float]
+    losses: list[list[dict]]  # per request, per step: nll, kl, decay, p_target
 
 
 def compute_targets(
@@ -192,7 +193,7 @@ def compute_targets(
     """z for every request (step 1), optimised `group_size` requests at a time."""
     L = params.z_layer
     resid_name, out_name = act_name("resid_pre", L), act_name("resid_post", L)
-    Z, steps, p_first, p_last = [], [], [], []
+    Z, steps, p_first, p_last, losses = [], [], [], [], []
     with tqdm(total=len(requests), desc=f"z at layer {L}", unit="req", disable=not progress) as bar:
         for start in range(0, len(requests), params.group_size):
             group = requests[start : start + params.group_size]
@@ -207,8 +208,9 @@ def compute_targets(
             steps += found.steps
             p_first += found.p_first
             p_last += found.p_last
+            losses += found.losses
             bar.update(len(group))
-    return TargetValues(torch.cat(Z), steps, p_first, p_last)
+    return TargetValues(torch.cat(Z), steps, p_first, p_last, losses)
 
 
 # solve(l, K, i) -> right factor (d_in, n): the method's answer for layer l given its keys K

@@ -131,6 +131,29 @@ class Contexts:
     def full_mask(self) -> torch.Tensor:  # (B, P + S): padding after real tokens is never attended
         return torch.cat([self.prefix_mask, torch.ones_like(self.suffix_ids)], dim=1)
 
+    def select(self, keep: torch.Tensor, lm: LoadedModel) -> Contexts:
+        """The contexts of requests `keep` (local indices, ascending) alone, renumbered 0..len-1;
+        the prefix cache is sliced, not recomputed."""
+        new_index = torch.full((self.n_requests,), -1, dtype=torch.long, device=keep.device)
+        new_index[keep] = torch.arange(len(keep), device=keep.device)
+        rows = torch.nonzero(new_index[self.row_request] >= 0).flatten()  # rows of kept requests, in order
+        new_row = torch.full((len(self.row_request),), -1, dtype=torch.long, device=keep.device)
+        new_row[rows] = torch.arange(len(rows), device=keep.device)
+        tokens = torch.nonzero(new_index[self.target_request] >= 0).flatten()
+        cache = None
+        if self._prefix_cache is not None:
+            cache = copy.deepcopy(self._prefix_cache)
+            cache.batch_select_indices(rows)
+        return Contexts(
+            prefix_ids=self.prefix_ids[rows], prefix_mask=self.prefix_mask[rows], suffix_ids=self.suffix_ids[rows],
+            prefix_positions=self.prefix_positions[rows], suffix_positions=self.suffix_positions[rows],
+            row_request=new_index[self.row_request[rows]],
+            target_rows=new_row[self.target_rows[tokens]], target_cols=self.target_cols[tokens],
+            target_ids=self.target_ids[tokens], target_request=new_index[self.target_request[tokens]],
+            essence_rows=new_row[self.essence_rows[keep]] if len(self.essence_rows) else self.essence_rows,
+            n_requests=len(keep), n_contexts=self.n_contexts, _prefix_cache=cache,
+        )
+
     def rewrite_rows(self, request: int) -> slice:
         return slice(request * self.n_contexts, (request + 1) * self.n_contexts)
 
@@ -250,67 +273,96 @@ def optimise_deltas(
     resid_pre: torch.Tensor,
     value_norms: torch.Tensor,
     settings: ValueSettings,
+    shrink_below: float = 0.75,
 ) -> ValueResult:
     """δ for every request of `ctx`, added to `hook_kind` at `layer` at the subject's last token.
 
     resid_pre: (B, S, d_model) the residual stream entering `layer` over the suffixes (from a
     pass with `ctx.forward_kwargs`); value_norms: (n,) ‖v_r‖, the unedited value's norm, which
-    scales the weight decay and the clamp.
+    scales the weight decay and the clamp. Once fewer than `shrink_below` of the requests in the
+    batch are still optimising, the batch is cut to those (their Adam state carried over): a
+    request's result does not depend on which others share its batch.
     """
     n, device = ctx.n_requests, lm.device
     d_model = resid_pre.shape[-1]
-    delta = torch.zeros((n, d_model), device=device, requires_grad=True)  # (n, d)
-    optimizer = torch.optim.Adam([delta], lr=settings.lr)
-    at_subject = torch.zeros(ctx.suffix_ids.shape + (1,), device=device)  # (B, S, 1)
-    at_subject[:, 0] = 1.0
-
-    def add_delta(tensor, *, hook):
-        return tensor + at_subject * delta[ctx.row_request][:, None, :]  # (B, S, d)
-
-    max_norms = settings.clamp_factor * value_norms  # (n,)
-    tokens_per_request = torch.bincount(ctx.target_request, minlength=n).clamp(min=1)  # (n,)
-    target_length = tokens_per_request // ctx.n_contexts  # (n,) |o*_r|
-    done = torch.zeros(n, dtype=torch.bool, device=device)
+    final = torch.zeros((n, d_model), device=device)  # (n, d) δ of every request
     steps = [0] * n
     history: list[list[dict]] = [[] for _ in range(n)]
-    p_first: list[float] = []
-    essence_reference: torch.Tensor | None = None
+    p_first = [0.0] * n
+    essence_reference: torch.Tensor | None = None  # (n, V) the unedited essence distributions
+    active = torch.arange(n, device=device)  # requests in the current batch (global indices)
+    delta = torch.zeros((n, d_model), device=device, requires_grad=True)  # (a, d) their δ
+    optimizer = torch.optim.Adam([delta], lr=settings.lr)
     model_body = body(lm)
-    with frozen(lm.model), start_at_layer(lm, layer, resid_pre), hooks(lm, {act_name(hook_kind, layer): add_delta}):
-        for step in range(settings.steps + 1):
-            hidden = model_body(input_ids=ctx.suffix_ids, **ctx.forward_kwargs(lm)).last_hidden_state  # (B, S, d)
-            read = torch.cat([hidden[ctx.target_rows, ctx.target_cols], hidden[ctx.essence_rows, 0]])
-            log_probs = torch.log_softmax(unembed(lm, read).float(), dim=-1)  # (N_t + n_e, V)
-            n_t = len(ctx.target_ids)
-            token_lp = log_probs[:n_t].gather(1, ctx.target_ids[:, None]).squeeze(1)  # (N_t,)
-            nll = -torch.zeros(n, device=device).index_add(0, ctx.target_request, token_lp) / tokens_per_request  # (n,)
-            if len(ctx.essence_rows):
-                essence = log_probs[n_t:]  # (n, V)
-                if essence_reference is None:
-                    essence_reference = essence.detach()  # δ = 0 on the first pass: the unedited model
-                kl = torch.sum(essence.exp() * (essence - essence_reference), dim=-1)  # (n,)
-            else:
-                kl = torch.zeros(n, device=device)
-            decay = settings.weight_decay * delta.norm(dim=-1) / value_norms**2  # (n,)
-            loss = nll + settings.kl_weight * kl + decay  # (n,)
-            p_target = torch.exp(-nll.detach() * target_length)  # geometric mean over contexts
-            if step == 0:
-                p_first = p_target.tolist()
-            rows = torch.stack([nll, kl, decay, p_target]).detach().T.tolist()  # (n, 4)
-            for r in torch.nonzero(~done).flatten().tolist():
-                history[r].append(dict(zip(("nll", "kl", "decay", "p_target"), rows[r])))
-            done |= nll.detach() < settings.early_stop_nll
-            if bool(done.all()) or step == settings.steps:
-                break
-            frozen_delta = delta.detach()[done].clone()
-            optimizer.zero_grad()
-            loss.sum().backward()  # requests are independent: the sum's gradient is each one's own
-            optimizer.step()
-            with torch.no_grad():
-                norms = delta.norm(dim=-1, keepdim=True)  # (n, 1)
-                delta.mul_(torch.clamp(max_norms[:, None] / norms.clamp(min=1e-12), max=1.0))
-                delta[done] = frozen_delta
-            for r in torch.nonzero(~done).flatten().tolist():
-                steps[r] = step + 1
+    step = 0
+    while True:  # one pass of this loop per batch size
+        at_subject = torch.zeros(ctx.suffix_ids.shape + (1,), device=device)  # (B, S, 1)
+        at_subject[:, 0] = 1.0
+        row_request = ctx.row_request
+
+        def add_delta(tensor, *, hook):
+            return tensor + at_subject * delta[row_request][:, None, :]  # (B, S, d)
+
+        norms_a = value_norms[active]  # (a,)
+        tokens_per_request = torch.bincount(ctx.target_request, minlength=len(active)).clamp(min=1)  # (a,)
+        target_length = tokens_per_request // ctx.n_contexts  # (a,) |o*_r|
+        done = torch.zeros(len(active), dtype=torch.bool, device=device)
+        shrink = False
+        with frozen(lm.model), start_at_layer(lm, layer, resid_pre), hooks(lm, {act_name(hook_kind, layer): add_delta}):
+            while True:
+                hidden = model_body(input_ids=ctx.suffix_ids, **ctx.forward_kwargs(lm)).last_hidden_state  # (B, S, d)
+                read = torch.cat([hidden[ctx.target_rows, ctx.target_cols], hidden[ctx.essence_rows, 0]])
+                log_probs = torch.log_softmax(unembed(lm, read).float(), dim=-1)  # (N_t + n_e, V)
+                n_t = len(ctx.target_ids)
+                token_lp = log_probs[:n_t].gather(1, ctx.target_ids[:, None]).squeeze(1)  # (N_t,)
+                nll = -torch.zeros(len(active), device=device).index_add(0, ctx.target_request, token_lp)
+                nll = nll / tokens_per_request  # (a,)
+                if len(ctx.essence_rows):
+                    essence = log_probs[n_t:]  # (a, V)
+                    if essence_reference is None:
+                        essence_reference = essence.detach()  # δ = 0 on the first pass: the unedited model
+                    kl = torch.sum(essence.exp() * (essence - essence_reference[active]), dim=-1)  # (a,)
+                else:
+                    kl = torch.zeros(len(active), device=device)
+                decay = settings.weight_decay * delta.norm(dim=-1) / norms_a**2  # (a,)
+                loss = nll + settings.kl_weight * kl + decay  # (a,)
+                p_target = torch.exp(-nll.detach() * target_length)  # geometric mean over contexts
+                rows = torch.stack([nll, kl, decay, p_target]).detach().T.tolist()  # (a, 4)
+                for i in torch.nonzero(~done).flatten().tolist():
+                    r = int(active[i])
+                    history[r].append(dict(zip(("nll", "kl", "decay", "p_target"), rows[i])))
+                    if step == 0:
+                        p_first[r] = rows[i][3]
+                done |= nll.detach() < settings.early_stop_nll
+                if bool(done.all()) or step == settings.steps:
+                    break
+                frozen_delta = delta.detach()[done].clone()
+                optimizer.zero_grad()
+                loss.sum().backward()  # requests are independent: the sum's gradient is each one's own
+                optimizer.step()
+                with torch.no_grad():
+                    norms = delta.norm(dim=-1, keepdim=True)  # (a, 1)
+                    delta.mul_(torch.clamp(settings.clamp_factor * norms_a[:, None] / norms.clamp(min=1e-12), max=1.0))
+                    delta[done] = frozen_delta
+                step += 1
+                for i in torch.nonzero(~done).flatten().tolist():
+                    steps[int(active[i])] = step
+                if int((~done).sum()) < shrink_below * len(active):
+                    shrink = True
+                    break
+        final[active] = delta.detach()
+        if not shrink:
+            break
+        # Cut the batch to the requests still optimising, carrying their Adam state over.
+        keep = torch.nonzero(~done).flatten()  # local indices, ascending
+        state = optimizer.state[delta]
+        delta = delta.detach()[keep].clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([delta], lr=settings.lr)
+        optimizer.state[delta] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"][keep].clone(),
+                                  "exp_avg_sq": state["exp_avg_sq"][keep].clone()}
+        rows_kept = torch.nonzero(torch.isin(ctx.row_request, keep)).flatten()
+        resid_pre = resid_pre[rows_kept]
+        ctx = ctx.select(keep, lm)
+        active = active[keep]
     p_last = [h[-1]["p_target"] for h in history]
-    return ValueResult(delta.detach(), steps, p_first, p_last, history)
+    return ValueResult(final, steps, p_first, p_last, history)

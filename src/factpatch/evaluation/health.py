@@ -1,0 +1,67 @@
+"""What an edited model still does well, beyond the edited facts themselves.
+
+- **Known facts kept**: of the facts the *unedited* model knows (known_1000 layout; its greedy
+  continuation starts with the whole answer), the share the edited model still knows, counting
+  only facts whose subject no edit touched (an edit is allowed to change its own subject's facts).
+- **Perplexity** on a fixed text the edits never saw: seeded samples from the unedited model
+  (seed 1; the key statistics use seed 0), scored teacher-forced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..editing.stats import sample_token_corpus
+from ..hooks import body, unembed
+from ..models import LoadedModel
+
+PERPLEXITY_SEED = 1  # not the statistics' seed 0: a text the edit's C never saw
+
+
+@torch.no_grad()
+def perplexity(lm: LoadedModel, ids: torch.Tensor, batch_size: int = 8) -> float:
+    """exp(mean next-token NLL) over (n_seq, T) token ids, every position after the first."""
+    total, count = 0.0, 0
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size].to(lm.device)  # (b, T)
+        hidden = body(lm)(input_ids=chunk, use_cache=False).last_hidden_state[:, :-1]  # (b, T-1, d)
+        log_probs = torch.log_softmax(unembed(lm, hidden).float(), dim=-1)  # (b, T-1, V)
+        nll = -log_probs.gather(-1, chunk[:, 1:, None]).squeeze(-1)  # (b, T-1)
+        total += float(nll.double().sum())
+        count += nll.numel()
+    return math.exp(total / count)
+
+
+def perplexity_text(lm: LoadedModel, n_tokens: int, cache_dir: Path | None, progress: bool = False) -> torch.Tensor:
+    """The fixed text: sampled once from the (unedited) model and cached with its fingerprint."""
+    return sample_token_corpus(lm, n_tokens, PERPLEXITY_SEED, cache_dir, progress)
+
+
+@dataclass
+class KnownFacts:
+    """The facts the unedited model knows, checked once."""
+
+    facts: list  # tracing.Fact
+    known: list[bool]
+
+    @classmethod
+    def check(cls, lm: LoadedModel, path: Path, progress: bool = False) -> KnownFacts:
+        from ..trace import knows, load_facts
+
+        facts = load_facts(Path(path))
+        return cls(facts, knows(lm, facts, progress=progress))
+
+    def kept(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[int, int]:
+        """(still known, known before) over the known facts whose subject no edit touched."""
+        from ..trace import knows
+
+        touched = {s.strip().lower() for s in edited_subjects}
+        facts = [f for f, k in zip(self.facts, self.known) if k and f.subject.strip().lower() not in touched]
+        if not facts:
+            return 0, 0
+        return sum(knows(lm, facts, progress=False)), len(facts)

@@ -1,0 +1,391 @@
+"""`factpatch eval --sequential`: many edits in a row, never reverted, the model measured as it goes.
+
+The protocol of MEMIT's and AlphaEdit's sequential tables: the first N cases of a data set are
+edited in batches of B, each batch on the model with all earlier batches applied; after the last
+batch *every* edited case is scored on the final model. With `checkpoint_every` K, the cases
+edited so far are also scored after every K edits, which gives the curves (metric against number
+of edits, one line per method). At every checkpoint the run also measures damage beyond the
+edited facts (health.py): known facts kept and perplexity on a fixed text.
+
+Layout of DIR (everything resumable; a killed run continues from the last complete batch):
+
+    config.json                       what identifies the run (refused if it differs)
+    <method>/patches/NNNN-<id>.safetensors   the stack, one patch per batch: the checkpoint
+    results.jsonl                     one line per (method, checkpoint, case): metrics and raw scores
+    health.jsonl                      one line per (method, checkpoint): known facts kept, perplexity
+    summary.json|.md|.csv             the final checkpoint, with 95 % bootstrap intervals
+    curves.csv, curves.png            every checkpoint, every method
+
+Per-case scores are the single-edit evaluation's (factpatch.evaluate): ES/PS/NS and magnitudes
+for CounterFact, token accuracies for zsRE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..cache import write_text_atomic
+from ..data import Case, Dataset
+from ..editing.patch import PatchStack, load_patch, save_patch
+from ..editing.registry import make_editor, method_params
+from ..editing.stats import CorpusSpec
+from ..errors import FactpatchError
+from ..evaluate import (
+    RESULTS,
+    GenerationSettings,
+    ResultStore,
+    check_out_dir,
+    score_counterfact,
+    score_zsre,
+    summarise,
+    summary_csv,
+    summary_table,
+    case_seed,
+)
+from ..generate import generate_texts
+from ..metrics import bootstrap_mean, generation_entropy
+from ..models import LoadedModel, weights_fingerprint
+from .health import KnownFacts, perplexity, perplexity_text
+
+logger = logging.getLogger(__name__)
+
+HEALTH = "health.jsonl"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SequentialConfig:
+    methods: list[str]
+    n: int  # edits in all: the first n cases
+    batch_size: int
+    checkpoint_every: int | None = None  # edits between intermediate scorings (a multiple of batch_size)
+    generation_cases: int = 0  # cases whose generations are scored at the final checkpoint
+    known_path: Path | None = None  # known_1000-style facts for "known facts kept"
+    perplexity_tokens: int = 2048
+    seed: int = 0
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    gen: GenerationSettings = GenerationSettings()
+    corpus: CorpusSpec = CorpusSpec()  # key statistics (default: the model's own samples)
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise FactpatchError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.n < 1:
+            raise FactpatchError(f"--n must be at least 1, got {self.n}")
+        if self.checkpoint_every is not None:
+            if self.checkpoint_every < 1 or self.checkpoint_every % self.batch_size:
+                raise FactpatchError(
+                    f"--checkpoint-every must be a positive multiple of --batch-size ({self.batch_size}), "
+                    f"got {self.checkpoint_every}"
+                )
+        if self.known_path is not None and not Path(self.known_path).is_file():
+            raise FactpatchError(f"known-facts file not found: {self.known_path}")
+        if self.generation_cases < 0 or self.perplexity_tokens < 16:
+            raise FactpatchError("--generation-cases must be >= 0 and the perplexity text at least 16 tokens")
+
+    def checkpoints(self) -> list[int]:
+        """Edit counts at which the model is scored (always including the last)."""
+        ends = list(range(self.batch_size, self.n, self.batch_size)) + [self.n]
+        every = self.checkpoint_every
+        return [e for e in ends if e == self.n or (every is not None and e % every == 0)]
+
+
+def describe(lm: LoadedModel, dataset: Dataset, config: SequentialConfig, hparams: dict) -> dict:
+    import hashlib
+
+    known = None
+    if config.known_path is not None:
+        known = hashlib.sha256(Path(config.known_path).read_bytes()).hexdigest()
+    description = {
+        "format_version": FORMAT_VERSION,
+        "protocol": "sequential",
+        "model": lm.name,
+        "fingerprint": lm.fingerprint,
+        "dataset": {"name": dataset.name, **dataset.identity()},
+        "methods": list(config.methods),
+        "hparams": hparams,
+        "n": config.n,
+        "batch_size": config.batch_size,
+        "checkpoint_every": config.checkpoint_every,
+        "generation_cases": config.generation_cases,
+        "generation": {"max_new_tokens": config.gen.max_new_tokens, "max_prompts": config.gen.max_prompts},
+        "known_sha256": known,
+        "perplexity_tokens": config.perplexity_tokens,
+        "seed": config.seed,
+        "corpus": {**config.corpus.key(), "n_tokens": config.corpus.n_tokens},
+    }
+    return json.loads(json.dumps(description))
+
+
+def _score(lm: LoadedModel, case: Case) -> tuple[dict, dict]:
+    return score_counterfact(lm, case) if case.kind == "counterfact" else score_zsre(lm, case)
+
+
+class JsonlLog(ResultStore):
+    """health.jsonl: the same append-and-fsync store as results.jsonl, keyed by (method, edits)."""
+
+    def load(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        records = []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                logger.warning("%s line %d is incomplete (interrupted write): measured again", self.path, number)
+        return records
+
+
+@dataclass
+class SequentialRun:
+    out_dir: Path
+    records: list[dict]  # final-checkpoint case records
+    health: list[dict]
+    summary: dict
+    final_health: dict[str, dict]  # method (and "unedited") -> perplexity, known_share at the end
+    seconds: float
+
+
+def _patch_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("[0-9][0-9][0-9][0-9]-*.safetensors"))
+
+
+def run_method(
+    lm: LoadedModel,
+    method: str,
+    params,
+    cases: list[Case],
+    config: SequentialConfig,
+    out_dir: Path,
+    store: ResultStore,
+    health_log: JsonlLog,
+    done: set,
+    health_done: set,
+    known: KnownFacts | None,
+    ppl_ids,
+    cache_dir: Path | None,
+    progress: bool,
+) -> None:
+    """Edit, checkpoint and score one method, resuming from its patch directory."""
+    patch_dir = out_dir / method / "patches"
+    patch_dir.mkdir(parents=True, exist_ok=True)
+    existing = _patch_files(patch_dir)
+    batches = [cases[i : i + config.batch_size] for i in range(0, len(cases), config.batch_size)]
+    if len(existing) > len(batches):
+        raise FactpatchError(f"{patch_dir} holds {len(existing)} batches, more than this run's {len(batches)}")
+    checkpoints = set(config.checkpoints())
+    editor = make_editor(lm, method, params, cache_dir, progress, config.corpus)
+    stack = PatchStack(lm)
+    original = weights_fingerprint(lm.model)
+    edited_subjects: list[str] = []
+    try:
+        with tqdm(total=len(cases), desc=f"{method}: edits", unit="edit", disable=not progress, dynamic_ncols=True) as bar:
+            for b, batch in enumerate(batches):
+                requests = [c.request for c in batch]
+                if b < len(existing):
+                    patch = load_patch(existing[b])
+                    if patch.requests != [r.to_dict() for r in requests]:
+                        raise FactpatchError(f"{existing[b]} does not hold batch {b} of this run; use another --out")
+                else:
+                    editor.prepare()
+                    started = time.perf_counter()
+                    patch = editor.patch(requests, stack)
+                    patch.meta["batch"] = b
+                    patch.meta["batch_seconds"] = round(time.perf_counter() - started, 3)
+                    save_patch(patch, patch_dir / f"{b:04d}-{patch.id}.safetensors")
+                stack.apply(patch)
+                edited_subjects += [r.subject for r in requests]
+                bar.update(len(batch))
+                edits = sum(len(x) for x in batches[: b + 1])
+                if edits in checkpoints:
+                    bar.set_postfix_str(f"scoring {edits} edits")
+                    _checkpoint(lm, method, cases[:edits], edits, edits == len(cases), config, store, health_log,
+                                done, health_done, known, ppl_ids, edited_subjects, stack, progress)
+    finally:
+        stack.revert()
+    if weights_fingerprint(lm.model) != original:
+        raise FactpatchError("internal error: the model was not restored after the sequential run")
+
+
+def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialConfig,
+                store: ResultStore, health_log: JsonlLog, done: set, health_done: set, known, ppl_ids,
+                edited_subjects: list[str], stack: PatchStack, progress: bool) -> None:
+    """Score every case edited so far on the current model, then the model's health."""
+    todo = [(i, c) for i, c in enumerate(edited) if (method, edits, c.case_id) not in done]
+    generate_for = set(range(config.generation_cases)) if final else set()
+    for i, case in tqdm(todo, desc=f"{method}: scoring at {edits}", unit="case", leave=False, disable=not progress):
+        metrics, raw = _score(lm, case)
+        record = {"method": method, "edits": edits, "case_id": case.case_id, "index": i, "metrics": metrics,
+                  "scores": raw}
+        if i in generate_for and case.kind == "counterfact" and case.generation_prompts:
+            prompts = list(case.generation_prompts[: config.gen.max_prompts])
+            texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, i))]
+            record["metrics"]["fluency"] = sum(generation_entropy(t) for t in texts) / len(texts)
+            record["texts"] = texts
+        store.append(record)
+        done.add((method, edits, case.case_id))
+    if (method, edits) not in health_done:
+        entry = {"method": method, "edits": edits, "patches": [p.id for p in stack.applied],
+                 "perplexity": round(perplexity(lm, ppl_ids), 4)}
+        if known is not None:
+            kept, total = known.kept(lm, edited_subjects)
+            entry.update({"known_kept": kept, "known_total": total, "known_share": kept / total if total else None})
+        health_log.append(entry)
+        health_done.add((method, edits))
+
+
+def run_sequential(
+    lm: LoadedModel,
+    dataset: Dataset,
+    config: SequentialConfig,
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> SequentialRun:
+    started = time.perf_counter()
+    cases = dataset.select(config.n)
+    if len(cases) < config.n:
+        raise FactpatchError(f"{dataset.name} has {len(cases)} cases; --n {config.n} asks for more")
+    params = {m: method_params(lm, m, config.overrides.get(m)) for m in config.methods}
+    description = describe(lm, dataset, config, {m: p.to_dict() for m, p in params.items()})
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, description)
+    store, health_log = ResultStore(out_dir / RESULTS), JsonlLog(out_dir / HEALTH)
+    records, health = store.load(), health_log.load()
+    done = {(r["method"], r["edits"], r["case_id"]) for r in records}
+    health_done = {(h["method"], h["edits"]) for h in health}
+    known = KnownFacts.check(lm, config.known_path, progress) if config.known_path is not None else None
+    ppl_ids = perplexity_text(lm, config.perplexity_tokens, cache_dir, progress)
+    if ("unedited", 0) not in health_done:  # the baseline every curve starts from
+        entry = {"method": "unedited", "edits": 0, "patches": [], "perplexity": round(perplexity(lm, ppl_ids), 4)}
+        if known is not None:
+            entry.update({"known_kept": sum(known.known), "known_total": len(known.facts),
+                          "known_share": sum(known.known) / len(known.facts)})
+        health_log.append(entry)
+    for method in config.methods:
+        run_method(lm, method, params[method], cases, config, out_dir, store, health_log, done, health_done,
+                   known, ppl_ids, cache_dir, progress)
+    run = write_outputs(out_dir, description)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
+    """Summary of the final checkpoint and the curves, from the records alone."""
+    started = time.perf_counter()
+    records = ResultStore(out_dir / RESULTS).load()
+    health = JsonlLog(out_dir / HEALTH).load()
+    kind = "counterfact" if any("ES" in r["metrics"] for r in records) else "zsre"
+    final = [r for r in records if r["edits"] == description["n"]]
+    summary = summarise(final, kind, description["methods"])
+    final_health = {}
+    for method in ["unedited", *description["methods"]]:
+        edits = 0 if method == "unedited" else description["n"]
+        last = [h for h in health if h["method"] == method and h["edits"] == edits]
+        if last:
+            final_health[method] = {k: last[-1][k] for k in ("perplexity", "known_share") if k in last[-1]}
+    write_text_atomic(out_dir / "summary.json", json.dumps(
+        {"config": description, "summary": summary, "health": final_health}, indent=2) + "\n")
+    table = summary_table(summary, kind)
+    write_text_atomic(out_dir / "summary.md", f"{description['n']} sequential edits in batches of "
+                      f"{description['batch_size']} on {description['model']}\n\n{table}\n")
+    write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
+    curves = curve_rows(records, health, kind, description["methods"])
+    write_text_atomic(out_dir / "curves.csv", curves_csv(curves))
+    if curves:
+        plot_curves(curves, out_dir / "curves.png", f"{description['model']}: sequential edits, batches of "
+                    f"{description['batch_size']}")
+    return SequentialRun(out_dir, final, health, summary, final_health, time.perf_counter() - started)
+
+
+CURVE_METRICS = {"counterfact": ("ES", "PS", "NS"), "zsre": ("efficacy", "paraphrase", "specificity")}
+
+
+def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list[str]) -> list[dict]:
+    """One row per (method, checkpoint): each metric's mean and 95 % interval over the cases
+    edited so far, and the health measures."""
+    rows = []
+    baseline = next((h for h in health if h["method"] == "unedited"), None)
+    for method in methods:
+        points = sorted({r["edits"] for r in records if r["method"] == method})
+        for edits in points:
+            chosen = sorted((r for r in records if r["method"] == method and r["edits"] == edits), key=lambda r: r["index"])
+            row = {"method": method, "edits": edits, "cases": len(chosen)}
+            for name in CURVE_METRICS[kind]:
+                values = [r["metrics"][name] for r in chosen if name in r["metrics"]]
+                if values:
+                    estimate = bootstrap_mean(values)
+                    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = estimate.mean, estimate.lo, estimate.hi
+            h = next((h for h in health if h["method"] == method and h["edits"] == edits), None)
+            if h is not None:
+                row["perplexity"] = h["perplexity"]
+                if h.get("known_share") is not None:
+                    row["known_share"] = h["known_share"]
+            rows.append(row)
+    if baseline is not None and rows:
+        for method in methods:
+            rows.append({"method": method, "edits": 0, "cases": 0, "perplexity": baseline["perplexity"],
+                         **({"known_share": baseline["known_share"]} if baseline.get("known_share") is not None else {})})
+    return sorted(rows, key=lambda r: (methods.index(r["method"]), r["edits"]))
+
+
+def curves_csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    present = {k for row in rows for k in row}
+    metrics = [c for m in (*CURVE_METRICS["counterfact"], *CURVE_METRICS["zsre"]) for c in (m, f"{m}_lo", f"{m}_hi")]
+    columns = [c for c in ("method", "edits", "cases", *metrics, "known_share", "perplexity") if c in present]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def plot_curves(rows: list[dict], path: Path, title: str) -> None:
+    """The figure people look at: each metric against the number of edits, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..cache import atomic_path
+
+    metrics = [m for m in ("ES", "PS", "NS", "efficacy", "paraphrase", "specificity") if any(m in r for r in rows)]
+    panels = metrics + [m for m in ("known_share", "perplexity") if any(m in r for r in rows)]
+    labels = {"known_share": "known facts kept", "perplexity": "perplexity (fixed text)"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for ax, name in zip(axes[0], panels):
+        for method in methods:
+            points = [r for r in rows if r["method"] == method and name in r]
+            if not points:
+                continue
+            xs = [r["edits"] for r in points]
+            ys = [r[name] for r in points]
+            line, = ax.plot(xs, ys, marker="o", markersize=3, label=method)
+            if f"{name}_lo" in points[0]:
+                ax.fill_between(xs, [r[f"{name}_lo"] for r in points], [r[f"{name}_hi"] for r in points],
+                                color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_title(labels.get(name, name), fontsize=9)
+        ax.set_xlabel("edits", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if name not in ("perplexity",):
+            ax.set_ylim(-0.02, 1.02)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=150)
+    plt.close(fig)
+

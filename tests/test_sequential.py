@@ -1,0 +1,101 @@
+"""Sequential editing: batches never reverted, every edited case scored on the final model, and a
+killed run that resumes to the same weights."""
+
+import json
+
+import pytest
+
+from factpatch.data import load_dataset
+from factpatch.editing.patch import applied, load_patch
+from factpatch.editing.stats import CorpusSpec
+from factpatch.errors import FactpatchError
+from factpatch.evaluation.sequential import SequentialConfig, run_sequential
+from factpatch.models import weights_fingerprint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = {"memit": {"v_steps": "3", "layers": "0-1", "group_size": "4"},
+        "alphaedit": {"v_steps": "3", "layers": "0-1", "group_size": "4"},
+        "rome": {"v_steps": "2", "prefixes": "[[1, 3]]"}}
+
+
+@pytest.fixture()
+def known_file(tmp_path):
+    path = tmp_path / "known.json"
+    path.write_text(json.dumps([
+        {"known_id": 0, "subject": "Eiffel Tower", "prompt": "The Eiffel Tower is located in the city of", "attribute": "Paris"},
+        {"known_id": 1, "subject": "Lionel Messi", "prompt": "Lionel Messi plays the sport of", "attribute": "soccer"},
+    ]))
+    return path
+
+
+def _config(methods, known=None, n=4, **extra):
+    return SequentialConfig(methods, n, batch_size=2, checkpoint_every=2, known_path=known, perplexity_tokens=64,
+                            overrides={m: FAST[m] for m in methods if m in FAST}, corpus=CorpusSpec(n_tokens=256),
+                            **extra)
+
+
+def _stack_fingerprint(lm, directory):
+    patches = [load_patch(p) for p in sorted(directory.glob("*.safetensors"))]
+    with applied(lm, patches):
+        return weights_fingerprint(lm.model)
+
+
+def test_sequential_run_scores_every_case_at_every_checkpoint(fresh_tiny, tmp_path, known_file):
+    lm = fresh_tiny("llama")
+    original = weights_fingerprint(lm.model)
+    run = run_sequential(lm, load_dataset("builtin"), _config(["memit", "rome"], known_file), tmp_path / "out",
+                         tmp_path, progress=False)
+    assert weights_fingerprint(lm.model) == original  # the model comes back unedited
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    for method in ("memit", "rome"):
+        assert sorted(r["index"] for r in records if r["method"] == method and r["edits"] == 2) == [0, 1]
+        assert sorted(r["index"] for r in records if r["method"] == method and r["edits"] == 4) == [0, 1, 2, 3]
+        patches = sorted((tmp_path / "out" / method / "patches").glob("*.safetensors"))
+        assert [len(load_patch(p).requests) for p in patches] == [2, 2]
+    assert set(run.summary) == {"memit", "rome"} and run.summary["memit"]["ES"]["n"] == 4
+    health = [json.loads(line) for line in (tmp_path / "out" / "health.jsonl").read_text().splitlines()]
+    assert {(h["method"], h["edits"]) for h in health} == {("unedited", 0), ("memit", 2), ("memit", 4), ("rome", 2), ("rome", 4)}
+    assert all(h["perplexity"] > 1 and h["known_total"] >= 0 for h in health)
+    curves = (tmp_path / "out" / "curves.csv").read_text().splitlines()
+    assert curves[0].startswith("method,edits,cases,ES") and len(curves) == 1 + 2 * 3
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
+
+
+def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatch):
+    lm = fresh_tiny("gpt2")
+    dataset = load_dataset("builtin")
+    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "whole", tmp_path, progress=False)
+
+    from factpatch.editing import alphaedit
+
+    calls = {"n": 0}
+    real = alphaedit.AlphaEditor.patch
+
+    def dies_on_the_second_batch(self, requests, stack=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, requests, stack)
+
+    monkeypatch.setattr(alphaedit.AlphaEditor, "patch", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+    assert len(list((tmp_path / "killed" / "alphaedit" / "patches").glob("*.safetensors"))) == 1
+    monkeypatch.setattr(alphaedit.AlphaEditor, "patch", real)
+    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+    whole = _stack_fingerprint(lm, tmp_path / "whole" / "alphaedit" / "patches")
+    assert _stack_fingerprint(lm, tmp_path / "killed" / "alphaedit" / "patches") == whole
+    second = load_patch(sorted((tmp_path / "killed" / "alphaedit" / "patches").glob("*.safetensors"))[1])
+    assert second.meta["preserved_edits"] == 2  # the resumed batch protected the first one
+    lines = (tmp_path / "killed" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == len(set((json.loads(x)["edits"], json.loads(x)["case_id"]) for x in lines)) == 2 + 4
+
+
+def test_bad_sequential_settings_fail_before_any_work(tmp_path):
+    with pytest.raises(FactpatchError, match="batch-size must be at least 1"):
+        SequentialConfig(["memit"], 4, batch_size=0)
+    with pytest.raises(FactpatchError, match="multiple of --batch-size"):
+        SequentialConfig(["memit"], 4, batch_size=2, checkpoint_every=3)
+    with pytest.raises(FactpatchError, match="known-facts file not found"):
+        SequentialConfig(["memit"], 4, batch_size=2, known_path=tmp_path / "nope.json")
