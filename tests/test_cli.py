@@ -142,3 +142,69 @@ def test_models_table_says_how_each_layer_was_chosen(run):
         row = next(line for line in out.splitlines() if line.startswith(spec.name))
         assert row.split()[4:6] == [str(spec.edit_layer), str(spec.attn_layer)]
         assert f"layers chosen by {spec.edit_layer_source}" in out
+
+
+def _requests_file(tmp_path, lines):
+    path = tmp_path / "facts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+FACTS = [
+    '{"prompt": "{} is located in the city of", "subject": "Eiffel Tower", "target": "Rome", "target_true": "Paris"}',
+    '{"prompt": "Lionel Messi plays the sport of", "subject": "Lionel Messi", "target": "golf", "target_true": "soccer"}',
+]
+
+
+@pytest.mark.parametrize("method", ["memit", "alphaedit", "rome"])
+def test_edit_many_from_a_request_file(run, tiny_dir, corpus, tmp_path, method):
+    out_file = tmp_path / "batch.safetensors"
+    layers = ["--layers", "0-1"] if method != "rome" else ["--layer", "1"]
+    code, out, err = run("edit", "--model", tiny_dir, "--method", method, "--requests", _requests_file(tmp_path, FACTS),
+                         "--corpus", corpus, *layers, "--set", "v_steps=2", "--quiet", "--json", "--save", out_file)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n"] == 2 and result["method"] == method and result["patch"] == str(out_file)
+    assert [r["request"]["subject"] for r in result["requests"]] == ["Eiffel Tower", "Lionel Messi"]
+    assert set(result["requests"][0]["after"]) == {"Rome", "Paris"}
+    code, out, _ = run("patch", "show", out_file)
+    assert code == 0 and "2 edits" in out
+
+
+@pytest.mark.parametrize("lines, args, message", [
+    (["{not json"], [], "facts.jsonl:1: not JSON"),
+    (['{"prompt": "is in", "subject": "Eiffel Tower", "target": "Rome"}'], [], "facts.jsonl:1: subject 'Eiffel Tower' is not in the prompt"),
+    ([FACTS[0], '{"prompt": "{} is in", "subject": "X", "target": ""}'], [], "facts.jsonl:2: 'target' is missing or empty"),
+    (FACTS, ["--layers", "2-9"], "layer 4 out of range"),
+    (FACTS, ["--layer", "1"], "--layer is for one-layer methods"),
+    (FACTS, ["--set", "group_size=0"], "group_size must be at least 1"),
+    (FACTS, ["--method", "nonsense"], "unknown method 'nonsense'"),
+])
+def test_edit_many_bad_input(run, tiny_dir, corpus, tmp_path, lines, args, message):
+    out_file = tmp_path / "never.safetensors"
+    args = ["--method", "memit", *args] if "--method" not in args else args
+    code, out, err = run("edit", "--model", tiny_dir, "--requests", _requests_file(tmp_path, lines), "--corpus", corpus,
+                         "--quiet", "--save", out_file, *args)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not out_file.exists()
+
+
+def test_edit_requests_and_single_flags_do_not_mix(run, tiny_dir, corpus, tmp_path):
+    code, _, err = run("edit", *_edit_args(tiny_dir, corpus), "--requests", _requests_file(tmp_path, FACTS))
+    assert code == 2 and "not both" in err
+    code, _, err = run("edit", "--model", tiny_dir, "--requests", tmp_path / "missing.jsonl")
+    assert code == 2 and "request file not found" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n", "4", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--n", "4", "--batch-size", "2", "--checkpoint-every", "3"], "multiple of --batch-size"),
+    (["--batch-size", "2"], "--sequential needs --n"),
+    (["--n", "4", "--shard", "0/2"], "cannot be sharded"),
+    (["--n", "4", "--known", "nope.json"], "known-facts file not found"),
+])
+def test_sequential_eval_bad_input(run, tiny_dir, tmp_path, args, message):
+    code, _, err = run("eval", "--sequential", "--model", tiny_dir, "--methods", "memit", "--dataset", "builtin",
+                       "--out", tmp_path / "seq", *args)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "seq").exists()

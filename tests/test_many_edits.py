@@ -248,3 +248,26 @@ def test_a_requests_z_does_not_depend_on_its_batch(fresh_tiny, tmp_path):
         alone = compute_targets(lm, [request], params, prefixes, progress=False)
         assert alone.steps[0] == together.steps[i]
         torch.testing.assert_close(alone.Z[0], together.Z[i], rtol=1e-4, atol=1e-5)
+
+
+def test_a_patch_file_written_before_batches_existed_still_loads_and_applies(tiny_models, tmp_path):
+    """The format-1 layout of a single ROME edit, as earlier versions wrote it (no `layers`,
+    `requests` or attachments)."""
+    from safetensors.torch import save_file
+
+    lm = tiny_models["llama"]
+    param = f"{lm.adapter.mlp_out_path(1)}.weight"
+    left, right = torch.randn(32), torch.randn(64)
+    meta = {"format_version": 1, "fingerprint": lm.fingerprint, "model": lm.name, "method": "rome", "layer": 1,
+            "module": lm.adapter.mlp_out_path(1), "created": "2026-11-20T10:00:00+00:00",
+            "request": {"prompt": "{} is in", "subject": "Eiffel Tower", "target_new": "Rome", "target_true": "Paris"},
+            "deltas": [{"param": param, "transposed": False, "kind": "rank1"}]}
+    path = tmp_path / "old.safetensors"
+    save_file({"0.left": left, "0.right": right}, str(path), metadata={"factpatch": json.dumps(meta)})
+    patch = load_patch(path)
+    assert patch.layers == [1] and patch.requests[0]["target_new"] == "Rome" and patch.attachments == {}
+    assert "rome layer 1: Eiffel Tower is in -> Rome" in patch.describe()
+    before = lm.model.get_parameter(param).detach().clone()
+    with applied(lm, [patch]):
+        torch.testing.assert_close(lm.model.get_parameter(param), before + torch.outer(left, right))
+    assert torch.equal(lm.model.get_parameter(param), before)

@@ -171,8 +171,11 @@ def _sequential_report(run, config) -> str:
     lines = [f"{config.n} sequential edits in batches of {config.batch_size}: every edited case scored on the final model",
              "", summary_table(run.summary, kind), ""]
     for method, health in run.final_health.items():
-        known = f", known facts kept {100 * health['known_share']:.1f} %" if health.get("known_share") is not None else ""
-        lines.append(f"{method}: perplexity {health['perplexity']:.2f}{known}")
+        known = ""
+        if health.get("known_share") is not None:
+            known = (f", knows {100 * health['known_share']:.1f} % of the known-facts file" if method == "unedited"
+                     else f", still knows {100 * health['known_share']:.1f} % of the facts it knew (subjects not edited)")
+        lines.append(f"{method}: perplexity {health['perplexity']:.2f} on a fixed sampled text{known}")
     lines.append(f"results in {run.out_dir} (summary.md, curves.png, curves.csv, health.jsonl)")
     return "\n".join(lines)
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sequential CounterFact editing on SmolLM2 (docs/mass-editing.md). Resumable: rerun to continue;
+# a larger --n extends the run (n is not part of a run's identity).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${N:-300}
+.venv/bin/factpatch eval --sequential --quiet \
+  --methods none,alphaedit,memit,rome \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --n "$N" --batch-size 100 --checkpoint-every 100 \
+  --known ../shared/datasets/known_1000.json --generation-cases 20 \
+  --out runs/seq-smollm2-cf
