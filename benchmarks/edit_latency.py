@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from factpatch.metrics import counterfact_case_metrics, score_targets
-from factpatch.models import load_model
+from factpatch.evaluation.metrics import counterfact_case_metrics, score_targets
+from factpatch.core.models import load_model
 from factpatch.editing.patch import PatchStack
 from factpatch.editing.request import EditRequest
 from factpatch.editing.rome import compute_edit, to_patch, context_prefixes, hparams_for

@@ -2,7 +2,7 @@
 
     FACTPATCH_CACHE=/tmp/fpcache python benchmarks/eval_throughput.py --methods rome --n 12 --threads 1
 
-Runs `factpatch.evaluate.run_eval` on the first N CounterFact cases into a fresh temporary
+Runs `factpatch.evaluation.run.run_eval` on the first N CounterFact cases into a fresh temporary
 directory, after one warm-up case (key statistics and context prefixes are computed once and cached,
 so they are not part of the steady state). Reports wall-clock cases a minute per method and the
 median seconds of the edit and of the scoring, as JSON on stdout.
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from factpatch.editing.registry import make_editor, method_params, parse_methods
-from factpatch.data import load_dataset
-from factpatch.evaluate import EvalConfig, run_eval
-from factpatch.models import load_model
+from factpatch.evaluation.data import load_dataset
+from factpatch.evaluation.run import EvalConfig, run_eval
+from factpatch.core.models import load_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
 

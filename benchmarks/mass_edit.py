@@ -24,7 +24,7 @@ from factpatch.api import edit_many
 from factpatch.editing.patch import PatchStack
 from factpatch.editing.registry import make_editor, method_params
 from factpatch.editing.request import EditRequest
-from factpatch.models import load_model
+from factpatch.core.models import load_model
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
 

@@ -3,7 +3,7 @@
     FACTPATCH_CACHE=/tmp/fpcache python benchmarks/trace_ab.py --other /path/to/older/checkout [--rounds 6]
 
 This machine's speed drifts by ±10 % between runs of the same code minutes apart, more than the
-changes one wants to measure. So both versions of `factpatch.trace` are loaded into one process
+changes one wants to measure. So both versions of `factpatch.tracing.engine` are loaded into one process
 (the other checkout's package is copied to a temporary directory under another name; its imports
 are relative) and run on the same loaded model in turn, the order swapped every round. Prints
 each round, the medians, and the largest difference between the two versions' scores, as JSON.
@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import factpatch.trace as this
-from factpatch.models import load_model
+import factpatch.tracing.engine as this
+from factpatch.core.models import load_model
 
 PROMPT = "Lionel Messi plays the sport of"
 SUBJECT = "Lionel Messi"

@@ -3,7 +3,7 @@
     FACTPATCH_CACHE=/tmp/fpcache python benchmarks/trace_latency.py [--model smollm2-135m] [--repeats 3]
         [--threads 2] [--whole-prompts] [--naive 6]
 
-Times `factpatch.trace.trace_prompt` on "Lionel Messi plays the sport of" (subject "Lionel Messi",
+Times `factpatch.tracing.engine.trace_prompt` on "Lionel Messi plays the sport of" (subject "Lionel Messi",
 the model's own top prediction) after loading the model and σ (both cached; not timed). Reports
 the median of the repeats and the machine's load average, as JSON on stdout.
 
@@ -24,9 +24,9 @@ import time
 
 import torch
 
-from factpatch.hooks import act_name, body, hooks, unembed
-from factpatch.models import load_model
-from factpatch.trace import KINDS, NoiseSettings, TraceSettings, embedding_std, layer_window, prepare, trace_prompt
+from factpatch.core.hooks import act_name, body, hooks, unembed
+from factpatch.core.models import load_model
+from factpatch.tracing.engine import KINDS, NoiseSettings, TraceSettings, embedding_std, layer_window, prepare, trace_prompt
 
 PROMPT = "Lionel Messi plays the sport of"
 SUBJECT = "Lionel Messi"

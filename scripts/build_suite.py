@@ -32,8 +32,8 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from factpatch.metrics import score_targets
-from factpatch.models import EMBEDDED, load_model
+from factpatch.evaluation.metrics import score_targets
+from factpatch.core.models import EMBEDDED, load_model
 
 logger = logging.getLogger("build_suite")
 OUT = Path(__file__).resolve().parents[1] / "src" / "factpatch" / "data" / "counterfact-builtin.json"

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from factpatch.evaluate import CONFIG, RESULTS, ResultStore, summarise, summary_table
+from factpatch.evaluation.run import CONFIG, RESULTS, ResultStore, summarise, summary_table
 
 
 def main(argv: list[str] | None = None) -> int:

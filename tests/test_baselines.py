@@ -5,9 +5,9 @@ import torch
 
 from factpatch.editing.finetune import FineTuneParams
 from factpatch.editing.registry import make_editor, method_params, parse_methods, parse_overrides
-from factpatch.errors import FactpatchError
-from factpatch.metrics import score_targets
-from factpatch.models import weights_fingerprint
+from factpatch.core.errors import FactpatchError
+from factpatch.evaluation.metrics import score_targets
+from factpatch.core.models import weights_fingerprint
 from factpatch.editing.patch import applied
 from factpatch.editing.request import EditRequest
 from factpatch.editing.stats import CorpusSpec

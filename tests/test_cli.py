@@ -5,7 +5,7 @@ import json
 import pytest
 
 from factpatch.cli import main
-from factpatch.models import EMBEDDED
+from factpatch.core.models import EMBEDDED
 
 from tiny import CORPUS, build_tiny
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from factpatch.data import Probe, builtin_path, load_dataset, parse_shard, parse_spec, read_cases
-from factpatch.errors import FactpatchError
+from factpatch.evaluation.data import Probe, builtin_path, load_dataset, parse_shard, parse_spec, read_cases
+from factpatch.core.errors import FactpatchError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ORIGINAL = FIXTURES / "counterfact-original.json"

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from factpatch import evaluate as ev
+from factpatch.evaluation import run as ev
 from factpatch.cli import main
-from factpatch.compare import CompareSettings, compare_case, compare_texts, to_html, to_markdown, write_outputs
-from factpatch.data import load_dataset
-from factpatch.errors import FactpatchError
-from factpatch.evaluate import EvalConfig, GenerationSettings, merge_runs, run_eval
+from factpatch.evaluation.compare import CompareSettings, compare_case, compare_texts, to_html, to_markdown, write_outputs
+from factpatch.evaluation.data import load_dataset
+from factpatch.core.errors import FactpatchError
+from factpatch.evaluation.run import EvalConfig, GenerationSettings, merge_runs, run_eval
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FLAT = f"counterfact:{FIXTURES / 'counterfact-flat.json'}"

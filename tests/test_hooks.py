@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from factpatch.hooks import act_name, body, hooks, run_with_cache, start_at_layer, unembed
-from factpatch.errors import FactpatchError
+from factpatch.core.hooks import act_name, body, hooks, run_with_cache, start_at_layer, unembed
+from factpatch.core.errors import FactpatchError
 
 FAMILIES = ["llama", "gpt2", "gemma3"]
 

@@ -3,8 +3,8 @@
 import pytest
 
 from factpatch.api import edit
-from factpatch.metrics import score_targets
-from factpatch.models import weights_fingerprint
+from factpatch.evaluation.metrics import score_targets
+from factpatch.core.models import weights_fingerprint
 from factpatch.editing.patch import PatchStack, load_patch, save_patch
 from factpatch.editing.request import EditRequest
 from factpatch.editing.rome import hparams_for

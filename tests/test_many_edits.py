@@ -10,14 +10,14 @@ from tiny import FAMILIES, PARALLEL_FAMILIES
 from factpatch.api import edit_many
 from factpatch.editing.alphaedit import KEYS_ATTACHMENT, alphaedit_solve, null_space_projector, preserved_keys
 from factpatch.editing.memit import compute_targets, memit_solve, read_at_subject
-from factpatch.hooks import act_name
+from factpatch.core.hooks import act_name
 from factpatch.editing.patch import PatchStack, WeightDelta, applied, load_patch, save_patch
 from factpatch.editing.registry import make_editor, method_params
 from factpatch.editing.request import EditRequest, read_requests
 from factpatch.editing.rome import rank_one_update
 from factpatch.editing.stats import CorpusSpec
-from factpatch.errors import FactpatchError
-from factpatch.models import weights_fingerprint
+from factpatch.core.errors import FactpatchError
+from factpatch.core.models import weights_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from factpatch.metrics import (
+from factpatch.evaluation.metrics import (
     TargetScore,
     TfidfModel,
     bootstrap,
@@ -140,8 +140,8 @@ def test_bootstrap_of_the_harmonic_mean_resamples_cases_jointly():
 
 
 def test_token_accuracy_matches_argmax(tiny_models):
-    from factpatch.hooks import body, unembed
-    from factpatch.tokens import encode_target
+    from factpatch.core.hooks import body, unembed
+    from factpatch.core.tokens import encode_target
 
     lm = tiny_models["llama"]
     prompts, targets = ["The Eiffel Tower is located in", "Rome is the capital of"], ["Paris France", "Italy"]

@@ -4,8 +4,8 @@ import pytest
 import torch
 import transformers
 
-from factpatch.errors import FactpatchError
-from factpatch.models import ADAPTERS, EMBEDDED, adapter_for, describe_models, weights_fingerprint
+from factpatch.core.errors import FactpatchError
+from factpatch.core.models import ADAPTERS, EMBEDDED, adapter_for, describe_models, weights_fingerprint
 
 EXPECTED = {
     "llama": ("model.layers.2.mlp.down_proj", torch.nn.Linear, False),

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from factpatch.errors import FactpatchError
-from factpatch.models import load_model
+from factpatch.core.errors import FactpatchError
+from factpatch.core.models import load_model
 from factpatch.editing.patch import (
     Patch, PatchStack, WeightDelta, applied, export_model, load_patch, make_meta, restore_stack, save_patch,
 )

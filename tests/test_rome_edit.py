@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from factpatch.errors import FactpatchError
-from factpatch.metrics import score_targets
+from factpatch.core.errors import FactpatchError
+from factpatch.evaluation.metrics import score_targets
 from factpatch.editing.patch import PatchStack
 from factpatch.editing.request import EditRequest
 from factpatch.editing.rome import ROMEHyperParams, compute_edit, to_patch, compute_key_value, context_prefixes, projection_weight

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from factpatch.data import load_dataset
+from factpatch.evaluation.data import load_dataset
 from factpatch.editing.patch import applied, load_patch
 from factpatch.editing.stats import CorpusSpec
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.sequential import SequentialConfig, run_sequential
-from factpatch.models import weights_fingerprint
+from factpatch.core.models import weights_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,8 +10,8 @@ import logging
 import pytest
 import torch
 
-from factpatch.errors import FactpatchError
-from factpatch.trace import (
+from factpatch.core.errors import FactpatchError
+from factpatch.tracing.engine import (
     KINDS,
     NoiseSettings,
     Restore,
@@ -73,7 +73,7 @@ def test_restoring_every_token_of_a_hidden_layer_reproduces_the_clean_run(lm):
 
 def _naive(lm, prep, restore, sample):
     """P(target) for one restoration and sample by a whole forward pass with plain hooks."""
-    from factpatch.hooks import act_name, body, hooks, unembed
+    from factpatch.core.hooks import act_name, body, hooks, unembed
 
     L = lm.n_layers
     fns = {act_name("resid_pre", 0): lambda t, *, hook: prep.corrupted_resid[0][sample : sample + 1]}
@@ -240,7 +240,7 @@ def test_trace_prompt_output_and_files(tiny_models, tmp_path, caplog):
     lm = tiny_models["llama"]
     settings = TraceSettings(kinds=("hidden", "mlp", "attn"), window=2, sever=("mlp",),
                              noise=NoiseSettings(samples=2))
-    with caplog.at_level(logging.WARNING, logger="factpatch.trace"):
+    with caplog.at_level(logging.WARNING, logger="factpatch.tracing.engine"):
         result = trace_prompt(lm, PROMPT, SUBJECT, target="French", settings=settings, sigma=1.0, progress=False)
     assert not result.target_is_top  # a random model does not know French
     assert any("does not predict" in r.message for r in caplog.records)
@@ -288,7 +288,7 @@ def test_bad_input_raises_one_clear_error(tiny_models, call, message):
 
 def _known_dataset(lm, path, count=4):
     """Facts the tiny model 'knows' by construction: its own greedy next word after each prompt."""
-    from factpatch.trace import Fact
+    from factpatch.tracing.engine import Fact
 
     candidates = []
     for number, sentence in enumerate(CORPUS):
@@ -382,7 +382,7 @@ def test_summary_averages_by_group():
 
 
 def test_choose_layers_takes_the_mlp_peak_at_the_last_subject_token():
-    from factpatch.trace import choose_layers
+    from factpatch.tracing.engine import choose_layers
 
     def record(mlp_last_subject, attn_last):
         rows = [[0.1] * 4 for _ in range(4)]
@@ -456,7 +456,7 @@ def test_cli_traces_one_prompt(cli, tiny_dir, tmp_path):
 
 
 def test_cli_traces_a_dataset(cli, tiny_models, tiny_dir, tmp_path):
-    from factpatch.models import from_pretrained_model
+    from factpatch.core.models import from_pretrained_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     lm = from_pretrained_model(AutoModelForCausalLM.from_pretrained(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir))
@@ -508,7 +508,7 @@ def test_cli_bad_input_one_line_no_files(cli, tmp_path, extra, message):
 def test_embedded_model_trace(embedded_lm, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(CORPUS * 20))
-    from factpatch.trace import embedding_std
+    from factpatch.tracing.engine import embedding_std
 
     sigma = embedding_std(embedded_lm, corpus=corpus, cache_dir=tmp_path / "cache", progress=False)
     assert 0.01 < sigma < 10

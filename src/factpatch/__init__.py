@@ -4,8 +4,8 @@ Meng, Bau, Andonian, Belinkov: "Locating and Editing Factual Associations in GPT
 """
 
 from .api import EditManyResult, EditResult, edit, edit_many, probabilities
-from .errors import FactpatchError
-from .models import LoadedModel, load_model
+from .core.errors import FactpatchError
+from .core.models import LoadedModel, load_model
 from .editing.patch import Patch, PatchStack, applied, load_patch, save_patch
 from .editing.request import EditRequest, read_requests
 from .editing.rome import ROMEHyperParams, hparams_for

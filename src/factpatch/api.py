@@ -19,9 +19,9 @@ from .editing.registry import make_editor, method_params
 from .editing.request import EditRequest, check_batch
 from .editing.rome import ROMEHyperParams, RomeEditor, hparams_for
 from .editing.stats import CorpusSpec
-from .errors import FactpatchError
-from .metrics import score_targets, top_prediction
-from .models import LoadedModel
+from .core.errors import FactpatchError
+from .evaluation.metrics import score_targets, top_prediction
+from .core.models import LoadedModel
 
 Probabilities = dict[str, dict[str, float]]  # text -> {target: P(target | text)}
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 from factpatch.study.analyze import analyze_study
 from factpatch.study.cli import add_study_parser
 

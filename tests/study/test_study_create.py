@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 from factpatch.study import db
 from factpatch.study.cli import add_study_parser, bind, is_loopback
 from factpatch.study.create import create_study, plan_assignments
@@ -200,11 +200,11 @@ def test_cli_create_reports_the_bad_line(tmp_path):
 def test_cli_create_model_path_needs_compare(tmp_path, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "factpatch.evaluate", None)
+    monkeypatch.setitem(sys.modules, "factpatch.evaluation.compare", None)
     argv = ["study", "create", "--db", str(tmp_path / "s.db"), "--model", "gpt2", "--raters", "2"]
     with pytest.raises(FactpatchError, match="--model needs --dataset"):
         run(argv)
-    with pytest.raises(FactpatchError, match="needs factpatch.compare"):
+    with pytest.raises(FactpatchError, match="needs factpatch.evaluation.compare"):
         run([*argv, "--dataset", "counterfact:x.json", "--n", "5", "--methods", "rome,ft+l,none"])
 
 

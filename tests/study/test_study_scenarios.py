@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 from factpatch.study.scenarios import generate_scenarios, read_jsonl
 
 
@@ -79,7 +79,7 @@ def test_methods_select_and_order_texts(tmp_path, sample_lines):
 def test_model_generation_without_compare_says_what_to_do(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "factpatch.evaluate", None)  # import of it fails
+    monkeypatch.setitem(sys.modules, "factpatch.evaluation.compare", None)  # import of it fails
     with pytest.raises(FactpatchError, match="pass --from-jsonl"):
         generate_scenarios("gpt2", "counterfact:x.json", 5, ["rome", "none"], seed=0)
 
@@ -94,7 +94,7 @@ def test_model_generation_checks_what_compare_returns(monkeypatch, sample_lines)
         calls.update(kwargs)
         return sample_lines[:2]
 
-    monkeypatch.setitem(sys.modules, "factpatch.evaluate", types.SimpleNamespace(compare_texts=compare_texts))
+    monkeypatch.setitem(sys.modules, "factpatch.evaluation.compare", types.SimpleNamespace(compare_texts=compare_texts))
     got = generate_scenarios("gpt2", "counterfact:x.json", 2, ["rome", "none"], seed=4)
     assert [s.case_id for s in got] == ["3", "8"]
     assert calls == {"model": "gpt2", "dataset": "counterfact:x.json", "n": 2, "methods": ["rome", "none"], "seed": 4}

@@ -335,7 +335,7 @@ def test_double_submit_race_stores_one_answer(study, live_server, rater_client):
 
 
 def test_app_refuses_a_missing_database(tmp_path):
-    from factpatch.errors import FactpatchError
+    from factpatch.core.errors import FactpatchError
 
     with pytest.raises(FactpatchError, match="no study database"):
         create_app(Path(tmp_path / "none.db"))

@@ -7,12 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import FactpatchError
+from ..core.errors import FactpatchError
 
 
 def add_common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     """Options every model-using command shares."""
-    from ..models import DEFAULT_MODEL
+    from ..core.models import DEFAULT_MODEL
 
     if model:
         parser.add_argument(

@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from ..errors import FactpatchError
+from ..core.errors import FactpatchError
 from . import add_common
 
 
@@ -52,7 +52,7 @@ def register(commands) -> None:
 
 
 def _load_with_patches(args, force: bool = False):
-    from ..models import load_model
+    from ..core.models import load_model
     from ..editing.patch import load_patch, restore_stack
 
     patches = [load_patch(path) for path in args.patch]  # fail on a bad file before loading the model
@@ -182,8 +182,8 @@ def _edit_many(args, requests, overrides: dict, corpus) -> int:
 
 
 def run_generate(args) -> int:
-    from ..errors import FactpatchError
-    from ..generate import generate_texts
+    from ..core.errors import FactpatchError
+    from ..core.generate import generate_texts
 
     if args.n < 1 or args.max_new_tokens < 1:
         raise FactpatchError("--n and --max-new-tokens must be at least 1")

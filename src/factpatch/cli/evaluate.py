@@ -1,4 +1,4 @@
-"""`factpatch eval` (and `eval merge`) and `factpatch compare`: thin layers over factpatch.evaluate."""
+"""`factpatch eval` (and `eval merge`) and `factpatch compare`: thin layers over factpatch.evaluation."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _add_threads(parser) -> None:
 
 
 def _set_threads(args) -> None:
-    from ..errors import FactpatchError
+    from ..core.errors import FactpatchError
 
     if args.threads is not None:
         if args.threads < 1:
@@ -107,11 +107,11 @@ def _set_threads(args) -> None:
 
 def run_eval(args) -> int:
     from ..editing.registry import parse_methods, parse_overrides
-    from ..data import load_dataset, parse_shard
-    from ..errors import FactpatchError
-    from ..evaluate import EvalConfig, GenerationSettings
-    from ..evaluate import run_eval as evaluate
-    from ..models import load_model
+    from ..evaluation.data import load_dataset, parse_shard
+    from ..core.errors import FactpatchError
+    from ..evaluation.run import EvalConfig, GenerationSettings
+    from ..evaluation.run import run_eval as evaluate
+    from ..core.models import load_model
 
     # Everything that can be checked without the model is checked first.
     if args.dataset is None:
@@ -138,12 +138,12 @@ def run_eval(args) -> int:
 
 
 def _run_sequential(args, methods, overrides) -> int:
-    from ..data import load_dataset
+    from ..evaluation.data import load_dataset
     from ..editing.stats import CorpusSpec
-    from ..errors import FactpatchError
-    from ..evaluate import GenerationSettings
+    from ..core.errors import FactpatchError
+    from ..evaluation.run import GenerationSettings
     from ..evaluation.sequential import SequentialConfig, run_sequential
-    from ..models import load_model
+    from ..core.models import load_model
 
     if args.n is None:
         raise FactpatchError("--sequential needs --n (how many cases to edit)")
@@ -165,7 +165,7 @@ def _run_sequential(args, methods, overrides) -> int:
 
 
 def _sequential_report(run, config) -> str:
-    from ..evaluate import summary_table
+    from ..evaluation.run import summary_table
 
     kind = "counterfact" if any("ES" in r["metrics"] for r in run.records) else "zsre"
     lines = [f"{config.n} sequential edits in batches of {config.batch_size}: every edited case scored on the final model",
@@ -181,7 +181,7 @@ def _sequential_report(run, config) -> str:
 
 
 def run_merge(args) -> int:
-    from ..evaluate import merge_runs
+    from ..evaluation.run import merge_runs
 
     run = merge_runs(args.dirs, args.merge_out)
     print(_report(run))
@@ -189,7 +189,7 @@ def run_merge(args) -> int:
 
 
 def _report(run) -> str:
-    from ..evaluate import summary_table
+    from ..evaluation.run import summary_table
 
     config = json.loads((run.out_dir / "config.json").read_text())
     cases = len({r["case_id"] for r in run.records})
@@ -204,11 +204,11 @@ def _report(run) -> str:
 
 def run_compare(args) -> int:
     from ..editing.registry import parse_methods, parse_overrides
-    from ..compare import CompareSettings, compare_case, write_outputs
-    from ..data import Case, load_dataset
-    from ..errors import FactpatchError
-    from ..metrics import top_prediction
-    from ..models import load_model
+    from ..evaluation.compare import CompareSettings, compare_case, write_outputs
+    from ..evaluation.data import Case, load_dataset
+    from ..core.errors import FactpatchError
+    from ..evaluation.metrics import top_prediction
+    from ..core.models import load_model
     from ..editing.request import EditRequest
 
     methods = parse_methods(args.methods)

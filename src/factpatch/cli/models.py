@@ -28,7 +28,7 @@ def register(commands) -> None:
 
 
 def run_models(args) -> int:
-    from ..models import describe_models
+    from ..core.models import describe_models
 
     rows = describe_models(args.cache_dir)
     if args.json:
@@ -47,8 +47,8 @@ def run_models(args) -> int:
 
 
 def run_stats(args) -> int:
-    from ..errors import FactpatchError
-    from ..models import load_model
+    from ..core.errors import FactpatchError
+    from ..core.models import load_model
     from ..editing.stats import CorpusSpec, key_second_moment
 
     if args.tokens < 1:

@@ -67,7 +67,7 @@ def run_show(args) -> int:
 
 
 def run_apply(args) -> int:
-    from ..models import load_model
+    from ..core.models import load_model
     from ..editing.patch import export_model, load_patch, restore_stack
 
     patches = [load_patch(path) for path in args.files]
@@ -83,13 +83,13 @@ def run_apply(args) -> int:
 
 
 def run_revert(args) -> int:
-    from ..models import load_model
+    from ..core.models import load_model
     from ..editing.patch import export_model, restore_stack
 
     lm = load_model(args.model, args.cache_dir)
     stack = restore_stack(lm)
     if not stack.applied:
-        from ..errors import FactpatchError
+        from ..core.errors import FactpatchError
 
         raise FactpatchError(f"{args.model} has no factpatch patches applied")
     removed = stack.revert() if args.all else [p for ident in args.patch for p in stack.revert(ident)]

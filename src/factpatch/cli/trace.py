@@ -43,7 +43,7 @@ def register(commands) -> None:
 
 def _check_out_dir(path: Path) -> bool:
     """Make sure `path` is a writable directory; True if it was created here."""
-    from ..errors import FactpatchError
+    from ..core.errors import FactpatchError
 
     if path.exists() and not path.is_dir():
         raise FactpatchError(f"cannot write to {path}: it is a file, not a directory")
@@ -59,8 +59,8 @@ def _check_out_dir(path: Path) -> bool:
 
 
 def run_trace(args) -> int:
-    from ..errors import FactpatchError
-    from ..trace import NoiseSettings, TraceSettings, load_facts
+    from ..core.errors import FactpatchError
+    from ..tracing.engine import NoiseSettings, TraceSettings, load_facts
 
     # Everything that can be checked without the model is checked before anything is written.
     if args.samples < 1:
@@ -107,8 +107,8 @@ def run_trace(args) -> int:
 
 
 def _load(args):
-    from ..models import load_model
-    from ..trace import embedding_std
+    from ..core.models import load_model
+    from ..tracing.engine import embedding_std
 
     lm = load_model(args.model, args.cache_dir)
     sigma = embedding_std(lm, corpus=args.corpus, cache_dir=args.cache_dir, progress=not args.quiet)
@@ -116,7 +116,7 @@ def _load(args):
 
 
 def _run_prompt(args, settings) -> int:
-    from ..trace import save_trace, trace_prompt
+    from ..tracing.engine import save_trace, trace_prompt
 
     lm, sigma = _load(args)
     began = time.perf_counter()
@@ -143,7 +143,7 @@ def _run_prompt(args, settings) -> int:
 
 
 def _run_dataset(args, settings) -> int:
-    from ..trace import trace_dataset
+    from ..tracing.engine import trace_dataset
 
     lm, sigma = _load(args)
     began = time.perf_counter()

@@ -30,9 +30,9 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..cache import atomic_path, stable_hash
-from ..errors import FactpatchError
-from ..models import LoadedModel
+from ..core.cache import atomic_path, stable_hash
+from ..core.errors import FactpatchError
+from ..core.models import LoadedModel
 from .memit import BatchEditor, BatchEditParams, batch_meta, spread_over_layers
 from .patch import Patch, PatchStack
 from .request import EditRequest, check_batch

@@ -26,10 +26,10 @@ from typing import Sequence
 
 import torch
 
-from ..errors import FactpatchError
-from ..hooks import act_name, body, frozen, run_with_cache, start_at_layer, unembed
-from ..models import LoadedModel
-from ..tokens import encode_target
+from ..core.errors import FactpatchError
+from ..core.hooks import act_name, body, frozen, run_with_cache, start_at_layer, unembed
+from ..core.models import LoadedModel
+from ..core.tokens import encode_target
 from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another
 from .request import EditRequest
 

@@ -29,10 +29,10 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import FactpatchError
-from ..hooks import act_name, run_with_cache
-from ..models import LoadedModel
-from ..tokens import pad_right, pad_id, subject_last_index
+from ..core.errors import FactpatchError
+from ..core.hooks import act_name, run_with_cache
+from ..core.models import LoadedModel
+from ..core.tokens import pad_right, pad_id, subject_last_index
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, key_second_moments

@@ -28,9 +28,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..cache import atomic_dir, atomic_path
-from ..errors import FactpatchError
-from ..models import LoadedModel
+from ..core.cache import atomic_dir, atomic_path
+from ..core.errors import FactpatchError
+from ..core.models import LoadedModel
 from .request import EditRequest
 
 logger = logging.getLogger(__name__)
@@ -346,7 +346,7 @@ def export_model(lm: LoadedModel, stack: PatchStack, out_dir: Path, force: bool 
     """Write the model with its applied patches as a Hugging Face directory that remembers them:
     the original bits of touched weights and the patch files travel along, so the directory can be
     loaded with `load_model(out_dir)` and reverted exactly later."""
-    from ..models import FINGERPRINT_FILE
+    from ..core.models import FINGERPRINT_FILE
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from ..errors import FactpatchError
-from ..models import LoadedModel
+from ..core.errors import FactpatchError
+from ..core.models import LoadedModel
 from .alphaedit import AlphaEditor, AlphaEditParams
 from .finetune import AttnEditor, FineTuneEditor, FineTuneParams, NoEditor, NoParams
 from .memit import MemitEditor, MEMITParams

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import FactpatchError
+from ..core.errors import FactpatchError
 
 
 @dataclass(frozen=True)

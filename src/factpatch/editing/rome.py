@@ -33,9 +33,9 @@ from typing import Sequence
 
 import torch
 
-from ..errors import FactpatchError
-from ..hooks import act_name, run_with_cache
-from ..models import LoadedModel
+from ..core.errors import FactpatchError
+from ..core.hooks import act_name, run_with_cache
+from ..core.models import LoadedModel
 from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another
 from .request import EditRequest
 from .stats import CorpusSpec, key_second_moment

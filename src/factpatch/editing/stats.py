@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..cache import atomic_path, default_cache_dir, stable_hash
-from ..errors import FactpatchError
-from ..hooks import act_name, run_with_cache
-from ..models import LoadedModel
+from ..core.cache import atomic_path, default_cache_dir, stable_hash
+from ..core.errors import FactpatchError
+from ..core.hooks import act_name, run_with_cache
+from ..core.models import LoadedModel
 
 logger = logging.getLogger(__name__)
 

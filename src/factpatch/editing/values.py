@@ -31,10 +31,10 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..cache import atomic_path, default_cache_dir, stable_hash
-from ..hooks import act_name, body, cache_kwarg, frozen, hooks, returned_cache, start_at_layer, unembed
-from ..models import LoadedModel
-from ..tokens import encode_target, pad_id, subject_last_index
+from ..core.cache import atomic_path, default_cache_dir, stable_hash
+from ..core.hooks import act_name, body, cache_kwarg, frozen, hooks, returned_cache, start_at_layer, unembed
+from ..core.models import LoadedModel
+from ..core.tokens import encode_target, pad_id, subject_last_index
 from .request import EditRequest
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Sequence
 import torch
 
 from ..editing.stats import sample_token_corpus
-from ..hooks import body, unembed
-from ..models import LoadedModel
+from ..core.hooks import body, unembed
+from ..core.models import LoadedModel
 
 PERPLEXITY_SEED = 1  # not the statistics' seed 0: a text the edit's C never saw
 
@@ -51,14 +51,14 @@ class KnownFacts:
 
     @classmethod
     def check(cls, lm: LoadedModel, path: Path, progress: bool = False) -> KnownFacts:
-        from ..trace import knows, load_facts
+        from ..tracing.engine import knows, load_facts
 
         facts = load_facts(Path(path))
         return cls(facts, knows(lm, facts, progress=progress))
 
     def kept(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[int, int]:
         """(still known, known before) over the known facts whose subject no edit touched."""
-        from ..trace import knows
+        from ..tracing.engine import knows
 
         touched = {s.strip().lower() for s in edited_subjects}
         facts = [f for f, k in zip(self.facts, self.known) if k and f.subject.strip().lower() not in touched]

@@ -16,7 +16,7 @@ Layout of DIR (everything resumable; a killed run continues from the last comple
     summary.json|.md|.csv             the final checkpoint, with 95 % bootstrap intervals
     curves.csv, curves.png            every checkpoint, every method
 
-Per-case scores are the single-edit evaluation's (factpatch.evaluate): ES/PS/NS and magnitudes
+Per-case scores are the single-edit evaluation's (factpatch.evaluation.run): ES/PS/NS and magnitudes
 for CounterFact, token accuracies for zsRE.
 """
 
@@ -30,13 +30,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..cache import write_text_atomic
-from ..data import Case, Dataset
+from ..core.cache import write_text_atomic
+from .data import Case, Dataset
 from ..editing.patch import PatchStack, load_patch, save_patch
 from ..editing.registry import make_editor, method_params
 from ..editing.stats import CorpusSpec
-from ..errors import FactpatchError
-from ..evaluate import (
+from ..core.errors import FactpatchError
+from .run import (
     RESULTS,
     GenerationSettings,
     ResultStore,
@@ -48,9 +48,9 @@ from ..evaluate import (
     summary_table,
     case_seed,
 )
-from ..generate import generate_texts
-from ..metrics import bootstrap_mean, generation_entropy
-from ..models import LoadedModel, weights_fingerprint
+from ..core.generate import generate_texts
+from .metrics import bootstrap_mean, generation_entropy
+from ..core.models import LoadedModel, weights_fingerprint
 from .health import KnownFacts, perplexity, perplexity_text
 
 logger = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..cache import atomic_path
+    from ..core.cache import atomic_path
 
     metrics = [m for m in ("ES", "PS", "NS", "efficacy", "paraphrase", "specificity") if any(m in r for r in rows)]
     panels = metrics + [m for m in ("known_share", "perplexity") if any(m in r for r in rows)]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 from factpatch.study import db
 from factpatch.study.export import write_rankings_csv
 from factpatch.study.ranking import CRITERIA_INFO, ordinal

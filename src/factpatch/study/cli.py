@@ -13,7 +13,7 @@ import logging
 import socket
 from pathlib import Path
 
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 
 logger = logging.getLogger(__name__)
 

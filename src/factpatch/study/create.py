@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 from factpatch.study import db
 from factpatch.study.ranking import MAX_TEXTS
 from factpatch.study.scenarios import Scenario

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 from factpatch.study.ranking import CRITERIA, LABELS
 
 logger = logging.getLogger(__name__)

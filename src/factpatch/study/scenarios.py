@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factpatch.errors import FactpatchError
+from factpatch.core.errors import FactpatchError
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +108,10 @@ def read_jsonl(path: Path, methods: Sequence[str] | None = None) -> list[Scenari
 def generate_scenarios(model: str, dataset: str, n: int, methods: Sequence[str], seed: int | None) -> list[Scenario]:
     """Generate the texts with the evaluation code (`factpatch compare`), when it is installed."""
     try:
-        from factpatch.evaluate import compare_texts  # heavy (torch, models): only on this path
+        from factpatch.evaluation.compare import compare_texts  # heavy (torch, models): only on this path
     except ImportError as exc:
         raise FactpatchError(
-            "--model generation needs factpatch.compare (not available); "
+            "--model generation needs factpatch.evaluation.compare (not available); "
             "generate texts with `factpatch compare` and pass --from-jsonl"
         ) from exc
     records: Iterable[Any] = compare_texts(model=model, dataset=dataset, n=n, methods=list(methods), seed=seed)

@@ -32,11 +32,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .editing.registry import Editor, make_editor, method_params
-from .cache import write_text_atomic
+from ..editing.registry import Editor, make_editor, method_params
+from ..core.cache import write_text_atomic
 from .data import Case, Dataset, load_dataset
-from .errors import FactpatchError
-from .generate import generate_texts
+from ..core.errors import FactpatchError
+from ..core.generate import generate_texts
 from .metrics import (
     TfidfModel,
     bootstrap,
@@ -48,8 +48,8 @@ from .metrics import (
     score_targets,
     token_accuracy,
 )
-from .models import LoadedModel
-from .editing.patch import Patch, applied
+from ..core.models import LoadedModel
+from ..editing.patch import Patch, applied
 
 logger = logging.getLogger(__name__)
 
@@ -643,15 +643,8 @@ def evaluate(
     **config,
 ) -> EvalRun:
     """`factpatch eval` from Python: model and data set by name or already loaded."""
-    from .models import load_model
+    from ..core.models import load_model
 
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     lm = load_model(model, cache_dir) if isinstance(model, str) else model
     return run_eval(lm, ds, EvalConfig(list(methods), **config), out_dir, cache_dir, progress)
-
-
-def compare_texts(*args, **kwargs):
-    """Generated texts per method, one record per case (see factpatch.compare)."""
-    from .compare import compare_texts as _compare_texts
-
-    return _compare_texts(*args, **kwargs)

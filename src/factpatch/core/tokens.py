@@ -69,7 +69,6 @@ class Batch:
     so no attention mask is needed and positions stay 0..len-1 as in an unbatched pass."""
 
     input_ids: torch.Tensor  # (B, T)
-    lengths: list[int]
 
 
 def pad_right(sequences: list[list[int]], pad_id: int, device=None) -> Batch:
@@ -77,7 +76,7 @@ def pad_right(sequences: list[list[int]], pad_id: int, device=None) -> Batch:
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long, device=device)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return Batch(ids, [len(s) for s in sequences])
+    return Batch(ids)
 
 
 def pad_id(tokenizer) -> int:

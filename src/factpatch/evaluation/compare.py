@@ -18,13 +18,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .editing.registry import make_editor, method_params
-from .cache import write_text_atomic
+from ..editing.registry import make_editor, method_params
+from ..core.cache import write_text_atomic
 from .data import Case, load_dataset
-from .errors import FactpatchError
-from .generate import generate_texts
-from .models import LoadedModel
-from .editing.patch import applied
+from ..core.errors import FactpatchError
+from ..core.generate import generate_texts
+from ..core.models import LoadedModel
+from ..editing.patch import applied
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def compare_texts(
     max_new_tokens: int = 100,
 ) -> list[dict]:
     """Records for the first `n` cases of `dataset`, one text per method each (for `study create`)."""
-    from .models import load_model
+    from ..core.models import load_model
 
     if n < 1:
         raise FactpatchError(f"n must be at least 1, got {n}")

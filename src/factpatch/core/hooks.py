@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import torch
 from torch import nn
@@ -228,5 +228,3 @@ def frozen(model: nn.Module) -> Iterator[None]:
         for p, flag in flags:
             p.requires_grad_(flag)
 
-
-HookCallable = Callable[..., torch.Tensor | None]

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .hooks import body, unembed
-from .models import LoadedModel
-from .tokens import encode_target, pad_id, pad_right
+from ..core.hooks import body, unembed
+from ..core.models import LoadedModel
+from ..core.tokens import encode_target, pad_id, pad_right
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def top_prediction(lm: LoadedModel, prompt: str, max_tokens: int = 3) -> str:
 # ============================================================================= paper metrics
 #
 # Everything below works on plain numbers (`TargetScore`s, strings) so that it can be checked on
-# hand-made tables; `factpatch.evaluate` feeds it from the model. Scores are fractions in [0, 1]
+# hand-made tables; `factpatch.evaluation.run` feeds it from the model. Scores are fractions in [0, 1]
 # here; the paper's tables (and factpatch's summary.md) show them ×100.
 
 Pair = tuple[TargetScore, TargetScore]  # (score of the new object o*, score of the true object o^c)

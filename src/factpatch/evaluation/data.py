@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import FactpatchError
-from .editing.request import EditRequest
+from ..core.errors import FactpatchError
+from ..editing.request import EditRequest
 
 logger = logging.getLogger(__name__)
 

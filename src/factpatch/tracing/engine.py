@@ -50,11 +50,11 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .cache import atomic_path, default_cache_dir, stable_hash
-from .errors import FactpatchError
-from .hooks import act_name, body, hooks, run_with_cache, start_at_layer, unembed
-from .models import LoadedModel
-from .tokens import encode_target, subject_token_range
+from ..core.cache import atomic_path, default_cache_dir, stable_hash
+from ..core.errors import FactpatchError
+from ..core.hooks import act_name, body, hooks, run_with_cache, start_at_layer, unembed
+from ..core.models import LoadedModel
+from ..core.tokens import encode_target, subject_token_range
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def embedding_std(
     """σ: the standard deviation of the model's token embeddings (all coordinates) over a body of
     text — text sampled from the model itself (the same cached sample as the key statistics), or a
     plain-text / JSONL `corpus`. Computed once per model and cached beside its key statistics."""
-    from .editing.stats import CorpusSpec, read_text_corpus, sample_token_corpus
+    from ..editing.stats import CorpusSpec, read_text_corpus, sample_token_corpus
 
     spec = CorpusSpec(Path(corpus) if corpus is not None else None, n_tokens, seed)
     if spec.path is not None and not spec.path.is_file():
@@ -834,10 +834,10 @@ def save_trace(trace: PromptTrace, out_dir: Path, plots: bool = True) -> list[Pa
     out_dir = Path(out_dir)
     data = trace.to_json()
     files = {"trace.json": (json.dumps(data, indent=1) + "\n").encode()}
-    from .trace_plot import write_bytes
+    from .plot import write_bytes
 
     if plots:
-        from .trace_plot import plot_prompt, render_figure
+        from .plot import plot_prompt, render_figure
 
         for fmt, blob in render_figure(plot_prompt(data)).items():
             files[f"trace.{fmt}"] = blob
@@ -935,7 +935,7 @@ def load_facts(path: Path) -> list[Fact]:
 def knows(lm: LoadedModel, facts: Sequence[Fact], batch_size: int = 32, progress: Progress = True) -> list[bool]:
     """Whether the model gets each fact right: its greedy continuation of the prompt begins with
     every token of the target (one teacher-forced pass per batch, logits only where read)."""
-    from .tokens import pad_id, pad_right
+    from ..core.tokens import pad_id, pad_right
 
     result = []
     with _progress_bar(progress, total=len(facts), desc="checking known facts", unit="fact") as bar:
@@ -1117,7 +1117,7 @@ def trace_dataset(
     `known.json` (which facts the model gets right), `results.jsonl` (one traced fact per line,
     appended as each finishes, so a killed run resumes where it stopped), `summary.json`
     (averages by token group and layer) and the figures `average.png|svg` (and `sever.png|svg`)."""
-    from .trace_plot import write_bytes
+    from .plot import write_bytes
 
     out_dir = Path(out_dir)
     facts = load_facts(dataset)
@@ -1196,7 +1196,7 @@ def trace_dataset(
     write_bytes(summary_path, json.dumps(summary, indent=1).encode())
     files.append(summary_path)
     if plots and records:
-        from .trace_plot import plot_average, plot_sever, write_figure
+        from .plot import plot_average, plot_sever, write_figure
 
         files += write_figure(plot_average(summary), out_dir / "average")
         if settings.sever:

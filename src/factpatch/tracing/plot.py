@@ -17,7 +17,7 @@ import io
 import os
 from pathlib import Path
 
-from .cache import atomic_path
+from ..core.cache import atomic_path
 
 CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
 COLOURS = {"hidden": "#6a51a3", "mlp": "#238b45", "attn": "#cb181d"}

@@ -1,0 +1,1 @@
+"""Causal tracing (the paper's §2): where a model stores a fact."""
