@@ -3,7 +3,7 @@
     FACTPATCH_CACHE=/tmp/fpcache python benchmarks/trace_ab.py --other /path/to/older/checkout [--rounds 6]
 
 This machine's speed drifts by ±10 % between runs of the same code minutes apart, more than the
-changes one wants to measure. So both versions of `factpatch.tracing.engine` are loaded into one process
+changes one wants to measure. So both versions of causal tracing are loaded into one process
 (the other checkout's package is copied to a temporary directory under another name; its imports
 are relative) and run on the same loaded model in turn, the order swapped every round. Prints
 each round, the medians, and the largest difference between the two versions' scores, as JSON.
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import factpatch.tracing.engine as this
+import factpatch.tracing as this
 from factpatch.core.models import load_model
 
 PROMPT = "Lionel Messi plays the sport of"
@@ -29,12 +29,14 @@ SUBJECT = "Lionel Messi"
 
 
 def load_other(checkout: Path, into: Path):
+    """The other checkout's tracing API: `factpatch.tracing` (or the single `trace.py` of before)."""
     package = checkout / "src" / "factpatch"
-    if not (package / "trace.py").is_file():
-        raise SystemExit(f"error: {checkout} has no src/factpatch/trace.py")
+    module = "tracing" if (package / "tracing" / "__init__.py").is_file() else "trace"
+    if module == "trace" and not (package / "trace.py").is_file():
+        raise SystemExit(f"error: {checkout} has neither src/factpatch/tracing/ nor src/factpatch/trace.py")
     shutil.copytree(package, into / "factpatch_other")
     sys.path.insert(0, str(into))
-    return importlib.import_module("factpatch_other.trace")
+    return importlib.import_module(f"factpatch_other.{module}")
 
 
 def main() -> None:

@@ -26,7 +26,9 @@ import torch
 
 from factpatch.core.hooks import act_name, body, hooks, unembed
 from factpatch.core.models import load_model
-from factpatch.tracing.engine import KINDS, NoiseSettings, TraceSettings, embedding_std, layer_window, prepare, trace_prompt
+from factpatch.tracing.engine import prepare
+from factpatch.tracing.prompt import trace_prompt
+from factpatch.tracing.settings import KINDS, NoiseSettings, TraceSettings, embedding_std, layer_window
 
 PROMPT = "Lionel Messi plays the sport of"
 SUBJECT = "Lionel Messi"

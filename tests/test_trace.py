@@ -11,27 +11,13 @@ import pytest
 import torch
 
 from factpatch.core.errors import FactpatchError
-from factpatch.tracing.engine import (
-    KINDS,
-    NoiseSettings,
-    Restore,
-    TraceSettings,
-    _shared_trunks,
-    _start_layer,
-    knows,
-    layer_window,
-    load_facts,
-    prepare,
-    read_results,
-    restored_probs,
-    save_trace,
-    summarize,
-    token_groups,
-    trace_dataset,
-    trace_prompt,
-)
+from factpatch.tracing.dataset import knows, load_facts, read_results, summarize, token_groups, trace_dataset
+from factpatch.tracing.engine import Restore, _shared_trunks, _start_layer, prepare, restored_probs
+from factpatch.tracing.prompt import save_trace, trace_prompt
+from factpatch.tracing.reference import restored_prob
+from factpatch.tracing.settings import KINDS, NoiseSettings, TraceSettings, layer_window
 
-from tiny import CORPUS, FAMILIES, build_tiny
+from tiny import CORPUS, FAMILIES, PARALLEL_FAMILIES, build_tiny
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
 SUBJECT = "Danielle Darrieux"
@@ -71,37 +57,6 @@ def test_restoring_every_token_of_a_hidden_layer_reproduces_the_clean_run(lm):
     torch.testing.assert_close(last, torch.full_like(last, prep.p_clean), rtol=1e-5, atol=1e-7)
 
 
-def _naive(lm, prep, restore, sample):
-    """P(target) for one restoration and sample by a whole forward pass with plain hooks."""
-    from factpatch.core.hooks import act_name, body, hooks, unembed
-
-    L = lm.n_layers
-    fns = {act_name("resid_pre", 0): lambda t, *, hook: prep.corrupted_resid[0][sample : sample + 1]}
-
-    def put(value_of):
-        def fn(t, *, hook):
-            t = t.clone()
-            for i in restore.tokens:
-                t[0, i] = value_of(hook, i)
-            return t
-        return fn
-
-    clean = lambda hook, i: prep.clean[hook][0, i]
-    if restore.kind == "hidden":
-        fns[act_name("resid_post", restore.layer)] = put(clean)
-        if restore.sever:
-            kind = {"mlp": "mlp_out", "attn": "attn_out"}[restore.sever]
-            for l in range(restore.layer + 1, L):
-                fns[act_name(kind, l)] = put(lambda hook, i: prep.corrupted[hook][sample, i])
-    else:
-        kind = {"mlp": "mlp_out", "attn": "attn_out"}[restore.kind]
-        for l in layer_window(restore.layer, L, prep.window):
-            fns[act_name(kind, l)] = put(clean)
-    with torch.no_grad(), hooks(lm, fns):
-        hidden = body(lm)(input_ids=prep.input_ids, use_cache=False).last_hidden_state[:, -1]
-        return float(torch.softmax(unembed(lm, hidden), dim=-1)[0, prep.target_id])
-
-
 def test_restorations_match_a_naive_hooked_run(lm):
     """The batched, cached, suffix-only runs give what the plain definition gives."""
     prep = prepare(lm, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=3)
@@ -119,7 +74,22 @@ def test_restorations_match_a_naive_hooked_run(lm):
     fast = restored_probs(lm, prep, restores)
     for j, restore in enumerate(restores):
         for s in range(prep.samples):
-            assert float(fast[j, s]) == pytest.approx(_naive(lm, prep, restore, s), rel=1e-4, abs=1e-7), restore
+            assert float(fast[j, s]) == pytest.approx(restored_prob(lm, prep, restore, s), rel=1e-4, abs=1e-7), restore
+
+
+@pytest.mark.parametrize("family", PARALLEL_FAMILIES)
+def test_gptj_and_neox_traces_match_the_reference(fresh_tiny, family):
+    """Real parallel-block architectures (attention and MLP side by side, no resid_mid)."""
+    lm = fresh_tiny(family)
+    assert lm.adapter.mlp_sublayer is None
+    prep = prepare(lm, PROMPT, SUBJECT, sigma=1.0, noise=SETTINGS.noise, window=2)
+    T = prep.n_tokens
+    restores = [Restore("hidden", 1, (T - 2,)), Restore("mlp", 0, (T - 3,)), Restore("attn", 2, (T - 1,)),
+                Restore("mlp", 2, (prep.subject_range[1] - 1,)), Restore("hidden", 0, (T - 1,), "attn")]
+    fast = restored_probs(lm, prep, restores)
+    for j, restore in enumerate(restores):
+        for s in range(prep.samples):
+            assert float(fast[j, s]) == pytest.approx(restored_prob(lm, prep, restore, s), rel=1e-4, abs=1e-7), restore
 
 
 def test_parallel_blocks_trace_without_the_first_block_shortcut(lm):
@@ -240,7 +210,7 @@ def test_trace_prompt_output_and_files(tiny_models, tmp_path, caplog):
     lm = tiny_models["llama"]
     settings = TraceSettings(kinds=("hidden", "mlp", "attn"), window=2, sever=("mlp",),
                              noise=NoiseSettings(samples=2))
-    with caplog.at_level(logging.WARNING, logger="factpatch.tracing.engine"):
+    with caplog.at_level(logging.WARNING, logger="factpatch.tracing"):
         result = trace_prompt(lm, PROMPT, SUBJECT, target="French", settings=settings, sigma=1.0, progress=False)
     assert not result.target_is_top  # a random model does not know French
     assert any("does not predict" in r.message for r in caplog.records)
@@ -288,7 +258,7 @@ def test_bad_input_raises_one_clear_error(tiny_models, call, message):
 
 def _known_dataset(lm, path, count=4):
     """Facts the tiny model 'knows' by construction: its own greedy next word after each prompt."""
-    from factpatch.tracing.engine import Fact
+    from factpatch.tracing.dataset import Fact
 
     candidates = []
     for number, sentence in enumerate(CORPUS):
@@ -382,7 +352,7 @@ def test_summary_averages_by_group():
 
 
 def test_choose_layers_takes_the_mlp_peak_at_the_last_subject_token():
-    from factpatch.tracing.engine import choose_layers
+    from factpatch.tracing.dataset import choose_layers
 
     def record(mlp_last_subject, attn_last):
         rows = [[0.1] * 4 for _ in range(4)]
@@ -508,7 +478,7 @@ def test_cli_bad_input_one_line_no_files(cli, tmp_path, extra, message):
 def test_embedded_model_trace(embedded_lm, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(CORPUS * 20))
-    from factpatch.tracing.engine import embedding_std
+    from factpatch.tracing.settings import embedding_std
 
     sigma = embedding_std(embedded_lm, corpus=corpus, cache_dir=tmp_path / "cache", progress=False)
     assert 0.01 < sigma < 10

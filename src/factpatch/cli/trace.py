@@ -60,7 +60,8 @@ def _check_out_dir(path: Path) -> bool:
 
 def run_trace(args) -> int:
     from ..core.errors import FactpatchError
-    from ..tracing.engine import NoiseSettings, TraceSettings, load_facts
+    from ..tracing.dataset import load_facts
+    from ..tracing.settings import NoiseSettings, TraceSettings
 
     # Everything that can be checked without the model is checked before anything is written.
     if args.samples < 1:
@@ -108,7 +109,7 @@ def run_trace(args) -> int:
 
 def _load(args):
     from ..core.models import load_model
-    from ..tracing.engine import embedding_std
+    from ..tracing.settings import embedding_std
 
     lm = load_model(args.model, args.cache_dir)
     sigma = embedding_std(lm, corpus=args.corpus, cache_dir=args.cache_dir, progress=not args.quiet)
@@ -116,7 +117,7 @@ def _load(args):
 
 
 def _run_prompt(args, settings) -> int:
-    from ..tracing.engine import save_trace, trace_prompt
+    from ..tracing.prompt import save_trace, trace_prompt
 
     lm, sigma = _load(args)
     began = time.perf_counter()
@@ -143,7 +144,7 @@ def _run_prompt(args, settings) -> int:
 
 
 def _run_dataset(args, settings) -> int:
-    from ..tracing.engine import trace_dataset
+    from ..tracing.dataset import trace_dataset
 
     lm, sigma = _load(args)
     began = time.perf_counter()

@@ -51,14 +51,14 @@ class KnownFacts:
 
     @classmethod
     def check(cls, lm: LoadedModel, path: Path, progress: bool = False) -> KnownFacts:
-        from ..tracing.engine import knows, load_facts
+        from ..tracing.dataset import knows, load_facts
 
         facts = load_facts(Path(path))
         return cls(facts, knows(lm, facts, progress=progress))
 
     def kept(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[int, int]:
         """(still known, known before) over the known facts whose subject no edit touched."""
-        from ..tracing.engine import knows
+        from ..tracing.dataset import knows
 
         touched = {s.strip().lower() for s in edited_subjects}
         facts = [f for f, k in zip(self.facts, self.known) if k and f.subject.strip().lower() not in touched]

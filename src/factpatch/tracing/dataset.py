@@ -1,0 +1,382 @@
+"""Causal tracing over many facts (the paper's Figs 2 and 3): which facts the model knows, the
+resumable per-fact run, the averages by token group, and the layers they suggest for editing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..core.cache import stable_hash
+from ..core.errors import FactpatchError
+from ..core.hooks import body, unembed
+from ..core.models import LoadedModel
+from ..core.tokens import encode_target
+from .engine import progress_bar
+from .prompt import PromptTrace, trace_prompt
+from .settings import Progress, TraceSettings, embedding_std
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- many facts (Figs 2 and 3)
+
+TOKEN_GROUPS = (
+    "first subject token",
+    "middle subject tokens",
+    "last subject token",
+    "first subsequent token",
+    "further tokens",
+    "last token",
+)
+
+
+def token_groups(subject_range: tuple[int, int], n_tokens: int) -> list[list[int]]:
+    """Token indices of the six groups the paper averages by, in `TOKEN_GROUPS` order.
+
+    A token can belong to two groups (a one-token subject is its first and its last token; a
+    subject that ends the prompt has no subsequent token and its last token is the prompt's last);
+    a group can be empty (no middle tokens in a two-token subject). Tokens before the subject
+    belong to none: the noise never reaches them.
+
+    >>> token_groups((1, 4), 8)
+    [[1], [2], [3], [4], [5, 6], [7]]
+    """
+    start, end = subject_range
+    if not 0 <= start < end <= n_tokens:
+        raise FactpatchError(f"subject range {subject_range} does not fit {n_tokens} tokens")
+    return [
+        [start],
+        list(range(start + 1, end - 1)),
+        [end - 1],
+        [end] if end < n_tokens else [],
+        list(range(end + 1, n_tokens - 1)),
+        [n_tokens - 1],
+    ]
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A known fact: `prompt` contains `subject`; `target` is the object the model should say."""
+
+    id: str
+    prompt: str
+    subject: str
+    target: str
+
+
+def load_facts(path: Path) -> list[Fact]:
+    """Facts from a JSON list (known_1000.json layout: `known_id`, `subject`, `attribute`, `prompt`;
+    `target` is accepted for `attribute`, and a prompt may be a template with "{}") or JSONL."""
+    path = Path(path)
+    if not path.is_file():
+        raise FactpatchError(f"dataset file not found: {path}")
+    text = path.read_text(errors="replace")
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise FactpatchError(f"{path}: not JSON or JSONL ({exc.msg}, line {exc.lineno})") from exc
+    if isinstance(records, dict):
+        records = next((v for v in records.values() if isinstance(v, list)), None)
+    if not isinstance(records, list) or not records:
+        raise FactpatchError(f"{path}: expected a non-empty list of facts")
+    facts, seen = [], set()
+    for number, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise FactpatchError(f"{path}: record {number} is not an object")
+        subject = record.get("subject")
+        prompt = record.get("prompt", record.get("template"))
+        target = record.get("attribute", record.get("target"))
+        for name, value in (("subject", subject), ("prompt", prompt), ("attribute", target)):
+            if not isinstance(value, str) or not value.strip():
+                raise FactpatchError(f"{path}: record {number} has no {name}")
+        if "{}" in prompt:
+            prompt = prompt.replace("{}", subject, 1)
+        if subject not in prompt:
+            raise FactpatchError(f"{path}: record {number}: subject {subject!r} is not in its prompt {prompt!r}")
+        fact_id = str(record.get("known_id", record.get("case_id", number)))
+        if fact_id in seen:
+            raise FactpatchError(f"{path}: record {number}: duplicate id {fact_id}")
+        seen.add(fact_id)
+        facts.append(Fact(fact_id, prompt, subject, target.strip()))
+    return facts
+
+
+@torch.no_grad()
+def knows(lm: LoadedModel, facts: Sequence[Fact], batch_size: int = 32, progress: Progress = True) -> list[bool]:
+    """Whether the model gets each fact right: its greedy continuation of the prompt begins with
+    every token of the target (one teacher-forced pass per batch, logits only where read)."""
+    from ..core.tokens import pad_id, pad_right
+
+    result = []
+    with progress_bar(progress, total=len(facts), desc="checking known facts", unit="fact") as bar:
+        for begin in range(0, len(facts), batch_size):
+            chunk = [encode_target(lm.tokenizer, f.prompt, f.target) for f in facts[begin : begin + batch_size]]
+            batch = pad_right([p + t[:-1] for p, t in chunk], pad_id(lm.tokenizer), lm.device)
+            hidden = body(lm)(input_ids=batch.input_ids, use_cache=False).last_hidden_state
+            rows = [r for r, (p, t) in enumerate(chunk) for _ in t]
+            cols = [len(p) - 1 + k for p, t in chunk for k in range(len(t))]
+            predicted = unembed(lm, hidden[rows, cols]).argmax(dim=-1).tolist()
+            cursor = 0
+            for _, target_ids in chunk:
+                n = len(target_ids)
+                result.append(predicted[cursor : cursor + n] == list(target_ids))
+                cursor += n
+            bar.update(len(chunk))
+    return result
+
+
+def fact_seed(seed: int, fact_id: str) -> int:
+    """The noise seed of one fact: fixed by the run's seed and the fact, not by the order of work."""
+    return int(stable_hash([seed, fact_id]), 16) % (2**31)
+
+
+def _rounded(grid: list[list[float] | None]) -> list[list[float] | None]:
+    return [None if row is None else [float(f"{v:.6g}") for v in row] for row in grid]
+
+
+def fact_record(fact: Fact, trace: PromptTrace) -> dict:
+    return {
+        "id": fact.id,
+        "prompt": fact.prompt,
+        "subject": fact.subject,
+        "target": fact.target,
+        "tokens": trace.tokens,
+        "subject_range": list(trace.subject_range),
+        "p_clean": trace.p_clean,
+        "p_corrupted": trace.p_corrupted,
+        "seed": trace.settings.noise.seed,
+        "kinds": {name: _rounded(grid) for name, grid in trace.scores.items()},
+    }
+
+
+def read_results(path: Path, repair: bool = False) -> list[dict]:
+    """Records of a results JSONL. A last line cut short by a killed run is dropped (and, with
+    `repair`, cut from the file so appending resumes cleanly); damage elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    records, offset = [], 0
+    for line in raw.splitlines(keepends=True):
+        complete = line.endswith(b"\n")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if record is None or not complete:
+            if offset + len(line) < len(raw):
+                raise FactpatchError(f"{path}: damaged line {len(records) + 1}; remove it to resume")
+            if repair:
+                with open(path, "r+b") as handle:
+                    handle.truncate(offset)
+            logger.warning("dropped an incomplete last line of %s (a run was cut short)", path)
+            break
+        records.append(record)
+        offset += len(line)
+    return records
+
+
+def summarize(records: Sequence[dict], names: Sequence[str], n_layers: int) -> dict:
+    """Average the traces of many facts by token group and layer (the paper's Fig 2).
+
+    For each trace name and group: `p[group][layer]` = mean over facts (with that group traced) of
+    the mean over the group's traced tokens of P(target) restored; `ie` the same for the indirect effect
+    P_restored − P*. Also the mean clean and corrupted P and where the effects peak."""
+    summary: dict = {
+        "facts": len(records),
+        "groups": list(TOKEN_GROUPS),
+        "layers": n_layers,
+        "p_clean": float(sum(r["p_clean"] for r in records) / max(1, len(records))),
+        "p_corrupted": float(sum(r["p_corrupted"] for r in records) / max(1, len(records))),
+        "kinds": {},
+    }
+    summary["total_effect"] = summary["p_clean"] - summary["p_corrupted"]
+    for name in names:
+        p_sum = torch.zeros(len(TOKEN_GROUPS), n_layers, dtype=torch.float64)
+        ie_sum = torch.zeros_like(p_sum)
+        counts = torch.zeros(len(TOKEN_GROUPS), dtype=torch.float64)
+        for record in records:
+            rows = record["kinds"][name]
+            groups = token_groups(tuple(record["subject_range"]), len(record["tokens"]))
+            for g, tokens in enumerate(groups):
+                traced = [rows[t] for t in tokens if rows[t] is not None]
+                if traced:
+                    mean = torch.tensor(traced, dtype=torch.float64).mean(dim=0)
+                    p_sum[g] += mean
+                    ie_sum[g] += mean - record["p_corrupted"]
+                    counts[g] += 1
+        safe = counts.clamp(min=1)[:, None]
+        summary["kinds"][name] = {
+            "p": (p_sum / safe).tolist(),
+            "ie": (ie_sum / safe).tolist(),
+            "facts_per_group": counts.int().tolist(),
+        }
+    summary["peaks"] = _peaks(summary)
+    return summary
+
+
+def _peak(summary: dict, name: str, group: str) -> dict | None:
+    kind = summary["kinds"].get(name)
+    if kind is None:
+        return None
+    g = TOKEN_GROUPS.index(group)
+    ie = kind["ie"][g]
+    layer = max(range(len(ie)), key=lambda l: ie[l])
+    return {"trace": name, "group": group, "layer": layer, "ie": ie[layer], "p": kind["p"][g][layer]}
+
+
+def _peaks(summary: dict) -> dict:
+    wanted = {
+        "hidden_last_subject": ("hidden", "last subject token"),
+        "mlp_last_subject": ("mlp", "last subject token"),
+        "attn_last_subject": ("attn", "last subject token"),
+        "mlp_last": ("mlp", "last token"),
+        "attn_last": ("attn", "last token"),
+    }
+    return {key: peak for key, (name, group) in wanted.items() if (peak := _peak(summary, name, group))}
+
+
+def choose_layers(summary: dict) -> dict:
+    """The edit layer from a dataset summary: where the average MLP indirect effect at the last
+    subject token peaks (the layer at the centre of the restored window); the attention layer:
+    where the attention effect at the last token peaks."""
+    peaks = summary.get("peaks", {})
+    if "mlp_last_subject" not in peaks:
+        raise FactpatchError("choosing the edit layer needs the mlp trace")
+    mlp = peaks["mlp_last_subject"]
+    choice = {"edit_layer": mlp["layer"], "edit_layer_ie": mlp["ie"], "edit_layer_p": mlp["p"]}
+    if "attn_last" in peaks:
+        attn = peaks["attn_last"]
+        choice.update({"attn_layer": attn["layer"], "attn_layer_ie": attn["ie"], "attn_layer_p": attn["p"]})
+    return choice
+
+
+@dataclass
+class DatasetRun:
+    """What `trace_dataset` did: the summary, and where it wrote."""
+
+    summary: dict
+    out_dir: Path
+    checked: int
+    known: int
+    traced: int
+    new: int
+    files: list[Path] = field(default_factory=list)
+
+
+def _file_sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def trace_dataset(
+    lm: LoadedModel,
+    dataset: Path,
+    out_dir: Path,
+    settings: TraceSettings = TraceSettings(),
+    n: int | None = None,
+    sigma: float | None = None,
+    cache_dir: Path | None = None,
+    progress: Progress = True,
+    plots: bool = True,
+) -> DatasetRun:
+    """Trace the facts of `dataset` that the model knows (the first `n` of them) and average.
+
+    Writes into `out_dir`: `run.json` (model, dataset, settings: a resumed run must match),
+    `known.json` (which facts the model gets right), `results.jsonl` (one traced fact per line,
+    appended as each finishes, so a killed run resumes where it stopped), `summary.json`
+    (averages by token group and layer) and the figures `average.png|svg` (and `sever.png|svg`)."""
+    from .plot import write_bytes
+
+    out_dir = Path(out_dir)
+    facts = load_facts(dataset)
+    if n is not None and n < 1:
+        raise FactpatchError(f"--n must be at least 1, got {n}")
+    if sigma is None:
+        sigma = embedding_std(lm, cache_dir=cache_dir, progress=bool(progress))
+    run_key = {
+        "model": lm.name,
+        "fingerprint": lm.fingerprint,
+        "dataset_sha256": _file_sha(dataset),
+        "settings": settings.key(),
+        "sigma": round(sigma, 8),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_path = out_dir / "run.json"
+    if run_path.exists():
+        try:
+            previous = json.loads(run_path.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous != run_key:
+            raise FactpatchError(
+                f"{out_dir} holds a run with other settings, model or dataset: use another --out "
+                "(or the same options to resume it)"
+            )
+    else:
+        write_bytes(run_path, json.dumps(run_key, indent=1).encode())
+
+    known_path = out_dir / "known.json"
+    known_ids = None
+    if known_path.exists():
+        try:
+            known_ids = json.loads(known_path.read_text())["known"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            known_ids = None
+    if known_ids is None:
+        flags = knows(lm, facts, progress=progress)
+        known_ids = [f.id for f, ok in zip(facts, flags) if ok]
+        write_bytes(known_path, json.dumps({"checked": len(facts), "known": known_ids}).encode())
+    known_set = set(known_ids)
+    selected = [f for f in facts if f.id in known_set][: n if n is not None else None]
+    logger.info("%s knows %d of %d facts in %s", lm.name, len(known_set), len(facts), dataset)
+
+    results_path = out_dir / "results.jsonl"
+    done = {r["id"]: r for r in read_results(results_path, repair=True)}
+    todo = [f for f in selected if f.id not in done]
+    bar = progress_bar(progress, total=len(selected), initial=len(selected) - len(todo), desc="tracing facts", unit="fact")
+    with bar, open(results_path, "a", encoding="utf-8") as handle:
+        for fact in todo:
+            fact_settings = dataclasses.replace(
+                settings, noise=dataclasses.replace(settings.noise, seed=fact_seed(settings.noise.seed, fact.id))
+            )
+            trace = trace_prompt(lm, fact.prompt, fact.subject, fact.target, fact_settings, sigma, progress=False)
+            record = fact_record(fact, trace)
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            done[fact.id] = record
+            bar.update(1)
+    records = [done[f.id] for f in selected if f.id in done]
+    summary = summarize(records, settings.trace_names, lm.n_layers)
+    summary.update(
+        {
+            "model": lm.name,
+            "dataset": str(dataset),
+            "checked": len(facts),
+            "known": len(known_set),
+            "settings": settings.key(),
+            "sigma": sigma,
+        }
+    )
+    if "mlp" in settings.kinds and records:
+        summary["choice"] = choose_layers(summary)
+    files = [results_path]
+    summary_path = out_dir / "summary.json"
+    write_bytes(summary_path, json.dumps(summary, indent=1).encode())
+    files.append(summary_path)
+    if plots and records:
+        from .plot import plot_average, plot_sever, write_figure
+
+        files += write_figure(plot_average(summary), out_dir / "average")
+        if settings.sever:
+            files += write_figure(plot_sever(summary), out_dir / "sever")
+    return DatasetRun(summary, out_dir, len(facts), len(known_set), len(records), len(todo), files)
