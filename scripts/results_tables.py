@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from factpatch.evaluation.run import CONFIG, RESULTS, ResultStore, summarise, summary_table
+from factpatch.evaluation.run import CONFIG, RESULTS, result_store, summarize, summary_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,14 +25,14 @@ def main(argv: list[str] | None = None) -> int:
 
     description = json.loads((args.run_dir / CONFIG).read_text())
     kind, methods = description["dataset"]["kind"], list(description["methods"])
-    records = ResultStore(args.run_dir / RESULTS).load()
+    records = result_store(args.run_dir / RESULTS).load()
     print(f"All cases run ({description['model']}, {description['dataset']['name']}):\n")
-    print(summary_table(summarise(records, kind, methods), kind, paper=args.paper))
+    print(summary_table(summarize(records, kind, methods), kind, paper=args.paper))
 
     shared = set.intersection(*({r["case_id"] for r in records if r["method"] == m} for m in methods))
     common = [r for r in records if r["case_id"] in shared]
     print(f"\nThe {len(shared)} cases every method was run on:\n")
-    print(summary_table(summarise(common, kind, methods), kind))
+    print(summary_table(summarize(common, kind, methods), kind))
     return 0
 
 

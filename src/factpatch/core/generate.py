@@ -1,11 +1,27 @@
-"""Text generation from a (possibly patched) model, seeded and batched with left padding."""
+"""Text generation from a (possibly patched) model, seeded and batched with left padding, and the
+one seeded-sampling context every sampler in factpatch uses."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 
 from .models import LoadedModel
 from .tokens import pad_id
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global generator inside the block and restore the caller's state after it,
+    so sampling here never changes what the caller's own random numbers would have been."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
 
 
 @torch.no_grad()
@@ -20,9 +36,7 @@ def generate_texts(
         batch = tokenizer([p for p in prompts for _ in range(n)], return_tensors="pt", padding=True)
     finally:
         tokenizer.padding_side = side
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with seeded(seed):
         out = lm.model.generate(
             input_ids=batch.input_ids.to(lm.device),
             attention_mask=batch.attention_mask.to(lm.device),
@@ -31,8 +45,6 @@ def generate_texts(
             max_new_tokens=max_new_tokens,
             pad_token_id=pad_id(tokenizer),
         )
-    finally:
-        torch.random.set_rng_state(state)
     width = batch.input_ids.shape[1]
     texts = [tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
     flat = [prompts[i // n] + texts[i] for i in range(len(texts))]

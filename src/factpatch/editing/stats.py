@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
+from ..core.generate import seeded
 from ..core.hooks import act_name, run_with_cache
 from ..core.models import LoadedModel
 
@@ -79,27 +80,22 @@ def sample_token_corpus(
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     n_seq = -(-n_tokens // SEQ_LEN)
     batch_size = 32
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
     chunks = []
-    try:
-        with tqdm(total=n_seq * SEQ_LEN, desc="sampling corpus", unit="tok", disable=not progress) as bar:
-            for first in range(0, n_seq, batch_size):
-                rows = min(batch_size, n_seq - first)
-                prompt = torch.full((rows, 1), start, dtype=torch.long, device=lm.device)
-                out = lm.model.generate(
-                    prompt,
-                    attention_mask=torch.ones_like(prompt),
-                    do_sample=True,
-                    top_k=50,
-                    max_new_tokens=SEQ_LEN,
-                    min_new_tokens=SEQ_LEN,  # fixed length: no padding in the statistics pass
-                    pad_token_id=tokenizer.eos_token_id,
-                )
-                chunks.append(torch.cat([prompt, out[:, 1 : SEQ_LEN]], dim=1).cpu())
-                bar.update(rows * SEQ_LEN)
-    finally:
-        torch.random.set_rng_state(generator_state)
+    with seeded(seed), tqdm(total=n_seq * SEQ_LEN, desc="sampling corpus", unit="tok", disable=not progress) as bar:
+        for first in range(0, n_seq, batch_size):
+            rows = min(batch_size, n_seq - first)
+            prompt = torch.full((rows, 1), start, dtype=torch.long, device=lm.device)
+            out = lm.model.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=True,
+                top_k=50,
+                max_new_tokens=SEQ_LEN,
+                min_new_tokens=SEQ_LEN,  # fixed length: no padding in the statistics pass
+                pad_token_id=tokenizer.eos_token_id,
+            )
+            chunks.append(torch.cat([prompt, out[:, 1 : SEQ_LEN]], dim=1).cpu())
+            bar.update(rows * SEQ_LEN)
     ids = torch.cat(chunks)
     with atomic_path(path) as tmp:
         save_file({"ids": ids.contiguous()}, str(tmp))

@@ -21,34 +21,23 @@ suffixes, and reads logits only where the loss reads them. Requests are optimise
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
+from ..core.generate import seeded
 from ..core.hooks import act_name, body, cache_kwarg, frozen, hooks, returned_cache, start_at_layer, unembed
 from ..core.models import LoadedModel
 from ..core.tokens import encode_target, pad_id, subject_last_index
 from .request import EditRequest
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global generator inside the block and restore the caller's state after it."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(state)
 
 
 # ----------------------------------------------------------------------------- contexts

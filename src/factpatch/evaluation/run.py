@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..editing.registry import Editor, make_editor, method_params
 from ..core.cache import write_text_atomic
+from ..core.runstore import RunStore, check_identity
 from .data import Case, Dataset, load_dataset
 from ..core.errors import FactpatchError
 from ..core.generate import generate_texts
@@ -152,74 +152,14 @@ def check_out_dir(out_dir: Path, description: dict) -> None:
     """Create `out_dir` for this configuration, or accept it if it holds the same one (a different
     `n` included: the run grows or shrinks to the new prefix); refuse otherwise."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FactpatchError(f"--out {out_dir} exists and is not a directory")
-    config_path = out_dir / CONFIG
-    if config_path.exists():
-        try:
-            old = json.loads(config_path.read_text())
-        except json.JSONDecodeError:
-            raise FactpatchError(f"{config_path} is not valid JSON; use another --out") from None
-        diff = _differences(old, description)
-        if diff:
-            raise FactpatchError(
-                f"{out_dir} holds results of a different configuration (differs in {', '.join(diff)}); "
-                "use another --out (results are never mixed)"
-            )
-        if old != description:
-            write_text_atomic(config_path, json.dumps(description, indent=2) + "\n")
-        return
-    if (out_dir / RESULTS).exists():
+    if not (out_dir / CONFIG).exists() and (out_dir / RESULTS).exists():
         raise FactpatchError(f"{out_dir} has {RESULTS} but no {CONFIG}; use another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, json.dumps(description, indent=2) + "\n")
+    check_identity(out_dir, CONFIG, description, _differences)
 
 
-# ----------------------------------------------------------------------------- the results file
-
-
-class ResultStore:
+def result_store(path: Path) -> RunStore:
     """`results.jsonl`: one JSON line per (case, method), appended and fsynced as each finishes."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def load(self) -> list[dict]:
-        """Every complete record. A torn last line (a kill mid-write) is cut from the file."""
-        if not self.path.exists():
-            return []
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        records, offset = [], 0
-        for number, line in enumerate(lines, 1):
-            last = number == len(lines)  # text after the final newline: empty, or a torn write
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    if not last:
-                        raise FactpatchError(
-                            f"{self.path} line {number} is corrupt; move the file away to start over"
-                        ) from None
-                    logger.warning("%s: dropping an incomplete last line (interrupted write)", self.path)
-                    with open(self.path, "r+b") as handle:
-                        handle.truncate(offset)
-                    break
-                if not isinstance(record, dict) or "case_id" not in record or "method" not in record:
-                    raise FactpatchError(f"{self.path} line {number} is not a result record")
-                records.append(record)
-                if last:  # complete but unterminated: terminate it so the next append starts a line
-                    with open(self.path, "ab") as handle:
-                        handle.write(b"\n")
-            offset += len(line) + 1
-        return records
-
-    def append(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+    return RunStore(path, required=("case_id", "method"))
 
 
 # ----------------------------------------------------------------------------- one case
@@ -379,7 +319,7 @@ def run_eval(
         raise FactpatchError(f"shard {config.shard} of {dataset.name} has no cases")
     out_dir = Path(out_dir)
     check_out_dir(out_dir, description)
-    store = ResultStore(out_dir / RESULTS)
+    store = result_store(out_dir / RESULTS)
     records = store.load()
     done = {(r["case_id"], r["method"]) for r in records}
     index_of = {c.case_id: i for i, c in enumerate(dataset.cases)}
@@ -424,7 +364,7 @@ def metric_names(kind: str) -> tuple[str, ...]:
     return COUNTERFACT_METRICS if kind == "counterfact" else ZSRE_METRICS
 
 
-def summarise(records: list[dict], kind: str, methods: list[str], n_boot: int = 1000, seed: int = 0) -> dict:
+def summarize(records: list[dict], kind: str, methods: list[str], n_boot: int = 1000, seed: int = 0) -> dict:
     """{method: {metric: {"mean", "ci": [lo, hi], "n"}}} with percentile-bootstrap 95 % intervals.
 
     Records are taken in data-set order (their `index`) so the result does not depend on the
@@ -531,7 +471,7 @@ def plot_summary(summary: dict, kind: str, path: Path, title: str) -> None:
 
 def write_summaries(out_dir: Path, records: list[dict], description: dict) -> dict:
     kind = description["dataset"]["kind"]
-    summary = summarise(records, kind, list(description["methods"]))
+    summary = summarize(records, kind, list(description["methods"]))
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     dataset = description["dataset"]
@@ -591,7 +531,7 @@ def merge_runs(dirs: list[Path], out_dir: Path) -> EvalRun:
             descriptions.append(json.loads(config_path.read_text()))
         except json.JSONDecodeError:
             raise FactpatchError(f"{config_path} is not valid JSON") from None
-        all_records.append(ResultStore(directory / RESULTS).load())
+        all_records.append(result_store(directory / RESULTS).load())
     first = descriptions[0]
     methods: list[str] = []
     hparams: dict[str, dict] = {}

@@ -31,6 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..core.cache import write_text_atomic
+from ..core.runstore import RunStore
 from .data import Case, Dataset
 from ..editing.patch import PatchStack, load_patch, save_patch
 from ..editing.registry import make_editor, method_params
@@ -39,11 +40,10 @@ from ..core.errors import FactpatchError
 from .run import (
     RESULTS,
     GenerationSettings,
-    ResultStore,
     check_out_dir,
     score_counterfact,
     score_zsre,
-    summarise,
+    summarize,
     summary_csv,
     summary_table,
     case_seed,
@@ -127,21 +127,14 @@ def _score(lm: LoadedModel, case: Case) -> tuple[dict, dict]:
     return score_counterfact(lm, case) if case.kind == "counterfact" else score_zsre(lm, case)
 
 
-class JsonlLog(ResultStore):
-    """health.jsonl: the same append-and-fsync store as results.jsonl, keyed by (method, edits)."""
+def health_store(path: Path) -> RunStore:
+    """health.jsonl: one line per (method, checkpoint)."""
+    return RunStore(path, required=("method", "edits"))
 
-    def load(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        records = []
-        for number, line in enumerate(self.path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                logger.warning("%s line %d is incomplete (interrupted write): measured again", self.path, number)
-        return records
+
+def case_store(path: Path) -> RunStore:
+    """results.jsonl: one line per (method, checkpoint, case)."""
+    return RunStore(path, required=("method", "edits", "case_id"))
 
 
 @dataclass
@@ -165,8 +158,8 @@ def run_method(
     cases: list[Case],
     config: SequentialConfig,
     out_dir: Path,
-    store: ResultStore,
-    health_log: JsonlLog,
+    store: RunStore,
+    health_log: RunStore,
     done: set,
     health_done: set,
     known: KnownFacts | None,
@@ -216,7 +209,7 @@ def run_method(
 
 
 def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialConfig,
-                store: ResultStore, health_log: JsonlLog, done: set, health_done: set, known, ppl_ids,
+                store: RunStore, health_log: RunStore, done: set, health_done: set, known, ppl_ids,
                 edited_subjects: list[str], stack: PatchStack, progress: bool) -> None:
     """Score every case edited so far on the current model, then the model's health."""
     todo = [(i, c) for i, c in enumerate(edited) if (method, edits, c.case_id) not in done]
@@ -258,7 +251,7 @@ def run_sequential(
     description = describe(lm, dataset, config, {m: p.to_dict() for m, p in params.items()})
     out_dir = Path(out_dir)
     check_out_dir(out_dir, description)
-    store, health_log = ResultStore(out_dir / RESULTS), JsonlLog(out_dir / HEALTH)
+    store, health_log = case_store(out_dir / RESULTS), health_store(out_dir / HEALTH)
     records, health = store.load(), health_log.load()
     done = {(r["method"], r["edits"], r["case_id"]) for r in records}
     health_done = {(h["method"], h["edits"]) for h in health}
@@ -281,11 +274,11 @@ def run_sequential(
 def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
     """Summary of the final checkpoint and the curves, from the records alone."""
     started = time.perf_counter()
-    records = ResultStore(out_dir / RESULTS).load()
-    health = JsonlLog(out_dir / HEALTH).load()
+    records = case_store(out_dir / RESULTS).load()
+    health = health_store(out_dir / HEALTH).load()
     kind = "counterfact" if any("ES" in r["metrics"] for r in records) else "zsre"
     final = [r for r in records if r["edits"] == description["n"]]
-    summary = summarise(final, kind, description["methods"])
+    summary = summarize(final, kind, description["methods"])
     final_health = {}
     for method in ["unedited", *description["methods"]]:
         edits = 0 if method == "unedited" else description["n"]

@@ -63,7 +63,7 @@ class AnswerSummary:
     submitted_at: str
 
 
-def summarise_answers(rows: list[db.RankingRow]) -> list[AnswerSummary]:
+def summarize_answers(rows: list[db.RankingRow]) -> list[AnswerSummary]:
     grouped: dict[tuple[int, int], list[db.RankingRow]] = defaultdict(list)
     for r in rows:
         grouped[(r.rater, r.position)].append(r)
@@ -259,7 +259,7 @@ def create_app(db_path: Path) -> FastAPI:
         if state != 200:
             return login_page(request, state, "That admin token is not right." if state == 403 else None)
         progress = db.rater_progress(conn)
-        answers = summarise_answers(db.ranking_rows(conn))
+        answers = summarize_answers(db.ranking_rows(conn))
         return page(
             request, "admin.html", info=info, progress=progress, answers=answers,
             answered=sum(p.answered for p in progress), assigned=sum(p.assigned for p in progress),

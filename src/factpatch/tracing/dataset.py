@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from ..core.runstore import RunStore, check_identity
 from ..core.cache import stable_hash
 from ..core.errors import FactpatchError
 from ..core.hooks import body, unembed
@@ -157,31 +158,9 @@ def fact_record(fact: Fact, trace: PromptTrace) -> dict:
     }
 
 
-def read_results(path: Path, repair: bool = False) -> list[dict]:
-    """Records of a results JSONL. A last line cut short by a killed run is dropped (and, with
-    `repair`, cut from the file so appending resumes cleanly); damage elsewhere is an error."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    records, offset = [], 0
-    for line in raw.splitlines(keepends=True):
-        complete = line.endswith(b"\n")
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if record is None or not complete:
-            if offset + len(line) < len(raw):
-                raise FactpatchError(f"{path}: damaged line {len(records) + 1}; remove it to resume")
-            if repair:
-                with open(path, "r+b") as handle:
-                    handle.truncate(offset)
-            logger.warning("dropped an incomplete last line of %s (a run was cut short)", path)
-            break
-        records.append(record)
-        offset += len(line)
-    return records
+def read_results(path: Path) -> list[dict]:
+    """The traced facts of a results JSONL (a torn last line from a killed run is cut off)."""
+    return RunStore(path, required=("id",)).load()
 
 
 def summarize(records: Sequence[dict], names: Sequence[str], n_layers: int) -> dict:
@@ -310,20 +289,7 @@ def trace_dataset(
         "settings": settings.key(),
         "sigma": round(sigma, 8),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run_path = out_dir / "run.json"
-    if run_path.exists():
-        try:
-            previous = json.loads(run_path.read_text())
-        except json.JSONDecodeError:
-            previous = None
-        if previous != run_key:
-            raise FactpatchError(
-                f"{out_dir} holds a run with other settings, model or dataset: use another --out "
-                "(or the same options to resume it)"
-            )
-    else:
-        write_bytes(run_path, json.dumps(run_key, indent=1).encode())
+    check_identity(out_dir, "run.json", run_key)
 
     known_path = out_dir / "known.json"
     known_ids = None
@@ -341,18 +307,18 @@ def trace_dataset(
     logger.info("%s knows %d of %d facts in %s", lm.name, len(known_set), len(facts), dataset)
 
     results_path = out_dir / "results.jsonl"
-    done = {r["id"]: r for r in read_results(results_path, repair=True)}
+    store = RunStore(results_path, required=("id",))
+    done = {r["id"]: r for r in store.load()}
     todo = [f for f in selected if f.id not in done]
     bar = progress_bar(progress, total=len(selected), initial=len(selected) - len(todo), desc="tracing facts", unit="fact")
-    with bar, open(results_path, "a", encoding="utf-8") as handle:
+    with bar:
         for fact in todo:
             fact_settings = dataclasses.replace(
                 settings, noise=dataclasses.replace(settings.noise, seed=fact_seed(settings.noise.seed, fact.id))
             )
             trace = trace_prompt(lm, fact.prompt, fact.subject, fact.target, fact_settings, sigma, progress=False)
             record = fact_record(fact, trace)
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
+            store.append(record)
             done[fact.id] = record
             bar.update(1)
     records = [done[f.id] for f in selected if f.id in done]

@@ -14,7 +14,6 @@ renders PNG and SVG in memory first, then writes both, so a failure leaves no pa
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from ..core.cache import atomic_path
@@ -189,12 +188,9 @@ def render_figure(fig) -> dict[str, bytes]:
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
-    """Write a file atomically, readable as any new file would be (the umask decides)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    """Write a file atomically (core.cache.atomic_path: readable as any new file would be)."""
     with atomic_path(Path(path)) as tmp:
         tmp.write_bytes(data)
-        os.chmod(tmp, 0o666 & ~umask)
     return Path(path)
 
 

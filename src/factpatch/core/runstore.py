@@ -1,0 +1,96 @@
+"""Resumable runs on disk: one directory per run, an identity file that a resumed run must
+match, and append-only JSONL records.
+
+Every long command (tracing a data set, evaluating, editing sequentially) writes its records one
+line at a time — appended, flushed and fsynced as each finishes — so a killed run loses at most
+the line it was writing, and rerunning the same command skips what is there. A torn last line
+(a kill mid-write) is cut from the file on load; damage anywhere else is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .cache import write_text_atomic
+from .errors import FactpatchError
+
+logger = logging.getLogger(__name__)
+
+
+class RunStore:
+    """An append-only JSONL file of records, each of which must carry the `required` keys."""
+
+    def __init__(self, path: Path, required: Iterable[str] = ()):
+        self.path = Path(path)
+        self.required = tuple(required)
+
+    def load(self) -> list[dict]:
+        """Every complete record. A torn last line is cut from the file so appending resumes cleanly."""
+        if not self.path.exists():
+            return []
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        records, offset = [], 0
+        for number, line in enumerate(lines, 1):
+            last = number == len(lines)  # text after the final newline: empty, or a torn write
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    if not last:
+                        raise FactpatchError(
+                            f"{self.path} line {number} is corrupt; move the file away to start over"
+                        ) from None
+                    logger.warning("%s: dropping an incomplete last line (interrupted write)", self.path)
+                    with open(self.path, "r+b") as handle:
+                        handle.truncate(offset)
+                    break
+                if not isinstance(record, dict) or any(k not in record for k in self.required):
+                    raise FactpatchError(f"{self.path} line {number} is not a record of this run")
+                records.append(record)
+                if last:  # complete but unterminated: terminate it so the next append starts a line
+                    with open(self.path, "ab") as handle:
+                        handle.write(b"\n")
+            offset += len(line) + 1
+        return records
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def check_identity(out_dir: Path, name: str, identity: dict, differences=None) -> None:
+    """Create `out_dir` with `name` holding `identity`, or accept it if it holds the same run;
+    refuse a directory that holds another run, so results are never mixed.
+
+    `differences(old, new) -> [keys]` decides what counts as another run (default: any change);
+    where the stored identity differs only in what it allows, the stored file is brought up to date."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FactpatchError(f"--out {out_dir} exists and is not a directory")
+    path = out_dir / name
+    identity = json.loads(json.dumps(identity))  # as it will read back
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise FactpatchError(f"{path} is not valid JSON; use another --out") from None
+        diff = differences(old, identity) if differences else sorted(
+            k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        if diff:
+            raise FactpatchError(
+                f"{out_dir} holds results of a different configuration (differs in {', '.join(diff)}): "
+                "a run with other settings, model or data; use another --out, or the same options to resume"
+            )
+        if old != identity:
+            write_text_atomic(path, json.dumps(identity, indent=2) + "\n")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(identity, indent=2) + "\n")
