@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.hooks import body, unembed
 from ..core.models import LoadedModel
-from ..core.tokens import encode_target, pad_id, pad_right
+from ..core.scoring import teacher_forced
+from ..core.tokens import pad_id
 
 
 @dataclass(frozen=True)
@@ -38,31 +38,9 @@ class TargetScore:
         return self.log_prob / self.n_tokens
 
 
-@torch.no_grad()
 def score_targets(lm: LoadedModel, prompts: list[str], targets: list[str], batch_size: int = 32) -> list[TargetScore]:
-    """Score `targets[i]` after `prompts[i]` (one forward pass per batch, logits only where read)."""
-    if len(prompts) != len(targets):
-        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
-    encoded = [encode_target(lm.tokenizer, p, t) for p, t in zip(prompts, targets)]
-    scores: list[TargetScore] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        batch = pad_right([p + t[:-1] for p, t in chunk], pad_id(lm.tokenizer), lm.device)
-        hidden = body(lm)(input_ids=batch.input_ids, use_cache=False).last_hidden_state
-        rows, cols, wanted = [], [], []
-        for row, (prompt_ids, target_ids) in enumerate(chunk):
-            for offset, token in enumerate(target_ids):
-                rows.append(row)
-                cols.append(len(prompt_ids) - 1 + offset)
-                wanted.append(token)
-        log_probs = torch.log_softmax(unembed(lm, hidden[rows, cols]).float(), dim=-1)
-        token_lp = log_probs[torch.arange(len(wanted)), torch.tensor(wanted)]
-        cursor = 0
-        for _, target_ids in chunk:
-            n = len(target_ids)
-            scores.append(TargetScore(float(token_lp[cursor : cursor + n].sum()), n))
-            cursor += n
-    return scores
+    """Score `targets[i]` after `prompts[i]`: log P[target | prompt] (core.scoring)."""
+    return [TargetScore(sum(t.log_probs), len(t.log_probs)) for t in teacher_forced(lm, prompts, targets, batch_size)]
 
 
 @torch.no_grad()
@@ -205,23 +183,7 @@ def token_accuracy(lm: LoadedModel, prompts: list[str], targets: list[str], batc
     """Top-1 token accuracy of `targets[i]` after `prompts[i]` under teacher forcing: the fraction of
     target tokens that are the argmax prediction given the prompt and the target tokens before them
     (the zsRE metric of the MEND and ROME papers)."""
-    if len(prompts) != len(targets):
-        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
-    encoded = [encode_target(lm.tokenizer, p, t) for p, t in zip(prompts, targets)]
-    accuracies: list[float] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        batch = pad_right([p + t[:-1] for p, t in chunk], pad_id(lm.tokenizer), lm.device)
-        hidden = body(lm)(input_ids=batch.input_ids, use_cache=False).last_hidden_state
-        rows = [row for row, (_, t) in enumerate(chunk) for _ in t]
-        cols = [len(p) - 1 + offset for p, t in chunk for offset in range(len(t))]
-        wanted = torch.tensor([token for _, t in chunk for token in t], device=lm.device)
-        hits = (unembed(lm, hidden[rows, cols]).argmax(dim=-1) == wanted).float()
-        cursor = 0
-        for _, target_ids in chunk:
-            accuracies.append(float(hits[cursor : cursor + len(target_ids)].mean()))
-            cursor += len(target_ids)
-    return accuracies
+    return [sum(t.hits) / len(t.hits) for t in teacher_forced(lm, prompts, targets, batch_size)]
 
 
 # ----------------------------------------------------------------------------- bootstrap

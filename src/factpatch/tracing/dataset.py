@@ -13,11 +13,10 @@ from typing import Sequence
 import torch
 
 from ..core.runstore import RunStore, check_identity
+from ..core.scoring import teacher_forced
 from ..core.cache import stable_hash
 from ..core.errors import FactpatchError
-from ..core.hooks import body, unembed
 from ..core.models import LoadedModel
-from ..core.tokens import encode_target
 from .engine import progress_bar
 from .prompt import PromptTrace, trace_prompt
 from .settings import Progress, TraceSettings, embedding_std
@@ -113,23 +112,12 @@ def load_facts(path: Path) -> list[Fact]:
 @torch.no_grad()
 def knows(lm: LoadedModel, facts: Sequence[Fact], batch_size: int = 32, progress: Progress = True) -> list[bool]:
     """Whether the model gets each fact right: its greedy continuation of the prompt begins with
-    every token of the target (one teacher-forced pass per batch, logits only where read)."""
-    from ..core.tokens import pad_id, pad_right
-
-    result = []
+    every token of the target (the teacher-forced pass of core.scoring, every token a top-1 hit)."""
+    result: list[bool] = []
     with progress_bar(progress, total=len(facts), desc="checking known facts", unit="fact") as bar:
         for begin in range(0, len(facts), batch_size):
-            chunk = [encode_target(lm.tokenizer, f.prompt, f.target) for f in facts[begin : begin + batch_size]]
-            batch = pad_right([p + t[:-1] for p, t in chunk], pad_id(lm.tokenizer), lm.device)
-            hidden = body(lm)(input_ids=batch.input_ids, use_cache=False).last_hidden_state
-            rows = [r for r, (p, t) in enumerate(chunk) for _ in t]
-            cols = [len(p) - 1 + k for p, t in chunk for k in range(len(t))]
-            predicted = unembed(lm, hidden[rows, cols]).argmax(dim=-1).tolist()
-            cursor = 0
-            for _, target_ids in chunk:
-                n = len(target_ids)
-                result.append(predicted[cursor : cursor + n] == list(target_ids))
-                cursor += n
+            chunk = facts[begin : begin + batch_size]
+            result += [all(t.hits) for t in teacher_forced(lm, [f.prompt for f in chunk], [f.target for f in chunk])]
             bar.update(len(chunk))
     return result
 
