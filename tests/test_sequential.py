@@ -60,6 +60,10 @@ def test_sequential_run_scores_every_case_at_every_checkpoint(fresh_tiny, tmp_pa
     curves = (tmp_path / "out" / "curves.csv").read_text().splitlines()
     assert curves[0].startswith("method,edits,cases,ES") and len(curves) == 1 + 2 * 3
     assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
+    batches = [json.loads(line) for line in (tmp_path / "out" / "batches.jsonl").read_text().splitlines()]
+    assert [(b["method"], b["batch"], b["edits"]) for b in batches] == [
+        ("memit", 0, 2), ("memit", 1, 2), ("rome", 0, 2), ("rome", 1, 2)]
+    assert all(b["seconds"] > 0 for b in batches)
 
 
 def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatch):

@@ -273,6 +273,12 @@ class LoadedModel:
         return layer
 
 
+def paper_layers(n_layers: int) -> tuple[int, int]:
+    """The edit and attention layers of a model without traced ones, at the paper's relative
+    depths on GPT-2 XL: ROME's layer 17 and AttnEdit's layer 33 of 48."""
+    return round(n_layers * 17 / 48), round(n_layers * 33 / 48)
+
+
 def weights_fingerprint(model: nn.Module) -> str:
     """sha256 over every parameter's name, dtype, shape and bytes (tied weights counted once)."""
     digest = hashlib.sha256()
@@ -361,8 +367,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None)
     n_layers = int(getattr(model.config, adapter.n_layers_attr))
     base_name = record.get("name", spec.name if spec else str(directory))
     base_spec = EMBEDDED.get(base_name)
-    default_layer = base_spec.edit_layer if base_spec else round(n_layers * 17 / 48)
-    attn_layer = base_spec.attn_layer if base_spec else round(n_layers * 33 / 48)
+    default_layer, attn_layer = (base_spec.edit_layer, base_spec.attn_layer) if base_spec else paper_layers(n_layers)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -389,8 +394,8 @@ def from_pretrained_model(model: nn.Module, tokenizer, name: str = "in-memory") 
         adapter=adapter,
         name=name,
         fingerprint=weights_fingerprint(model),
-        default_layer=round(n_layers * 17 / 48),
-        attn_layer=round(n_layers * 33 / 48),
+        default_layer=paper_layers(n_layers)[0],
+        attn_layer=paper_layers(n_layers)[1],
     )
 
 

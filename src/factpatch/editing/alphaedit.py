@@ -49,7 +49,7 @@ class AlphaEditParams(BatchEditParams):
     # (all reference settings: 10).
     L2: float = 10.0
     # Share of tr C the null space may carry (factpatch's scale-free rule, see the module doc).
-    nullspace_energy: float = 1e-2
+    nullspace_energy: float = 0.1
     # The reference rule instead: eigenvalues below this absolute value (GPT-2 XL/GPT-J/Llama-3: 2e-2).
     nullspace_threshold: float | None = None
 

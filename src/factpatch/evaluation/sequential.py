@@ -13,6 +13,7 @@ Layout of DIR (everything resumable; a killed run continues from the last comple
     <method>/patches/NNNN-<id>.safetensors   the stack, one patch per batch: the checkpoint
     results.jsonl                     one line per (method, checkpoint, case): metrics and raw scores
     health.jsonl                      one line per (method, checkpoint): known facts kept, perplexity
+    batches.jsonl                     one line per (method, batch): seconds, z steps, null-space ranks
     summary.json|.md|.csv             the final checkpoint, with 95 % bootstrap intervals
     curves.csv, curves.png            every checkpoint, every method
 
@@ -56,6 +57,7 @@ from .health import KnownFacts, perplexity, perplexity_text
 logger = logging.getLogger(__name__)
 
 HEALTH = "health.jsonl"
+BATCHES = "batches.jsonl"
 FORMAT_VERSION = 1
 
 
@@ -127,6 +129,23 @@ def _score(lm: LoadedModel, case: Case) -> tuple[dict, dict]:
     return score_counterfact(lm, case) if case.kind == "counterfact" else score_zsre(lm, case)
 
 
+def batch_store(path: Path) -> RunStore:
+    """batches.jsonl: what each batch cost, read from its patch (also for batches resumed from disk)."""
+    return RunStore(path, required=("method", "batch"))
+
+
+def batch_record(method: str, batch: int, patch) -> dict:
+    steps = patch.meta.get("v_steps_run")
+    record = {"method": method, "batch": batch, "edits": len(patch.requests), "patch": patch.id,
+              "seconds": patch.meta.get("batch_seconds")}
+    if isinstance(steps, list) and steps:
+        record["z_steps_mean"] = round(sum(steps) / len(steps), 2)
+    for key in ("nullspace_rank", "preserved_edits"):
+        if key in patch.meta:
+            record[key] = patch.meta[key]
+    return record
+
+
 def health_store(path: Path) -> RunStore:
     """health.jsonl: one line per (method, checkpoint)."""
     return RunStore(path, required=("method", "edits"))
@@ -175,6 +194,8 @@ def run_method(
     if len(existing) > len(batches):
         raise FactpatchError(f"{patch_dir} holds {len(existing)} batches, more than this run's {len(batches)}")
     checkpoints = set(config.checkpoints())
+    batch_log = batch_store(out_dir / BATCHES)
+    logged = {r["batch"] for r in batch_log.load() if r["method"] == method}
     editor = make_editor(lm, method, params, cache_dir, progress, config.corpus)
     stack = PatchStack(lm)
     original = weights_fingerprint(lm.model)
@@ -194,6 +215,8 @@ def run_method(
                     patch.meta["batch"] = b
                     patch.meta["batch_seconds"] = round(time.perf_counter() - started, 3)
                     save_patch(patch, patch_dir / f"{b:04d}-{patch.id}.safetensors")
+                if b not in logged:
+                    batch_log.append(batch_record(method, b, patch))
                 stack.apply(patch)
                 edited_subjects += [r.subject for r in requests]
                 bar.update(len(batch))

@@ -39,7 +39,6 @@ Result axes: `scores[token][layer]` — P(o) with that state restored, averaged 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from typing import Sequence
 import torch
 
 from ..core.errors import FactpatchError
-from ..core.hooks import act_name, body, hooks, run_with_cache, start_at_layer, unembed
+from ..core.hooks import act_name, body, cache_kwarg, hooks, returned_cache, run_with_cache, start_at_layer, unembed
 from ..core.models import LoadedModel
 from ..core.tokens import encode_target, subject_token_range
 from .settings import HOOK_KIND, KINDS, SEVERABLE, NoiseSettings, Progress, layer_window
@@ -135,20 +134,6 @@ def _saver(store: dict[str, torch.Tensor]):
     return save
 
 
-def _output_cache(output):
-    """The key/value cache a body returned (its attribute name differs between versions)."""
-    for attr in ("cache", "past_key_values"):
-        value = getattr(output, attr, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _cache_kwarg(lm: LoadedModel) -> str:
-    params = inspect.signature(body(lm).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _extract_kv(cache, n_layers: int, n_tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     layers = getattr(cache, "layers", None)
     if layers is None or len(layers) != n_layers:
@@ -225,7 +210,7 @@ def prepare(
     with hooks(lm, fns):
         out = body(lm)(input_ids=ids.expand(S, T), use_cache=True)
     p_corrupted = _target_probs(lm, out.last_hidden_state[:, -1], target_id)
-    kv = _extract_kv(_output_cache(out), L, T)
+    kv = _extract_kv(returned_cache(out), L, T)
     resid = [corrupted.pop(act_name("resid_pre", l)) for l in range(L)] + [corrupted[act_name("resid_post", L - 1)]]
     resid_mid = [corrupted.pop(act_name("resid_mid", l)) for l in range(L)] if sequential else None
     return Prepared(
@@ -428,7 +413,7 @@ def _run(
 
         assert prep.kv is not None
         prefix = [(k[samples, :, :first], v[samples, :, :first]) for k, v in prep.kv]
-        kwargs[_cache_kwarg(lm)] = DynamicCache(prefix, config=lm.model.config)
+        kwargs[cache_kwarg(body(lm))] = DynamicCache(prefix, config=lm.model.config)
         kwargs["use_cache"] = True
     else:
         kwargs["use_cache"] = False
