@@ -68,12 +68,9 @@ class BatchEditParams:
                 raise FactpatchError("the layer range is empty")
             if list(self.layers) != sorted(set(self.layers)):
                 raise FactpatchError(f"layers must be distinct and ascending, got {list(self.layers)}")
-        if self.v_steps < 1 or self.group_size < 1:
-            raise FactpatchError("v_steps and group_size must be at least 1")
-        if self.v_lr <= 0 or self.clamp_factor <= 0:
-            raise FactpatchError("v_lr and clamp_factor must be positive")
-        if self.essence_prompt.count("{}") != 1:
-            raise FactpatchError("essence_prompt must contain '{}' once")
+        if self.group_size < 1:
+            raise FactpatchError("group_size must be at least 1")
+        self.value_settings()  # checks the optimisation's settings
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,7 +86,7 @@ class BatchEditParams:
     def value_settings(self) -> ValueSettings:
         return ValueSettings(
             steps=self.v_steps, lr=self.v_lr, kl_weight=self.kl_weight, weight_decay=self.weight_decay,
-            clamp_factor=self.clamp_factor, early_stop_nll=self.early_stop_nll,
+            clamp_factor=self.clamp_factor, early_stop_nll=self.early_stop_nll, essence_prompt=self.essence_prompt,
         )
 
 

@@ -33,7 +33,6 @@ from typing import Sequence
 
 import torch
 
-from ..core.errors import FactpatchError
 from ..core.hooks import act_name, run_with_cache
 from ..core.models import LoadedModel
 from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another
@@ -63,12 +62,7 @@ class ROMEHyperParams:
     seed: int = 0  # prefix sampling
 
     def __post_init__(self):
-        if self.v_steps < 1:
-            raise FactpatchError("v_steps must be at least 1")
-        if self.v_lr <= 0 or self.clamp_factor <= 0:
-            raise FactpatchError("v_lr and clamp_factor must be positive")
-        if self.essence_prompt.count("{}") != 1:
-            raise FactpatchError("essence_prompt must contain '{}' once")
+        value_settings(self)  # checks the optimisation's settings
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -118,7 +112,7 @@ def context_prefixes(lm: LoadedModel, hp: ROMEHyperParams, cache_dir: Path | Non
 def value_settings(hp: ROMEHyperParams) -> ValueSettings:
     return ValueSettings(
         steps=hp.v_steps, lr=hp.v_lr, kl_weight=hp.kl_weight, weight_decay=hp.weight_decay,
-        clamp_factor=hp.clamp_factor, early_stop_nll=hp.early_stop_nll,
+        clamp_factor=hp.clamp_factor, early_stop_nll=hp.early_stop_nll, essence_prompt=hp.essence_prompt,
     )
 
 

@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
+from ..core.errors import FactpatchError
 from ..core.generate import seeded
 from ..core.hooks import act_name, body, cache_kwarg, frozen, hooks, returned_cache, start_at_layer, unembed
 from ..core.models import LoadedModel
@@ -243,6 +244,15 @@ class ValueSettings:
     weight_decay: float
     clamp_factor: float
     early_stop_nll: float
+    essence_prompt: str = "{} is a"
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise FactpatchError("v_steps must be at least 1")
+        if self.lr <= 0 or self.clamp_factor <= 0:
+            raise FactpatchError("v_lr and clamp_factor must be positive")
+        if self.essence_prompt.count("{}") != 1:
+            raise FactpatchError("essence_prompt must contain '{}' once")
 
 
 @dataclass
