@@ -59,6 +59,9 @@ def test_sequential_run_scores_every_case_at_every_checkpoint(fresh_tiny, tmp_pa
     assert all(h["perplexity"] > 1 and h["known_total"] >= 0 for h in health)
     curves = (tmp_path / "out" / "curves.csv").read_text().splitlines()
     assert curves[0].startswith("method,edits,cases,ES") and len(curves) == 1 + 2 * 3
+    header = curves[0].split(",")
+    start = dict(zip(header, curves[1].split(",")))
+    assert start["edits"] == "0" and float(start["known_share"]) == 1.0  # every known fact is kept before any edit
     assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
     batches = [json.loads(line) for line in (tmp_path / "out" / "batches.jsonl").read_text().splitlines()]
     assert [(b["method"], b["batch"], b["edits"]) for b in batches] == [

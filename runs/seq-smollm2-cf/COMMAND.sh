@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-300}
 .venv/bin/factpatch eval --sequential --quiet \
-  --methods none,alphaedit,memit,rome \
+  --methods alphaedit,memit,none,rome \
   --dataset counterfact:../shared/datasets/counterfact-train.json \
   --n "$N" --batch-size 100 --checkpoint-every 100 \
   --known ../shared/datasets/known_1000.json --generation-cases 20 \

@@ -348,8 +348,9 @@ def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list
             rows.append(row)
     if baseline is not None and rows:
         for method in methods:
+            # before any edit every fact the model knows is still known: the kept share starts at 1
             rows.append({"method": method, "edits": 0, "cases": 0, "perplexity": baseline["perplexity"],
-                         **({"known_share": baseline["known_share"]} if baseline.get("known_share") is not None else {})})
+                         **({"known_share": 1.0} if baseline.get("known_share") is not None else {})})
     return sorted(rows, key=lambda r: (methods.index(r["method"]), r["edits"]))
 
 
