@@ -160,15 +160,11 @@ def read_at_subject(
     return {name: torch.cat(parts).view(len(requests), len(prefixes), -1) for name, parts in out.items()}
 
 
-def context_weights(spec: PrefixSpec, n_prefixes: int) -> torch.Tensor:
+def context_weights(spec: PrefixSpec) -> torch.Tensor:
     """MEMIT's key average: the mean over context groups (the bare prompt; each prefix group) of
-    each group's mean. (n_prefixes,) weights that sum to 1."""
-    sizes = [1] + [len(spec.starts) * max(1, count // max(1, len(spec.starts))) if spec.starts else count
-                   for count, _ in spec.groups]
-    if sum(sizes) != n_prefixes:
-        sizes = [1, n_prefixes - 1]  # cached prefixes of another shape: bare prompt vs the rest
-    weights = torch.cat([torch.full((size,), 1.0 / (len(sizes) * size)) for size in sizes if size])
-    return weights
+    each group's mean. (1 + number of prefixes,) weights that sum to 1."""
+    sizes = [1] + [size for size in spec.group_sizes() if size]
+    return torch.cat([torch.full((size,), 1.0 / (len(sizes) * size)) for size in sizes])
 
 
 # ----------------------------------------------------------------------------- the batch edit
@@ -235,7 +231,9 @@ def spread_over_layers(
     assert params.layers is not None
     started = time.perf_counter()
     targets = compute_targets(lm, requests, params, prefixes, progress)
-    weights = context_weights(params.prefix_spec(), len(prefixes)).to(lm.device)  # (n_prefixes,)
+    weights = context_weights(params.prefix_spec()).to(lm.device)  # (n_prefixes,)
+    if len(weights) != len(prefixes):
+        raise FactpatchError(f"{len(prefixes)} context prefixes, but the settings make {len(weights)}")
     L = params.z_layer
     z_name = act_name("resid_post", L)
     deltas: list[WeightDelta] = []

@@ -56,6 +56,13 @@ class PrefixSpec:
     starts: tuple[str, ...] = ()
     seed: int = 0
 
+    def copies_per_start(self, count: int) -> int:
+        return max(1, count // len(self.starts))
+
+    def group_sizes(self) -> list[int]:
+        """How many prefixes each group yields (sample_prefixes samples exactly these)."""
+        return [len(self.starts) * self.copies_per_start(c) if self.starts else c for c, _ in self.groups]
+
     def cache_key(self) -> str:
         # ROME's original key (groups, seed) is kept for start-less specs so existing caches stay valid
         return stable_hash([self.groups, self.seed] if not self.starts else [self.groups, self.starts, self.seed])
@@ -74,7 +81,7 @@ def sample_prefixes(lm: LoadedModel, spec: PrefixSpec, cache_dir: Path | None = 
         for count, length in spec.groups:
             if spec.starts:
                 starts = [list(tokenizer(word).input_ids) for word in spec.starts]
-                rows = [(ids, 1) for ids in starts for _ in range(count // len(spec.starts) or 1)]
+                rows = [(ids, 1) for ids in starts for _ in range(spec.copies_per_start(count))]
             else:
                 rows = [([bos], count)]
             for start_ids, copies in rows:
@@ -121,9 +128,9 @@ class Contexts:
     def full_mask(self) -> torch.Tensor:  # (B, P + S): padding after real tokens is never attended
         return torch.cat([self.prefix_mask, torch.ones_like(self.suffix_ids)], dim=1)
 
-    def select(self, keep: torch.Tensor, lm: LoadedModel) -> Contexts:
-        """The contexts of requests `keep` (local indices, ascending) alone, renumbered 0..len-1;
-        the prefix cache is sliced, not recomputed."""
+    def select(self, keep: torch.Tensor) -> tuple[Contexts, torch.Tensor]:
+        """The contexts of requests `keep` (local indices, ascending) alone, renumbered 0..len-1,
+        and the rows they came from; the prefix cache is sliced, not recomputed."""
         new_index = torch.full((self.n_requests,), -1, dtype=torch.long, device=keep.device)
         new_index[keep] = torch.arange(len(keep), device=keep.device)
         rows = torch.nonzero(new_index[self.row_request] >= 0).flatten()  # rows of kept requests, in order
@@ -142,7 +149,7 @@ class Contexts:
             target_ids=self.target_ids[tokens], target_request=new_index[self.target_request[tokens]],
             essence_rows=new_row[self.essence_rows[keep]] if len(self.essence_rows) else self.essence_rows,
             n_requests=len(keep), n_contexts=self.n_contexts, _prefix_cache=cache,
-        )
+        ), rows
 
     def rewrite_rows(self, request: int) -> slice:
         return slice(request * self.n_contexts, (request + 1) * self.n_contexts)
@@ -359,9 +366,8 @@ def optimise_deltas(
         optimizer = torch.optim.Adam([delta], lr=settings.lr)
         optimizer.state[delta] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"][keep].clone(),
                                   "exp_avg_sq": state["exp_avg_sq"][keep].clone()}
-        rows_kept = torch.nonzero(torch.isin(ctx.row_request, keep)).flatten()
+        ctx, rows_kept = ctx.select(keep)
         resid_pre = resid_pre[rows_kept]
-        ctx = ctx.select(keep, lm)
         active = active[keep]
     p_last = [h[-1]["p_target"] for h in history]
     return ValueResult(final, steps, p_first, p_last, history)

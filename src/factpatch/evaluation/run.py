@@ -205,6 +205,11 @@ def score_zsre(lm: LoadedModel, case: Case) -> tuple[dict, dict]:
     return metrics, {"token_accuracy": [[kind, round(a, 6)] for (kind, _, _), a in zip(rows, accuracy)]}
 
 
+def score_case(lm: LoadedModel, case: Case) -> tuple[dict, dict]:
+    """The case's metrics and raw scores on the model as it is now (CounterFact or zsRE)."""
+    return score_counterfact(lm, case) if case.kind == "counterfact" else score_zsre(lm, case)
+
+
 def case_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2**31 - 1)
 
@@ -263,10 +268,7 @@ def evaluate_case(
     texts: list[str] = []
     with applied(lm, [patch]):
         scored = time.perf_counter()
-        if case.kind == "counterfact":
-            metrics, raw = score_counterfact(lm, case)
-        else:
-            metrics, raw = score_zsre(lm, case)
+        metrics, raw = score_case(lm, case)
         if config.generation and case.kind == "counterfact":
             prompts = list(case.generation_prompts[: config.gen.max_prompts])
             texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, ctx.index))]

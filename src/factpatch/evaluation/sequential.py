@@ -42,8 +42,7 @@ from .run import (
     RESULTS,
     GenerationSettings,
     check_out_dir,
-    score_counterfact,
-    score_zsre,
+    score_case,
     summarize,
     summary_csv,
     summary_table,
@@ -123,10 +122,6 @@ def describe(lm: LoadedModel, dataset: Dataset, config: SequentialConfig, hparam
         "corpus": {**config.corpus.key(), "n_tokens": config.corpus.n_tokens},
     }
     return json.loads(json.dumps(description))
-
-
-def _score(lm: LoadedModel, case: Case) -> tuple[dict, dict]:
-    return score_counterfact(lm, case) if case.kind == "counterfact" else score_zsre(lm, case)
 
 
 def batch_store(path: Path) -> RunStore:
@@ -238,7 +233,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
     todo = [(i, c) for i, c in enumerate(edited) if (method, edits, c.case_id) not in done]
     generate_for = set(range(config.generation_cases)) if final else set()
     for i, case in tqdm(todo, desc=f"{method}: scoring at {edits}", unit="case", leave=False, disable=not progress):
-        metrics, raw = _score(lm, case)
+        metrics, raw = score_case(lm, case)
         record = {"method": method, "edits": edits, "case_id": case.case_id, "index": i, "metrics": metrics,
                   "scores": raw}
         if i in generate_for and case.kind == "counterfact" and case.generation_prompts:
