@@ -16,6 +16,7 @@ from factpatch.editing.registry import make_editor, method_params
 from factpatch.editing.request import EditRequest, read_requests
 from factpatch.editing.rome import rank_one_update
 from factpatch.editing.stats import CorpusSpec
+from factpatch.editing.values import length_order
 from factpatch.core.errors import FactpatchError
 from factpatch.core.models import weights_fingerprint
 
@@ -243,6 +244,7 @@ def test_a_requests_z_does_not_depend_on_its_batch(fresh_tiny, tmp_path):
     final_nll = sorted(h[-1]["nll"] for h in compute_targets(lm, REQUESTS, params, prefixes, progress=False).losses)
     params = method_params(lm, "memit", {**FAST, "group_size": "3", "early_stop_nll": str(final_nll[1])})
     together = compute_targets(lm, REQUESTS, params, prefixes, progress=False)
+    assert length_order(lm, REQUESTS) != [0, 1, 2]  # grouped by suffix length: results are put back in place
     assert len(set(together.steps)) > 1  # some stopped early, so the batch shrank on the way
     for i, request in enumerate(REQUESTS):
         alone = compute_targets(lm, [request], params, prefixes, progress=False)

@@ -36,7 +36,7 @@ from ..core.tokens import pad_right, pad_id, subject_last_index
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, key_second_moments
-from .values import PrefixSpec, ValueSettings, build_contexts, optimise_deltas, sample_prefixes
+from .values import PrefixSpec, ValueSettings, build_contexts, length_order, optimise_deltas, sample_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +187,12 @@ def compute_targets(
     L = params.z_layer
     resid_name, out_name = act_name("resid_pre", L), act_name("resid_post", L)
     Z, steps, p_first, p_last, losses = [], [], [], [], []
+    # Groups of requests with similar suffix lengths: each group's rows are padded to its longest.
+    # A request's z does not depend on its group (values.optimise_deltas), so the order is free.
+    order = length_order(lm, requests)
     with tqdm(total=len(requests), desc=f"z at layer {L}", unit="req", disable=not progress) as bar:
         for start in range(0, len(requests), params.group_size):
-            group = requests[start : start + params.group_size]
+            group = [requests[i] for i in order[start : start + params.group_size]]
             ctx = build_contexts(lm, group, prefixes, params.essence_prompt)
             cached = run_with_cache(lm, ctx.suffix_ids, [resid_name, out_name], stop_after=out_name,
                                     **ctx.forward_kwargs(lm))
@@ -203,7 +206,9 @@ def compute_targets(
             p_last += found.p_last
             losses += found.losses
             bar.update(len(group))
-    return TargetValues(torch.cat(Z), steps, p_first, p_last, losses)
+    back = sorted(range(len(order)), key=order.__getitem__)  # position of each request in `order`
+    return TargetValues(torch.cat(Z)[back], [steps[i] for i in back], [p_first[i] for i in back],
+                        [p_last[i] for i in back], [losses[i] for i in back])
 
 
 # solve(l, K, i) -> right factor (d_in, n): the method's answer for layer l given its keys K

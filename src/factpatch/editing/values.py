@@ -134,22 +134,43 @@ class Contexts:
         new_index = torch.full((self.n_requests,), -1, dtype=torch.long, device=keep.device)
         new_index[keep] = torch.arange(len(keep), device=keep.device)
         rows = torch.nonzero(new_index[self.row_request] >= 0).flatten()  # rows of kept requests, in order
-        new_row = torch.full((len(self.row_request),), -1, dtype=torch.long, device=keep.device)
-        new_row[rows] = torch.arange(len(rows), device=keep.device)
-        tokens = torch.nonzero(new_index[self.target_request] >= 0).flatten()
+        return self.subset(rows, new_index, self.suffix_ids.shape[1]), rows
+
+    def split_essence(self) -> list[tuple[Contexts, torch.Tensor]]:
+        """The rewrite rows, and the essence rows apart (each with the rows it came from). An
+        essence row is one token long after the subject, so in the rewrite rows' pass it would be
+        padded to their width; apart, it costs one column."""
+        if not len(self.essence_rows):
+            return [(self, torch.arange(len(self.row_request), device=self.row_request.device))]
+        everyone = torch.arange(self.n_requests, device=self.row_request.device)
+        is_essence = torch.zeros(len(self.row_request), dtype=torch.bool, device=self.row_request.device)
+        is_essence[self.essence_rows] = True
+        rewrite = torch.nonzero(~is_essence).flatten()
+        essence = torch.nonzero(is_essence).flatten()
+        return [(self.subset(rewrite, everyone, self.suffix_ids.shape[1]), rewrite),
+                (self.subset(essence, everyone, 1), essence)]
+
+    def subset(self, rows: torch.Tensor, new_index: torch.Tensor, width: int) -> Contexts:
+        """Rows `rows` (ascending) cut to `width` suffix columns, requests renumbered by
+        `new_index` (old request -> new, -1 = dropped); targets and essence rows follow their rows."""
+        new_row = torch.full((len(self.row_request),), -1, dtype=torch.long, device=rows.device)
+        new_row[rows] = torch.arange(len(rows), device=rows.device)
+        tokens = torch.nonzero(new_row[self.target_rows] >= 0).flatten()
+        essence = self.essence_rows[new_row[self.essence_rows] >= 0] if len(self.essence_rows) else self.essence_rows
         cache = None
         if self._prefix_cache is not None:
             cache = copy.deepcopy(self._prefix_cache)
             cache.batch_select_indices(rows)
         return Contexts(
-            prefix_ids=self.prefix_ids[rows], prefix_mask=self.prefix_mask[rows], suffix_ids=self.suffix_ids[rows],
-            prefix_positions=self.prefix_positions[rows], suffix_positions=self.suffix_positions[rows],
+            prefix_ids=self.prefix_ids[rows], prefix_mask=self.prefix_mask[rows],
+            suffix_ids=self.suffix_ids[rows, :width],
+            prefix_positions=self.prefix_positions[rows], suffix_positions=self.suffix_positions[rows, :width],
             row_request=new_index[self.row_request[rows]],
             target_rows=new_row[self.target_rows[tokens]], target_cols=self.target_cols[tokens],
             target_ids=self.target_ids[tokens], target_request=new_index[self.target_request[tokens]],
-            essence_rows=new_row[self.essence_rows[keep]] if len(self.essence_rows) else self.essence_rows,
-            n_requests=len(keep), n_contexts=self.n_contexts, _prefix_cache=cache,
-        ), rows
+            essence_rows=new_row[essence],
+            n_requests=int((new_index >= 0).sum()), n_contexts=self.n_contexts, _prefix_cache=cache,
+        )
 
     def rewrite_rows(self, request: int) -> slice:
         return slice(request * self.n_contexts, (request + 1) * self.n_contexts)
@@ -238,6 +259,21 @@ def build_contexts(
     )
 
 
+def suffix_length(lm: LoadedModel, request: EditRequest) -> int:
+    """Tokens the δ optimisation runs per context of `request`: from the subject's last token to
+    the one that predicts the target's last token (the bare prompt's; prefixes do not change it)."""
+    prompt_ids, target_ids = encode_target(lm.tokenizer, request.text, request.target_new)
+    split = subject_last_index(lm.tokenizer, request.text, request.subject, request.prompt.index("{}"))
+    return len(prompt_ids) + len(target_ids) - 1 - split
+
+
+def length_order(lm: LoadedModel, requests: Sequence[EditRequest]) -> list[int]:
+    """Request indices sorted by suffix length (stable). Groups cut from this order pad little:
+    on CounterFact's first 100 cases, file-order groups of 32 were 41 % padding."""
+    lengths = [suffix_length(lm, request) for request in requests]
+    return sorted(range(len(requests)), key=lengths.__getitem__)
+
+
 # ----------------------------------------------------------------------------- the optimisation
 
 
@@ -300,30 +336,41 @@ def optimise_deltas(
     delta = torch.zeros((n, d_model), device=device, requires_grad=True)  # (a, d) their δ
     optimizer = torch.optim.Adam([delta], lr=settings.lr)
     model_body = body(lm)
-    step = 0
-    while True:  # one pass of this loop per batch size
-        at_subject = torch.zeros(ctx.suffix_ids.shape + (1,), device=device)  # (B, S, 1)
+    # One forward per part a step: the rewrite rows, and the essence rows one column wide.
+    parts = [(part, resid_pre[rows, : part.suffix_ids.shape[1]]) for part, rows in ctx.split_essence()]
+    rewrite = parts[0][0]
+    has_essence = len(parts) > 1
+
+    def run(part: Contexts, part_resid: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (rows, S, d) of `part` with each row's δ added at the subject."""
+        at_subject = torch.zeros(part.suffix_ids.shape + (1,), device=device)  # (rows, S, 1)
         at_subject[:, 0] = 1.0
-        row_request = ctx.row_request
 
         def add_delta(tensor, *, hook):
-            return tensor + at_subject * delta[row_request][:, None, :]  # (B, S, d)
+            return tensor + at_subject * delta[part.row_request][:, None, :]  # (rows, S, d)
 
+        with start_at_layer(lm, layer, part_resid), hooks(lm, {act_name(hook_kind, layer): add_delta}):
+            return model_body(input_ids=part.suffix_ids, **part.forward_kwargs(lm)).last_hidden_state
+
+    step = 0
+    while True:  # one pass of this loop per batch size
         norms_a = value_norms[active]  # (a,)
-        tokens_per_request = torch.bincount(ctx.target_request, minlength=len(active)).clamp(min=1)  # (a,)
-        target_length = tokens_per_request // ctx.n_contexts  # (a,) |o*_r|
+        tokens_per_request = torch.bincount(rewrite.target_request, minlength=len(active)).clamp(min=1)  # (a,)
+        target_length = tokens_per_request // rewrite.n_contexts  # (a,) |o*_r|
         done = torch.zeros(len(active), dtype=torch.bool, device=device)
         shrink = False
-        with frozen(lm.model), start_at_layer(lm, layer, resid_pre), hooks(lm, {act_name(hook_kind, layer): add_delta}):
+        with frozen(lm.model):
             while True:
-                hidden = model_body(input_ids=ctx.suffix_ids, **ctx.forward_kwargs(lm)).last_hidden_state  # (B, S, d)
-                read = torch.cat([hidden[ctx.target_rows, ctx.target_cols], hidden[ctx.essence_rows, 0]])
+                hidden = [run(part, part_resid) for part, part_resid in parts]  # per part (rows, S, d)
+                read = hidden[0][rewrite.target_rows, rewrite.target_cols]  # (N_t, d)
+                if has_essence:
+                    read = torch.cat([read, hidden[1][parts[1][0].essence_rows, 0]])  # (N_t + a, d)
                 log_probs = torch.log_softmax(unembed(lm, read).float(), dim=-1)  # (N_t + n_e, V)
-                n_t = len(ctx.target_ids)
-                token_lp = log_probs[:n_t].gather(1, ctx.target_ids[:, None]).squeeze(1)  # (N_t,)
-                nll = -torch.zeros(len(active), device=device).index_add(0, ctx.target_request, token_lp)
+                n_t = len(rewrite.target_ids)
+                token_lp = log_probs[:n_t].gather(1, rewrite.target_ids[:, None]).squeeze(1)  # (N_t,)
+                nll = -torch.zeros(len(active), device=device).index_add(0, rewrite.target_request, token_lp)
                 nll = nll / tokens_per_request  # (a,)
-                if len(ctx.essence_rows):
+                if has_essence:
                     essence = log_probs[n_t:]  # (a, V)
                     if essence_reference is None:
                         essence_reference = essence.detach()  # δ = 0 on the first pass: the unedited model
@@ -366,8 +413,9 @@ def optimise_deltas(
         optimizer = torch.optim.Adam([delta], lr=settings.lr)
         optimizer.state[delta] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"][keep].clone(),
                                   "exp_avg_sq": state["exp_avg_sq"][keep].clone()}
-        ctx, rows_kept = ctx.select(keep)
-        resid_pre = resid_pre[rows_kept]
+        parts = [(part_kept, part_resid[rows_kept])
+                 for (part, part_resid) in parts for part_kept, rows_kept in [part.select(keep)]]
+        rewrite = parts[0][0]
         active = active[keep]
     p_last = [h[-1]["p_target"] for h in history]
     return ValueResult(final, steps, p_first, p_last, history)
