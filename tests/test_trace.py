@@ -12,9 +12,10 @@ import torch
 
 from factpatch.core.errors import FactpatchError
 from factpatch.tracing.dataset import knows, load_facts, read_results, summarize, token_groups, trace_dataset
-from factpatch.tracing.engine import Restore, _shared_trunks, _start_layer, prepare, restored_probs
+from factpatch.tracing.engine import prepare, restored_probs
 from factpatch.tracing.prompt import save_trace, trace_prompt
 from factpatch.tracing.reference import restored_prob
+from factpatch.tracing.schedule import Restore, shared_trunks, start_layer
 from factpatch.tracing.settings import KINDS, NoiseSettings, TraceSettings, layer_window
 
 from tiny import CORPUS, FAMILIES, PARALLEL_FAMILIES, build_tiny
@@ -68,7 +69,7 @@ def test_restorations_match_a_naive_hooked_run(lm):
                 # windows clamped at layer 0 that share a trunk pass: [0, 2) and [0, 3)
                 Restore("mlp", 1, (T - 3,)), Restore("attn", 0, (2, 5)), Restore("attn", 0, (T - 1,)),
                 Restore("attn", 1, (T - 1,))]
-    trunks = _shared_trunks(restores, L, prep.window, sequential=True)
+    trunks = shared_trunks(restores, L, prep.window, sequential=True)
     assert (trunks.start, trunks.branch) == (1, 2)
     assert sorted(map(sorted, trunks.groups)) == [[2, 8], [5, 9], [10, 11]]
     fast = restored_probs(lm, prep, restores)
@@ -168,13 +169,13 @@ def test_window_is_clamped_at_the_first_and_last_layers():
     assert layer_window(2, 4, 1) == range(2, 3)
     assert layer_window(0, 4, 100) == range(0, 4) == layer_window(3, 4, 100)
     assert layer_window(0, 4, 3) == range(0, 2) and layer_window(3, 4, 3) == range(2, 4)
-    assert _start_layer(Restore("mlp", 0, (0,)), 30, 10) == 0
-    assert _start_layer(Restore("attn", 29, (0,)), 30, 10) == 24
-    assert _start_layer(Restore("hidden", 29, (0,)), 30, 10) == 30
+    assert start_layer(Restore("mlp", 0, (0,)), 30, 10) == 0
+    assert start_layer(Restore("attn", 29, (0,)), 30, 10) == 24
+    assert start_layer(Restore("hidden", 29, (0,)), 30, 10) == 30
     # with attention and MLP in sequence, a window's first block is computed without a pass
-    assert _start_layer(Restore("mlp", 0, (0,)), 30, 10, sequential=True) == 1
-    assert _start_layer(Restore("attn", 29, (0,)), 30, 10, sequential=True) == 25
-    assert _start_layer(Restore("hidden", 29, (0,)), 30, 10, sequential=True) == 30
+    assert start_layer(Restore("mlp", 0, (0,)), 30, 10, sequential=True) == 1
+    assert start_layer(Restore("attn", 29, (0,)), 30, 10, sequential=True) == 25
+    assert start_layer(Restore("hidden", 29, (0,)), 30, 10, sequential=True) == 30
 
 
 def test_token_groups_for_subjects_at_the_start_middle_and_end():

@@ -35,9 +35,9 @@ FINGERPRINT_FILE = "factpatch-model.json"
 class ArchAdapter:
     """Module paths of one architecture family, relative to the `*ForCausalLM` model.
 
-    `{l}` in a path stands for the layer index. `mlp_out_transposed` is True where the MLP output
-    projection is a GPT-2 `Conv1D`, whose weight is stored as (d_in, d_out) instead of (d_out, d_in).
-    `qkv` names separate Q, K and V projections, or a single fused one (`qkv_fused`).
+    `mlp_out_transposed` is True where the MLP output projection is a GPT-2 `Conv1D`, whose weight
+    is stored as (d_in, d_out) instead of (d_out, d_in). `qkv` names separate Q, K and V
+    projections, or a single fused one (GPT-2's c_attn, GPT-NeoX's query_key_value).
 
     Blocks that run attention, then the MLP, one after the other also name, relative to the block,
     `attn_post` — what is applied to the attention output before it is added to the residual
@@ -56,18 +56,33 @@ class ArchAdapter:
     final_norm: str
     unembed: str
     mlp_out_transposed: bool = False
-    qkv_fused: str | None = None  # None, "gpt2" ([q|k|v] columns) or "neox" (per-head interleaved)
     n_layers_attr: str = "num_hidden_layers"
     attn_post: tuple[str, ...] = ()
     mlp_sublayer: tuple[str, ...] | None = None
+
+    @property
+    def sequential(self) -> bool:
+        """Attention, then the MLP (there is a resid_mid); False for parallel blocks."""
+        return self.mlp_sublayer is not None
 
     @property
     def mlp(self) -> str:
         """The MLP module (relative to a block) whose output is `mlp_out`'s output."""
         return self.mlp_out.rsplit(".", 1)[0]
 
+    @property
+    def mlp_post(self) -> tuple[str, ...]:
+        """What is applied to the MLP's output before it is added to the residual stream (the
+        modules after the MLP in `mlp_sublayer`, e.g. Gemma's post-norm); () for parallel blocks."""
+        if self.mlp_sublayer is None:
+            return ()
+        return self.mlp_sublayer[self.mlp_sublayer.index(self.mlp) + 1 :]
+
     def block(self, layer: int) -> str:
         return f"{self.blocks}.{layer}"
+
+    def mlp_path(self, layer: int) -> str:
+        return f"{self.block(layer)}.{self.mlp}"
 
     def mlp_out_path(self, layer: int) -> str:
         return f"{self.block(layer)}.{self.mlp_out}"
@@ -112,7 +127,6 @@ ADAPTERS: dict[str, ArchAdapter] = {
         mlp_out="mlp.c_proj",
         attn="attn",
         qkv=("attn.c_attn",),
-        qkv_fused="gpt2",
         embed="transformer.wte",
         final_norm="transformer.ln_f",
         unembed="lm_head",
@@ -139,7 +153,6 @@ ADAPTERS: dict[str, ArchAdapter] = {
         mlp_out="mlp.dense_4h_to_h",
         attn="attention",
         qkv=("attention.query_key_value",),
-        qkv_fused="neox",
         embed="gpt_neox.embed_in",
         final_norm="gpt_neox.final_layer_norm",
         unembed="lm_head",
