@@ -7,7 +7,7 @@ from factpatch.evaluation.metrics import score_targets
 from factpatch.core.models import weights_fingerprint
 from factpatch.editing.patch import PatchStack, load_patch, save_patch
 from factpatch.editing.request import EditRequest
-from factpatch.editing.rome import hparams_for
+from factpatch.editing.registry import hparams_for
 from factpatch.editing.stats import CorpusSpec
 
 pytestmark = pytest.mark.integration

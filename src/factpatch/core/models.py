@@ -209,9 +209,9 @@ class EmbeddedModel:
     module: str  # the import name holding the GGUF (found without importing it)
     gguf_file: str
     n_layers: int
-    edit_layer: int  # ROME's default l*
+    edit_layer: int  # the MLP layer its causal trace points at (ROME's default l*: editing.registry)
     edit_layer_source: str  # how edit_layer was chosen
-    attn_layer: int  # AttnEdit's default layer
+    attn_layer: int  # the attention layer its causal trace points at (AttnEdit's default)
     assembled: bool = False  # the GGUF is split in chunk packages and must be assembled first
 
 
@@ -264,8 +264,7 @@ class LoadedModel:
     adapter: ArchAdapter
     name: str
     fingerprint: str  # sha256 of the weights the model was loaded with (before any factpatch patch)
-    default_layer: int
-    attn_layer: int
+    embedded: str | None = None  # the embedded model (EMBEDDED) these weights come from, patched or not
     source: str = ""
     patch_record: dict = field(default_factory=dict)  # set when the directory holds patched weights
 
@@ -284,12 +283,6 @@ class LoadedModel:
         if not 0 <= layer < self.n_layers:
             raise FactpatchError(f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}")
         return layer
-
-
-def paper_layers(n_layers: int) -> tuple[int, int]:
-    """The edit and attention layers of a model without traced ones, at the paper's relative
-    depths on GPT-2 XL: ROME's layer 17 and AttnEdit's layer 33 of 48."""
-    return round(n_layers * 17 / 48), round(n_layers * 33 / 48)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -377,18 +370,14 @@ def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None)
     adapter = adapter_for(model)
     record = json.loads((directory / FINGERPRINT_FILE).read_text()) if (directory / FINGERPRINT_FILE).exists() else {}
     fingerprint = record.get("fingerprint") or weights_fingerprint(model)
-    n_layers = int(getattr(model.config, adapter.n_layers_attr))
     base_name = record.get("name", spec.name if spec else str(directory))
-    base_spec = EMBEDDED.get(base_name)
-    default_layer, attn_layer = (base_spec.edit_layer, base_spec.attn_layer) if base_spec else paper_layers(n_layers)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         adapter=adapter,
         name=spec.name if spec else str(directory),
         fingerprint=fingerprint,
-        default_layer=default_layer,
-        attn_layer=attn_layer,
+        embedded=base_name if base_name in EMBEDDED else None,
         source=str(directory),
         patch_record=record if "patches" in record else {},
     )
@@ -399,16 +388,12 @@ def from_pretrained_model(model: nn.Module, tokenizer, name: str = "in-memory") 
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    adapter = adapter_for(model)
-    n_layers = int(getattr(model.config, adapter.n_layers_attr))
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
-        adapter=adapter,
+        adapter=adapter_for(model),
         name=name,
         fingerprint=weights_fingerprint(model),
-        default_layer=paper_layers(n_layers)[0],
-        attn_layer=paper_layers(n_layers)[1],
     )
 
 

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 class ROMEHyperParams:
     """ROME settings. Defaults are the paper's GPT-2 XL settings (method.md) unless noted."""
 
-    layer: int | None = None  # l*; None = the model's default edit layer (models.EMBEDDED)
+    layer: int | None = None  # l*; None = the model's default edit layer (registry.edit_layer)
     v_steps: int = 20  # Adam steps for δ (paper: 20)
     v_lr: float = 0.5  # paper: 0.5
     kl_weight: float = 0.0625  # λ_KL on the essence prompt (paper: 0.0625)
@@ -66,15 +66,6 @@ class ROMEHyperParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def hparams_for(lm: LoadedModel, **overrides) -> ROMEHyperParams:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    hp = ROMEHyperParams(**values)
-    if hp.layer is None:
-        hp = dataclasses.replace(hp, layer=lm.default_layer)
-    lm.check_layer(hp.layer)
-    return hp
 
 
 # ----------------------------------------------------------------------------- pure math
