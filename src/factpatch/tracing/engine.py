@@ -121,6 +121,19 @@ def _saver(store: dict[str, torch.Tensor]):
     return save
 
 
+def check_fact(prompt: str, subject: str, target: str | None = None) -> None:
+    """What a traceable fact needs, checked before a model is loaded: a prompt that contains its
+    subject, and a target (None: the model's own top token) that is not blank."""
+    if not prompt.strip():
+        raise FactpatchError("prompt is empty")
+    if not subject.strip():
+        raise FactpatchError("subject is empty")
+    if subject not in prompt:
+        raise FactpatchError(f"subject {subject!r} is not in the prompt {prompt!r}")
+    if target is not None and not target.strip():
+        raise FactpatchError("target is empty")
+
+
 @torch.no_grad()
 def prepare(
     lm: LoadedModel,
@@ -132,14 +145,9 @@ def prepare(
     window: int = 10,
 ) -> Prepared:
     """Tokenise, run the clean pass and the corrupted pass (all samples in one batch), cache both."""
-    if not prompt.strip():
-        raise FactpatchError("prompt is empty")
-    if not subject.strip():
-        raise FactpatchError("subject is empty")
-    if subject not in prompt:
-        raise FactpatchError(f"subject {subject!r} is not in the prompt {prompt!r}")
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise FactpatchError(f"σ must be a finite number ≥ 0, got {sigma!r}")
+    check_fact(prompt, subject, target)
+    if not (math.isfinite(sigma) and sigma > 0):  # ν = scale × σ: no noise, no corrupted run
+        raise FactpatchError(f"σ must be a finite number greater than 0, got {sigma!r}")
     tokenizer = lm.tokenizer
     ids = torch.tensor([tokenizer(prompt).input_ids], dtype=torch.long, device=lm.device)
     start, end = subject_token_range(tokenizer, prompt, subject)
