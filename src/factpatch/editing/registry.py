@@ -34,7 +34,7 @@ from .finetune import AttnEditor, FineTuneEditor, FineTuneParams, NoEditor, NoPa
 from .memit import MemitEditor, MEMITParams
 from .patch import Patch, PatchStack
 from .request import EditRequest
-from .rome import ROMEHyperParams, RomeEditor
+from .rome import ROMEParams, RomeEditor
 from .stats import CorpusSpec
 
 
@@ -87,10 +87,10 @@ def attn_layer(lm: LoadedModel) -> int:
     return traced_layers(lm)[1]
 
 
-def hparams_for(lm: LoadedModel, **overrides) -> ROMEHyperParams:
+def hparams_for(lm: LoadedModel, **overrides) -> ROMEParams:
     """ROME's settings on `lm`: the defaults, l* from `edit_layer`, and `overrides` (None: unset)."""
     values = {k: v for k, v in overrides.items() if v is not None}
-    hp = ROMEHyperParams(**values)
+    hp = ROMEParams(**values)
     if hp.layer is None:
         hp = dataclasses.replace(hp, layer=edit_layer(lm))
     lm.check_layer(hp.layer)
@@ -119,7 +119,7 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec(
-            "rome", "ROME: rank-one update of the MLP output projection at l*", ROMEHyperParams,
+            "rome", "ROME: rank-one update of the MLP output projection at l*", ROMEParams,
             _rome_defaults, lambda lm, p, cache, progress, corpus: RomeEditor(lm, p, cache, progress, corpus),
         ),
         MethodSpec(

@@ -96,7 +96,7 @@ class GenerationSettings:
 
 
 @dataclass
-class EvalConfig:
+class EvalSettings:
     methods: list[str]
     n: int | None = None
     shard: tuple[int, int] | None = None
@@ -112,7 +112,7 @@ class EvalConfig:
             raise FactpatchError("no methods to evaluate")
 
 
-def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalConfig, hparams: dict[str, dict]) -> dict:
+def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalSettings, hparams: dict[str, dict]) -> dict:
     """What identifies a run: results made under two different descriptions are never mixed.
     (Round-tripped through JSON so that it compares equal to the stored copy.)"""
     description = {
@@ -257,7 +257,7 @@ def evaluate_case(
     lm: LoadedModel,
     editor: Editor,
     ctx: CaseContext,
-    config: EvalConfig,
+    config: EvalSettings,
     tfidf: TfidfModel | None,
 ) -> dict:
     """One (case, method) record: edit, apply, score (and generate), revert."""
@@ -306,7 +306,7 @@ class EvalRun:
 def run_eval(
     lm: LoadedModel,
     dataset: Dataset,
-    config: EvalConfig,
+    config: EvalSettings,
     out_dir: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
@@ -589,4 +589,4 @@ def evaluate(
 
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     lm = load_model(model, cache_dir) if isinstance(model, str) else model
-    return run_eval(lm, ds, EvalConfig(list(methods), **config), out_dir, cache_dir, progress)
+    return run_eval(lm, ds, EvalSettings(list(methods), **config), out_dir, cache_dir, progress)

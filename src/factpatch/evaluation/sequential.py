@@ -61,7 +61,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class SequentialConfig:
+class SequentialSettings:
     methods: list[str]
     n: int  # edits in all: the first n cases
     batch_size: int
@@ -97,7 +97,7 @@ class SequentialConfig:
         return [e for e in ends if e == self.n or (every is not None and e % every == 0)]
 
 
-def describe(lm: LoadedModel, dataset: Dataset, config: SequentialConfig, hparams: dict) -> dict:
+def describe(lm: LoadedModel, dataset: Dataset, config: SequentialSettings, hparams: dict) -> dict:
     import hashlib
 
     known = None
@@ -170,7 +170,7 @@ def run_method(
     method: str,
     params,
     cases: list[Case],
-    config: SequentialConfig,
+    config: SequentialSettings,
     out_dir: Path,
     store: RunStore,
     health_log: RunStore,
@@ -226,7 +226,7 @@ def run_method(
         raise FactpatchError("internal error: the model was not restored after the sequential run")
 
 
-def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialConfig,
+def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialSettings,
                 store: RunStore, health_log: RunStore, done: set, health_done: set, known, ppl_ids,
                 edited_subjects: list[str], stack: PatchStack, progress: bool) -> None:
     """Score every case edited so far on the current model, then the model's health."""
@@ -256,7 +256,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
 def run_sequential(
     lm: LoadedModel,
     dataset: Dataset,
-    config: SequentialConfig,
+    config: SequentialSettings,
     out_dir: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
