@@ -11,8 +11,7 @@ import pytest
 import torch
 from tiny import FAMILIES, build_tiny, train_tokenizer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATASETS = SHARED / "datasets"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # tests read no data from outside the repository
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
@@ -72,9 +71,7 @@ def embedded_lm(cache_dir):
 
 @pytest.fixture(scope="session")
 def counterfact():
+    """The first 40 records of CounterFact's flattened training split (tests/fixtures/README.md)."""
     import json
 
-    path = DATASETS / "counterfact-train.json"
-    if not path.exists():
-        pytest.skip(f"data set not found: {path}")
-    return json.loads(path.read_text())
+    return json.loads((FIXTURES / "counterfact-train-40.json").read_text())
