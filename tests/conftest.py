@@ -50,6 +50,15 @@ def fresh_tiny(tiny_tokenizer):
     return make
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny random Llama saved as a Hugging Face model directory (for the command line), one a test module."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny("llama", len(tiny_tokenizer)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def cache_dir():
     """The user cache (FACTPATCH_CACHE or ~/.cache/factpatch): converted weights persist across runs."""

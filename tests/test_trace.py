@@ -18,7 +18,7 @@ from factpatch.tracing.reference import restored_prob
 from factpatch.tracing.schedule import Restore, shared_trunks, start_layer
 from factpatch.tracing.settings import KINDS, NoiseSettings, TraceSettings, layer_window
 
-from tiny import CORPUS, FAMILIES, PARALLEL_FAMILIES, build_tiny
+from tiny import CORPUS, FAMILIES, PARALLEL_FAMILIES
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
 SUBJECT = "Danielle Darrieux"
@@ -404,14 +404,6 @@ def test_load_facts_rejects_missing_and_malformed_files(tmp_path):
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_tokenizer):
-    path = tmp_path_factory.mktemp("tiny-llama-trace")
-    build_tiny("llama", len(tiny_tokenizer)).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture()

@@ -46,10 +46,9 @@ from .run import (
     summarize,
     summary_csv,
     summary_table,
-    case_seed,
+    case_generations,
 )
-from ..core.generate import generate_texts
-from .metrics import bootstrap_mean, generation_entropy
+from .metrics import bootstrap_mean
 from ..core.models import LoadedModel, weights_fingerprint
 from .health import KnownFacts, perplexity, perplexity_text
 
@@ -237,10 +236,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
         record = {"method": method, "edits": edits, "case_id": case.case_id, "index": i, "metrics": metrics,
                   "scores": raw}
         if i in generate_for and case.kind == "counterfact" and case.generation_prompts:
-            prompts = list(case.generation_prompts[: config.gen.max_prompts])
-            texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, i))]
-            record["metrics"]["fluency"] = sum(generation_entropy(t) for t in texts) / len(texts)
-            record["texts"] = texts
+            record["texts"], record["metrics"]["fluency"] = case_generations(lm, case, config.gen, config.seed, i)
         store.append(record)
         done.add((method, edits, case.case_id))
     if (method, edits) not in health_done:
