@@ -173,7 +173,8 @@ def adapter_for(model: nn.Module) -> ArchAdapter:
     missing = [
         path
         for path in (adapter.body, adapter.blocks, adapter.embed, adapter.final_norm, adapter.unembed,
-                     adapter.mlp_out_path(0), adapter.attn_path(0), *adapter.qkv_paths(0))
+                     adapter.mlp_out_path(0), adapter.attn_path(0), *adapter.qkv_paths(0),
+                     *(f"{adapter.block(0)}.{name}" for name in (*adapter.attn_post, *(adapter.mlp_sublayer or ()))))
         if not has_module(model, path)
     ]
     if missing:
