@@ -10,7 +10,7 @@ from factpatch.cli import main
 from factpatch.evaluation.compare import CompareSettings, compare_case, compare_texts, to_html, to_markdown, write_outputs
 from factpatch.evaluation.data import load_dataset
 from factpatch.core.errors import FactpatchError
-from factpatch.evaluation.run import EvalConfig, GenerationSettings, merge_runs, run_eval
+from factpatch.evaluation.run import EvalSettings, GenerationSettings, merge_runs, run_eval
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FLAT = f"counterfact:{FIXTURES / 'counterfact-flat.json'}"
@@ -31,7 +31,7 @@ def lm(tiny_models):
 def _config(**kw):
     values = dict(methods=["none", "ft+l"], overrides=FAST)
     values.update(kw)
-    return EvalConfig(**values)
+    return EvalSettings(**values)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -100,7 +100,7 @@ def test_resume_after_a_kill_gives_the_same_summary(lm, tmp_path, monkeypatch):
     assert again.new_records == 0 and again.summary == full.summary
 
 
-def test_a_larger_n_continues_a_run_and_a_smaller_one_summarises_its_prefix(lm, tmp_path):
+def test_a_larger_n_continues_a_run_and_a_smaller_one_summarizes_its_prefix(lm, tmp_path):
     ds = load_dataset(FLAT)
     run_eval(lm, ds, _config(n=2), tmp_path / "grown", progress=False)
     grown = run_eval(lm, ds, _config(n=3), tmp_path / "grown", progress=False)

@@ -9,7 +9,7 @@ from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.metrics import score_targets
 from factpatch.editing.patch import PatchStack
 from factpatch.editing.request import EditRequest
-from factpatch.editing.rome import ROMEHyperParams, compute_edit, to_patch, compute_key_value, context_prefixes, projection_weight
+from factpatch.editing.rome import ROMEParams, compute_edit, to_patch, compute_key_value, context_prefixes, projection_weight
 from factpatch.editing.stats import CorpusSpec, key_second_moment
 
 from tiny import CORPUS
@@ -27,7 +27,7 @@ def corpus_file(tmp_path):
 def _hp(**overrides):
     values = dict(layer=1, prefixes=((3, 4), (2, 6)), v_steps=8)
     values.update(overrides)
-    return ROMEHyperParams(**values)
+    return ROMEParams(**values)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -9,7 +9,7 @@ from factpatch.evaluation.data import load_dataset
 from factpatch.editing.patch import applied, load_patch
 from factpatch.editing.stats import CorpusSpec
 from factpatch.core.errors import FactpatchError
-from factpatch.evaluation.sequential import SequentialConfig, run_sequential
+from factpatch.evaluation.sequential import SequentialSettings, run_sequential
 from factpatch.core.models import weights_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +30,7 @@ def known_file(tmp_path):
 
 
 def _config(methods, known=None, n=4, **extra):
-    return SequentialConfig(methods, n, batch_size=2, checkpoint_every=2, known_path=known, perplexity_tokens=64,
+    return SequentialSettings(methods, n, batch_size=2, checkpoint_every=2, known_path=known, perplexity_tokens=64,
                             overrides={m: FAST[m] for m in methods if m in FAST}, corpus=CorpusSpec(n_tokens=256),
                             **extra)
 
@@ -101,8 +101,8 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
 
 def test_bad_sequential_settings_fail_before_any_work(tmp_path):
     with pytest.raises(FactpatchError, match="batch-size must be at least 1"):
-        SequentialConfig(["memit"], 4, batch_size=0)
+        SequentialSettings(["memit"], 4, batch_size=0)
     with pytest.raises(FactpatchError, match="multiple of --batch-size"):
-        SequentialConfig(["memit"], 4, batch_size=2, checkpoint_every=3)
+        SequentialSettings(["memit"], 4, batch_size=2, checkpoint_every=3)
     with pytest.raises(FactpatchError, match="known-facts file not found"):
-        SequentialConfig(["memit"], 4, batch_size=2, known_path=tmp_path / "nope.json")
+        SequentialSettings(["memit"], 4, batch_size=2, known_path=tmp_path / "nope.json")

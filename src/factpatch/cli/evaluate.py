@@ -109,7 +109,7 @@ def run_eval(args) -> int:
     from ..editing.registry import parse_methods, parse_overrides
     from ..evaluation.data import load_dataset, parse_shard
     from ..core.errors import FactpatchError
-    from ..evaluation.run import EvalConfig, GenerationSettings
+    from ..evaluation.run import EvalSettings, GenerationSettings
     from ..evaluation.run import run_eval as evaluate
     from ..core.models import load_model
 
@@ -125,7 +125,7 @@ def run_eval(args) -> int:
         raise FactpatchError(f"--n must be at least 1, got {args.n}")
     if args.sequential:
         return _run_sequential(args, methods, overrides)
-    config = EvalConfig(
+    config = EvalSettings(
         methods, args.n, shard, args.generation, args.seed, overrides,
         GenerationSettings(max_new_tokens=args.max_new_tokens),
     )
@@ -142,7 +142,7 @@ def _run_sequential(args, methods, overrides) -> int:
     from ..editing.stats import CorpusSpec
     from ..core.errors import FactpatchError
     from ..evaluation.run import GenerationSettings
-    from ..evaluation.sequential import SequentialConfig, run_sequential
+    from ..evaluation.sequential import SequentialSettings, run_sequential
     from ..core.models import load_model
 
     if args.n is None:
@@ -151,7 +151,7 @@ def _run_sequential(args, methods, overrides) -> int:
         raise FactpatchError("--sequential edits one stack in order: it cannot be sharded")
     if args.corpus is not None and not args.corpus.is_file():
         raise FactpatchError(f"corpus file not found: {args.corpus}")
-    config = SequentialConfig(
+    config = SequentialSettings(
         methods, args.n, args.batch_size, args.checkpoint_every, args.generation_cases, args.known,
         seed=args.seed, overrides=overrides, gen=GenerationSettings(max_new_tokens=args.max_new_tokens),
         corpus=CorpusSpec(args.corpus),

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from ..core.errors import FactpatchError
-from ..core.models import LoadedModel
+from ..core.models import EMBEDDED, LoadedModel
 from .alphaedit import AlphaEditor, AlphaEditParams
 from .finetune import AttnEditor, FineTuneEditor, FineTuneParams, NoEditor, NoParams
 from .memit import MemitEditor, MEMITParams
 from .patch import Patch, PatchStack
 from .request import EditRequest
-from .rome import ROMEHyperParams, RomeEditor, hparams_for
+from .rome import ROMEParams, RomeEditor
 from .stats import CorpusSpec
 
 
@@ -61,6 +61,45 @@ class MethodSpec:
     batched: bool = False  # writes a list at once (else one request after another)
 
 
+# ----------------------------------------------------------------------------- the layers a method edits by default
+
+
+def paper_layers(n_layers: int) -> tuple[int, int]:
+    """The edit and attention layers of a model without traced ones, at the paper's relative
+    depths on GPT-2 XL: ROME's layer 17 and AttnEdit's layer 33 of 48."""
+    return round(n_layers * 17 / 48), round(n_layers * 33 / 48)
+
+
+def traced_layers(lm: LoadedModel) -> tuple[int, int]:
+    """ROME's l* and AttnEdit's layer on `lm`: the layers the causal trace of an embedded model
+    points at (`core.models.EMBEDDED`; patched copies of it included), else `paper_layers`."""
+    spec = EMBEDDED.get(lm.embedded) if lm.embedded is not None else None
+    return (spec.edit_layer, spec.attn_layer) if spec is not None else paper_layers(lm.n_layers)
+
+
+def edit_layer(lm: LoadedModel) -> int:
+    """The MLP layer ROME and the fine-tuning baselines edit by default (l*)."""
+    return traced_layers(lm)[0]
+
+
+def attn_layer(lm: LoadedModel) -> int:
+    """The attention layer AttnEdit edits by default."""
+    return traced_layers(lm)[1]
+
+
+def hparams_for(lm: LoadedModel, **overrides) -> ROMEParams:
+    """ROME's settings on `lm`: the defaults, l* from `edit_layer`, and `overrides` (None: unset)."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    hp = ROMEParams(**values)
+    if hp.layer is None:
+        hp = dataclasses.replace(hp, layer=edit_layer(lm))
+    lm.check_layer(hp.layer)
+    return hp
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
 def _rome_defaults(lm: LoadedModel) -> dict:
     return hparams_for(lm).to_dict()
 
@@ -68,7 +107,7 @@ def _rome_defaults(lm: LoadedModel) -> dict:
 def default_range(lm: LoadedModel) -> tuple[int, ...]:
     """MEMIT's range for a model without a traced one: five layers around ROME's l*, as MEMIT's
     3–8 sits around ROME's layer 5 on GPT-J."""
-    first = max(0, min(lm.default_layer - 2, lm.n_layers - 5))
+    first = max(0, min(edit_layer(lm) - 2, lm.n_layers - 5))
     return tuple(range(first, min(lm.n_layers, first + 5)))
 
 
@@ -80,7 +119,7 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec(
-            "rome", "ROME: rank-one update of the MLP output projection at l*", ROMEHyperParams,
+            "rome", "ROME: rank-one update of the MLP output projection at l*", ROMEParams,
             _rome_defaults, lambda lm, p, cache, progress, corpus: RomeEditor(lm, p, cache, progress, corpus),
         ),
         MethodSpec(
@@ -95,17 +134,17 @@ METHODS: dict[str, MethodSpec] = {
         ),
         MethodSpec(
             "ft", "fine-tune W_proj of one layer (Adam, 25 steps, lr 5e-4)", FineTuneParams,
-            lambda lm: {"layer": lm.default_layer, "lr": 5e-4, "norm_constraint": None},
+            lambda lm: {"layer": edit_layer(lm), "lr": 5e-4, "norm_constraint": None},
             lambda lm, p, cache, progress, corpus: FineTuneEditor("ft", lm, p),
         ),
         MethodSpec(
             "ft+l", "fine-tune W_proj of one layer with ‖θ − θ₀‖∞ ≤ ε (paper ε = lr = 5e-4)", FineTuneParams,
-            lambda lm: {"layer": lm.default_layer, "lr": 5e-4, "norm_constraint": 5e-4},
+            lambda lm: {"layer": edit_layer(lm), "lr": 5e-4, "norm_constraint": 5e-4},
             lambda lm, p, cache, progress, corpus: FineTuneEditor("ft+l", lm, p),
         ),
         MethodSpec(
             "attn", "AttnEdit: fine-tune W_Q, W_K, W_V of one layer, clamped to ±0.001 (lr 1e-3)", FineTuneParams,
-            lambda lm: {"layer": lm.attn_layer, "lr": 1e-3, "norm_constraint": 1e-3},
+            lambda lm: {"layer": attn_layer(lm), "lr": 1e-3, "norm_constraint": 1e-3},
             lambda lm, p, cache, progress, corpus: AttnEditor("attn", lm, p),
         ),
         MethodSpec("none", "the unedited model", NoParams, lambda lm: {}, lambda lm, p, cache, progress, corpus: NoEditor(lm, p)),

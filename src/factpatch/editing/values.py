@@ -307,7 +307,7 @@ class ValueResult:
     losses: list[list[dict]] = field(default_factory=list)  # per request, per step: nll, kl, decay, p_target
 
 
-def optimise_deltas(
+def optimize_deltas(
     lm: LoadedModel,
     ctx: Contexts,
     hook_kind: str,

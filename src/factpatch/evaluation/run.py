@@ -96,7 +96,7 @@ class GenerationSettings:
 
 
 @dataclass
-class EvalConfig:
+class EvalSettings:
     methods: list[str]
     n: int | None = None
     shard: tuple[int, int] | None = None
@@ -112,7 +112,7 @@ class EvalConfig:
             raise FactpatchError("no methods to evaluate")
 
 
-def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalConfig, hparams: dict[str, dict]) -> dict:
+def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalSettings, hparams: dict[str, dict]) -> dict:
     """What identifies a run: results made under two different descriptions are never mixed.
     (Round-tripped through JSON so that it compares equal to the stored copy.)"""
     description = {
@@ -214,6 +214,14 @@ def case_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2**31 - 1)
 
 
+def case_generations(lm: LoadedModel, case: Case, gen: GenerationSettings, seed: int, index: int) -> tuple[list[str], float]:
+    """One text for each of the case's first generation prompts, seeded by the case's place in
+    the data set (every method sees the same draws), and their fluency (mean n-gram entropy)."""
+    prompts = list(case.generation_prompts[: gen.max_prompts])
+    texts = [t[0] for t in generate_texts(lm, prompts, 1, gen.max_new_tokens, case_seed(seed, index))]
+    return texts, sum(generation_entropy(t) for t in texts) / len(texts)
+
+
 def reference_texts(lm: LoadedModel, case: Case, gen: GenerationSettings, seed: int) -> list[str]:
     """Consistency reference for o* (see the module docstring), from the unedited model."""
     new = case.request.target_new
@@ -257,7 +265,7 @@ def evaluate_case(
     lm: LoadedModel,
     editor: Editor,
     ctx: CaseContext,
-    config: EvalConfig,
+    config: EvalSettings,
     tfidf: TfidfModel | None,
 ) -> dict:
     """One (case, method) record: edit, apply, score (and generate), revert."""
@@ -270,9 +278,7 @@ def evaluate_case(
         scored = time.perf_counter()
         metrics, raw = score_case(lm, case)
         if config.generation and case.kind == "counterfact":
-            prompts = list(case.generation_prompts[: config.gen.max_prompts])
-            texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, ctx.index))]
-            metrics["fluency"] = sum(generation_entropy(t) for t in texts) / len(texts)
+            texts, metrics["fluency"] = case_generations(lm, case, config.gen, config.seed, ctx.index)
             if ctx.reference and tfidf is not None:
                 metrics["consistency"] = consistency(tfidf, texts, ctx.reference)
         eval_seconds = time.perf_counter() - scored
@@ -306,7 +312,7 @@ class EvalRun:
 def run_eval(
     lm: LoadedModel,
     dataset: Dataset,
-    config: EvalConfig,
+    config: EvalSettings,
     out_dir: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
@@ -589,4 +595,4 @@ def evaluate(
 
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     lm = load_model(model, cache_dir) if isinstance(model, str) else model
-    return run_eval(lm, ds, EvalConfig(list(methods), **config), out_dir, cache_dir, progress)
+    return run_eval(lm, ds, EvalSettings(list(methods), **config), out_dir, cache_dir, progress)

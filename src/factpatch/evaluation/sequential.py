@@ -46,10 +46,9 @@ from .run import (
     summarize,
     summary_csv,
     summary_table,
-    case_seed,
+    case_generations,
 )
-from ..core.generate import generate_texts
-from .metrics import bootstrap_mean, generation_entropy
+from .metrics import bootstrap_mean
 from ..core.models import LoadedModel, weights_fingerprint
 from .health import KnownFacts, perplexity, perplexity_text
 
@@ -61,7 +60,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class SequentialConfig:
+class SequentialSettings:
     methods: list[str]
     n: int  # edits in all: the first n cases
     batch_size: int
@@ -97,7 +96,7 @@ class SequentialConfig:
         return [e for e in ends if e == self.n or (every is not None and e % every == 0)]
 
 
-def describe(lm: LoadedModel, dataset: Dataset, config: SequentialConfig, hparams: dict) -> dict:
+def describe(lm: LoadedModel, dataset: Dataset, config: SequentialSettings, hparams: dict) -> dict:
     import hashlib
 
     known = None
@@ -170,7 +169,7 @@ def run_method(
     method: str,
     params,
     cases: list[Case],
-    config: SequentialConfig,
+    config: SequentialSettings,
     out_dir: Path,
     store: RunStore,
     health_log: RunStore,
@@ -226,7 +225,7 @@ def run_method(
         raise FactpatchError("internal error: the model was not restored after the sequential run")
 
 
-def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialConfig,
+def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialSettings,
                 store: RunStore, health_log: RunStore, done: set, health_done: set, known, ppl_ids,
                 edited_subjects: list[str], stack: PatchStack, progress: bool) -> None:
     """Score every case edited so far on the current model, then the model's health."""
@@ -237,10 +236,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
         record = {"method": method, "edits": edits, "case_id": case.case_id, "index": i, "metrics": metrics,
                   "scores": raw}
         if i in generate_for and case.kind == "counterfact" and case.generation_prompts:
-            prompts = list(case.generation_prompts[: config.gen.max_prompts])
-            texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, i))]
-            record["metrics"]["fluency"] = sum(generation_entropy(t) for t in texts) / len(texts)
-            record["texts"] = texts
+            record["texts"], record["metrics"]["fluency"] = case_generations(lm, case, config.gen, config.seed, i)
         store.append(record)
         done.add((method, edits, case.case_id))
     if (method, edits) not in health_done:
@@ -256,7 +252,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
 def run_sequential(
     lm: LoadedModel,
     dataset: Dataset,
-    config: SequentialConfig,
+    config: SequentialSettings,
     out_dir: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
