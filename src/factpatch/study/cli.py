@@ -168,11 +168,16 @@ def is_loopback(host: str) -> bool:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from factpatch.study.analyze import agreement_sentence, analyze_study, preference_sentence
+    from factpatch.study.analyze import (
+        agreement_sentence,
+        analyze_study,
+        plural,
+        preference_sentence,
+    )
 
     analysis = analyze_study(args.db, args.out, n_boot=args.bootstrap, seed=args.seed)
     print(
-        f"{analysis.answers} answers from {analysis.raters_answering} of {analysis.raters_total} raters, "
+        f"{plural(analysis.answers, 'answer')} from {analysis.raters_answering} of {analysis.raters_total} raters, "
         f"{analysis.scenarios_answered} of {analysis.scenarios_total} scenarios"
     )
     for c in analysis.criteria:
