@@ -31,7 +31,7 @@ def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path, umask):
 
     write_text_atomic(tmp_path / "summary.md", "# α and ω\n")
     assert mode(tmp_path / "summary.md") == mode(plain)
-    assert (tmp_path / "summary.md").read_bytes() == "# α and ω\n".encode("utf-8")
+    assert (tmp_path / "summary.md").read_bytes() == "# α and ω\n".encode()
 
     with atomic_path(tmp_path / "data.bin") as tmp:
         tmp.write_bytes(b"\x00\x01")
@@ -49,9 +49,8 @@ def test_a_replaced_file_gets_the_mode_too(tmp_path, umask):
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "results.jsonl"
     write_text_atomic(target, "complete\n")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert target.read_text() == "complete\n"
     assert [p.name for p in tmp_path.iterdir()] == ["results.jsonl"]
