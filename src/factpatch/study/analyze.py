@@ -215,10 +215,12 @@ def report(analysis: StudyAnalysis) -> str:
     lines = [
         f"# {analysis.title}: analysis",
         "",
-        f"{plural(analysis.answers, 'answer')} from {analysis.raters_answering} of {analysis.raters_total} raters, "
-        f"covering {analysis.scenarios_answered} of {analysis.scenarios_total} scenarios. "
-        f"Intervals: 95 % bootstrap percentiles over scenarios ({analysis.bootstrap} resamples); "
-        f"a pair compared on fewer than {MIN_SCENARIOS_FOR_INTERVAL} scenarios gets none.",
+        (
+            f"{plural(analysis.answers, 'answer')} from {analysis.raters_answering} of {analysis.raters_total} "
+            f"raters, covering {analysis.scenarios_answered} of {analysis.scenarios_total} scenarios. "
+            f"Intervals: 95 % bootstrap percentiles over scenarios ({analysis.bootstrap} resamples); "
+            f"a pair compared on fewer than {MIN_SCENARIOS_FOR_INTERVAL} scenarios gets none."
+        ),
     ]
     for c in analysis.criteria:
         depth = max((len(v) for v in c.rank_counts.values()), default=0)

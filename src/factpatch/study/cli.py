@@ -2,7 +2,9 @@
 
 `add_study_parser(subparsers)` registers the `study` command on the top-level CLI's
 subparsers; each sub-command's `func(args)` returns an exit code and raises FactpatchError
-for bad input, which the top-level CLI prints as one line.
+for bad input, which the top-level CLI prints as one line. This module imports nothing beyond
+the core: `create` and `analyze` need no web stack, and `serve`, which does, checks for it
+first and names the install command (`pip install 'factpatch[study]'`) when it is missing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 from pathlib import Path
 
 from factpatch.core.errors import FactpatchError
+from factpatch.core.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +127,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    require("study", "factpatch study serve")
     import uvicorn
 
     from factpatch.study.app import create_app
