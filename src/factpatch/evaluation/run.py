@@ -53,7 +53,9 @@ from ..editing.patch import Patch, applied
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: EM/PM/NM from exp(−mean token NLL), the paper's summarize.py (1: whole-sequence probabilities;
+# scripts/recompute_magnitudes.py brings format-1 records up to date from their raw scores)
+FORMAT_VERSION = 2
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
 

@@ -57,7 +57,9 @@ logger = logging.getLogger(__name__)
 
 HEALTH = "health.jsonl"
 BATCHES = "batches.jsonl"
-FORMAT_VERSION = 1
+# 2: EM/PM/NM from exp(−mean token NLL), the paper's summarize.py (1: whole-sequence probabilities;
+# scripts/recompute_magnitudes.py brings format-1 records up to date from their raw scores)
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
