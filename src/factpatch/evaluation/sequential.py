@@ -23,6 +23,7 @@ for CounterFact, token accuracies for zsRE.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -47,8 +48,8 @@ from .run import (
     summary_csv,
     summary_table,
     case_seed,
+    generate_for_case,
 )
-from ..core.generate import generate_texts
 from .metrics import bootstrap_mean, generation_entropy
 from ..core.models import LoadedModel, weights_fingerprint
 from .health import KnownFacts, perplexity, perplexity_text
@@ -117,7 +118,7 @@ def describe(lm: LoadedModel, dataset: Dataset, config: SequentialConfig, hparam
         "batch_size": config.batch_size,
         "checkpoint_every": config.checkpoint_every,
         "generation_cases": config.generation_cases,
-        "generation": {"max_new_tokens": config.gen.max_new_tokens, "max_prompts": config.gen.max_prompts},
+        "generation": dataclasses.asdict(config.gen),
         "known_sha256": known,
         "perplexity_tokens": config.perplexity_tokens,
         "seed": config.seed,
@@ -239,9 +240,10 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
         record = {"method": method, "edits": edits, "case_id": case.case_id, "index": i, "metrics": metrics,
                   "scores": raw}
         if i in generate_for and case.kind == "counterfact" and case.generation_prompts:
-            prompts = list(case.generation_prompts[: config.gen.max_prompts])
-            texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, i))]
+            generated = generate_for_case(lm, case, config.gen, case_seed(config.seed, i))
+            texts = generated["texts"]
             record["metrics"]["fluency"] = sum(generation_entropy(t) for t in texts) / len(texts)
+            record["generation"] = {"prompts": generated["prompts"], "source": generated["source"]}
             record["texts"] = texts
         store.append(record)
         done.add((method, edits, case.case_id))
