@@ -174,6 +174,14 @@ def model_dir(tmp_path_factory, tiny_models):
     return path
 
 
+def test_paper_rows_put_the_unedited_fluency_in_the_unedited_row():
+    estimate = {"mean": 0.3, "ci": [0.2, 0.4], "n": 3}
+    summary = {"rome": {"fluency": estimate, "consistency": estimate}}
+    rows = {line.split(" | ")[0]: line for line in ev.summary_table(summary, "counterfact", paper=True).splitlines()}
+    assert "~626" in rows["| none (paper, GPT-2 XL)"] and "31.9" in rows["| none (paper, GPT-2 XL)"]
+    assert "626" not in rows["| rome (paper, GPT-2 XL)"]
+
+
 def test_generation_defaults_are_the_papers():
     """kmeng01/rome generate_fast as test_generation calls it: top-k 5, 100 tokens in all, every prompt."""
     gen = GenerationSettings()
