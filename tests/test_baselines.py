@@ -166,3 +166,25 @@ def test_method_names_and_settings_are_checked(tiny_models):
         method_params(lm, "attn", {"layer": "9"})
     with pytest.raises(FactpatchError, match="steps must be at least 1"):
         method_params(lm, "ft", {"steps": "0"})
+
+
+def test_the_radius_table_in_the_docstring_is_the_code():
+    """factpatch.editing.finetune's table of radii ε (= lr) says what method_params gives each model."""
+    import types
+
+    from factpatch.editing import finetune
+    from factpatch.editing.registry import METHODS, MODEL_DEFAULTS
+
+    lines = [line.split() for line in finetune.__doc__.splitlines()]
+    start = next(i for i, words in enumerate(lines) if words[:2] == ["method", "paper"])
+    header, lines = lines[start], lines[start + 1 :]
+    assert set(MODEL_DEFAULTS) <= set(header[2:])  # every model with its own defaults has a column
+    anonymous = types.SimpleNamespace(name="any", default_layer=0, attn_layer=0)
+    for method in ("ft+l", "attn"):
+        row = dict(zip(header, next(words for words in lines if words[:1] == [method])))
+        paper = METHODS[method].defaults(anonymous)
+        assert float(row["paper"]) == paper["norm_constraint"] == paper["lr"]
+        for model in header[2:]:
+            values = {**paper, **MODEL_DEFAULTS.get(model, {}).get(method, {})}
+            assert float(row[model]) == values["norm_constraint"] == values["lr"], (method, model)
+    assert "0.001" not in finetune.__doc__ and "±0.001" not in METHODS["attn"].description

@@ -99,12 +99,12 @@ METHODS: dict[str, MethodSpec] = {
             lambda lm, p, cache, progress, corpus: FineTuneEditor("ft", lm, p),
         ),
         MethodSpec(
-            "ft+l", "fine-tune W_proj of one layer with ‖θ − θ₀‖∞ ≤ ε (paper ε = lr = 5e-4)", FineTuneParams,
+            "ft+l", "fine-tune W_proj of one layer with ‖θ − θ₀‖∞ ≤ ε (paper ε = lr = 5e-4; per model: MODEL_DEFAULTS)", FineTuneParams,
             lambda lm: {"layer": lm.default_layer, "lr": 5e-4, "norm_constraint": 5e-4},
             lambda lm, p, cache, progress, corpus: FineTuneEditor("ft+l", lm, p),
         ),
         MethodSpec(
-            "attn", "AttnEdit: fine-tune W_Q, W_K, W_V of one layer, clamped to ±0.001 (lr 1e-3)", FineTuneParams,
+            "attn", "AttnEdit: fine-tune W_Q, W_K, W_V of one layer, clamped to θ₀ ± ε (paper ε = lr = 1e-3; per model: MODEL_DEFAULTS)", FineTuneParams,
             lambda lm: {"layer": lm.attn_layer, "lr": 1e-3, "norm_constraint": 1e-3},
             lambda lm, p, cache, progress, corpus: AttnEditor("attn", lm, p),
         ),
