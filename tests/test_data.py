@@ -168,3 +168,26 @@ def test_builtin_suite_ships_known_cases():
         assert all(s["true"] > s["new"] for s in scores.values())
     assert all(c.neighborhood and c.paraphrase_prompts and c.generation_prompts for c in ds.cases)
     assert read_cases("counterfact", builtin_path()).layout == "original"
+    # the generation prompts never include the rewrite prompt the edit is trained on
+    assert all(c.request.text not in c.generation_prompts for c in ds.cases)
+
+
+@pytest.mark.integration
+def test_builtin_suite_is_known_by_the_model_itself(embedded_lm):
+    """The stored scores are the model's: rescore a sample of the suite with SmolLM2 and find the
+    same mean token log-probabilities, the true object ahead of the new one."""
+    from factpatch.evaluation.metrics import score_targets
+
+    if not builtin_path().is_file():
+        pytest.skip("built-in suite not built yet (scripts/build_suite.py)")
+    raw = json.loads(builtin_path().read_text())
+    cases = load_dataset("builtin").cases
+    sample = list(range(0, len(cases), len(cases) // 6))[:6]  # spread over the file
+    prompts = [cases[i].request.text for i in sample for _ in range(2)]
+    targets = [t for i in sample for t in (cases[i].request.target_true, cases[i].request.target_new)]
+    scores = score_targets(embedded_lm, prompts, targets)
+    for j, i in enumerate(sample):
+        true, new = scores[2 * j].mean_log_prob, scores[2 * j + 1].mean_log_prob
+        stored = raw[i]["builtin"]["scores"][embedded_lm.name]
+        assert true > new, cases[i].case_id
+        assert true == pytest.approx(stored["true"], abs=2e-3) and new == pytest.approx(stored["new"], abs=2e-3)
