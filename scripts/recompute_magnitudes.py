@@ -10,7 +10,12 @@ from them, not from the model: ES, PS and NS are recomputed too and must come ou
 (the script stops if one does not). Each directory's results.jsonl is rewritten in place
 (atomically), its config.json gets format_version 2, and the summary files it already has
 (summary.json, .md, .csv; plots are left alone: they show ES/PS/NS/S only) are rewritten from the
-records. A directory already at format 2, or holding zsRE results, is left as it is.
+records. A directory already at format 2 is left as it is.
+
+zsRE directories of format 1 were made by what is now `--zsre-target alt` (edit towards `alt`, the
+NQ question as written): their scores do not change, their config.json gets format_version 2 and
+`"zsre_target": "alt"` in its data-set identity, so they stay resumable with `--zsre-target alt`
+and are never mixed with runs by the paper's convention.
 """
 
 from __future__ import annotations
@@ -56,12 +61,15 @@ def migrate_records(records: list[dict]) -> int:
 def migrate(run_dir: Path) -> str:
     config_path = run_dir / single.CONFIG
     description = json.loads(config_path.read_text())
-    if description["dataset"]["kind"] != "counterfact":
-        return f"{run_dir}: zsRE, nothing to do"
     is_sequential = description.get("protocol") == "sequential"
     version = sequential.FORMAT_VERSION if is_sequential else single.FORMAT_VERSION
     if description["format_version"] == version:
         return f"{run_dir}: already format {version}"
+    if description["dataset"]["kind"] == "zsre":
+        description["format_version"] = version
+        description["dataset"].setdefault("zsre_target", "alt")
+        write_text_atomic(config_path, json.dumps(description, indent=2) + "\n")
+        return f"{run_dir}: zsRE, labelled zsre_target={description['dataset']['zsre_target']}"
     store = sequential.case_store(run_dir / single.RESULTS) if is_sequential else single.result_store(run_dir / single.RESULTS)
     records = store.load()
     changed = migrate_records(records)

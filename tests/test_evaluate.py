@@ -326,3 +326,35 @@ def test_compare_texts_is_what_the_study_calls(lm):
         parse_scenario(record, f"record {i}", ["none", "ft+l"])
     with pytest.raises(FactpatchError, match="CounterFact"):
         compare_texts(model=lm, dataset=ZSRE, n=1, methods=["none"])
+
+
+def test_format_1_results_are_brought_up_to_date_from_their_raw_scores(lm, tmp_path):
+    """scripts/recompute_magnitudes.py: format-1 magnitudes (whole-sequence probabilities) become the
+    paper's from the stored scores, and the directory resumes under the current code."""
+    import importlib.util
+    import math
+
+    spec = importlib.util.spec_from_file_location(
+        "recompute_magnitudes", Path(__file__).resolve().parents[1] / "scripts" / "recompute_magnitudes.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "old"
+    run = run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"]), out, progress=False)
+    fresh = [dict(r["metrics"]) for r in run.records]
+    config = json.loads((out / "config.json").read_text())
+    config["format_version"] = 1
+    (out / "config.json").write_text(json.dumps(config))
+    old = []
+    for record in run.records:  # what format 1 stored: P[o] as the product of the token probabilities
+        rows = record["scores"]["rewrite"]
+        record["metrics"]["EM"] = sum(math.exp(r[0]) - math.exp(r[2]) for r in rows) / len(rows)
+        old.append(record)
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    with pytest.raises(FactpatchError, match="format_version"):
+        run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"]), out, progress=False)
+    assert "recomputed" in script.migrate(out)
+    migrated = _lines(out)
+    for record, metrics in zip(migrated, fresh):
+        assert record["metrics"]["EM"] == pytest.approx(metrics["EM"], abs=1e-5)
+    assert run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"]), out, progress=False).new_records == 0
+    assert "already format 2" in script.migrate(out)
