@@ -43,6 +43,7 @@ from .run import (
     RESULTS,
     GenerationSettings,
     check_out_dir,
+    describe_generation,
     score_case,
     summarize,
     summary_csv,
@@ -310,8 +311,10 @@ def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
     write_text_atomic(out_dir / "summary.json", json.dumps(
         {"config": description, "summary": summary, "health": final_health}, indent=2) + "\n")
     table = summary_table(summary, kind)
+    generation = describe_generation(final, description.get("generation"))
     write_text_atomic(out_dir / "summary.md", f"{description['n']} sequential edits in batches of "
-                      f"{description['batch_size']} on {description['model']}\n\n{table}\n")
+                      f"{description['batch_size']} on {description['model']}\n\n{table}\n"
+                      + (f"\n{generation}\n" if generation else ""))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
     curves = curve_rows(records, health, kind, description["methods"])
     write_text_atomic(out_dir / "curves.csv", curves_csv(curves))
