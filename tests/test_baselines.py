@@ -182,3 +182,25 @@ def test_default_layers_come_from_the_embedded_models_trace_or_the_papers_depths
     assert (edit_layer(copy), attn_layer(copy)) == (gemma.edit_layer, gemma.attn_layer) != (1, 3)
     with pytest.raises(FactpatchError, match=f"layer {gemma.attn_layer} out of range"):
         method_params(copy, "attn")  # the tiny model has 4 layers: the traced layer is refused, not clamped
+
+
+def test_the_radius_table_in_the_docstring_is_the_code():
+    """factpatch.editing.finetune's table of radii ε (= lr) says what method_params gives each model."""
+    import types
+
+    from factpatch.editing import finetune
+    from factpatch.editing.registry import METHODS, MODEL_DEFAULTS
+
+    lines = [line.split() for line in finetune.__doc__.splitlines()]
+    start = next(i for i, words in enumerate(lines) if words[:2] == ["method", "paper"])
+    header, lines = lines[start], lines[start + 1 :]
+    assert set(MODEL_DEFAULTS) <= set(header[2:])  # every model with its own defaults has a column
+    anonymous = types.SimpleNamespace(name="any", embedded=None, n_layers=48)
+    for method in ("ft+l", "attn"):
+        row = dict(zip(header, next(words for words in lines if words[:1] == [method])))
+        paper = METHODS[method].defaults(anonymous)
+        assert float(row["paper"]) == paper["norm_constraint"] == paper["lr"]
+        for model in header[2:]:
+            values = {**paper, **MODEL_DEFAULTS.get(model, {}).get(method, {})}
+            assert float(row[model]) == values["norm_constraint"] == values["lr"], (method, model)
+    assert "0.001" not in finetune.__doc__ and "±0.001" not in METHODS["attn"].description

@@ -106,3 +106,18 @@ def test_bad_sequential_settings_fail_before_any_work(tmp_path):
         SequentialSettings(["memit"], 4, batch_size=2, checkpoint_every=3)
     with pytest.raises(FactpatchError, match="known-facts file not found"):
         SequentialSettings(["memit"], 4, batch_size=2, known_path=tmp_path / "nope.json")
+
+
+def test_sequential_generations_name_their_prompts(fresh_tiny, tmp_path):
+    from factpatch.evaluation.run import GenerationSettings
+
+    lm = fresh_tiny("llama")
+    dataset = load_dataset("builtin")
+    config = _config(["memit"], n=2, generation_cases=1, gen=GenerationSettings(max_length=24))
+    run_sequential(lm, dataset, config, tmp_path / "out", tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    (generated,) = [r for r in records if "texts" in r]
+    case = dataset.cases[generated["index"]]
+    assert generated["generation"] == {"prompts": list(case.generation_prompts), "source": "dataset"}
+    assert case.request.text not in generated["generation"]["prompts"]
+    assert "Generation: top-k 5, 24 tokens per text including the prompt" in (tmp_path / "out" / "summary.md").read_text()

@@ -138,12 +138,12 @@ METHODS: dict[str, MethodSpec] = {
             lambda lm, p, cache, progress, corpus: FineTuneEditor("ft", lm, p),
         ),
         MethodSpec(
-            "ft+l", "fine-tune W_proj of one layer with ‖θ − θ₀‖∞ ≤ ε (paper ε = lr = 5e-4)", FineTuneParams,
+            "ft+l", "fine-tune W_proj of one layer with ‖θ − θ₀‖∞ ≤ ε (paper ε = lr = 5e-4; per model: MODEL_DEFAULTS)", FineTuneParams,
             lambda lm: {"layer": edit_layer(lm), "lr": 5e-4, "norm_constraint": 5e-4},
             lambda lm, p, cache, progress, corpus: FineTuneEditor("ft+l", lm, p),
         ),
         MethodSpec(
-            "attn", "AttnEdit: fine-tune W_Q, W_K, W_V of one layer, clamped to ±0.001 (lr 1e-3)", FineTuneParams,
+            "attn", "AttnEdit: fine-tune W_Q, W_K, W_V of one layer, clamped to θ₀ ± ε (paper ε = lr = 1e-3; per model: MODEL_DEFAULTS)", FineTuneParams,
             lambda lm: {"layer": attn_layer(lm), "lr": 1e-3, "norm_constraint": 1e-3},
             lambda lm, p, cache, progress, corpus: AttnEditor("attn", lm, p),
         ),
@@ -164,13 +164,15 @@ GEMMA3_RANGE = (2, 3, 4, 5, 6)
 #
 # smollm2-135m: with the paper's radii (FT+L ε = lr = 5e-4, AttnEdit ε = lr = 1e-3) neither method
 # learns the new fact — on 12 calibration cases (CounterFact records 2000–2011, outside the
-# reported runs) ES was 0.17 for both at layers 8/20, exactly the unedited model's 0.17. The radius
+# reported runs) ES was 0.17 for both at the traced layers 4/19, exactly the unedited model's 0.17
+# (runs/calibration/calib-smollm2-paper; runs/calibration/COMMAND.sh reruns every check). The radius
 # (with lr = ε, as in the paper) was raised along a grid to the smallest value that reaches the
 # paper's operating point for these baselines, ES ≥ 0.9 on the rewrite prompt: ×10 for both.
 # Rechecked at the traced layers (FT+L at 4, AttnEdit at 19): FT+L ×2 → 0.58, ×4 → 0.75, ×10 → 1.0;
 # AttnEdit ×3 → 0.58, ×10 → 1.0. Why this model: its weights are large — std 0.18 for W_proj at
-# layer 4 and for W_Q at layer 19, against 0.022 and 0.040 in Gemma 3, with inputs of similar size
-# (mean ‖k‖₁ 139 vs 116) — so a fixed absolute ε is a ~9× smaller relative change; ×10 restores it.
+# layer 4 and for W_Q at layer 19, against 0.012 and 0.040 in Gemma 3 (W_proj at 4, W_Q at 8), with
+# keys of similar size (mean ‖k‖₁ 167 vs 172; runs/weight-scale, scripts/weight_scale.py) — so a
+# fixed absolute ε is a ~15× (W_proj) and ~4.6× (W_Q) smaller change relative to the weights.
 # gemma3-270m: on the same 12 cases at the traced layers (FT+L at 4, AttnEdit at 8) the paper's FT+L
 # radius gives ES 1.0 (unedited 0.25) and is kept; the paper's AttnEdit radius gives ES 0.83, below
 # the operating point, and the first step of the same grid (×3, ε = lr = 3e-3) gives 1.0. (At the

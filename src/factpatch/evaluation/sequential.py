@@ -23,6 +23,7 @@ for CounterFact, token accuracies for zsRE.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -42,6 +43,7 @@ from .run import (
     RESULTS,
     GenerationSettings,
     check_out_dir,
+    describe_generation,
     score_case,
     summarize,
     summary_csv,
@@ -56,7 +58,9 @@ logger = logging.getLogger(__name__)
 
 HEALTH = "health.jsonl"
 BATCHES = "batches.jsonl"
-FORMAT_VERSION = 1
+# 2: EM/PM/NM from exp(−mean token NLL), the paper's summarize.py (1: whole-sequence probabilities;
+# scripts/recompute_magnitudes.py brings format-1 records up to date from their raw scores)
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def describe(lm: LoadedModel, dataset: Dataset, config: SequentialSettings, hpar
         "batch_size": config.batch_size,
         "checkpoint_every": config.checkpoint_every,
         "generation_cases": config.generation_cases,
-        "generation": {"max_new_tokens": config.gen.max_new_tokens, "max_prompts": config.gen.max_prompts},
+        "generation": dataclasses.asdict(config.gen),
         "known_sha256": known,
         "perplexity_tokens": config.perplexity_tokens,
         "seed": config.seed,
@@ -236,7 +240,10 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
         record = {"method": method, "edits": edits, "case_id": case.case_id, "index": i, "metrics": metrics,
                   "scores": raw}
         if i in generate_for and case.kind == "counterfact" and case.generation_prompts:
-            record["texts"], record["metrics"]["fluency"] = case_generations(lm, case, config.gen, config.seed, i)
+            generated = case_generations(lm, case, config.gen, config.seed, i)
+            record["metrics"]["fluency"] = generated["fluency"]
+            record["generation"] = {"prompts": generated["prompts"], "source": generated["source"]}
+            record["texts"] = generated["texts"]
         store.append(record)
         done.add((method, edits, case.case_id))
     if (method, edits) not in health_done:
@@ -302,8 +309,10 @@ def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
     write_text_atomic(out_dir / "summary.json", json.dumps(
         {"config": description, "summary": summary, "health": final_health}, indent=2) + "\n")
     table = summary_table(summary, kind)
+    generation = describe_generation(final, description.get("generation"))
     write_text_atomic(out_dir / "summary.md", f"{description['n']} sequential edits in batches of "
-                      f"{description['batch_size']} on {description['model']}\n\n{table}\n")
+                      f"{description['batch_size']} on {description['model']}\n\n{table}\n"
+                      + (f"\n{generation}\n" if generation else ""))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
     curves = curve_rows(records, health, kind, description["methods"])
     write_text_atomic(out_dir / "curves.csv", curves_csv(curves))
