@@ -169,13 +169,13 @@ def test_the_id_of_a_real_edit_survives_its_report(fresh_tiny, tmp_path):
 
     from factpatch.api import edit
     from factpatch.editing.request import EditRequest
-    from factpatch.editing.rome import ROMEHyperParams
+    from factpatch.editing.rome import ROMEParams
     from factpatch.editing.stats import CorpusSpec
 
     lm = fresh_tiny("gpt2")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(CORPUS * 3))
-    hp = ROMEHyperParams(layer=1, prefixes=((3, 4),), v_steps=3)
+    hp = ROMEParams(layer=1, prefixes=((3, 4),), v_steps=3)
     result = edit(lm, EditRequest("{} is located in the city of", "Eiffel Tower", "Rome", "Paris"),
                   hparams=hp, corpus=CorpusSpec(corpus, 2000), cache_dir=tmp_path, progress=False)
     patch = result.patch
