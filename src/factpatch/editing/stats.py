@@ -46,7 +46,7 @@ class CorpusSpec:
 
     def key(self) -> dict:
         if self.path is None:
-            return {"corpus": "self-sampled", "seed": self.seed, "top_k": 50, "seq_len": SEQ_LEN}
+            return {"corpus": "self-sampled", "seed": self.seed, "top_k": 50, "seq_len": SEQ_LEN, "batch": SAMPLE_BATCH}
         stat = self.path.stat()
         return {"corpus": str(self.path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
 
