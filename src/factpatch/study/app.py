@@ -30,6 +30,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from factpatch.core.web import add_security_headers
 from factpatch.study import db, security
 from factpatch.study.export import write_rankings_csv
 from factpatch.study.ranking import CRITERIA, CRITERIA_INFO, RankingInvalid, ordinal, parse_ranking
@@ -39,16 +40,6 @@ logger = logging.getLogger(__name__)
 ADMIN_COOKIE = "factpatch_admin"
 LOGIN_CSRF_COOKIE = "factpatch_login_csrf"
 
-SECURITY_HEADERS = {
-    # Only our own files; no inline script or style, no framing, forms post back here only.
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",  # invite tokens live in URLs: never leak them in a Referer
-}
 
 
 @dataclass(frozen=True)
@@ -101,13 +92,7 @@ def create_app(db_path: Path) -> FastAPI:
     templates = Jinja2Templates(env=env)
     app.mount("/static", StaticFiles(packages=[("factpatch.study", "static")]), name="static")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if not request.url.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    add_security_headers(app)
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status)

@@ -9,39 +9,18 @@ reused for a later scenario, and it survives a server restart with no session st
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
-import secrets
 
-TOKEN_BYTES = 32
+from factpatch.core.web import TOKEN_BYTES, new_secret, new_token, sign, token_hash, verify
+
+__all__ = ["TOKEN_BYTES", "new_secret", "new_token", "sign", "token_hash", "verify"]  # shared with serve
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")  # looser than token_urlsafe(32); rejects junk early
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def new_secret() -> bytes:
-    return secrets.token_bytes(32)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def plausible_token(token: str) -> bool:
     return TOKEN_PATTERN.fullmatch(token) is not None
-
-
-def sign(secret: bytes, *parts: object) -> str:
-    message = "|".join(str(p) for p in parts).encode("utf-8")
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
-
-
-def verify(secret: bytes, given: str | None, *parts: object) -> bool:
-    return given is not None and hmac.compare_digest(sign(secret, *parts), str(given))
 
 
 def answer_form_token(secret: bytes, rater_id: int, position: int) -> str:
