@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     for optional in (trace, evaluate):
         optional.register(commands)
     try:
+        from . import serve
+    except ImportError:  # the web stack is an optional part of the install
+        pass
+    else:
+        serve.register(commands)
+    try:
         from ..study.cli import add_study_parser
     except ImportError:  # the study's web stack is an optional part of the install
         pass

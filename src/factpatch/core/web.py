@@ -105,13 +105,23 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
+        except Exception as exc:  # raised by counted_receive, perhaps wrapped in a group by a middleware
+            if not _too_large(exc):
+                raise
             if not started:
                 await _refuse(send, 413, f"request body over the limit of {limit} bytes")
 
 
 class _TooLarge(Exception):
     pass
+
+
+def _too_large(exc: BaseException) -> bool:
+    if isinstance(exc, _TooLarge):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_too_large(e) for e in exc.exceptions)
+    return exc.__cause__ is not None and _too_large(exc.__cause__)
 
 
 async def _refuse(send, status: int, reason: str) -> None:
