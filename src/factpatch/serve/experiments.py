@@ -17,7 +17,7 @@ from ..editing.registry import METHODS, edit_layers, make_editor, method_params
 from ..editing.request import EditRequest
 from ..editing.stats import CorpusSpec
 from ..tracing.prompt import trace_prompt
-from ..tracing.settings import KINDS, NoiseSettings, TraceSettings
+from ..tracing.settings import KINDS, NoiseSettings, TraceSettings, embedding_std
 from .host import ModelHost
 from .jobs import Job, JobProgress
 
@@ -93,10 +93,12 @@ def suggested_layer(trace: dict) -> int:
 def run_trace(host: ModelHost, settings: LabSettings, params: dict, job: Job) -> dict:
     trace_settings = TraceSettings(KINDS, params["window"], noise=NoiseSettings(samples=params["samples"]))
     with host.exclusive() as view:
-        job.stage("tracing", 0.02)
         started = time.perf_counter()
+        job.stage("σ of the token embeddings (sampled from the model once, then cached)", 0.01)
+        sigma = embedding_std(host.lm, cache_dir=settings.cache_dir, progress=False)
+        job.stage("tracing", 0.05)
         trace = trace_prompt(
-            host.lm, params["prompt"], params["subject"], params["target"], trace_settings,
+            host.lm, params["prompt"], params["subject"], params["target"], trace_settings, sigma,
             cache_dir=settings.cache_dir, progress=lambda **kw: JobProgress(job, 0.05, 1.0, **kw),
         )
     data = trace.to_json()
