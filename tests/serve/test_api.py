@@ -231,3 +231,32 @@ def test_compare_generates_with_and_without_the_patches(make_server, client_for)
     assert result["with_patches"] != result["without_patches"]
     assert result["with_patches"] == complete(client).json()["choices"][0]["text"][: len(result["with_patches"])]
     assert ctx.host.view().version == 1  # compare leaves the stack as it was
+
+
+def test_stop_strings_cut_the_text_streamed_or_not(make_server, client_for):
+    _, app = make_server()
+    client = client_for(app)
+    whole = complete(client, max_tokens=12).json()["choices"][0]["text"]
+    stop = whole[len(whole) // 2 : len(whole) // 2 + 2]
+    expected = whole[: whole.find(stop)]
+    plain = complete(client, max_tokens=12, stop=[stop]).json()["choices"][0]
+    assert plain["text"] == expected and plain["finish_reason"] == "stop"
+    with client.stream("POST", "/v1/completions", json={"prompt": PROMPT, "max_tokens": 12, "temperature": 0,
+                                                        "stream": True, "stop": stop}) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == expected
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("body, reason", [
+    ({"prompt": PROMPT, "n": 2}, "n = 1"),
+    ({"prompt": PROMPT, "logprobs": 3}, "not supported"),
+    ({"prompt": PROMPT, "temperature": "hot"}, "bad sampling parameter"),
+    ({"prompt": PROMPT, "max_tokens": 10_000}, "max_new_tokens"),
+    ({"prompt": 42}, "prompt must be"),
+    ({"prompt": PROMPT, "model": "gpt-4"}, "this server serves"),
+])
+def test_bad_completion_requests_are_4xx_with_the_reason(make_server, client_for, body, reason):
+    _, app = make_server()
+    r = client_for(app).post("/v1/completions", json=body)
+    assert 400 <= r.status_code < 500 and reason in r.json()["error"]["message"], r.text
