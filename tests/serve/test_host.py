@@ -138,3 +138,24 @@ def test_a_generation_sees_one_stack_version_from_start_to_end(fresh_tiny):
     assert applied.is_set() and seen["view"].version == 0
     assert seen["ids"] == expected  # no token was made with the patch half way through
     assert generate_ids(lm, ids, sampling).token_ids != expected  # the big patch changes the text
+
+
+def test_a_mutation_that_cannot_be_written_to_the_state_is_undone(fresh_tiny, tmp_path):
+    lm = fresh_tiny("llama")
+    state = StateDir(tmp_path / "state")
+    host = ModelHost(lm, state)
+    a, b = rank_one_patch(lm, 1, seed=1), rank_one_patch(lm, 2, seed=2)
+    host.apply(a)
+    host.apply(b)
+    weights = host.fingerprint()
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    state.write = fail
+    with pytest.raises(FactpatchError, match="disk full"):
+        host.revert(a.id)
+    assert host.view().patch_ids == (a.id, b.id) and host.fingerprint() == weights
+    with pytest.raises(FactpatchError, match="disk full"):
+        host.apply(rank_one_patch(lm, 3, seed=3))
+    assert host.view().patch_ids == (a.id, b.id) and host.fingerprint() == weights

@@ -155,7 +155,7 @@ def run_edit(host: ModelHost, settings: LabSettings, params: dict, job: Job) -> 
         before = probabilities(lm, texts, targets)
         job.stage(f"computing the {method} edit", 0.45)
         started = time.perf_counter()
-        patch = editor.patch([request], host._stack)
+        patch = editor.patch([request], host.stack)
         seconds = time.perf_counter() - started
         view = host.apply_locked(patch, "edit")
         job.stage("scoring after the edit", 0.9)

@@ -82,31 +82,42 @@ class ModelHost:
         self._fingerprints: dict[int, str] = {}
         if state is not None:
             self._restore(state)
+        # What the stack is, published in one assignment after each mutation: listing it never
+        # waits for the lock (a trace may hold it for a minute) and never sees a mutation half done.
+        self._published: tuple[StackView, tuple[AppliedPatch, ...]] = (self._make_view(), tuple(self._applied))
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def view(self) -> StackView:
+    @property
+    def stack(self) -> PatchStack:
+        """The patch stack itself, for editors that read the applied patches (AlphaEdit); only
+        inside `exclusive`."""
+        return self._stack
+
+    def _make_view(self) -> StackView:
         return StackView(self._version, tuple(a.patch.id for a in self._applied))
+
+    def view(self) -> StackView:
+        """The stack as of the last finished mutation (no lock needed)."""
+        return self._published[0]
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[StackView]:
         """Hold the weights still (one stack version) for the block; yields that version."""
         with self.lock.reading():
-            yield self.view()
+            yield self._make_view()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[StackView]:
         """The model alone for the block: no generation runs, nothing else mutates."""
         with self.lock.writing():
-            yield self.view()
+            yield self._make_view()
 
     def applied(self) -> list[AppliedPatch]:
-        with self.lock.reading():
-            return list(self._applied)
+        return list(self._published[1])
 
     def find(self, patch_id: str) -> Patch:
-        with self.lock.reading():
-            matches = [a.patch for a in self._applied if a.patch.id.startswith(patch_id)]
+        matches = [a.patch for a in self._published[1] if a.patch.id.startswith(patch_id)]
         if len(matches) != 1:
             raise FactpatchError(f"no applied patch matches {patch_id!r}" if not matches
                                  else f"{patch_id!r} matches several patches")
@@ -132,14 +143,26 @@ class ModelHost:
         except BaseException:  # not on disk: not applied either
             self._stack.revert(patch.id)
             self._applied.pop()
+            self._version += 1
+            self._publish()
             raise
         return self.view()
 
     def revert_locked(self, patch_id: str | None) -> list[Patch]:
+        before = list(self._applied)
         removed = self._stack.revert(patch_id)
         gone = {id(p) for p in removed}
         self._applied = [a for a in self._applied if id(a.patch) not in gone]
-        self._committed()
+        try:
+            self._committed()
+        except BaseException:  # not on disk: put the stack back as it was, in its order
+            self._stack.revert()
+            for applied in before:
+                self._stack.apply(applied.patch)
+            self._applied = before
+            self._version += 1
+            self._publish()
+            raise
         return removed
 
     def apply(self, patch: Patch, source: str = "upload") -> StackView:
@@ -168,6 +191,10 @@ class ModelHost:
                 self.state.write(self.lm.name, self.lm.fingerprint, [a.patch for a in self._applied])
             except OSError as exc:
                 raise FactpatchError(f"cannot write the state directory {self.state.root}: {exc}") from exc
+        self._publish()
+
+    def _publish(self) -> None:
+        self._published = (self._make_view(), tuple(self._applied))
 
     def _restore(self, state: StateDir) -> None:
         saved = state.read()

@@ -70,7 +70,7 @@
     const layers = trace.layers;
     const cell = { w: Math.max(6, Math.min(16, Math.floor(330 / layers))), h: 18 };
     const left = 130, top = 24, bottom = 40;
-    const width = left + cell.w * layers + 10, height = top + cell.h * grid.length + bottom;
+    const width = left + Math.max(cell.w * layers, 170) + 10, height = top + cell.h * grid.length + bottom;
     const values = grid.flat().filter((v) => v !== null);
     const low = Math.min(trace.p_corrupted, ...values);
     const high = Math.max(...values, low + 1e-9);
