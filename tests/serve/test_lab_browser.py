@@ -109,4 +109,5 @@ def test_the_whole_loop_in_the_lab(browser, embedded_lm, live_server, cache_dir,
         assert ctx.host.view().patch_ids == ()
         page.locator("#patches").screenshot(path=shots / "lab-upload-refused.png")
         page.close()
-        assert errors == [], errors
+        # the browser logs the refused upload's 400 itself; anything else is the page's fault
+        assert [e for e in errors if "status of 400" not in e] == [], errors
