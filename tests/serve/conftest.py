@@ -18,6 +18,7 @@ from factpatch.serve.experiments import LabSettings
 from factpatch.serve.host import ModelHost
 from factpatch.serve.state import StateDir
 
+
 @pytest.fixture
 def patch_file(tmp_path):
     def write(patch: Patch, name: str = "p.safetensors") -> Path:

@@ -260,3 +260,39 @@ def test_bad_completion_requests_are_4xx_with_the_reason(make_server, client_for
     _, app = make_server()
     r = client_for(app).post("/v1/completions", json=body)
     assert 400 <= r.status_code < 500 and reason in r.json()["error"]["message"], r.text
+
+
+def test_concurrent_streams_each_see_one_stack_while_a_patch_lands(make_server, client_for, live_server, patch_file):
+    """Six streaming clients and a hot apply at once: every stream finishes, and each one's text is
+    exactly the greedy text of the stack version its header names."""
+    import threading
+
+    import httpx
+
+    ctx, app = make_server()
+    patch = rank_one_patch(ctx.host.lm, 1, scale=50.0)
+    data = patch_file(patch).read_bytes()
+    body = {"prompt": PROMPT, "max_tokens": 24, "temperature": 0}
+    with live_server(app) as server:
+        expected = {"v0: none": httpx.post(server.url + "/v1/completions", json=body).json()["choices"][0]["text"]}
+        results: list[tuple[str, str]] = []
+
+        def stream() -> None:
+            with httpx.stream("POST", server.url + "/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+                text = "".join(json.loads(line[6:])["choices"][0]["text"] for line in r.iter_lines()
+                               if line.startswith("data: {"))
+                results.append((r.headers["x-factpatch-stack"], text))
+
+        threads = [threading.Thread(target=stream) for _ in range(6)]
+        for i, t in enumerate(threads):
+            t.start()
+            if i == 2:
+                r = httpx.post(server.url + "/v1/patches", content=data, headers={"Content-Type": "application/octet-stream"})
+                assert r.status_code == 201
+        for t in threads:
+            t.join(60)
+        expected[f"v1: {patch.id}"] = httpx.post(server.url + "/v1/completions", json=body).json()["choices"][0]["text"]
+    assert len(results) == 6
+    assert expected["v0: none"] != expected[f"v1: {patch.id}"]
+    for label, text in results:
+        assert text == expected[label], label

@@ -22,8 +22,8 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, weights_fingerprint

@@ -9,13 +9,14 @@ tokenizer's own chat template. Not supported (400): n > 1, logprobs, echo, suffi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-import queue
 import threading
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -36,8 +37,8 @@ class _Cancelled(Exception):
 class _TokenQueue:
     """A transformers streamer that hands each new token id to the response, skipping the prompt."""
 
-    def __init__(self, out: queue.Queue, cancelled: threading.Event) -> None:
-        self.out, self.cancelled, self.prompt_seen = out, cancelled, False
+    def __init__(self, send: Callable[[tuple], None], cancelled: threading.Event) -> None:
+        self.send, self.cancelled, self.prompt_seen = send, cancelled, False
 
     def put(self, value) -> None:
         if self.cancelled.is_set():
@@ -46,7 +47,7 @@ class _TokenQueue:
             self.prompt_seen = True
             return
         for token in value.reshape(-1).tolist():
-            self.out.put(("token", token))
+            self.send(("token", token))
 
     def end(self) -> None:
         pass
@@ -106,22 +107,31 @@ def router(ctx: ServeContext) -> APIRouter:
 
     async def stream(ids: list[int], sampling: Sampling, chunk: Any) -> StreamingResponse:
         """Start the generation on its own thread; answer once it holds its stack version."""
-        out: queue.Queue = queue.Queue()
+        # the generation thread hands items to the event loop; waiting for them holds no worker thread
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
+
+        def send(item: tuple) -> None:
+            loop.call_soon_threadsafe(out.put_nowait, item)
 
         def produce() -> None:
             try:
                 with generating(sampling) as view:
-                    out.put(("view", view))
-                    result = generate_ids(lm, ids, sampling, streamer=_TokenQueue(out, cancelled))
-                out.put(("end", result.finish_reason))
+                    send(("view", view))
+                    result = generate_ids(lm, ids, sampling, streamer=_TokenQueue(send, cancelled))
+                send(("end", result.finish_reason))
             except _Cancelled:
-                out.put(("end", "cancelled"))
+                send(("end", "cancelled"))
             except Exception as exc:  # reported in the stream; the thread must not die silently
-                out.put(("error", f"{type(exc).__name__}: {exc}"))
+                send(("error", f"{type(exc).__name__}: {exc}"))
 
         threading.Thread(target=produce, daemon=True, name="factpatch-stream").start()
-        kind, view = await run_in_threadpool(out.get)
+        try:
+            kind, view = await out.get()
+        except asyncio.CancelledError:  # the client left while the generation waited for the lock
+            cancelled.set()
+            raise
         if kind != "view":
             raise ApiError(500, str(view))
 
@@ -132,7 +142,7 @@ def router(ctx: ServeContext) -> APIRouter:
             try:
                 yield sse(chunk(view, None, None, first=True))
                 while True:
-                    kind, value = await run_in_threadpool(out.get)
+                    kind, value = await out.get()
                     if kind == "token":
                         new.append(value)
                         text = lm.tokenizer.decode(new, skip_special_tokens=True)
@@ -166,7 +176,7 @@ def router(ctx: ServeContext) -> APIRouter:
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     @api.get("/v1/models")
-    def models(request: Request) -> JSONResponse:
+    async def models(request: Request) -> JSONResponse:
         authorize(ctx, request)
         view = host.view()
         data = [{"id": lm.name, "object": "model", "created": 0, "owned_by": "factpatch",

@@ -27,7 +27,15 @@ from ..core.errors import FactpatchError
 from ..core.generate import Sampling
 from ..editing.patch import Patch, load_patch, save_patch
 from . import experiments
-from .context import ApiError, ServeContext, authorize, checked, content_type, json_body, stack_headers
+from .context import (
+    ApiError,
+    ServeContext,
+    authorize,
+    checked,
+    content_type,
+    json_body,
+    stack_headers,
+)
 
 
 def read_upload(data: bytes) -> Patch:
@@ -60,8 +68,11 @@ def router(ctx: ServeContext) -> APIRouter:
         applied = host.applied()
         return {"object": "list", "data": [a.to_dict() for a in applied], "stack": host.view().to_dict()}
 
+    # routes that never wait for the model are `async`: they answer even while every worker
+    # thread waits for a long trace to let go of the model
+
     @api.get("/v1/patches")
-    def patches(request: Request) -> JSONResponse:
+    async def patches(request: Request) -> JSONResponse:
         authorize(ctx, request)
         return JSONResponse(listing(), headers=stack_headers(host.view()))
 
@@ -145,7 +156,7 @@ def router(ctx: ServeContext) -> APIRouter:
         return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
     @api.get("/v1/jobs/{job_id}")
-    def job(request: Request, job_id: str) -> JSONResponse:
+    async def job(request: Request, job_id: str) -> JSONResponse:
         authorize(ctx, request)
         found = ctx.jobs.get(job_id)
         if found is None:
