@@ -30,7 +30,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from factpatch.core.web import add_security_headers
+from factpatch.core.web import BodyLimit, add_security_headers
 from factpatch.study import db, security
 from factpatch.study.export import write_rankings_csv
 from factpatch.study.ranking import CRITERIA, CRITERIA_INFO, RankingInvalid, ordinal, parse_ranking
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 ADMIN_COOKIE = "factpatch_admin"
 LOGIN_CSRF_COOKIE = "factpatch_login_csrf"
+MAX_BODY_BYTES = 64 * 1024
 
 
 
@@ -93,6 +94,8 @@ def create_app(db_path: Path) -> FastAPI:
     app.mount("/static", StaticFiles(packages=[("factpatch.study", "static")]), name="static")
 
     add_security_headers(app)
+    # a rater's answer is a few hundred bytes: anything near this is not a form of ours
+    app.add_middleware(BodyLimit, limit_for=lambda path: MAX_BODY_BYTES)
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status)
