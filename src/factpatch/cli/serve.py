@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from . import add_common
@@ -22,9 +23,10 @@ def register(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1: this machine only; others need --token)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    serve.add_argument("--token", default=None,
+    serve.add_argument("--token", default=os.environ.get("FACTPATCH_TOKEN") or None,
                        help="require this Bearer token on every API call and a sign-in for the page "
-                       "(required with a --host other than loopback)")
+                       "(required with a --host other than loopback; default $FACTPATCH_TOKEN, which "
+                       "keeps it out of the process list)")
     serve.add_argument("--state", type=Path, default=None, metavar="DIR",
                        help="keep the applied patch stack in DIR and apply it again on start")
     serve.add_argument("--max-upload-mb", type=float, default=64.0, help="largest patch upload (default 64 MB)")
@@ -59,6 +61,9 @@ def run_serve(args) -> int:
     ctx = ServeContext(host, access, LabSettings(cache_dir=args.cache_dir),
                        Limits(upload_bytes=int(args.max_upload_mb * (1 << 20))))
     app = create_app(ctx)
+    if not loopback:
+        logger.warning("serving on %s: the token travels in clear over plain HTTP; use a trusted network "
+                       "or put the server behind HTTPS", args.host)
     address, port = sock.getsockname()[:2]
     print(f"serving {lm.name} on http://{address}:{port}/  (API: http://{address}:{port}/v1; "
           f"{len(host.view().patch_ids)} patches applied; Ctrl-C stops)", flush=True)
