@@ -83,9 +83,10 @@ def test_sigkill_after_an_apply_then_restart_gives_the_same_fingerprint(fresh_ti
     (["--host", "0.0.0.0", "--token", "short"], "at least 16 characters"),
     (["--port", "70000"], "--port must be between"),
 ])
-def test_bad_options_fail_with_one_line(argv, message, capsys):
+def test_bad_options_fail_with_one_line(argv, message, capsys, monkeypatch):
     from factpatch.cli import main
 
+    monkeypatch.delenv("FACTPATCH_TOKEN", raising=False)
     assert main(["serve", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
