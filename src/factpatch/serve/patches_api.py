@@ -104,17 +104,20 @@ def router(ctx: ServeContext) -> APIRouter:
                     f"fingerprint {patch.fingerprint[:12] or 'missing'}); this server runs {lm.name} "
                     f"(fingerprint {lm.fingerprint[:12]})")
             view = host.apply(patch, "upload")
-            return {"applied": patch.id, "description": patch.describe(), "stack": view.to_dict()}
+            return view, {"applied": patch.id, "description": patch.describe(), "stack": view.to_dict()}
 
-        result = await checked(apply)
-        return JSONResponse(result, status_code=201, headers={"X-Factpatch-Stack": _label(result)})
+        view, result = await checked(apply)
+        return JSONResponse(result, status_code=201, headers=stack_headers(view))
+
+    def reverted(removed: list[Patch]) -> JSONResponse:
+        view = host.view()
+        return JSONResponse({"reverted": [p.id for p in removed], "stack": view.to_dict()}, headers=stack_headers(view))
 
     @api.delete("/v1/patches")
     async def revert_all(request: Request) -> JSONResponse:
         authorize(ctx, request)
         removed = await checked(host.revert, None)
-        return JSONResponse({"reverted": [p.id for p in removed], "stack": host.view().to_dict()},
-                            headers=stack_headers(host.view()))
+        return reverted(removed)
 
     @api.delete("/v1/patches/{patch_id}")
     async def revert_one(request: Request, patch_id: str) -> JSONResponse:
@@ -125,8 +128,7 @@ def router(ctx: ServeContext) -> APIRouter:
             removed = await run_in_threadpool(host.revert, patch_id)
         except FactpatchError as exc:
             raise ApiError(404, str(exc)) from None
-        return JSONResponse({"reverted": [p.id for p in removed], "stack": host.view().to_dict()},
-                            headers=stack_headers(host.view()))
+        return reverted(removed)
 
     @api.get("/v1/patches/{patch_id}/file")
     def download(request: Request, patch_id: str) -> Response:
@@ -199,7 +201,3 @@ def router(ctx: ServeContext) -> APIRouter:
 
     return api
 
-
-def _label(result: dict) -> str:
-    stack = result["stack"]
-    return f"v{stack['version']}: " + (",".join(stack["patches"]) or "none")
