@@ -69,8 +69,8 @@
     const [start, end] = trace.subject_range;
     const layers = trace.layers;
     const cell = { w: Math.max(6, Math.min(16, Math.floor(330 / layers))), h: 18 };
-    const left = 130, top = 24, bottom = 40;
-    const width = left + Math.max(cell.w * layers, 170) + 10, height = top + cell.h * grid.length + bottom;
+    const left = 130, top = 24, bottom = 62;
+    const width = left + Math.max(cell.w * layers, 250) + 10, height = top + cell.h * grid.length + bottom;
     const values = grid.flat().filter((v) => v !== null);
     const low = Math.min(trace.p_corrupted, ...values);
     const high = Math.max(...values, low + 1e-9);
@@ -112,6 +112,15 @@
     }
     svg.appendChild(el("svg:text", { x: left + (cell.w * layers) / 2, y: axisY + 30, class: "axis", "text-anchor": "middle" },
       "layer" + (window > 1 ? " (window centre)" : "")));
+    // the colour scale: from the lowest value (at or below the corrupted run's P) to the highest
+    const steps = 20, barWidth = 140, barY = axisY + 38;
+    for (let k = 0; k < steps; k++) {
+      const t = k / (steps - 1);
+      svg.appendChild(el("svg:rect", { x: left + (k * barWidth) / steps, y: barY, width: barWidth / steps + 0.5, height: 8,
+        fill: `rgb(${Math.round(255 - (255 - r) * t)},${Math.round(255 - (255 - g) * t)},${Math.round(255 - (255 - b) * t)})` }));
+    }
+    svg.appendChild(el("svg:text", { x: left - 6, y: barY + 8, class: "tick", "text-anchor": "end" }, fmt(low)));
+    svg.appendChild(el("svg:text", { x: left + barWidth + 4, y: barY + 8, class: "tick" }, `${fmt(high)} P(${trace.target})`));
     return svg;
   }
 
