@@ -17,6 +17,7 @@ from serve_helpers import rank_one_patch
 from factpatch.core.models import weights_fingerprint
 from factpatch.core.web import new_secret
 from factpatch.editing.patch import save_patch
+from factpatch.editing.registry import edit_layer
 from factpatch.editing.stats import CorpusSpec
 from factpatch.serve.app import create_app
 from factpatch.serve.auth import Access
@@ -74,7 +75,7 @@ def test_the_whole_loop_in_the_lab(browser, embedded_lm, live_server, cache_dir,
         page.screenshot(path=shots / "lab-trace.png", full_page=True)
         page.click("#use-suggested")
         assert page.input_value("#edit-layer") == suggested.split(":")[1].split("(")[0].strip()
-        page.fill("#edit-layer", str(lm.default_layer))  # the layer whose statistics the suite has cached
+        page.fill("#edit-layer", str(edit_layer(lm)))  # the layer whose statistics the suite has cached
 
         # 2. edit: Eiffel Tower → Rome, the probabilities change
         page.click("#edit-run")
