@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -230,24 +231,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ray_node(args: list[str], env: dict) -> subprocess.Popen:
+def _ray_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """`ray start --block` in its own process group, so the test stops exactly what it started."""
     ray_cli = Path(sys.executable).with_name("ray")
-    return subprocess.Popen([str(ray_cli), "start", "--block", "--disable-usage-stats", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(log, "w") as handle:
+        return subprocess.Popen([str(ray_cli), "start", "--block", "--disable-usage-stats", *args], env=env,
+                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(process: subprocess.Popen, temp_dir: str) -> None:
+    """End a node started by `_ray_node`: its whole process group at once (a graceful stop drains
+    for up to 30 s), then anything of it that left the group, found by the node's temp dir."""
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    # anything the node started outside its process group names the node's temp dir: end those by id
+    process.wait(timeout=30)
     for line in subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout.splitlines():
         pid, _, command = line.strip().partition(" ")
         if temp_dir in command and int(pid) != os.getpid():
@@ -264,31 +263,27 @@ def test_a_two_node_cluster_runs_an_eval_end_to_end(model_dir, tmp_path):
     if ray.is_initialized():
         ray.shutdown()  # this test's driver is a separate process; free the module's local instance
     temp_dir = tempfile.mkdtemp(prefix="fpray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": SOURCE, "RAY_ADDRESS": ""}
-    ports = lambda: ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
-                     "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
-                     "--runtime-env-agent-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
-                     "--min-worker-port", "0", "--max-worker-port", "0"]
-    head = _ray_node(["--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
-                      "--include-dashboard", "false", "--ray-client-server-port", str(_free_port()),
-                      "--temp-dir", temp_dir, *ports()], env)
+    # RAY_AUTH_MODE=token: the head makes (or reuses) ~/.ray/auth_token, and the node and the driver,
+    # joining by address, send it (Ray sends it to an explicit address only when told to)
+    env = {**os.environ, "PYTHONPATH": SOURCE, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
+    # every listening port free (0: Ray picks one) so the two nodes, and anything else here, never collide
+    ports = lambda: ["--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                     "--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port())]
+    head = _ray_node(["--head", "--port", "0", "--include-dashboard", "false", "--dashboard-port", str(_free_port()),
+                      "--temp-dir", temp_dir, *ports()],
+                     env, tmp_path / "head.log")
     nodes = [head]
     try:
-        address = f"127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert head.poll() is None and time.time() < deadline, "the head node did not start"
-                time.sleep(0.5)
-        nodes.append(_ray_node(["--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                                *ports()], env))
+        address_file = Path(temp_dir) / "ray_current_cluster"
+        deadline = time.time() + 90
+        while not address_file.is_file() or not address_file.read_text().strip():
+            assert head.poll() is None and time.time() < deadline, (tmp_path / "head.log").read_text()[-3000:]
+            time.sleep(0.5)
+        address = address_file.read_text().strip()
+        nodes.append(_ray_node(["--address", address, *ports()], env, tmp_path / "node.log"))
         out = tmp_path / "out"
-        command = [sys.executable, "-m", "factpatch.cli", "-v", "eval", "--model", str(model_dir), "--dataset", FLAT,
-                   "--methods", "none,ft+l", "--set", "ft+l.steps=3", "--out", str(out), "--quiet",
+        command = [sys.executable, "-c", "import sys; from factpatch.cli import main; sys.exit(main())",
+                   "-v", "eval", "--model", str(model_dir), "--dataset", FLAT, "--methods", "none,ft+l", "--set", "ft+l.steps=3", "--out", str(out), "--quiet",
                    "--cache-dir", str(tmp_path / "cache"), "--ray", address, "--workers", "2"]
         began = time.time()
         for attempt in range(60):  # the second node joins a few seconds after it starts
@@ -298,12 +293,14 @@ def test_a_two_node_cluster_runs_an_eval_end_to_end(model_dir, tmp_path):
             time.sleep(1)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "2 workers ready on 2 node(s)" in done.stderr
-        assert "3 cases, 6 results (6 new)" in done.stdout
+        cases = [c.case_id for c in load_dataset(FLAT).cases]
+        assert f"{len(cases)} cases, {2 * len(cases)} results ({2 * len(cases)} new)" in done.stdout
         records = _lines(out)
         assert sorted((r["case_id"], r["method"]) for r in records) == sorted(
-            (c, m) for c in ("2", "3", "8") for m in ("none", "ft+l"))
+            (c, m) for c in cases for m in ("none", "ft+l"))
         assert (out / "summary.json").is_file() and (out / "summary.png").is_file()
         print(f"two-node eval took {time.time() - began:.0f} s")
     finally:
         for process in reversed(nodes):
             _stop(process, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -107,7 +107,11 @@ def connected(settings: RaySettings):
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = "a local Ray instance" if settings.address == "local" else f"the Ray cluster at {settings.address}"
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = _first_line(exc)
+        if settings.address not in ("local", "auto") and "RAY_AUTH_MODE" not in os.environ:
+            # Ray sends its token to an explicit address only when told to (docs/distributed.md)
+            message += ("; if the cluster uses token authentication (Ray's default), set RAY_AUTH_MODE=token "
+                        "and give its token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
         raise FactpatchError(f"cannot start or join {where}: {message}") from None
     try:
         yield ray
