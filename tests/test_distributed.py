@@ -119,11 +119,13 @@ def test_a_worker_killed_mid_run_loses_nothing_and_counts_nothing_twice(local_ra
 def test_a_lost_task_is_retried_only_so_often(local_ray, model_dir, tmp_path):
     dataset = load_dataset("builtin")
 
+    killed = set()
+
     def kill_every_worker(pool, records):
         for slot in pool.slots:
-            if slot.info is not None:
+            if slot.info is not None and slot.info.pid not in killed:
                 os.kill(slot.info.pid, signal.SIGKILL)
-                slot.info = None
+                killed.add(slot.info.pid)
 
     # every worker is killed as soon as one of its results arrives; a task lost once is an error here
     settings = RaySettings(workers=1, max_attempts=1)

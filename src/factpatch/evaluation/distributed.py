@@ -266,7 +266,7 @@ class _Slot:
     info: WorkerInfo | None  # None until a restarted worker's `ready` is read
     actor: object
     ready: object = None  # a restarted worker's pending `ready()` call
-    results: int = 0
+    items: int = 0  # cases (facts) done
     busy_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     restarts: int = 0
@@ -359,12 +359,35 @@ class WorkerPool:
         for call in self.setups:
             call(slot.actor)  # queued before any task: actor calls run in the order they were made
 
-    def results(self, payloads: Sequence, call: Callable, describe: Callable = str, bar=None) -> Iterator[tuple[object, object]]:
+    def _started(self, slot: _Slot) -> bool:
+        """Whether a replacement worker has loaded the model (its `ready` answered); one that died
+        while starting is replaced again, up to `max_attempts` times a slot."""
+        done, _ = self.ray.wait([slot.ready], timeout=0)
+        if not done:
+            return False
+        try:
+            slot.info = self.ray.get(slot.ready)
+        except self.ray.exceptions.RayTaskError as exc:
+            raise _task_error(exc) from None
+        except self.ray.exceptions.RayActorError as exc:
+            if slot.restarts >= self.settings.max_attempts * 2:
+                raise FactpatchError(f"worker {self.slots.index(slot)} died {slot.restarts} times, the last while "
+                                     f"starting ({_first_line(exc)}); see the Ray logs") from None
+            logger.warning("a restarted worker died while starting (%s); starting another", _first_line(exc))
+            self._replace(slot)
+            return False
+        slot.started = time.perf_counter()
+        logger.info("worker %d restarted on %s, pid %d", self.slots.index(slot), slot.info.node, slot.info.pid)
+        return True
+
+    def results(self, payloads: Sequence[list], call: Callable, describe: Callable = str, bar=None,
+                unit: str = "cases") -> Iterator[tuple[object, object]]:
         """Yield (payload, result) as each task finishes, in whatever order they finish.
 
-        `call(actor, payload) -> ObjectRef`; each result is `(value, busy_seconds)`. A task whose
-        worker dies goes back to the front of the queue for the next free worker; `describe(payload)`
-        names it in the log."""
+        Each payload is a list of items (cases, facts); `call(actor, payload) -> ObjectRef`; each
+        result is `(value, busy_seconds)`. A task whose worker dies goes back to the front of the
+        queue for the next free worker; `describe(payload)` names it in the log. The bar's postfix
+        shows each worker's rate in `unit` a minute."""
         ray = self.ray
         queue = deque(range(len(payloads)))
         attempts = [0] * len(payloads)
@@ -373,13 +396,18 @@ class WorkerPool:
         try:
             while queue or in_flight:
                 for slot in self.slots:
+                    if slot.info is None and not self._started(slot):
+                        continue  # a replacement still starting (or waiting for room): no work for it yet
                     held = sum(1 for s, _ in in_flight.values() if s is slot)
                     while queue and held < self.settings.tasks_per_worker:
                         task = queue.popleft()
                         in_flight[call(slot.actor, payloads[task])] = (slot, task)
                         held += 1
-                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                starting = [s.ready for s in self.slots if s.info is None]
+                ready, _ = ray.wait(list(in_flight) + starting, num_returns=1)
                 ref = ready[0]
+                if ref not in in_flight:
+                    continue  # a replacement is ready: the next round gives it work
                 slot, task = in_flight.pop(ref)
                 try:
                     value, busy = ray.get(ref)
@@ -396,21 +424,18 @@ class WorkerPool:
                                 f"{describe(payloads[t])} was lost with its worker {attempts[t]} times "
                                 f"(last: {_first_line(exc)}); see the Ray logs") from None
                     queue.extendleft(sorted(lost, reverse=True))
-                    where = f"on {slot.info.node}, pid {slot.info.pid}" if slot.info else "(restarted)"
-                    logger.warning("worker %d %s died (%s); retrying %s on the next free worker",
-                                   self.slots.index(slot), where, _first_line(exc),
+                    logger.warning("worker %d on %s, pid %d, died (%s); retrying %s on the next free worker",
+                                   self.slots.index(slot), slot.info.node, slot.info.pid, _first_line(exc),
                                    ", ".join(describe(payloads[t]) for t in sorted(lost)))
                     self.stats.retried_tasks += len(lost)
                     self._replace(slot)
                     continue
-                if slot.info is None and slot.ready is not None:
-                    slot.info = self._get([slot.ready], "restarting a worker")[0]  # done: it ran before the task
-                slot.results += 1
+                slot.items += len(payloads[task])
                 slot.busy_seconds += busy
                 self.stats.busy_seconds += busy
                 self.stats.tasks += 1
                 if bar is not None:
-                    bar.set_postfix_str(self.rates(), refresh=False)
+                    bar.set_postfix_str(f"{unit}/min: {self.rates()}", refresh=False)
                 yield payloads[task], value
         finally:
             self.stats.run_seconds += time.perf_counter() - began
@@ -419,9 +444,9 @@ class WorkerPool:
                     ray.cancel(ref, force=False)
 
     def rates(self) -> str:
-        """Per-worker tasks a minute since the worker started working, for the progress bar."""
+        """Each worker's items a minute since it started working, for the progress bar."""
         now = time.perf_counter()
-        return " ".join(f"w{i} {60 * s.results / max(now - s.started, 1e-9):.1f}/min" for i, s in enumerate(self.slots))
+        return " ".join(f"w{i} {60 * s.items / max(now - s.started, 1e-9):.1f}" for i, s in enumerate(self.slots))
 
     def close(self) -> None:
         for slot in self.slots:
@@ -557,7 +582,7 @@ def trace_dataset_ray(
         with _bar(len(plan.selected), f"tracing facts on {len(infos)} workers", progress,
                   len(plan.selected) - len(plan.todo)) as bar:
             results = pool.results(payloads, lambda actor, facts: actor.trace.remote(facts, settings, plan.sigma),
-                                   lambda facts: "fact " + ", ".join(f.id for f in facts), bar)
+                                   lambda facts: "fact " + ", ".join(f.id for f in facts), bar, "facts")
             for _, records in results:
                 for record in records:
                     if record["id"] in plan.done:
