@@ -154,6 +154,22 @@ def test_trace_dataset_on_workers_matches_in_process(local_ray, model_dir, tmp_p
     assert spread.run.summary == alone.summary
 
 
+def test_cli_traces_a_dataset_on_workers_and_resumes_in_one_process(local_ray, model_dir, tmp_path, cli):
+    from factpatch.core.models import load_model
+    from test_trace import _known_dataset
+
+    path = _known_dataset(load_model(str(model_dir), tmp_path / "cache"), tmp_path / "known.json", count=3)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The Eiffel Tower is located in the city of Paris. " * 40)
+    args = ["trace", "--model", model_dir, "--dataset", path, "--samples", 2, "--window", 2, "--kinds", "hidden,mlp",
+            "--corpus", corpus, "--quiet", "--out", tmp_path / "out"]
+    code, out, err = cli(*args, "--ray", "--workers", 2)
+    assert code == 0, err
+    assert "3 traced (3 new" in out
+    code, out, err = cli(*args)  # the same directory, one process: nothing left to do
+    assert code == 0 and "3 traced (0 new" in out
+
+
 def test_sequential_scoring_on_workers_matches_in_process(local_ray, model_dir, tmp_path):
     from factpatch.core.models import load_model
     from factpatch.editing.stats import CorpusSpec

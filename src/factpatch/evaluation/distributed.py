@@ -23,7 +23,6 @@ command resumes from `results.jsonl`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
