@@ -53,7 +53,7 @@ def _results(records: list[dict]) -> dict:
 def _ray_run(args, dataset, config, out: Path, workers: int, threads: int) -> tuple[dict, dict]:
     import ray
 
-    ray.init(num_cpus=args.threads, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=args.threads, include_dashboard=False, logging_level=logging.WARNING)
     try:
         settings = RaySettings(workers=workers, threads_per_worker=threads)
         result = run_eval_ray(args.model, dataset, config, out, settings, progress=False)

@@ -42,7 +42,7 @@ TIMING = ("edit_seconds", "eval_seconds")
 @pytest.fixture(scope="module")
 def local_ray():
     """A private 2-CPU Ray instance for the module, shut down (its processes with it) at the end."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
              runtime_env={"env_vars": {"PYTHONPATH": SOURCE}})
     yield ray
     ray.shutdown()

@@ -98,14 +98,17 @@ def connected(settings: RaySettings):
         yield ray
         return
     check_reachable(settings.address)
-    options = {"include_dashboard": False, "logging_level": logging.WARNING, **settings.init_options}
+    # "local" also tells Ray not to join a cluster that `ray start` left on this machine
+    options = {"address": "local", "include_dashboard": False, "logging_level": logging.WARNING,
+               **settings.init_options}
     if settings.address != "local" or os.environ.get("RAY_ADDRESS"):  # joining: the cluster has its own settings
         options = {"address": settings.address if settings.address != "local" else None,
                    "logging_level": logging.WARNING}
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = "a local Ray instance" if settings.address == "local" else f"the Ray cluster at {settings.address}"
+        where = {"local": "a local Ray instance", "auto": "a Ray cluster on this machine (--ray auto)"}.get(
+            settings.address, f"the Ray cluster at {settings.address}")
         message = _first_line(exc)
         if settings.address not in ("local", "auto") and "RAY_AUTH_MODE" not in os.environ:
             # Ray sends its token to an explicit address only when told to (docs/distributed.md)
