@@ -24,7 +24,8 @@ from factpatch.evaluation.metrics import counterfact_case_metrics, score_targets
 from factpatch.core.models import load_model
 from factpatch.editing.patch import PatchStack
 from factpatch.editing.request import EditRequest
-from factpatch.editing.rome import compute_edit, to_patch, context_prefixes, hparams_for
+from factpatch.editing.registry import hparams_for
+from factpatch.editing.rome import compute_edit, to_patch, context_prefixes
 from factpatch.editing.stats import key_second_moment
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"

@@ -25,7 +25,7 @@ import torch
 
 from factpatch.editing.registry import make_editor, method_params, parse_methods
 from factpatch.evaluation.data import load_dataset
-from factpatch.evaluation.run import EvalConfig, run_eval
+from factpatch.evaluation.run import EvalSettings, run_eval
 from factpatch.core.models import load_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for method in methods:
         with tempfile.TemporaryDirectory() as tmp:
-            run_eval(lm, warm, EvalConfig([method]), Path(tmp) / "warm", progress=False)
+            run_eval(lm, warm, EvalSettings([method]), Path(tmp) / "warm", progress=False)
             started = time.perf_counter()
-            run = run_eval(lm, measured, EvalConfig([method]), Path(tmp) / "run", progress=False)
+            run = run_eval(lm, measured, EvalSettings([method]), Path(tmp) / "run", progress=False)
             wall = time.perf_counter() - started
         rows = run.records
         report["methods"][method] = {

@@ -40,7 +40,7 @@ from factpatch.core.models import load_model
 from factpatch.editing.registry import make_editor, method_params, parse_methods
 from factpatch.evaluation.data import load_dataset
 from factpatch.evaluation.distributed import RaySettings, run_eval_ray
-from factpatch.evaluation.run import EvalConfig, run_eval
+from factpatch.evaluation.run import EvalSettings, run_eval
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
 TIMING = ("edit_seconds", "eval_seconds")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = parse_methods(args.methods)
     for method in methods:  # one-time work (cached on disk, so the workers read it too)
         make_editor(lm, method, method_params(lm, method)).prepare()
-    config = EvalConfig(methods)
+    config = EvalSettings(methods)
     report = {
         "model": lm.name, "methods": methods, "n": args.n, "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(), "runs": {},

@@ -18,7 +18,8 @@ How the suite is made (deterministic for a given source file and models):
    sentence when it has one; neighbourhood prompts = the record's locality prompt plus up to 9 rewrite
    prompts of other records with the same relation template and the same true object;
    attribute prompts = up to 10 rewrite prompts of other records whose true object is o* (same
-   template first); generation prompts = the rewrite prompt, the bare paraphrase and "{subject} is".
+   template first); generation prompts = the bare paraphrase and "{subject} is" (not the rewrite
+   prompt, whose continuation the edit is trained on).
    Each record keeps its source case_id and the models' scores under "builtin".
 """
 
@@ -96,7 +97,8 @@ def to_original(record: dict, records: list[dict], by_truth: dict, scores: dict)
         "paraphrase_prompts": paraphrases,
         "neighborhood_prompts": list(dict.fromkeys(neighbours)),
         "attribute_prompts": list(dict.fromkeys(attributes))[:10],
-        "generation_prompts": list(dict.fromkeys([record["prompt"], bare_paraphrase(record), f"{subject} is"])),
+        # not the rewrite prompt: the edit was trained on its continuation (factpatch.evaluation.data)
+        "generation_prompts": list(dict.fromkeys([bare_paraphrase(record), f"{subject} is"])),
         "builtin": {"source": "counterfact-train.json", "scores": scores},
     }
 

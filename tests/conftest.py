@@ -11,8 +11,7 @@ import pytest
 import torch
 from tiny import FAMILIES, build_tiny, train_tokenizer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATASETS = SHARED / "datasets"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # tests read no data from outside the repository
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
@@ -51,6 +50,15 @@ def fresh_tiny(tiny_tokenizer):
     return make
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny random Llama saved as a Hugging Face model directory (for the command line), one a test module."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny("llama", len(tiny_tokenizer)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def cache_dir():
     """The user cache (FACTPATCH_CACHE or ~/.cache/factpatch): converted weights persist across runs."""
@@ -72,9 +80,7 @@ def embedded_lm(cache_dir):
 
 @pytest.fixture(scope="session")
 def counterfact():
+    """The first 40 records of CounterFact's flattened training split (tests/fixtures/README.md)."""
     import json
 
-    path = DATASETS / "counterfact-train.json"
-    if not path.exists():
-        pytest.skip(f"data set not found: {path}")
-    return json.loads(path.read_text())
+    return json.loads((FIXTURES / "counterfact-train-40.json").read_text())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from factpatch.editing.finetune import FineTuneParams
-from factpatch.editing.registry import make_editor, method_params, parse_methods, parse_overrides
+from factpatch.editing.registry import attn_layer, edit_layer, make_editor, method_params, parse_methods, parse_overrides
 from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.metrics import score_targets
 from factpatch.core.models import weights_fingerprint
@@ -52,8 +52,8 @@ def test_ft_changes_only_the_mlp_output_of_its_layer(tiny_models, family):
     lm = tiny_models[family]
     p0 = score_targets(lm, [REQUEST.text], [REQUEST.target_new])[0].prob
     patch, changed, p_new = _run(lm, "ft", lr=1e-2)
-    assert set(changed) == {f"{lm.adapter.mlp_out_path(lm.default_layer)}.weight"}
-    assert patch.meta["method"] == "ft" and patch.meta["layer"] == lm.default_layer
+    assert set(changed) == {f"{lm.adapter.mlp_out_path(edit_layer(lm))}.weight"}
+    assert patch.meta["method"] == "ft" and patch.meta["layer"] == edit_layer(lm)
     assert all(d.dense is not None for d in patch.deltas)
     assert p_new > p0  # it learned something
     assert patch.meta["loss_last"] < patch.meta["loss_first"]
@@ -64,7 +64,7 @@ def test_ft_l_stays_within_its_linf_ball(tiny_models, family):
     lm = tiny_models[family]
     eps = 2e-3
     patch, changed, _ = _run(lm, "ft+l", lr=1e-2, norm_constraint=eps)
-    assert set(changed) == {f"{lm.adapter.mlp_out_path(lm.default_layer)}.weight"}
+    assert set(changed) == {f"{lm.adapter.mlp_out_path(edit_layer(lm))}.weight"}
     assert max(changed.values()) <= eps * (1 + 1e-4)
     assert max(changed.values()) > eps / 2  # the constraint is active, not vacuous
     unconstrained = _run(lm, "ft", lr=1e-2)[1]
@@ -75,14 +75,14 @@ def test_ft_l_stays_within_its_linf_ball(tiny_models, family):
 def test_attn_edit_changes_only_qkv_of_its_layer_within_eps(tiny_models, family):
     lm = tiny_models[family]
     patch, changed, _ = _run(lm, "attn", lr=1e-2)
-    expected = {f"{path}.weight" for path in lm.adapter.qkv_paths(lm.attn_layer)}
+    expected = {f"{path}.weight" for path in lm.adapter.qkv_paths(attn_layer(lm))}
     assert set(changed) == expected
     assert max(changed.values()) <= 1e-3 * (1 + 1e-4)  # ±ε = 0.001 around the originals
     if family == "llama":  # grouped-query attention: K and V have fewer rows than Q
         shapes = {name.rsplit(".", 2)[-2]: d.dense.shape for name, d in zip(expected, patch.deltas)}
         shapes = {d.param.rsplit(".", 2)[-2]: tuple(d.dense.shape) for d in patch.deltas}
         assert shapes["q_proj"][0] == 2 * shapes["k_proj"][0] == 2 * shapes["v_proj"][0]
-    assert patch.meta["method"] == "attn" and patch.meta["layer"] == lm.attn_layer
+    assert patch.meta["method"] == "attn" and patch.meta["layer"] == attn_layer(lm)
 
 
 def test_none_is_an_empty_patch(tiny_models):
@@ -101,7 +101,7 @@ def test_rome_editor_is_a_rank_one_patch_at_its_layer(tiny_models, tmp_path, fam
     assert weights_fingerprint(lm.model) == fingerprint
     (delta,) = patch.deltas
     assert delta.left is not None and delta.dense is None
-    assert delta.param == f"{lm.adapter.mlp_out_path(lm.default_layer)}.weight"
+    assert delta.param == f"{lm.adapter.mlp_out_path(edit_layer(lm))}.weight"
     before = _snapshot(lm)
     with applied(lm, [patch]):
         assert set(_changed(lm, before)) == {delta.param}
@@ -135,10 +135,10 @@ def test_finetune_restores_weights_even_when_it_fails(tiny_models, monkeypatch):
 def test_defaults_follow_the_paper(tiny_models):
     lm = tiny_models["llama"]
     ft, ftl, attn = (method_params(lm, m) for m in ("ft", "ft+l", "attn"))
-    assert (ft.steps, ft.lr, ft.norm_constraint, ft.layer) == (25, 5e-4, None, lm.default_layer)
+    assert (ft.steps, ft.lr, ft.norm_constraint, ft.layer) == (25, 5e-4, None, edit_layer(lm))
     assert (ftl.steps, ftl.lr, ftl.norm_constraint) == (25, 5e-4, 5e-4)
-    assert (attn.steps, attn.lr, attn.norm_constraint, attn.layer) == (25, 1e-3, 1e-3, lm.attn_layer)
-    assert method_params(lm, "rome").layer == lm.default_layer
+    assert (attn.steps, attn.lr, attn.norm_constraint, attn.layer) == (25, 1e-3, 1e-3, attn_layer(lm))
+    assert method_params(lm, "rome").layer == edit_layer(lm)
 
 
 def test_method_names_and_settings_are_checked(tiny_models):
@@ -166,3 +166,41 @@ def test_method_names_and_settings_are_checked(tiny_models):
         method_params(lm, "attn", {"layer": "9"})
     with pytest.raises(FactpatchError, match="steps must be at least 1"):
         method_params(lm, "ft", {"steps": "0"})
+
+
+def test_default_layers_come_from_the_embedded_models_trace_or_the_papers_depths(tiny_models):
+    """An embedded model (or a patched copy: `embedded` names its base) edits its traced layers;
+    any other model the paper's relative depths (17 and 33 of 48 layers)."""
+    import dataclasses
+
+    from factpatch.core.models import EMBEDDED
+
+    lm = tiny_models["llama"]
+    assert (edit_layer(lm), attn_layer(lm)) == (round(4 * 17 / 48), round(4 * 33 / 48)) == (1, 3)
+    gemma = EMBEDDED["gemma3-270m"]
+    copy = dataclasses.replace(lm, embedded=gemma.name)
+    assert (edit_layer(copy), attn_layer(copy)) == (gemma.edit_layer, gemma.attn_layer) != (1, 3)
+    with pytest.raises(FactpatchError, match=f"layer {gemma.attn_layer} out of range"):
+        method_params(copy, "attn")  # the tiny model has 4 layers: the traced layer is refused, not clamped
+
+
+def test_the_radius_table_in_the_docstring_is_the_code():
+    """factpatch.editing.finetune's table of radii ε (= lr) says what method_params gives each model."""
+    import types
+
+    from factpatch.editing import finetune
+    from factpatch.editing.registry import METHODS, MODEL_DEFAULTS
+
+    lines = [line.split() for line in finetune.__doc__.splitlines()]
+    start = next(i for i, words in enumerate(lines) if words[:2] == ["method", "paper"])
+    header, lines = lines[start], lines[start + 1 :]
+    assert set(MODEL_DEFAULTS) <= set(header[2:])  # every model with its own defaults has a column
+    anonymous = types.SimpleNamespace(name="any", embedded=None, n_layers=48)
+    for method in ("ft+l", "attn"):
+        row = dict(zip(header, next(words for words in lines if words[:1] == [method])))
+        paper = METHODS[method].defaults(anonymous)
+        assert float(row["paper"]) == paper["norm_constraint"] == paper["lr"]
+        for model in header[2:]:
+            values = {**paper, **MODEL_DEFAULTS.get(model, {}).get(method, {})}
+            assert float(row[model]) == values["norm_constraint"] == values["lr"], (method, model)
+    assert "0.001" not in finetune.__doc__ and "±0.001" not in METHODS["attn"].description

@@ -7,15 +7,7 @@ import pytest
 from factpatch.cli import main
 from factpatch.core.models import EMBEDDED
 
-from tiny import CORPUS, build_tiny
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_tokenizer):
-    path = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny("llama", len(tiny_tokenizer)).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
+from tiny import CORPUS
 
 
 @pytest.fixture(scope="module")

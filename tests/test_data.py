@@ -40,21 +40,38 @@ def test_flattened_counterfact_layout_derives_attribute_and_generation_prompts()
     assert madrid.neighborhood == (Probe("Biure, which is located in", "Spain"),)
     # another record with the same template whose true object is Sweden (= this case's o*)
     assert madrid.attribute_prompts == ("Stockholm University, which is located in",)
-    assert madrid.generation_prompts[0] == "Autonomous University of Madrid, which is located in"
-    assert "Autonomous University of Madrid is" in madrid.generation_prompts
+    # generation prompts: the paraphrase and "{subject} is", never the rewrite prompt the edit was trained on
+    assert madrid.generation_prompts == (madrid.paraphrase_prompts[0], "Autonomous University of Madrid is")
+    assert madrid.request.text not in madrid.generation_prompts
+    assert madrid.generation_source == "derived"
     assert ds.find("2").attribute_prompts == ()
     assert ds.idf_texts and "Autonomous University of Madrid, which is located in Spain" in ds.idf_texts
 
 
-def test_zsre_mend_layout():
+def test_zsre_mend_layout_by_the_papers_convention_by_default():
+    """kmeng01/rome dsets/zsre.py: target_new = answers[0], and the NQ question gets a "?"."""
     ds = load_dataset(f"zsre:{ZSRE}")
     assert ds.kind == "zsre" and ds.layout == "mend" and len(ds.cases) == 3
+    assert ds.zsre_target == "paper" and ds.identity()["zsre_target"] == "paper"
     case = ds.cases[0]
     assert case.case_id == "0"
     assert case.request.text == "What is the product made by UniFirst?"
-    assert case.request.target_new == "unmanned aircraft" and case.request.target_true == "uniform"
+    assert case.request.target_new == "uniform" and case.request.target_true is None
     assert case.paraphrase_prompts == ("What will be the product of UniFirst?",)
+    assert case.neighborhood == (Probe("nq question: john goodman's character in the big lebowski?", "Walter Sobchak"),)
+
+
+def test_zsre_mend_layout_by_the_alt_convention():
+    """MEND's and EasyEdit's convention, kept as a named option: target `alt`, `loc` as written."""
+    ds = load_dataset(f"zsre:{ZSRE}", zsre_target="alt")
+    assert ds.zsre_target == "alt" and ds.identity()["zsre_target"] == "alt"
+    case = ds.cases[0]
+    assert case.request.target_new == "unmanned aircraft" and case.request.target_true == "uniform"
     assert case.neighborhood == (Probe("nq question: john goodman's character in the big lebowski", "Walter Sobchak"),)
+    assert ds.identity() != load_dataset(f"zsre:{ZSRE}").identity()  # never mixed in one result directory
+    with pytest.raises(FactpatchError, match="bad zsRE target"):
+        load_dataset(f"zsre:{ZSRE}", zsre_target="answers")
+    assert "zsre_target" not in load_dataset(f"counterfact:{FLAT}").identity()
 
 
 def test_zsre_record_whose_new_answer_is_already_true(tmp_path):
@@ -62,7 +79,7 @@ def test_zsre_record_whose_new_answer_is_already_true(tmp_path):
     record["answers"] = [record["alt"]]
     path = tmp_path / "z.json"
     path.write_text(json.dumps([record]))
-    case = load_dataset(f"zsre:{path}").cases[0]
+    case = load_dataset(f"zsre:{path}", zsre_target="alt").cases[0]
     assert case.request.target_true is None  # kept: efficacy is measured on the new answer only
 
 
@@ -151,3 +168,26 @@ def test_builtin_suite_ships_known_cases():
         assert all(s["true"] > s["new"] for s in scores.values())
     assert all(c.neighborhood and c.paraphrase_prompts and c.generation_prompts for c in ds.cases)
     assert read_cases("counterfact", builtin_path()).layout == "original"
+    # the generation prompts never include the rewrite prompt the edit is trained on
+    assert all(c.request.text not in c.generation_prompts for c in ds.cases)
+
+
+@pytest.mark.integration
+def test_builtin_suite_is_known_by_the_model_itself(embedded_lm):
+    """The stored scores are the model's: rescore a sample of the suite with SmolLM2 and find the
+    same mean token log-probabilities, the true object ahead of the new one."""
+    from factpatch.evaluation.metrics import score_targets
+
+    if not builtin_path().is_file():
+        pytest.skip("built-in suite not built yet (scripts/build_suite.py)")
+    raw = json.loads(builtin_path().read_text())
+    cases = load_dataset("builtin").cases
+    sample = list(range(0, len(cases), len(cases) // 6))[:6]  # spread over the file
+    prompts = [cases[i].request.text for i in sample for _ in range(2)]
+    targets = [t for i in sample for t in (cases[i].request.target_true, cases[i].request.target_new)]
+    scores = score_targets(embedded_lm, prompts, targets)
+    for j, i in enumerate(sample):
+        true, new = scores[2 * j].mean_log_prob, scores[2 * j + 1].mean_log_prob
+        stored = raw[i]["builtin"]["scores"][embedded_lm.name]
+        assert true > new, cases[i].case_id
+        assert true == pytest.approx(stored["true"], abs=2e-3) and new == pytest.approx(stored["new"], abs=2e-3)

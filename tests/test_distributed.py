@@ -22,7 +22,7 @@ import factpatch
 from factpatch.cli import main
 from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.data import load_dataset
-from factpatch.evaluation.run import EvalConfig, run_eval
+from factpatch.evaluation.run import EvalSettings, run_eval
 from tiny import build_tiny
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'factpatch[ray]' (make test installs it)")
@@ -66,7 +66,7 @@ def _by_key(records: list[dict]) -> dict:
 
 
 def _config(**kw):
-    return EvalConfig(**{"methods": ["none", "rome", "ft+l"], "overrides": FAST, **kw})
+    return EvalSettings(**{"methods": ["none", "rome", "ft+l"], "overrides": FAST, **kw})
 
 
 def test_two_workers_give_the_in_process_results(local_ray, model_dir, tmp_path):
@@ -173,9 +173,9 @@ def test_cli_traces_a_dataset_on_workers_and_resumes_in_one_process(local_ray, m
 def test_sequential_scoring_on_workers_matches_in_process(local_ray, model_dir, tmp_path):
     from factpatch.core.models import load_model
     from factpatch.editing.stats import CorpusSpec
-    from factpatch.evaluation.sequential import SequentialConfig, run_sequential
+    from factpatch.evaluation.sequential import SequentialSettings, run_sequential
 
-    config = SequentialConfig(["memit"], 4, batch_size=2, checkpoint_every=2, perplexity_tokens=64,
+    config = SequentialSettings(["memit"], 4, batch_size=2, checkpoint_every=2, perplexity_tokens=64,
                               overrides={"memit": {"v_steps": "3", "layers": "0-1", "group_size": "4"}},
                               corpus=CorpusSpec(n_tokens=256))
     dataset = load_dataset("builtin")
@@ -237,7 +237,7 @@ def test_bad_ray_options_are_one_line_and_exit_2(cli, tmp_path, extra, message):
 def test_without_ray_installed_the_error_says_how_to_get_it(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     code, out, err = cli("eval", "--dataset", FLAT, "--methods", "none", "--out", tmp_path / "out", "--ray", "auto")
-    assert code == 2 and err == "error: --ray needs Ray, which is not installed: pip install 'factpatch[ray]'\n"
+    assert code == 2 and err == "error: --ray needs ray, not installed here: pip install 'factpatch[ray]'\n"
 
 
 # ----------------------------------------------------------------------------- two nodes on one machine

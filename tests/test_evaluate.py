@@ -10,7 +10,7 @@ from factpatch.cli import main
 from factpatch.evaluation.compare import CompareSettings, compare_case, compare_texts, to_html, to_markdown, write_outputs
 from factpatch.evaluation.data import load_dataset
 from factpatch.core.errors import FactpatchError
-from factpatch.evaluation.run import EvalConfig, GenerationSettings, merge_runs, run_eval
+from factpatch.evaluation.run import EvalSettings, GenerationSettings, merge_runs, run_eval
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FLAT = f"counterfact:{FIXTURES / 'counterfact-flat.json'}"
@@ -31,7 +31,7 @@ def lm(tiny_models):
 def _config(**kw):
     values = dict(methods=["none", "ft+l"], overrides=FAST)
     values.update(kw)
-    return EvalConfig(**values)
+    return EvalSettings(**values)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -100,7 +100,7 @@ def test_resume_after_a_kill_gives_the_same_summary(lm, tmp_path, monkeypatch):
     assert again.new_records == 0 and again.summary == full.summary
 
 
-def test_a_larger_n_continues_a_run_and_a_smaller_one_summarises_its_prefix(lm, tmp_path):
+def test_a_larger_n_continues_a_run_and_a_smaller_one_summarizes_its_prefix(lm, tmp_path):
     ds = load_dataset(FLAT)
     run_eval(lm, ds, _config(n=2), tmp_path / "grown", progress=False)
     grown = run_eval(lm, ds, _config(n=3), tmp_path / "grown", progress=False)
@@ -174,6 +174,76 @@ def model_dir(tmp_path_factory, tiny_models):
     return path
 
 
+def test_paper_rows_put_the_unedited_fluency_in_the_unedited_row():
+    estimate = {"mean": 0.3, "ci": [0.2, 0.4], "n": 3}
+    summary = {"rome": {"fluency": estimate, "consistency": estimate}}
+    rows = {line.split(" | ")[0]: line for line in ev.summary_table(summary, "counterfact", paper=True).splitlines()}
+    assert "~626" in rows["| none (paper, GPT-2 XL)"] and "31.9" in rows["| none (paper, GPT-2 XL)"]
+    assert "626" not in rows["| rome (paper, GPT-2 XL)"]
+
+
+def test_generation_defaults_are_the_papers():
+    """kmeng01/rome generate_fast as test_generation calls it: top-k 5, 100 tokens in all, every prompt."""
+    gen = GenerationSettings()
+    assert (gen.top_k, gen.max_length, gen.max_new_tokens, gen.max_prompts) == (5, 100, None, None)
+    assert gen.describe() == "top-k 5, 100 tokens per text including the prompt, all of each case's generation prompts"
+    with pytest.raises(FactpatchError):
+        GenerationSettings(top_k=0)
+
+
+def test_generated_texts_count_the_prompt_and_honour_top_k(lm, monkeypatch):
+    from factpatch.core.generate import generate_texts
+
+    tokenizer = lm.tokenizer
+    prompts = ["Paris", "The Eiffel Tower is located in the city of"]
+    lengths = [len(tokenizer(p).input_ids) for p in prompts]
+    total = lengths[1] + 4  # the long prompt gets 4 new tokens, the short one many more
+    sampled = []
+    generate = lm.model.generate
+
+    def spy(**kwargs):
+        out = generate(**kwargs)
+        sampled.append((kwargs, out))
+        return out
+
+    monkeypatch.setattr(lm.model, "generate", spy)
+    texts = [t[0] for t in generate_texts(lm, prompts, 1, seed=1, top_k=5, max_length=total)]
+    (kwargs, out), = sampled
+    assert kwargs["top_k"] == 5 and kwargs["max_new_tokens"] == total - lengths[0]
+    width = kwargs["input_ids"].shape[1]
+    for row, (prompt, length) in enumerate(zip(prompts, lengths)):  # each text: total tokens with its prompt
+        kept = out[row, width : width + total - length]
+        assert len(kept) == total - length
+        assert texts[row] == prompt + tokenizer.decode(kept, skip_special_tokens=True)
+    monkeypatch.undo()
+    # top-k 1 is greedy decoding: the sampler really uses the top_k it is given
+    greedy = lm.model.generate(tokenizer([prompts[1]], return_tensors="pt").input_ids, max_new_tokens=4,
+                               do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    expected = prompts[1] + tokenizer.decode(greedy[0, lengths[1]:], skip_special_tokens=True)
+    assert generate_texts(lm, [prompts[1]], 1, seed=7, top_k=1, max_length=total)[0][0] == expected
+    # a prompt already max_length long gets no continuation
+    assert generate_texts(lm, [prompts[1]], 1, max_length=lengths[1])[0][0] == prompts[1]
+
+
+def test_records_name_their_generation_prompts(lm, tmp_path):
+    """Every generation prompt of the case, from the data set or derived (never the rewrite prompt)."""
+    gen = GenerationSettings(max_length=24, reference_prompts=1, reference_tokens=4)
+    original = run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"], n=1, generation=True, gen=gen),
+                        tmp_path / "o", progress=False)
+    record = original.records[0]
+    case = load_dataset(ORIGINAL).cases[0]
+    assert record["generation"] == {"prompts": list(case.generation_prompts), "source": "dataset"}
+    assert len(record["texts"]) == len(case.generation_prompts)
+    flat = run_eval(lm, load_dataset(FLAT), _config(methods=["none"], n=1, generation=True, gen=gen),
+                    tmp_path / "f", progress=False)
+    prompts = flat.records[0]["generation"]["prompts"]
+    assert flat.records[0]["generation"]["source"] == "derived"
+    assert load_dataset(FLAT).cases[0].request.text not in prompts
+    md = (tmp_path / "f" / "summary.md").read_text()
+    assert "Generation: top-k 5, 24 tokens per text including the prompt, all of each case's generation prompts; " \
+           "1 cases with derived prompts" in md
+
+
 def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys):
     out = tmp_path / "o"
     base = ["eval", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"), "--dataset", FLAT,
@@ -189,6 +259,21 @@ def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys):
     assert main(base + ["--n", "2"]) == 0 and "(0 new)" in capsys.readouterr().out
     assert main(["eval", "merge", str(out), "--out", str(tmp_path / "m")]) == 0
     assert json.loads((tmp_path / "m" / "summary.json").read_text()) == json.loads((out / "summary.json").read_text())
+
+
+def test_cli_zsre_target_is_a_named_option(model_dir, tmp_path, capsys):
+    base = ["eval", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"), "--dataset", ZSRE,
+            "--methods", "none", "--n", "1", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "paper")]) == 0
+    assert main(base + ["--zsre-target", "alt", "--out", str(tmp_path / "alt")]) == 0
+    configs = {name: json.loads((tmp_path / name / "config.json").read_text()) for name in ("paper", "alt")}
+    assert configs["paper"]["dataset"]["zsre_target"] == "paper" and configs["alt"]["dataset"]["zsre_target"] == "alt"
+    capsys.readouterr()
+    assert main(base + ["--zsre-target", "alt", "--out", str(tmp_path / "paper")]) == 2  # never mixed
+    assert "differs in dataset" in capsys.readouterr().err
+    assert main(base + ["--zsre-target", "answers", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad zsRE target 'answers'") and err.count("\n") == 1
 
 
 def test_compare_writes_side_by_side_outputs(lm, tmp_path):
@@ -241,3 +326,35 @@ def test_compare_texts_is_what_the_study_calls(lm):
         parse_scenario(record, f"record {i}", ["none", "ft+l"])
     with pytest.raises(FactpatchError, match="CounterFact"):
         compare_texts(model=lm, dataset=ZSRE, n=1, methods=["none"])
+
+
+def test_format_1_results_are_brought_up_to_date_from_their_raw_scores(lm, tmp_path):
+    """scripts/recompute_magnitudes.py: format-1 magnitudes (whole-sequence probabilities) become the
+    paper's from the stored scores, and the directory resumes under the current code."""
+    import importlib.util
+    import math
+
+    spec = importlib.util.spec_from_file_location(
+        "recompute_magnitudes", Path(__file__).resolve().parents[1] / "scripts" / "recompute_magnitudes.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "old"
+    run = run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"]), out, progress=False)
+    fresh = [dict(r["metrics"]) for r in run.records]
+    config = json.loads((out / "config.json").read_text())
+    config["format_version"] = 1
+    (out / "config.json").write_text(json.dumps(config))
+    old = []
+    for record in run.records:  # what format 1 stored: P[o] as the product of the token probabilities
+        rows = record["scores"]["rewrite"]
+        record["metrics"]["EM"] = sum(math.exp(r[0]) - math.exp(r[2]) for r in rows) / len(rows)
+        old.append(record)
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    with pytest.raises(FactpatchError, match="format_version"):
+        run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"]), out, progress=False)
+    assert "recomputed" in script.migrate(out)
+    migrated = _lines(out)
+    for record, metrics in zip(migrated, fresh):
+        assert record["metrics"]["EM"] == pytest.approx(metrics["EM"], abs=1e-5)
+    assert run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"]), out, progress=False).new_records == 0
+    assert "already format 2" in script.migrate(out)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from factpatch.core.blocks import block_output_from_attn_out, block_output_from_mlp_out
 from factpatch.core.hooks import act_name, body, hooks, run_with_cache, start_at_layer, unembed
 from factpatch.core.errors import FactpatchError
 
@@ -54,6 +55,28 @@ def test_resid_mid_splits_the_block_into_its_attention_and_mlp_halves(tiny_model
             out = block.get_submodule(name)(out)
     torch.testing.assert_close(mid + out, post)
     assert not torch.allclose(mid, pre) and not torch.allclose(mid, post)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_block_finishes_from_its_attention_or_mlp_output(tiny_models, family):
+    """core.blocks computes a block's output from cached states and one sub-layer's output, as the
+    block itself does (Gemma's post-norms included)."""
+    lm = tiny_models[family]
+    names = [act_name(kind, 2) for kind in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")]
+    pre, attn, mid, mlp, post = run_with_cache(lm, _ids(lm), names).values()
+    with torch.no_grad():
+        torch.testing.assert_close(block_output_from_mlp_out(lm, 2, mid, mlp), post)
+        torch.testing.assert_close(block_output_from_attn_out(lm, 2, pre, attn), post)
+        # a different MLP output gives a different block output
+        assert not torch.allclose(block_output_from_mlp_out(lm, 2, mid, torch.zeros_like(mlp)), post)
+
+
+@pytest.mark.parametrize("family", ["gptj", "gpt_neox"])
+def test_parallel_blocks_have_no_resid_mid(fresh_tiny, family):
+    lm = fresh_tiny(family)
+    assert not lm.adapter.sequential and lm.adapter.mlp_post == ()
+    with pytest.raises(FactpatchError, match="in parallel"):
+        run_with_cache(lm, _ids(lm), [act_name("resid_mid", 1)])
 
 
 def test_hook_replacement_changes_output_and_is_removed(tiny_models):

@@ -7,7 +7,7 @@ from factpatch.evaluation.metrics import score_targets
 from factpatch.core.models import weights_fingerprint
 from factpatch.editing.patch import PatchStack, load_patch, save_patch
 from factpatch.editing.request import EditRequest
-from factpatch.editing.rome import hparams_for
+from factpatch.editing.registry import hparams_for
 from factpatch.editing.stats import CorpusSpec
 
 pytestmark = pytest.mark.integration
@@ -16,19 +16,9 @@ pytestmark = pytest.mark.integration
 TEST_CORPUS = CorpusSpec(n_tokens=4096)
 
 
-# Used only where ../shared/datasets is absent, so that the test never silently skips.
-FALLBACK_CASES = [
-    {"prompt": "The Eiffel Tower is located in the city of", "subject": "Eiffel Tower", "target_new": "Rome",
-     "ground_truth": "Paris", "rephrase_prompt": "The Eiffel Tower stands in the heart of"},
-]
-
-
 @pytest.fixture(scope="module")
-def cases(request):
-    try:
-        return request.getfixturevalue("counterfact")[:40]
-    except pytest.skip.Exception:
-        return FALLBACK_CASES
+def cases(counterfact):
+    return counterfact
 
 
 def _known_case(lm, cases):

@@ -43,12 +43,21 @@ def test_efficacy_paraphrase_neighborhood_scores_and_magnitudes():
     assert m["NM"] == pytest.approx(((0.5 - 0.1) + (0.3 - 0.2) + (0.1 - 0.4)) / 3)
 
 
-def test_scores_compare_mean_token_log_probability_magnitudes_whole_probability():
+def test_scores_and_magnitudes_read_the_mean_token_probability_as_the_paper():
     # o* has three tokens at P = e^-1 each (whole P = e^-3); o^c one token at e^-2.
     new, true = ts(-3.0, 3), ts(-2.0, 1)
-    m = counterfact_case_metrics([(new, true)])
+    m = counterfact_case_metrics([(new, true)], [(new, true)], [(new, true)])
     assert m["ES"] == 1.0  # mean log-prob -1 > -2
-    assert m["EM"] == pytest.approx(math.exp(-3) - math.exp(-2))  # magnitude: whole probabilities
+    # magnitude: exp(−mean token NLL) as in kmeng01/rome experiments/summarize.py, not the product
+    # of the token probabilities (e^-3 − e^-2 < 0 would even have the wrong sign here)
+    assert m["EM"] == pytest.approx(math.exp(-1) - math.exp(-2))
+    assert m["PM"] == pytest.approx(math.exp(-1) - math.exp(-2))
+    assert m["NM"] == pytest.approx(math.exp(-2) - math.exp(-1))
+    assert new.mean_token_prob == pytest.approx(math.exp(-1)) and new.prob == pytest.approx(math.exp(-3))
+
+
+def test_metrics_left_out_without_prompts():
+    m = counterfact_case_metrics([(ts(-3.0, 3), ts(-2.0, 1))])
     assert set(m) == {"ES", "EM"}  # no paraphrase / neighbourhood prompts: those metrics are left out
 
 

@@ -44,6 +44,17 @@ def test_gptj_and_neox_adapters_match_real_modules():
         assert model.get_submodule(adapter.mlp_out_path(1)).weight.shape[0] == 32
 
 
+def test_an_adapter_naming_a_missing_sublayer_is_refused(tiny_models, monkeypatch):
+    """The block's sub-layers the trace engine runs (core.blocks) are checked when the model loads."""
+    import dataclasses
+
+    lm = tiny_models["llama"]
+    broken = dataclasses.replace(ADAPTERS["llama"], mlp_sublayer=("pre_mlp_norm", "mlp"))
+    monkeypatch.setitem(ADAPTERS, "llama", broken)
+    with pytest.raises(FactpatchError, match="lacks the modules its adapter names: model.layers.0.pre_mlp_norm"):
+        adapter_for(lm.model)
+
+
 def test_unknown_architecture_is_refused_with_what_is_missing():
     config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     model = transformers.BertLMHeadModel(config)

@@ -117,3 +117,95 @@ def test_exported_directory_reverts_exactly(fresh_tiny, tmp_path):
     assert [p.id for p in restored.applied] == [p.id for p in patches]
     restored.revert()
     _assert_bits_equal(edited, original)
+
+
+# ----------------------------------------------------------------------------- ids
+
+
+def test_id_is_the_content_not_the_notes(fresh_tiny, tmp_path):
+    lm = fresh_tiny("llama")
+    patch = _rank_one(lm, 1, 0)
+    first = patch.id
+    assert len(first) == 12
+    # notes about the making, added after the fact, leave it alone
+    patch.meta["probabilities"] = {"before": {"x": 0.1}, "after": {"x": 0.9}}
+    patch.meta["batch"], patch.meta["batch_seconds"], patch.meta["created"] = 3, 1.5, "2030-01-01T00:00:00+00:00"
+    patch.meta["hparams"] = {"v_steps": 99}
+    assert patch.id == first
+    # applied, reverted, saved and loaded: the same id
+    stack = PatchStack(lm)
+    stack.apply(patch)
+    assert stack.applied[0].id == first
+    stack.revert(first)
+    assert load_patch(save_patch(patch, tmp_path / "p.safetensors")).id == first
+
+
+def test_id_changes_with_what_the_patch_does(fresh_tiny):
+    lm, other = fresh_tiny("llama", seed=0), fresh_tiny("llama", seed=1)
+    base = _rank_one(lm, 1, 0)
+    ids = {base.id}
+    for changed in (
+        _rank_one(lm, 1, 1),  # other numbers
+        _rank_one(lm, 2, 0),  # another parameter
+        _rank_one(other, 1, 0),  # another model's fingerprint
+    ):
+        ids.add(changed.id)
+    request = {"prompt": "{} is in", "subject": "Paris", "target_new": "Rome", "target_true": None}
+    asked = Patch(base.deltas, {**base.meta, "requests": [request]})
+    ids.add(asked.id)
+    d = base.deltas[0]  # the same bytes in another layout
+    reshaped = Patch([WeightDelta(d.param, dense=torch.outer(d.left, d.right).flatten())], dict(base.meta))
+    dense = Patch([WeightDelta(d.param, dense=torch.outer(d.left, d.right))], dict(base.meta))
+    ids |= {reshaped.id, dense.id}
+    attached = Patch(base.deltas, dict(base.meta), {"keys": torch.ones(3)})
+    ids.add(attached.id)
+    assert len(ids) == 8
+
+
+def test_the_id_of_a_real_edit_survives_its_report(fresh_tiny, tmp_path):
+    """api.edit applies the patch and then records probabilities in its metadata: the id it
+    prints must be the id the patch had when it was made, and the id its file loads with."""
+    from tiny import CORPUS
+
+    from factpatch.api import edit
+    from factpatch.editing.request import EditRequest
+    from factpatch.editing.rome import ROMEParams
+    from factpatch.editing.stats import CorpusSpec
+
+    lm = fresh_tiny("gpt2")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(CORPUS * 3))
+    hp = ROMEParams(layer=1, prefixes=((3, 4),), v_steps=3)
+    result = edit(lm, EditRequest("{} is located in the city of", "Eiffel Tower", "Rome", "Paris"),
+                  hparams=hp, corpus=CorpusSpec(corpus, 2000), cache_dir=tmp_path, progress=False)
+    patch = result.patch
+    assert "probabilities" in patch.meta
+    as_made = Patch(patch.deltas, {k: v for k, v in patch.meta.items() if k != "probabilities"}, patch.attachments)
+    assert patch.id == as_made.id
+    assert load_patch(save_patch(patch, tmp_path / "p.safetensors")).id == patch.id
+
+
+def test_directories_exported_with_the_old_ids_still_restore(fresh_tiny, tmp_path):
+    import json
+
+    from factpatch.core.models import FINGERPRINT_FILE
+
+    lm = fresh_tiny("llama")
+    original = _snapshot(lm)
+    stack = PatchStack(lm)
+    patches = [_rank_one(lm, 1, 0), _rank_one(lm, 2, 1)]
+    for p in patches:
+        stack.apply(p)
+    export_model(lm, stack, tmp_path / "edited")
+    record_file = tmp_path / "edited" / FINGERPRINT_FILE
+    record = json.loads(record_file.read_text())
+    record["patches"] = [p.legacy_id for p in patches]  # as an older factpatch wrote it
+    record_file.write_text(json.dumps(record))
+    restored = restore_stack(load_model(str(tmp_path / "edited")))
+    assert [p.id for p in restored.applied] == [p.id for p in patches]
+    record["patches"] = ["0" * 12, "1" * 12]
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(FactpatchError, match="do not match"):
+        restore_stack(load_model(str(tmp_path / "edited")))
+    restored.revert()
+    _assert_bits_equal(restored.lm, original)

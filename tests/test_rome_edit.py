@@ -9,7 +9,7 @@ from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.metrics import score_targets
 from factpatch.editing.patch import PatchStack
 from factpatch.editing.request import EditRequest
-from factpatch.editing.rome import ROMEHyperParams, compute_edit, to_patch, compute_key_value, context_prefixes, projection_weight
+from factpatch.editing.rome import ROMEParams, compute_edit, to_patch, compute_key_value, context_prefixes, projection_weight
 from factpatch.editing.stats import CorpusSpec, key_second_moment
 
 from tiny import CORPUS
@@ -27,7 +27,7 @@ def corpus_file(tmp_path):
 def _hp(**overrides):
     values = dict(layer=1, prefixes=((3, 4), (2, 6)), v_steps=8)
     values.update(overrides)
-    return ROMEHyperParams(**values)
+    return ROMEParams(**values)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -81,3 +81,18 @@ def test_requests_are_validated():
         EditRequest.from_text("{} is in", "Eiffel Tower", "Paris", "Paris")
     literal = EditRequest.from_text("The Eiffel Tower is in", "Eiffel Tower", "Rome")
     assert literal.prompt == "The {} is in" and literal.text == "The Eiffel Tower is in"
+
+
+def test_self_sampled_corpus_is_seeded_and_its_progress_counts_every_token(tiny_models, tmp_path, capsys):
+    """All sequences are sampled in one batch; the bar moves with each step and ends at the total."""
+    from factpatch.editing.stats import SEQ_LEN, sample_token_corpus
+
+    lm = tiny_models["llama"]
+    ids = sample_token_corpus(lm, 3 * SEQ_LEN, seed=5, cache_dir=tmp_path / "a", progress=True)
+    bar = capsys.readouterr().err
+    assert ids.shape == (3, SEQ_LEN)
+    assert f"{3 * SEQ_LEN}/{3 * SEQ_LEN}" in bar
+    again = sample_token_corpus(lm, 3 * SEQ_LEN, seed=5, cache_dir=tmp_path / "b", progress=False)
+    assert torch.equal(ids, again)  # a fresh cache samples the same corpus
+    other = sample_token_corpus(lm, 3 * SEQ_LEN, seed=6, cache_dir=tmp_path / "b", progress=False)
+    assert not torch.equal(ids, other)

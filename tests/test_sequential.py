@@ -9,7 +9,7 @@ from factpatch.evaluation.data import load_dataset
 from factpatch.editing.patch import applied, load_patch
 from factpatch.editing.stats import CorpusSpec
 from factpatch.core.errors import FactpatchError
-from factpatch.evaluation.sequential import SequentialConfig, run_sequential
+from factpatch.evaluation.sequential import SequentialSettings, run_sequential
 from factpatch.core.models import weights_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +30,7 @@ def known_file(tmp_path):
 
 
 def _config(methods, known=None, n=4, **extra):
-    return SequentialConfig(methods, n, batch_size=2, checkpoint_every=2, known_path=known, perplexity_tokens=64,
+    return SequentialSettings(methods, n, batch_size=2, checkpoint_every=2, known_path=known, perplexity_tokens=64,
                             overrides={m: FAST[m] for m in methods if m in FAST}, corpus=CorpusSpec(n_tokens=256),
                             **extra)
 
@@ -101,8 +101,23 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
 
 def test_bad_sequential_settings_fail_before_any_work(tmp_path):
     with pytest.raises(FactpatchError, match="batch-size must be at least 1"):
-        SequentialConfig(["memit"], 4, batch_size=0)
+        SequentialSettings(["memit"], 4, batch_size=0)
     with pytest.raises(FactpatchError, match="multiple of --batch-size"):
-        SequentialConfig(["memit"], 4, batch_size=2, checkpoint_every=3)
+        SequentialSettings(["memit"], 4, batch_size=2, checkpoint_every=3)
     with pytest.raises(FactpatchError, match="known-facts file not found"):
-        SequentialConfig(["memit"], 4, batch_size=2, known_path=tmp_path / "nope.json")
+        SequentialSettings(["memit"], 4, batch_size=2, known_path=tmp_path / "nope.json")
+
+
+def test_sequential_generations_name_their_prompts(fresh_tiny, tmp_path):
+    from factpatch.evaluation.run import GenerationSettings
+
+    lm = fresh_tiny("llama")
+    dataset = load_dataset("builtin")
+    config = _config(["memit"], n=2, generation_cases=1, gen=GenerationSettings(max_length=24))
+    run_sequential(lm, dataset, config, tmp_path / "out", tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    (generated,) = [r for r in records if "texts" in r]
+    case = dataset.cases[generated["index"]]
+    assert generated["generation"] == {"prompts": list(case.generation_prompts), "source": "dataset"}
+    assert case.request.text not in generated["generation"]["prompts"]
+    assert "Generation: top-k 5, 24 tokens per text including the prompt" in (tmp_path / "out" / "summary.md").read_text()

@@ -12,12 +12,13 @@ import torch
 
 from factpatch.core.errors import FactpatchError
 from factpatch.tracing.dataset import knows, load_facts, read_results, summarize, token_groups, trace_dataset
-from factpatch.tracing.engine import Restore, _shared_trunks, _start_layer, prepare, restored_probs
+from factpatch.tracing.engine import prepare, restored_probs
 from factpatch.tracing.prompt import save_trace, trace_prompt
 from factpatch.tracing.reference import restored_prob
+from factpatch.tracing.schedule import Restore, shared_trunks, start_layer
 from factpatch.tracing.settings import KINDS, NoiseSettings, TraceSettings, layer_window
 
-from tiny import CORPUS, FAMILIES, PARALLEL_FAMILIES, build_tiny
+from tiny import CORPUS, FAMILIES, PARALLEL_FAMILIES
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
 SUBJECT = "Danielle Darrieux"
@@ -68,7 +69,7 @@ def test_restorations_match_a_naive_hooked_run(lm):
                 # windows clamped at layer 0 that share a trunk pass: [0, 2) and [0, 3)
                 Restore("mlp", 1, (T - 3,)), Restore("attn", 0, (2, 5)), Restore("attn", 0, (T - 1,)),
                 Restore("attn", 1, (T - 1,))]
-    trunks = _shared_trunks(restores, L, prep.window, sequential=True)
+    trunks = shared_trunks(restores, L, prep.window, sequential=True)
     assert (trunks.start, trunks.branch) == (1, 2)
     assert sorted(map(sorted, trunks.groups)) == [[2, 8], [5, 9], [10, 11]]
     fast = restored_probs(lm, prep, restores)
@@ -104,12 +105,26 @@ def test_parallel_blocks_trace_without_the_first_block_shortcut(lm):
                                restored_probs(lm, prep, restores), rtol=1e-4, atol=1e-6)
 
 
-def test_noise_zero_leaves_the_corrupted_run_clean(lm):
-    settings = TraceSettings(noise=NoiseSettings(scale=0.0, samples=2), window=2)
+@pytest.mark.parametrize("scale", [0, 0.0, -2.0, float("nan"), float("inf")])
+def test_noise_must_corrupt(scale):
+    """One rule for the library and the CLI (which builds these settings): ν/σ > 0, or there is
+    no corrupted run to restore (test_cli_bad_input_one_line_no_files: `--noise 0`)."""
+    with pytest.raises(FactpatchError, match="--noise .* greater than 0"):
+        NoiseSettings(scale=scale)
+    assert NoiseSettings(scale=1e-3).scale == 1e-3
+
+
+def test_sigma_must_be_positive(tiny_models):
+    with pytest.raises(FactpatchError, match="σ must be a finite number greater than 0"):
+        prepare(tiny_models["llama"], PROMPT, SUBJECT, sigma=0.0, noise=SETTINGS.noise)
+
+
+def test_tiny_noise_barely_moves_the_corrupted_run(lm):
+    settings = TraceSettings(noise=NoiseSettings(scale=1e-6, samples=2), window=2)
     result = trace_prompt(lm, PROMPT, SUBJECT, settings=settings, sigma=1.0, progress=False)
-    assert result.p_corrupted == pytest.approx(result.p_clean, rel=1e-5)
+    assert result.p_corrupted == pytest.approx(result.p_clean, rel=1e-4)
     for grid in result.scores.values():
-        assert torch.allclose(torch.tensor(grid), torch.tensor(result.p_clean), rtol=1e-4)
+        assert torch.allclose(torch.tensor(grid), torch.tensor(result.p_clean), rtol=1e-3)
 
 
 def test_cached_suffix_matches_whole_prompt_recomputation(lm):
@@ -168,13 +183,13 @@ def test_window_is_clamped_at_the_first_and_last_layers():
     assert layer_window(2, 4, 1) == range(2, 3)
     assert layer_window(0, 4, 100) == range(0, 4) == layer_window(3, 4, 100)
     assert layer_window(0, 4, 3) == range(0, 2) and layer_window(3, 4, 3) == range(2, 4)
-    assert _start_layer(Restore("mlp", 0, (0,)), 30, 10) == 0
-    assert _start_layer(Restore("attn", 29, (0,)), 30, 10) == 24
-    assert _start_layer(Restore("hidden", 29, (0,)), 30, 10) == 30
+    assert start_layer(Restore("mlp", 0, (0,)), 30, 10) == 0
+    assert start_layer(Restore("attn", 29, (0,)), 30, 10) == 24
+    assert start_layer(Restore("hidden", 29, (0,)), 30, 10) == 30
     # with attention and MLP in sequence, a window's first block is computed without a pass
-    assert _start_layer(Restore("mlp", 0, (0,)), 30, 10, sequential=True) == 1
-    assert _start_layer(Restore("attn", 29, (0,)), 30, 10, sequential=True) == 25
-    assert _start_layer(Restore("hidden", 29, (0,)), 30, 10, sequential=True) == 30
+    assert start_layer(Restore("mlp", 0, (0,)), 30, 10, sequential=True) == 1
+    assert start_layer(Restore("attn", 29, (0,)), 30, 10, sequential=True) == 25
+    assert start_layer(Restore("hidden", 29, (0,)), 30, 10, sequential=True) == 30
 
 
 def test_token_groups_for_subjects_at_the_start_middle_and_end():
@@ -391,14 +406,6 @@ def test_load_facts_rejects_missing_and_malformed_files(tmp_path):
 # ----------------------------------------------------------------------------- command line
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_tokenizer):
-    path = tmp_path_factory.mktemp("tiny-llama-trace")
-    build_tiny("llama", len(tiny_tokenizer)).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture()
 def cli(capsys, tmp_path, monkeypatch):
     from factpatch.cli import main
@@ -450,6 +457,9 @@ def test_cli_traces_a_dataset(cli, tiny_models, tiny_dir, tmp_path):
         (["--prompt", PROMPT, "--subject", SUBJECT, "--samples", "0"], "--samples"),
         (["--prompt", PROMPT, "--subject", SUBJECT, "--noise", "0"], "--noise"),
         (["--prompt", PROMPT, "--subject", SUBJECT, "--noise", "-2"], "--noise"),
+        (["--prompt", PROMPT, "--subject", SUBJECT, "--window", "0"], "--window"),
+        (["--prompt", PROMPT, "--subject", " "], "subject is empty"),
+        (["--prompt", PROMPT, "--subject", SUBJECT, "--target", " "], "target is empty"),
         (["--dataset", "MISSING"], "not found"),
         (["--dataset", "MALFORMED"], "not JSON"),
         (["--prompt", PROMPT, "--subject", SUBJECT, "--out", "UNWRITABLE"], "cannot write"),

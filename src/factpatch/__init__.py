@@ -8,7 +8,8 @@ from .core.errors import FactpatchError
 from .core.models import LoadedModel, load_model
 from .editing.patch import Patch, PatchStack, applied, load_patch, save_patch
 from .editing.request import EditRequest, read_requests
-from .editing.rome import ROMEHyperParams, hparams_for
+from .editing.registry import hparams_for
+from .editing.rome import ROMEParams
 
 __all__ = [
     "EditRequest",
@@ -17,7 +18,7 @@ __all__ = [
     "LoadedModel",
     "Patch",
     "PatchStack",
-    "ROMEHyperParams",
+    "ROMEParams",
     "applied",
     "edit",
     "edit_many",

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .editing.patch import Patch, PatchStack
-from .editing.registry import make_editor, method_params
+from .editing.registry import hparams_for, make_editor, method_params
 from .editing.request import EditRequest, check_batch
-from .editing.rome import ROMEHyperParams, RomeEditor, hparams_for
+from .editing.rome import ROMEParams, RomeEditor
 from .editing.stats import CorpusSpec
 from .core.errors import FactpatchError
 from .evaluation.metrics import score_targets, top_prediction
@@ -61,7 +61,7 @@ def edit(
     request: EditRequest,
     stack: PatchStack | None = None,
     probes: list[str] = (),
-    hparams: ROMEHyperParams | None = None,
+    hparams: ROMEParams | None = None,
     corpus: CorpusSpec = CorpusSpec(),
     cache_dir: Path | None = None,
     progress: bool = True,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 
 import pytest
 
 from factpatch.core.errors import FactpatchError
 from factpatch.study.analyze import analyze_study
 from factpatch.study.cli import add_study_parser
+from factpatch.study.stats import MIN_SCENARIOS_FOR_INTERVAL
 
 R, F, N = "rome", "ft+l", "none"
 
@@ -84,3 +86,62 @@ def test_cli_analyze(answered, tmp_path, capsys):
     with pytest.raises(FactpatchError, match="--bootstrap must be at least 1"):
         args.bootstrap = 0
         args.func(args)
+
+
+def run_cli(db_path, out, capsys, *extra: str) -> str:
+    p = argparse.ArgumentParser()
+    add_study_parser(p.add_subparsers(dest="command"))
+    args = p.parse_args(["study", "analyze", "--db", str(db_path), "--out", str(out), "--bootstrap", "200", *extra])
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+def test_one_answer_says_so_and_prints_no_interval(study, store_answer, tmp_path, capsys):
+    store_answer(study.db_path, 1, [R, F, N], [N, F, R])
+    out = run_cli(study.db_path, tmp_path / "o", capsys)
+    assert "1 answers" not in out and "1 answer from 1 of 3 raters" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("rome ranked above ft+l for consistency"))
+    assert line.strip() == (
+        f"rome ranked above ft+l for consistency in 100.0 % of 1 comparison, never the reverse; "
+        f"no interval: compared on 1 scenario, at least {MIN_SCENARIOS_FOR_INTERVAL} needed"
+    )
+    assert "CI" not in out and "∞" not in out and "inf" not in out
+    pairwise = (tmp_path / "o" / "pairwise.csv").read_text()
+    assert "inf" not in pairwise and "nan" not in pairwise
+    row = next(csv.DictReader(pairwise.splitlines()))
+    assert (row["comparisons"], row["scenarios"], row["share"]) == ("1", "1", "1.0000")
+    assert row["share_lo"] == row["share_hi"] == row["ratio"] == row["ratio_lo"] == row["ratio_hi"] == ""
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "CI" not in report and "∞" not in report and "no interval" in report
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    first = summary["criteria"][0]["preferences"][0]
+    assert first["share_ci"] is None and first["ratio"] is None
+
+
+def test_enough_scenarios_give_intervals_and_still_no_inf(tmp_path, store_answer, capsys):
+    from factpatch.study.create import create_study
+    from factpatch.study.scenarios import Scenario
+
+    scenarios = [
+        Scenario(f"c{k}", f"Counterfactual {k}", "prompt", {R: f"r{k}", F: f"f{k}", N: f"n{k}"})
+        for k in range(MIN_SCENARIOS_FOR_INTERVAL + 1)
+    ]
+    invites = create_study(tmp_path / "s.db", scenarios, raters=2, seed=4)
+    for rater in (1, 2):
+        for k in range(len(scenarios)):
+            # rome always above the rest for consistency; ft+l above none in all but one answer
+            store_answer(invites.db_path, rater, [R, N, F] if (rater, k) == (1, 0) else [R, F, N], [N, F, R])
+    out = run_cli(invites.db_path, tmp_path / "o", capsys)
+    assert "no interval" not in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("ft+l ranked above none for consistency"))
+    assert re.fullmatch(
+        r"ft\+l ranked above none for consistency in 91\.7 % of 12 comparisons \(95 % CI [\d.]+–100\.0 %\), "
+        r"11\.00× as often as the reverse \(ratio at least [\d.]+×\)", line.strip()
+    ), line
+    never = next(x for x in out.splitlines() if x.strip().startswith("rome ranked above ft+l for consistency"))
+    assert "(95 % CI 100.0–100.0 %), never the reverse" in never and "×" not in never
+    pairwise = (tmp_path / "o" / "pairwise.csv").read_text()
+    assert "inf" not in pairwise
+    rows = {(r["criterion"], r["method"], r["other"]): r for r in csv.DictReader(pairwise.splitlines())}
+    assert rows[("consistency", F, N)]["ratio"] == "11.0000" and rows[("consistency", F, N)]["ratio_hi"] == ""
+    assert rows[("consistency", R, F)]["share_lo"] == "1.0000" and rows[("consistency", R, F)]["ratio"] == ""

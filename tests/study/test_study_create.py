@@ -156,6 +156,27 @@ def test_connect_refuses_a_newer_schema(study):
         db.connect(study.db_path)
 
 
+def test_connect_upgrades_a_schema_1_file(study, store_answer):
+    """A study made before admin sessions were stored (schema 1) opens, with its answers, and gains the table."""
+    store_answer(study.db_path, 1, ["rome", "ft+l", "none"], ["none", "ft+l", "rome"])
+    conn = sqlite3.connect(study.db_path)
+    conn.execute("DROP TABLE admin_session")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    conn = db.connect(study.db_path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 2
+        assert conn.execute("SELECT count(*) FROM admin_session").fetchone()[0] == 0
+        assert len(db.ranking_rows(conn)) == 6
+        # an upgraded file has exactly the schema of a new one
+        fresh = sqlite3.connect(":memory:")
+        db.initialise(fresh)
+        schema = "SELECT name, sql FROM sqlite_master ORDER BY name"
+        assert [tuple(r) for r in conn.execute(schema)] == fresh.execute(schema).fetchall()
+    finally:
+        conn.close()
+
+
 # ---- CLI --------------------------------------------------------------------------------------
 
 

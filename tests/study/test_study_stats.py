@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from factpatch.study.stats import (
+    MIN_SCENARIOS_FOR_INTERVAL,
     Concordance,
     Judgement,
     alpha_of_judgements,
@@ -89,7 +90,8 @@ def test_pairwise_preference_counts_and_ratio():
         j(1, 2, "none", "rome", "ft+l"),
         j(2, 2, "ft+l", "none", "rome"),
     ]
-    prefs = {(p.better, p.worse): p for p in pairwise_preferences(js, METHODS, n_boot=500, seed=1)}
+    # two scenarios are too few for an interval by default; min_scenarios=1 to check the arithmetic
+    prefs = {(p.better, p.worse): p for p in pairwise_preferences(js, METHODS, n_boot=500, seed=1, min_scenarios=1)}
     assert list(prefs) == [("rome", "ft+l"), ("rome", "none"), ("ft+l", "none")]
     p = prefs[("rome", "ft+l")]
     assert (p.comparisons, p.wins, p.share, p.ratio) == (4, 3, 0.75, 3.0)
@@ -116,6 +118,20 @@ def test_unanimous_preference_has_infinite_ratio():
     js = [j(1, s, "rome", "ft+l") for s in range(5)]
     p = pairwise_preferences(js, ["rome", "ft+l"], n_boot=100)[0]
     assert p.share == 1.0 and math.isinf(p.ratio) and p.share_ci == (1.0, 1.0)
+
+
+def test_too_few_scenarios_give_counts_and_no_interval():
+    # One answer: 1 of 1, and a bootstrap over one scenario would say "95 % CI 100-100 %".
+    p = pairwise_preferences([j(1, 1, "rome", "ft+l")], ["rome", "ft+l"], n_boot=100)[0]
+    assert (p.comparisons, p.wins, p.scenarios, p.share) == (1, 1, 1, 1.0)
+    assert p.share_ci is None and p.ratio_ci is None
+    # many raters on few scenarios are still few scenarios: the bootstrap resamples scenarios
+    js = [j(r, s, "rome", "ft+l") for r in range(10) for s in range(MIN_SCENARIOS_FOR_INTERVAL - 1)]
+    p = pairwise_preferences(js, ["rome", "ft+l"], n_boot=100)[0]
+    assert p.comparisons == 10 * (MIN_SCENARIOS_FOR_INTERVAL - 1) and p.share_ci is None
+    js += [j(1, MIN_SCENARIOS_FOR_INTERVAL, "ft+l", "rome")]
+    p = pairwise_preferences(js, ["rome", "ft+l"], n_boot=100)[0]
+    assert p.scenarios == MIN_SCENARIOS_FOR_INTERVAL and p.share_ci is not None and p.ratio_ci is not None
 
 
 def test_pairs_never_ranked_together_are_left_out():

@@ -66,12 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     patches.register(commands)
     for optional in (trace, evaluate):
         optional.register(commands)
-    try:
-        from ..study.cli import add_study_parser
-    except ImportError:  # the study's web stack is an optional part of the install
-        pass
-    else:
-        add_study_parser(commands)
+    # Always registered: it needs only the core to parse; `study serve` checks for the web stack
+    # (the `study` extra) itself and names the install command if it is missing.
+    from ..study.cli import add_study_parser
+
+    add_study_parser(commands)
     return parser
 
 

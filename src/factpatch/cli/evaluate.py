@@ -36,8 +36,18 @@ def register(commands) -> None:
     ev.add_argument("--dataset", default=None, help="counterfact:PATH, zsre:PATH or builtin")
     ev.add_argument("--n", type=int, default=None, help="first N cases of the data set (default all); rerun with a larger N to extend a run")
     ev.add_argument("--shard", default=None, metavar="I/K", help="every K-th case from the I-th (0 <= I < K)")
-    ev.add_argument("--generation", action="store_true", help="also sample texts: fluency and consistency")
-    ev.add_argument("--max-new-tokens", type=int, default=100, help="tokens per generated text (default 100)")
+    ev.add_argument("--zsre-target", default="paper", metavar="paper|alt",
+                    help="how zsRE records become edits: paper = towards answers[0], '?' after the NQ question "
+                    "(the ROME paper's dsets/zsre.py, default); alt = towards `alt` (MEND, EasyEdit)")
+    gen = ev.add_argument_group("generation (fluency and consistency; defaults: the paper's generate_fast)")
+    gen.add_argument("--generation", action="store_true", help="also sample texts: fluency and consistency")
+    gen.add_argument("--top-k", type=int, default=5, help="top-k sampling (default 5, the paper's)")
+    gen.add_argument("--max-length", type=int, default=100,
+                     help="tokens per text including its prompt (default 100, the paper's)")
+    gen.add_argument("--max-new-tokens", type=int, default=None,
+                     help="instead of --max-length: new tokens per text (factpatch's earlier setting was 100)")
+    gen.add_argument("--max-prompts", type=int, default=None,
+                     help="generation prompts per case (default all of them, as the paper)")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                     help="override a method setting, e.g. ft+l.norm_constraint=1e-3 (repeatable)")
@@ -111,7 +121,7 @@ def run_eval(args) -> int:
     from ..editing.registry import parse_methods, parse_overrides
     from ..evaluation.data import load_dataset, parse_shard
     from ..core.errors import FactpatchError
-    from ..evaluation.run import EvalConfig, GenerationSettings
+    from ..evaluation.run import EvalSettings
     from ..evaluation.run import run_eval as evaluate
     from ..core.models import load_model
 
@@ -128,11 +138,8 @@ def run_eval(args) -> int:
     cluster = ray_settings(args)
     if args.sequential:
         return _run_sequential(args, methods, overrides, cluster)
-    config = EvalConfig(
-        methods, args.n, shard, args.generation, args.seed, overrides,
-        GenerationSettings(max_new_tokens=args.max_new_tokens),
-    )
-    dataset = load_dataset(args.dataset)
+    config = EvalSettings(methods, args.n, shard, args.generation, args.seed, overrides, _generation_settings(args))
+    dataset = load_dataset(args.dataset, args.zsre_target)
     _set_threads(args)
     if cluster is not None:
         from ..evaluation.distributed import run_eval_ray
@@ -145,12 +152,19 @@ def run_eval(args) -> int:
     return 0
 
 
+def _generation_settings(args):
+    from ..evaluation.run import GenerationSettings
+
+    return GenerationSettings(
+        top_k=args.top_k, max_length=args.max_length, max_new_tokens=args.max_new_tokens, max_prompts=args.max_prompts
+    )
+
+
 def _run_sequential(args, methods, overrides, cluster=None) -> int:
     from ..evaluation.data import load_dataset
     from ..editing.stats import CorpusSpec
     from ..core.errors import FactpatchError
-    from ..evaluation.run import GenerationSettings
-    from ..evaluation.sequential import SequentialConfig, run_sequential
+    from ..evaluation.sequential import SequentialSettings, run_sequential
     from ..core.models import load_model
 
     if args.n is None:
@@ -159,12 +173,12 @@ def _run_sequential(args, methods, overrides, cluster=None) -> int:
         raise FactpatchError("--sequential edits one stack in order: it cannot be sharded")
     if args.corpus is not None and not args.corpus.is_file():
         raise FactpatchError(f"corpus file not found: {args.corpus}")
-    config = SequentialConfig(
+    config = SequentialSettings(
         methods, args.n, args.batch_size, args.checkpoint_every, args.generation_cases, args.known,
-        seed=args.seed, overrides=overrides, gen=GenerationSettings(max_new_tokens=args.max_new_tokens),
+        seed=args.seed, overrides=overrides, gen=_generation_settings(args),
         corpus=CorpusSpec(args.corpus),
     )
-    dataset = load_dataset(args.dataset)
+    dataset = load_dataset(args.dataset, args.zsre_target)
     _set_threads(args)
     lm = load_model(args.model, args.cache_dir)
     if cluster is not None:

@@ -49,6 +49,7 @@ def run_models(args) -> int:
 def run_stats(args) -> int:
     from ..core.errors import FactpatchError
     from ..core.models import load_model
+    from ..editing.registry import edit_layer
     from ..editing.stats import CorpusSpec, key_second_moment
 
     if args.tokens < 1:
@@ -56,7 +57,7 @@ def run_stats(args) -> int:
     if args.corpus is not None and not args.corpus.is_file():
         raise FactpatchError(f"corpus file not found: {args.corpus}")
     lm = load_model(args.model, args.cache_dir)
-    layer = lm.check_layer(args.layer if args.layer is not None else lm.default_layer)
+    layer = lm.check_layer(args.layer if args.layer is not None else edit_layer(lm))
     C = key_second_moment(lm, layer, CorpusSpec(args.corpus, args.tokens, args.seed), args.cache_dir, not args.quiet)
     eigenvalues = __import__("torch").linalg.eigvalsh(C.double())
     print(

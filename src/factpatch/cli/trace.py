@@ -62,15 +62,11 @@ def _check_out_dir(path: Path) -> bool:
 def run_trace(args) -> int:
     from ..core.errors import FactpatchError
     from ..tracing.dataset import load_facts
+    from ..tracing.engine import check_fact
     from ..tracing.settings import NoiseSettings, TraceSettings
 
-    # Everything that can be checked without the model is checked before anything is written.
-    if args.samples < 1:
-        raise FactpatchError(f"--samples must be at least 1, got {args.samples}")
-    if not args.noise > 0:
-        raise FactpatchError(f"--noise must be greater than 0, got {args.noise:g}")
-    if args.window < 1:
-        raise FactpatchError(f"--window must be at least 1, got {args.window}")
+    # Everything that can be checked without the model is checked before anything is written,
+    # by the settings classes themselves (samples, noise, window, kinds, sever).
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     settings = TraceSettings(
         kinds, args.window, tuple(args.sever),
@@ -87,14 +83,9 @@ def run_trace(args) -> int:
             raise FactpatchError(f"--n must be at least 1, got {args.n}")
         load_facts(args.dataset)
     else:
-        if not args.prompt.strip():
-            raise FactpatchError("prompt is empty")
-        if not args.subject or not args.subject.strip():
+        if args.subject is None:
             raise FactpatchError("--subject is required with --prompt")
-        if args.subject not in args.prompt:
-            raise FactpatchError(f"subject {args.subject!r} is not in the prompt {args.prompt!r}")
-        if args.target is not None and not args.target.strip():
-            raise FactpatchError("target is empty")
+        check_fact(args.prompt, args.subject, args.target)
         if args.n is not None:
             raise FactpatchError("--n goes with --dataset")
         if args.ray is not None:

@@ -58,7 +58,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 @contextlib.contextmanager

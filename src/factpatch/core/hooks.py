@@ -66,7 +66,7 @@ def resolve(lm: LoadedModel, name: str) -> tuple[nn.Module, str]:
         if match:
             layer = lm.check_layer(int(match.group(1)))
             _, where, side = _KINDS[kind]
-            if where == "mlp_sublayer" and lm.adapter.mlp_sublayer is None:
+            if where == "mlp_sublayer" and not lm.adapter.sequential:
                 raise FactpatchError(f"{lm.name} runs attention and MLP in parallel: it has no {name}")
             path = {
                 "block": lm.adapter.block(layer),

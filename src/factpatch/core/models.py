@@ -35,9 +35,9 @@ FINGERPRINT_FILE = "factpatch-model.json"
 class ArchAdapter:
     """Module paths of one architecture family, relative to the `*ForCausalLM` model.
 
-    `{l}` in a path stands for the layer index. `mlp_out_transposed` is True where the MLP output
-    projection is a GPT-2 `Conv1D`, whose weight is stored as (d_in, d_out) instead of (d_out, d_in).
-    `qkv` names separate Q, K and V projections, or a single fused one (`qkv_fused`).
+    `mlp_out_transposed` is True where the MLP output projection is a GPT-2 `Conv1D`, whose weight
+    is stored as (d_in, d_out) instead of (d_out, d_in). `qkv` names separate Q, K and V
+    projections, or a single fused one (GPT-2's c_attn, GPT-NeoX's query_key_value).
 
     Blocks that run attention, then the MLP, one after the other also name, relative to the block,
     `attn_post` — what is applied to the attention output before it is added to the residual
@@ -56,18 +56,33 @@ class ArchAdapter:
     final_norm: str
     unembed: str
     mlp_out_transposed: bool = False
-    qkv_fused: str | None = None  # None, "gpt2" ([q|k|v] columns) or "neox" (per-head interleaved)
     n_layers_attr: str = "num_hidden_layers"
     attn_post: tuple[str, ...] = ()
     mlp_sublayer: tuple[str, ...] | None = None
+
+    @property
+    def sequential(self) -> bool:
+        """Attention, then the MLP (there is a resid_mid); False for parallel blocks."""
+        return self.mlp_sublayer is not None
 
     @property
     def mlp(self) -> str:
         """The MLP module (relative to a block) whose output is `mlp_out`'s output."""
         return self.mlp_out.rsplit(".", 1)[0]
 
+    @property
+    def mlp_post(self) -> tuple[str, ...]:
+        """What is applied to the MLP's output before it is added to the residual stream (the
+        modules after the MLP in `mlp_sublayer`, e.g. Gemma's post-norm); () for parallel blocks."""
+        if self.mlp_sublayer is None:
+            return ()
+        return self.mlp_sublayer[self.mlp_sublayer.index(self.mlp) + 1 :]
+
     def block(self, layer: int) -> str:
         return f"{self.blocks}.{layer}"
+
+    def mlp_path(self, layer: int) -> str:
+        return f"{self.block(layer)}.{self.mlp}"
 
     def mlp_out_path(self, layer: int) -> str:
         return f"{self.block(layer)}.{self.mlp_out}"
@@ -112,7 +127,6 @@ ADAPTERS: dict[str, ArchAdapter] = {
         mlp_out="mlp.c_proj",
         attn="attn",
         qkv=("attn.c_attn",),
-        qkv_fused="gpt2",
         embed="transformer.wte",
         final_norm="transformer.ln_f",
         unembed="lm_head",
@@ -139,7 +153,6 @@ ADAPTERS: dict[str, ArchAdapter] = {
         mlp_out="mlp.dense_4h_to_h",
         attn="attention",
         qkv=("attention.query_key_value",),
-        qkv_fused="neox",
         embed="gpt_neox.embed_in",
         final_norm="gpt_neox.final_layer_norm",
         unembed="lm_head",
@@ -160,7 +173,8 @@ def adapter_for(model: nn.Module) -> ArchAdapter:
     missing = [
         path
         for path in (adapter.body, adapter.blocks, adapter.embed, adapter.final_norm, adapter.unembed,
-                     adapter.mlp_out_path(0), adapter.attn_path(0), *adapter.qkv_paths(0))
+                     adapter.mlp_out_path(0), adapter.attn_path(0), *adapter.qkv_paths(0),
+                     *(f"{adapter.block(0)}.{name}" for name in (*adapter.attn_post, *(adapter.mlp_sublayer or ()))))
         if not has_module(model, path)
     ]
     if missing:
@@ -196,9 +210,9 @@ class EmbeddedModel:
     module: str  # the import name holding the GGUF (found without importing it)
     gguf_file: str
     n_layers: int
-    edit_layer: int  # ROME's default l*
+    edit_layer: int  # the MLP layer its causal trace points at (ROME's default l*: editing.registry)
     edit_layer_source: str  # how edit_layer was chosen
-    attn_layer: int  # AttnEdit's default layer
+    attn_layer: int  # the attention layer its causal trace points at (AttnEdit's default)
     assembled: bool = False  # the GGUF is split in chunk packages and must be assembled first
 
 
@@ -251,8 +265,7 @@ class LoadedModel:
     adapter: ArchAdapter
     name: str
     fingerprint: str  # sha256 of the weights the model was loaded with (before any factpatch patch)
-    default_layer: int
-    attn_layer: int
+    embedded: str | None = None  # the embedded model (EMBEDDED) these weights come from, patched or not
     source: str = ""
     patch_record: dict = field(default_factory=dict)  # set when the directory holds patched weights
 
@@ -271,12 +284,6 @@ class LoadedModel:
         if not 0 <= layer < self.n_layers:
             raise FactpatchError(f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}")
         return layer
-
-
-def paper_layers(n_layers: int) -> tuple[int, int]:
-    """The edit and attention layers of a model without traced ones, at the paper's relative
-    depths on GPT-2 XL: ROME's layer 17 and AttnEdit's layer 33 of 48."""
-    return round(n_layers * 17 / 48), round(n_layers * 33 / 48)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -364,18 +371,14 @@ def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None)
     adapter = adapter_for(model)
     record = json.loads((directory / FINGERPRINT_FILE).read_text()) if (directory / FINGERPRINT_FILE).exists() else {}
     fingerprint = record.get("fingerprint") or weights_fingerprint(model)
-    n_layers = int(getattr(model.config, adapter.n_layers_attr))
     base_name = record.get("name", spec.name if spec else str(directory))
-    base_spec = EMBEDDED.get(base_name)
-    default_layer, attn_layer = (base_spec.edit_layer, base_spec.attn_layer) if base_spec else paper_layers(n_layers)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         adapter=adapter,
         name=spec.name if spec else str(directory),
         fingerprint=fingerprint,
-        default_layer=default_layer,
-        attn_layer=attn_layer,
+        embedded=base_name if base_name in EMBEDDED else None,
         source=str(directory),
         patch_record=record if "patches" in record else {},
     )
@@ -386,16 +389,12 @@ def from_pretrained_model(model: nn.Module, tokenizer, name: str = "in-memory") 
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    adapter = adapter_for(model)
-    n_layers = int(getattr(model.config, adapter.n_layers_attr))
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
-        adapter=adapter,
+        adapter=adapter_for(model),
         name=name,
         fingerprint=weights_fingerprint(model),
-        default_layer=paper_layers(n_layers)[0],
-        attn_layer=paper_layers(n_layers)[1],
     )
 
 

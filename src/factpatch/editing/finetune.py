@@ -3,8 +3,16 @@
     ft     fine-tune W_proj of one layer on the rewrite prompt: Adam, 25 steps
     ft+l   the same with ‖θ − θ₀‖∞ ≤ ε (projected after every step)
     attn   AttnEdit: fine-tune W_Q, W_K, W_V of all heads at one layer, weights clamped to
-           ±ε = 0.001 around the originals after every step (paper App. I)
+           θ₀ ± ε after every step (paper App. I)
     none   the unedited model (an empty patch)
+
+The radius ε, with the learning rate equal to it as the paper ties them, is the paper's unless
+`editing.registry.MODEL_DEFAULTS` changes it for a model (the reasons are there; a test keeps
+this table and that one in step):
+
+    method   paper    smollm2-135m   gemma3-270m
+    ft+l     5e-4     5e-3           5e-4
+    attn     1e-3     1e-2           3e-3
 
 Fine-tuning minimises −(1/|o*|) Σ log P(o*_t | p, o*_<t) on the rewrite prompt p. It only changes
 layers from the trained one on, so the residual stream entering that layer is computed once and

@@ -36,7 +36,7 @@ from ..core.tokens import pad_right, pad_id, subject_last_index
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, key_second_moments
-from .values import PrefixSpec, ValueSettings, build_contexts, length_order, optimise_deltas, sample_prefixes
+from .values import PrefixSpec, ValueSettings, build_contexts, length_order, optimize_deltas, sample_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def compute_targets(
     resid_name, out_name = act_name("resid_pre", L), act_name("resid_post", L)
     Z, steps, p_first, p_last, losses = [], [], [], [], []
     # Groups of requests with similar suffix lengths: each group's rows are padded to its longest.
-    # A request's z does not depend on its group (values.optimise_deltas), so the order is free.
+    # A request's z does not depend on its group (values.optimize_deltas), so the order is free.
     order = length_order(lm, requests)
     with tqdm(total=len(requests), desc=f"z at layer {L}", unit="req", disable=not progress) as bar:
         for start in range(0, len(requests), params.group_size):
@@ -198,7 +198,7 @@ def compute_targets(
                                     **ctx.forward_kwargs(lm))
             bare_rows = torch.arange(len(group), device=lm.device) * ctx.n_contexts  # each request's bare prompt
             h_L = cached[out_name][bare_rows, 0]  # (g, d_model) at the subject's last token
-            found = optimise_deltas(lm, ctx, "resid_post", L, cached[resid_name], h_L.norm(dim=-1),
+            found = optimize_deltas(lm, ctx, "resid_post", L, cached[resid_name], h_L.norm(dim=-1),
                                     params.value_settings())
             Z.append(h_L + found.delta)
             steps += found.steps

@@ -6,7 +6,9 @@ tensors (fine-tuning) — on any number of parameters, plus named attachments (t
 needs later, e.g. AlphaEdit's keys of the edited facts) and metadata: format version, the
 fingerprint of the model it was made on, method, layers, modules, requests, hyper-parameters,
 creation time. It is stored as a safetensors file whose metadata holds the JSON. This module
-knows no editing method: each method's module builds its `Patch`.
+knows no editing method: each method's module builds its `Patch`. A patch's id is a content
+address (the model fingerprint, the requests, the tensors), so notes added to its metadata
+later never change it.
 
 Exactness: applying adds each delta to the weights in float32, in order; `PatchStack` keeps a copy
 of every touched weight as it was before the first patch, so reverting all restores the original
@@ -37,6 +39,11 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 ATTACHMENT_PREFIX = "attach."
+ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, unique among any number of patches one person keeps
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    return t.detach().cpu().flatten().contiguous().view(torch.uint8).numpy().data
 
 
 @dataclass
@@ -89,13 +96,47 @@ class Patch:
 
     @property
     def id(self) -> str:
+        """Content address: a hash of what the patch does and to which model — the model's
+        fingerprint, the requests it writes, and every delta and attachment (parameter, layout,
+        dtype, shape, bytes). The rest of the metadata describes how and when it was made (time,
+        seconds, hyper-parameters, probabilities, batch number) and may be added to after the patch
+        exists (`api.edit` records probabilities after applying it), so it is not hashed: a patch
+        keeps its id when applied, saved and loaded, or annotated."""
+        digest = hashlib.sha256()
+        tensors: list[torch.Tensor] = []
+
+        def described(t: torch.Tensor | None) -> list | None:
+            if t is None:
+                return None
+            tensors.append(t)
+            return [str(t.dtype), list(t.shape)]
+
+        content = {
+            "fingerprint": self.fingerprint,
+            "requests": self.requests,
+            "deltas": [
+                {"param": d.param, "transposed": d.transposed,
+                 "parts": [described(d.left), described(d.right), described(d.dense)]}
+                for d in self.deltas
+            ],
+            "attachments": {name: described(self.attachments[name]) for name in sorted(self.attachments)},
+        }
+        digest.update(json.dumps(content, sort_keys=True, default=str).encode())
+        for t in tensors:
+            digest.update(_tensor_bytes(t))
+        return digest.hexdigest()[:ID_LENGTH]
+
+    @property
+    def legacy_id(self) -> str:
+        """The id format 1 files were named and recorded by before ids were content addresses (it
+        also hashed the metadata): read only to accept directories exported then."""
         digest = hashlib.sha256(json.dumps(self.meta, sort_keys=True, default=str).encode())
         tensors = [t for d in self.deltas for t in (d.left, d.right, d.dense)]
         tensors += [self.attachments[name] for name in sorted(self.attachments)]
         for t in tensors:
             if t is not None:
-                digest.update(t.detach().cpu().flatten().contiguous().view(torch.uint8).numpy().data)
-        return digest.hexdigest()[:12]
+                digest.update(_tensor_bytes(t))
+        return digest.hexdigest()[:ID_LENGTH]
 
     @property
     def fingerprint(self) -> str:
@@ -377,7 +418,8 @@ def restore_stack(lm: LoadedModel) -> PatchStack:
     directory = Path(lm.source)
     files = sorted((directory / PATCHES_DIR).glob("*.safetensors"))
     stack.applied = [load_patch(f) for f in files]
-    if [p.id for p in stack.applied] != lm.patch_record["patches"]:
+    recorded = lm.patch_record["patches"]
+    if [p.id for p in stack.applied] != recorded and [p.legacy_id for p in stack.applied] != recorded:
         raise FactpatchError(f"{directory}: the patch files do not match the recorded stack")
     stack.originals = load_file(str(directory / ORIGINALS_FILE))
     return stack

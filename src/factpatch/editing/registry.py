@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from ..core.errors import FactpatchError
-from ..core.models import LoadedModel
+from ..core.models import EMBEDDED, LoadedModel
 from .alphaedit import AlphaEditor, AlphaEditParams
 from .finetune import AttnEditor, FineTuneEditor, FineTuneParams, NoEditor, NoParams
 from .memit import MemitEditor, MEMITParams
 from .patch import Patch, PatchStack
 from .request import EditRequest
-from .rome import ROMEHyperParams, RomeEditor, hparams_for
+from .rome import ROMEParams, RomeEditor
 from .stats import CorpusSpec
 
 
@@ -61,6 +61,45 @@ class MethodSpec:
     batched: bool = False  # writes a list at once (else one request after another)
 
 
+# ----------------------------------------------------------------------------- the layers a method edits by default
+
+
+def paper_layers(n_layers: int) -> tuple[int, int]:
+    """The edit and attention layers of a model without traced ones, at the paper's relative
+    depths on GPT-2 XL: ROME's layer 17 and AttnEdit's layer 33 of 48."""
+    return round(n_layers * 17 / 48), round(n_layers * 33 / 48)
+
+
+def traced_layers(lm: LoadedModel) -> tuple[int, int]:
+    """ROME's l* and AttnEdit's layer on `lm`: the layers the causal trace of an embedded model
+    points at (`core.models.EMBEDDED`; patched copies of it included), else `paper_layers`."""
+    spec = EMBEDDED.get(lm.embedded) if lm.embedded is not None else None
+    return (spec.edit_layer, spec.attn_layer) if spec is not None else paper_layers(lm.n_layers)
+
+
+def edit_layer(lm: LoadedModel) -> int:
+    """The MLP layer ROME and the fine-tuning baselines edit by default (l*)."""
+    return traced_layers(lm)[0]
+
+
+def attn_layer(lm: LoadedModel) -> int:
+    """The attention layer AttnEdit edits by default."""
+    return traced_layers(lm)[1]
+
+
+def hparams_for(lm: LoadedModel, **overrides) -> ROMEParams:
+    """ROME's settings on `lm`: the defaults, l* from `edit_layer`, and `overrides` (None: unset)."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    hp = ROMEParams(**values)
+    if hp.layer is None:
+        hp = dataclasses.replace(hp, layer=edit_layer(lm))
+    lm.check_layer(hp.layer)
+    return hp
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
 def _rome_defaults(lm: LoadedModel) -> dict:
     return hparams_for(lm).to_dict()
 
@@ -68,7 +107,7 @@ def _rome_defaults(lm: LoadedModel) -> dict:
 def default_range(lm: LoadedModel) -> tuple[int, ...]:
     """MEMIT's range for a model without a traced one: five layers around ROME's l*, as MEMIT's
     3–8 sits around ROME's layer 5 on GPT-J."""
-    first = max(0, min(lm.default_layer - 2, lm.n_layers - 5))
+    first = max(0, min(edit_layer(lm) - 2, lm.n_layers - 5))
     return tuple(range(first, min(lm.n_layers, first + 5)))
 
 
@@ -80,7 +119,7 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec(
-            "rome", "ROME: rank-one update of the MLP output projection at l*", ROMEHyperParams,
+            "rome", "ROME: rank-one update of the MLP output projection at l*", ROMEParams,
             _rome_defaults, lambda lm, p, cache, progress, corpus: RomeEditor(lm, p, cache, progress, corpus),
         ),
         MethodSpec(
@@ -95,17 +134,17 @@ METHODS: dict[str, MethodSpec] = {
         ),
         MethodSpec(
             "ft", "fine-tune W_proj of one layer (Adam, 25 steps, lr 5e-4)", FineTuneParams,
-            lambda lm: {"layer": lm.default_layer, "lr": 5e-4, "norm_constraint": None},
+            lambda lm: {"layer": edit_layer(lm), "lr": 5e-4, "norm_constraint": None},
             lambda lm, p, cache, progress, corpus: FineTuneEditor("ft", lm, p),
         ),
         MethodSpec(
-            "ft+l", "fine-tune W_proj of one layer with ‖θ − θ₀‖∞ ≤ ε (paper ε = lr = 5e-4)", FineTuneParams,
-            lambda lm: {"layer": lm.default_layer, "lr": 5e-4, "norm_constraint": 5e-4},
+            "ft+l", "fine-tune W_proj of one layer with ‖θ − θ₀‖∞ ≤ ε (paper ε = lr = 5e-4; per model: MODEL_DEFAULTS)", FineTuneParams,
+            lambda lm: {"layer": edit_layer(lm), "lr": 5e-4, "norm_constraint": 5e-4},
             lambda lm, p, cache, progress, corpus: FineTuneEditor("ft+l", lm, p),
         ),
         MethodSpec(
-            "attn", "AttnEdit: fine-tune W_Q, W_K, W_V of one layer, clamped to ±0.001 (lr 1e-3)", FineTuneParams,
-            lambda lm: {"layer": lm.attn_layer, "lr": 1e-3, "norm_constraint": 1e-3},
+            "attn", "AttnEdit: fine-tune W_Q, W_K, W_V of one layer, clamped to θ₀ ± ε (paper ε = lr = 1e-3; per model: MODEL_DEFAULTS)", FineTuneParams,
+            lambda lm: {"layer": attn_layer(lm), "lr": 1e-3, "norm_constraint": 1e-3},
             lambda lm, p, cache, progress, corpus: AttnEditor("attn", lm, p),
         ),
         MethodSpec("none", "the unedited model", NoParams, lambda lm: {}, lambda lm, p, cache, progress, corpus: NoEditor(lm, p)),
@@ -125,13 +164,15 @@ GEMMA3_RANGE = (2, 3, 4, 5, 6)
 #
 # smollm2-135m: with the paper's radii (FT+L ε = lr = 5e-4, AttnEdit ε = lr = 1e-3) neither method
 # learns the new fact — on 12 calibration cases (CounterFact records 2000–2011, outside the
-# reported runs) ES was 0.17 for both at layers 8/20, exactly the unedited model's 0.17. The radius
+# reported runs) ES was 0.17 for both at the traced layers 4/19, exactly the unedited model's 0.17
+# (runs/calibration/calib-smollm2-paper; runs/calibration/COMMAND.sh reruns every check). The radius
 # (with lr = ε, as in the paper) was raised along a grid to the smallest value that reaches the
 # paper's operating point for these baselines, ES ≥ 0.9 on the rewrite prompt: ×10 for both.
 # Rechecked at the traced layers (FT+L at 4, AttnEdit at 19): FT+L ×2 → 0.58, ×4 → 0.75, ×10 → 1.0;
 # AttnEdit ×3 → 0.58, ×10 → 1.0. Why this model: its weights are large — std 0.18 for W_proj at
-# layer 4 and for W_Q at layer 19, against 0.022 and 0.040 in Gemma 3, with inputs of similar size
-# (mean ‖k‖₁ 139 vs 116) — so a fixed absolute ε is a ~9× smaller relative change; ×10 restores it.
+# layer 4 and for W_Q at layer 19, against 0.012 and 0.040 in Gemma 3 (W_proj at 4, W_Q at 8), with
+# keys of similar size (mean ‖k‖₁ 167 vs 172; runs/weight-scale, scripts/weight_scale.py) — so a
+# fixed absolute ε is a ~15× (W_proj) and ~4.6× (W_Q) smaller change relative to the weights.
 # gemma3-270m: on the same 12 cases at the traced layers (FT+L at 4, AttnEdit at 8) the paper's FT+L
 # radius gives ES 1.0 (unedited 0.25) and is kept; the paper's AttnEdit radius gives ES 0.83, below
 # the operating point, and the first step of the same grid (×3, ε = lr = 3e-3) gives 1.0. (At the

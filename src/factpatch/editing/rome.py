@@ -38,16 +38,16 @@ from ..core.models import LoadedModel
 from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another
 from .request import EditRequest
 from .stats import CorpusSpec, key_second_moment
-from .values import PrefixSpec, ValueSettings, build_contexts, optimise_deltas, sample_prefixes
+from .values import PrefixSpec, ValueSettings, build_contexts, optimize_deltas, sample_prefixes
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ROMEHyperParams:
+class ROMEParams:
     """ROME settings. Defaults are the paper's GPT-2 XL settings (method.md) unless noted."""
 
-    layer: int | None = None  # l*; None = the model's default edit layer (models.EMBEDDED)
+    layer: int | None = None  # l*; None = the model's default edit layer (registry.edit_layer)
     v_steps: int = 20  # Adam steps for δ (paper: 20)
     v_lr: float = 0.5  # paper: 0.5
     kl_weight: float = 0.0625  # λ_KL on the essence prompt (paper: 0.0625)
@@ -66,15 +66,6 @@ class ROMEHyperParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def hparams_for(lm: LoadedModel, **overrides) -> ROMEHyperParams:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    hp = ROMEHyperParams(**values)
-    if hp.layer is None:
-        hp = dataclasses.replace(hp, layer=lm.default_layer)
-    lm.check_layer(hp.layer)
-    return hp
 
 
 # ----------------------------------------------------------------------------- pure math
@@ -99,17 +90,17 @@ def rank_one_update(
 # ----------------------------------------------------------------------------- contexts
 
 
-def prefix_spec(hp: ROMEHyperParams) -> PrefixSpec:
+def prefix_spec(hp: ROMEParams) -> PrefixSpec:
     return PrefixSpec(groups=hp.prefixes, seed=hp.seed)
 
 
-def context_prefixes(lm: LoadedModel, hp: ROMEHyperParams, cache_dir: Path | None = None) -> list[str]:
+def context_prefixes(lm: LoadedModel, hp: ROMEParams, cache_dir: Path | None = None) -> list[str]:
     """The texts x_j put before the prompt: sampled once from the model, then cached on disk.
     The bare prompt (empty prefix) comes first."""
     return sample_prefixes(lm, prefix_spec(hp), cache_dir)
 
 
-def value_settings(hp: ROMEHyperParams) -> ValueSettings:
+def value_settings(hp: ROMEParams) -> ValueSettings:
     return ValueSettings(
         steps=hp.v_steps, lr=hp.v_lr, kl_weight=hp.kl_weight, weight_decay=hp.weight_decay,
         clamp_factor=hp.clamp_factor, early_stop_nll=hp.early_stop_nll, essence_prompt=hp.essence_prompt,
@@ -135,7 +126,7 @@ def projection_weight(lm: LoadedModel, layer: int) -> torch.Tensor:
 
 
 def compute_key_value(
-    lm: LoadedModel, request: EditRequest, hp: ROMEHyperParams, prefixes: list[str]
+    lm: LoadedModel, request: EditRequest, hp: ROMEParams, prefixes: list[str]
 ) -> KeyValue:
     """k* (mean key over the contexts) and v* (the optimisation in factpatch.editing.values)."""
     layer = hp.layer
@@ -148,7 +139,7 @@ def compute_key_value(
     k_star = keys[ctx.rewrite_rows(0)].mean(dim=0)  # (d_mlp,)
     W = projection_weight(lm, layer).detach()
     Wk_star = W @ k_star  # (d_model,)
-    found = optimise_deltas(lm, ctx, "mlp_out", layer, cached[resid_name], Wk_star.norm()[None], value_settings(hp))
+    found = optimize_deltas(lm, ctx, "mlp_out", layer, cached[resid_name], Wk_star.norm()[None], value_settings(hp))
     v_star = (Wk_star + found.delta[0]).detach()
     return KeyValue(k_star=k_star, v_star=v_star, Wk_star=Wk_star, losses=found.losses[0], steps=found.steps[0])
 
@@ -161,7 +152,7 @@ class RomeEdit:
     """Everything one ROME edit produced; `patch()` turns it into a patch file's contents."""
 
     request: EditRequest
-    hparams: ROMEHyperParams
+    hparams: ROMEParams
     layer: int
     module: str
     Lambda: torch.Tensor  # (d_out,)
@@ -174,7 +165,7 @@ def compute_edit(
     lm: LoadedModel,
     request: EditRequest,
     C: torch.Tensor,
-    hp: ROMEHyperParams,
+    hp: ROMEParams,
     cache_dir: Path | None = None,
 ) -> RomeEdit:
     """Compute (not apply) the ROME edit for `request` with key statistics C at layer hp.layer."""
@@ -224,7 +215,7 @@ class RomeEditor:
     name = "rome"
 
     def __init__(
-        self, lm: LoadedModel, params: ROMEHyperParams, cache_dir: Path | None = None, progress: bool = True,
+        self, lm: LoadedModel, params: ROMEParams, cache_dir: Path | None = None, progress: bool = True,
         corpus: CorpusSpec | None = None,
     ):
         self.lm, self.params, self.cache_dir, self.progress = lm, params, cache_dir, progress

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
+from transformers.generation.streamers import BaseStreamer
 
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
@@ -29,6 +30,10 @@ from ..core.models import LoadedModel
 logger = logging.getLogger(__name__)
 
 SEQ_LEN = 128  # tokens per corpus sequence
+# Sequences sampled together. Sampling is one token a step for every row at once, so the rows
+# share each step's fixed cost and their matrix products are wide enough to run at full speed:
+# 160 rows (the default corpus) in one batch sample several times faster than 5 batches of 32.
+SAMPLE_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class CorpusSpec:
 
     def key(self) -> dict:
         if self.path is None:
-            return {"corpus": "self-sampled", "seed": self.seed, "top_k": 50, "seq_len": SEQ_LEN}
+            return {"corpus": "self-sampled", "seed": self.seed, "top_k": 50, "seq_len": SEQ_LEN, "batch": SAMPLE_BATCH}
         stat = self.path.stat()
         return {"corpus": str(self.path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
 
@@ -68,22 +73,39 @@ def stats_dir(lm: LoadedModel, cache_dir: Path | None) -> Path:
     return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "stats" / lm.fingerprint[:16]
 
 
+class _StepProgress(BaseStreamer):
+    """Moves the progress bar one token a row as `generate` samples each step (not at the end of
+    a batch that may be the whole corpus)."""
+
+    def __init__(self, bar: tqdm, rows: int):
+        self.bar, self.rows, self.prompt_seen = bar, rows, False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate hands the prompt over first
+            self.prompt_seen = True
+            return
+        self.bar.update(self.rows)
+
+    def end(self) -> None:
+        pass
+
+
 @torch.no_grad()
 def sample_token_corpus(
     lm: LoadedModel, n_tokens: int, seed: int = 0, cache_dir: Path | None = None, progress: bool = True
 ) -> torch.Tensor:
     """(n_seq, SEQ_LEN) token ids sampled from the model, cached per model fingerprint and seed."""
-    path = stats_dir(lm, cache_dir) / f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, 50])}.safetensors"
+    # the batch is part of the key: the same seed draws other samples in batches of another size
+    path = stats_dir(lm, cache_dir) / f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, 50, SAMPLE_BATCH])}.safetensors"
     if path.exists():
         return load_file(path)["ids"]
     tokenizer = lm.tokenizer
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     n_seq = -(-n_tokens // SEQ_LEN)
-    batch_size = 32
     chunks = []
     with seeded(seed), tqdm(total=n_seq * SEQ_LEN, desc="sampling corpus", unit="tok", disable=not progress) as bar:
-        for first in range(0, n_seq, batch_size):
-            rows = min(batch_size, n_seq - first)
+        for first in range(0, n_seq, SAMPLE_BATCH):
+            rows = min(SAMPLE_BATCH, n_seq - first)
             prompt = torch.full((rows, 1), start, dtype=torch.long, device=lm.device)
             out = lm.model.generate(
                 prompt,
@@ -93,9 +115,9 @@ def sample_token_corpus(
                 max_new_tokens=SEQ_LEN,
                 min_new_tokens=SEQ_LEN,  # fixed length: no padding in the statistics pass
                 pad_token_id=tokenizer.eos_token_id,
+                streamer=_StepProgress(bar, rows),
             )
             chunks.append(torch.cat([prompt, out[:, 1 : SEQ_LEN]], dim=1).cpu())
-            bar.update(rows * SEQ_LEN)
     ids = torch.cat(chunks)
     with atomic_path(path) as tmp:
         save_file({"ids": ids.contiguous()}, str(tmp))

@@ -307,7 +307,7 @@ class ValueResult:
     losses: list[list[dict]] = field(default_factory=list)  # per request, per step: nll, kl, decay, p_target
 
 
-def optimise_deltas(
+def optimize_deltas(
     lm: LoadedModel,
     ctx: Contexts,
     hook_kind: str,
@@ -326,6 +326,7 @@ def optimise_deltas(
     request's result does not depend on which others share its batch.
     """
     n, device = ctx.n_requests, lm.device
+    value_norms = value_norms.float()
     d_model = resid_pre.shape[-1]
     final = torch.zeros((n, d_model), device=device)  # (n, d) δ of every request
     steps = [0] * n
@@ -347,7 +348,8 @@ def optimise_deltas(
         at_subject[:, 0] = 1.0
 
         def add_delta(tensor, *, hook):
-            return tensor + at_subject * delta[part.row_request][:, None, :]  # (rows, S, d)
+            # δ and its optimiser stay fp32 whatever the model's dtype
+            return tensor + (at_subject * delta[part.row_request][:, None, :]).to(tensor.dtype)  # (rows, S, d)
 
         with start_at_layer(lm, layer, part_resid), hooks(lm, {act_name(hook_kind, layer): add_delta}):
             return model_body(input_ids=part.suffix_ids, **part.forward_kwargs(lm)).last_hidden_state

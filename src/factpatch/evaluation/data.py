@@ -13,7 +13,13 @@ A data set is named by a spec string, as on the command line:
     counterfact:PATH   original records (`requested_rewrite`, `paraphrase_prompts`, ...) or the
                        flattened layout (`prompt`, `subject`, `target_new`, `ground_truth`,
                        `rephrase_prompt`, `locality_prompt`, ...), JSON list or JSONL
-    zsre:PATH          MEND layout (`src`, `subject`, `alt`, `answers`, `rephrase`, `loc`, `loc_ans`)
+    zsre:PATH          MEND layout (`src`, `subject`, `alt`, `answers`, `rephrase`, `loc`, `loc_ans`),
+                       read by one of two conventions (`zsre_target`, CLI `--zsre-target`):
+                         paper  (default) the ROME paper's (kmeng01/rome dsets/zsre.py): the edit's
+                                target is `answers[0]`, and "?" is appended to the NQ question
+                                `loc` before its answer is scored
+                         alt    later toolkits' (MEND, EasyEdit): the target is `alt` (answers[0]
+                                becomes the true object when it differs), `loc` as written
     builtin            the suite shipped in the package: 300 CounterFact cases (original layout)
                        that every embedded model knows — before editing, each prefers the true
                        object to the new one on the rewrite prompt — drawn from records 5000+ of
@@ -24,7 +30,10 @@ A data set is named by a spec string, as on the command line:
 The flattened CounterFact layout carries no attribute or generation prompts; they are derived
 (`_derive_flat`): attribute prompts are the rewrite prompts of other records whose true object
 is this record's o* (same relation template first, then any other); generation prompts are the
-rewrite prompt, the paraphrase and "{subject} is".
+paraphrase and "{subject} is" — not the rewrite prompt itself, whose continuation the edit was
+trained on (the paper's CounterFact generation prompts are other sentences about the subject).
+An original-layout record without generation prompts gets the same derived ones. Which prompts a
+case uses, and where they came from, is in `Case.generation_prompts` / `generation_source`.
 """
 
 from __future__ import annotations
@@ -44,6 +53,9 @@ from ..editing.request import EditRequest
 logger = logging.getLogger(__name__)
 
 KINDS = ("counterfact", "zsre")
+# How zsRE records become edits (module docstring): "paper" = kmeng01/rome dsets/zsre.py, the default;
+# "alt" = the convention of MEND and EasyEdit.
+ZSRE_TARGETS = ("paper", "alt")
 BUILTIN_FILE = "counterfact-builtin.json"  # in factpatch/data/, original CounterFact layout
 MAX_DERIVED_ATTRIBUTES = 10
 
@@ -67,6 +79,7 @@ class Case:
     neighborhood: tuple[Probe, ...] = ()  # CounterFact: answer = o^c; zsRE: the NQ answer
     attribute_prompts: tuple[str, ...] = ()  # statements about subjects whose true object is o*
     generation_prompts: tuple[str, ...] = ()
+    generation_source: str = "dataset"  # "dataset": the record's own; "derived": made here (docstring)
     relation: str | None = None
 
     @property
@@ -86,9 +99,13 @@ class Dataset:
     cases: list[Case]
     sha256: str
     idf_texts: list[str] = field(default_factory=list)  # every statement in the file (TF-IDF fit)
+    zsre_target: str | None = None  # zsRE only: "paper" or "alt" (ZSRE_TARGETS)
 
     def identity(self) -> dict:
-        return {"kind": self.kind, "layout": self.layout, "sha256": self.sha256, "n_cases": len(self.cases)}
+        identity = {"kind": self.kind, "layout": self.layout, "sha256": self.sha256, "n_cases": len(self.cases)}
+        if self.zsre_target is not None:  # the same file read by two conventions is two data sets
+            identity["zsre_target"] = self.zsre_target
+        return identity
 
     def select(self, n: int | None = None, shard: tuple[int, int] | None = None) -> list[Case]:
         """The first `n` cases in file order, then every k-th of them from i for shard (i, k)."""
@@ -195,7 +212,12 @@ def _request(prompt: str, subject: str, new: str, true: str | None, where: str) 
         raise FactpatchError(f"{where}: {exc}") from None
 
 
-def _original_case(record: dict, index: int, where: str) -> Case:
+def derived_generation_prompts(subject: str, paraphrases: tuple[str, ...]) -> tuple[str, ...]:
+    """Generation prompts for records that carry none: the paraphrases and "{subject} is"."""
+    return tuple(dict.fromkeys([*paraphrases, f"{subject} is"]))
+
+
+def _original_case(record: dict, index: int, where: str, zsre_target: str | None = None) -> Case:
     rewrite = record["requested_rewrite"]
     if not isinstance(rewrite, dict):
         raise FactpatchError(f"{where}: requested_rewrite must be an object")
@@ -206,20 +228,22 @@ def _original_case(record: dict, index: int, where: str) -> Case:
     request = _request(_string(rewrite["prompt"], where, "prompt"), subject, new, true, where)
     neighborhood = _strings(record["neighborhood_prompts"], where, "neighborhood_prompts")
     attributes = _strings(record.get("attribute_prompts", []), where, "attribute_prompts")
+    paraphrases = _strings(record["paraphrase_prompts"], where, "paraphrase_prompts")
+    generation = _strings(record.get("generation_prompts", []), where, "generation_prompts")
     return Case(
         case_id=str(record.get("case_id", index)),
         kind="counterfact",
         request=request,
-        paraphrase_prompts=_strings(record["paraphrase_prompts"], where, "paraphrase_prompts"),
+        paraphrase_prompts=paraphrases,
         neighborhood=tuple(Probe(p, true) for p in neighborhood),
         attribute_prompts=attributes,
-        generation_prompts=_strings(record.get("generation_prompts", []), where, "generation_prompts")
-        or (request.text,),
+        generation_prompts=generation or derived_generation_prompts(subject, paraphrases),
+        generation_source="dataset" if generation else "derived",
         relation=rewrite.get("relation_id"),
     )
 
 
-def _flat_case(record: dict, index: int, where: str) -> Case:
+def _flat_case(record: dict, index: int, where: str, zsre_target: str | None = None) -> Case:
     subject = _string(record["subject"], where, "subject")
     new = _string(record["target_new"], where, "target_new")
     true = _string(record["ground_truth"], where, "ground_truth")
@@ -232,7 +256,8 @@ def _flat_case(record: dict, index: int, where: str) -> Case:
         request=request,
         paraphrase_prompts=(rephrase,),
         neighborhood=(Probe(locality, true),),
-        generation_prompts=tuple(dict.fromkeys([request.text, rephrase, f"{subject} is"])),
+        generation_prompts=derived_generation_prompts(subject, (rephrase,)),
+        generation_source="derived",
         relation=request.prompt,
     )
 
@@ -254,20 +279,26 @@ def _derive_flat(cases: list[Case]) -> list[Case]:
     return derived
 
 
-def _mend_case(record: dict, index: int, where: str) -> Case:
+def _mend_case(record: dict, index: int, where: str, zsre_target: str | None = "paper") -> Case:
+    """One zsRE record as an edit, by the `zsre_target` convention (module docstring)."""
     subject = _string(record["subject"], where, "subject")
-    new = _string(record["alt"], where, "alt")
     answers = record["answers"]
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
         raise FactpatchError(f"{where}: answers must be a non-empty list of strings")
-    true = answers[0] if answers[0].strip() and answers[0].strip() != new.strip() else None
+    loc = _string(record["loc"], where, "loc")
+    if zsre_target == "alt":
+        new = _string(record["alt"], where, "alt")
+        true = answers[0] if answers[0].strip() and answers[0].strip() != new.strip() else None
+    else:  # the paper: edit towards answers[0]; its target_true is a placeholder that no metric reads
+        new, true = _string(answers[0], where, "answers[0]"), None
+        loc = loc + "?"  # dsets/zsre.py: record["loc"] + "?" + the answer's earlier tokens
     request = _request(_string(record["src"], where, "src"), subject, new, true, where)
     return Case(
         case_id=str(record.get("case_id", index)),
         kind="zsre",
         request=request,
         paraphrase_prompts=(_string(record["rephrase"], where, "rephrase"),),
-        neighborhood=(Probe(_string(record["loc"], where, "loc"), _string(record["loc_ans"], where, "loc_ans")),),
+        neighborhood=(Probe(loc, _string(record["loc_ans"], where, "loc_ans")),),
     )
 
 
@@ -275,8 +306,13 @@ _BUILDERS = {"original": _original_case, "flattened": _flat_case, "mend": _mend_
 _KIND_OF_LAYOUT = {"original": "counterfact", "flattened": "counterfact", "mend": "zsre"}
 
 
-def read_cases(kind: str, path: Path, name: str | None = None, layout_name: str | None = None) -> Dataset:
-    """Read a data set file of `kind`, detecting its layout from the first record."""
+def read_cases(
+    kind: str, path: Path, name: str | None = None, layout_name: str | None = None, zsre_target: str = "paper"
+) -> Dataset:
+    """Read a data set file of `kind`, detecting its layout from the first record. `zsre_target`
+    chooses how zsRE records become edits ("paper" or "alt", see the module docstring)."""
+    if zsre_target not in ZSRE_TARGETS:
+        raise FactpatchError(f"bad zsRE target {zsre_target!r}: choose from {', '.join(ZSRE_TARGETS)}")
     path = Path(path)
     records, digest = _read_records(path)
     layout = detect_layout(records[0])
@@ -295,7 +331,7 @@ def read_cases(kind: str, path: Path, name: str | None = None, layout_name: str 
     for index, record in enumerate(records):
         where = f"{path} record {index}"
         _require(record, required, where)
-        cases.append(_BUILDERS[layout](record, index, where))
+        cases.append(_BUILDERS[layout](record, index, where, zsre_target))
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
@@ -305,7 +341,10 @@ def read_cases(kind: str, path: Path, name: str | None = None, layout_name: str 
         cases = _derive_flat(cases)
     idf_texts = _statements(cases)
     logger.info("read %d %s cases (%s layout) from %s", len(cases), kind, layout, path)
-    return Dataset(name or f"{kind}:{path}", kind, layout_name or layout, cases, digest, idf_texts)
+    return Dataset(
+        name or f"{kind}:{path}", kind, layout_name or layout, cases, digest, idf_texts,
+        zsre_target=zsre_target if kind == "zsre" else None,
+    )
 
 
 def _statements(cases: list[Case]) -> list[str]:
@@ -324,8 +363,8 @@ def builtin_path() -> Path:
     return Path(str(resources.files("factpatch") / "data" / BUILTIN_FILE))
 
 
-def load_dataset(spec: str) -> Dataset:
-    """The data set a spec names (see the module docstring)."""
+def load_dataset(spec: str, zsre_target: str = "paper") -> Dataset:
+    """The data set a spec names (see the module docstring); `zsre_target` applies to zsRE only."""
     kind, path = parse_spec(spec)
     if kind == "builtin":
         path = builtin_path()
@@ -333,7 +372,7 @@ def load_dataset(spec: str) -> Dataset:
             raise FactpatchError(f"the built-in suite is missing from this installation ({path})")
         return read_cases("counterfact", path, name="builtin", layout_name="builtin")
     assert path is not None
-    return read_cases(kind, path, name=spec)
+    return read_cases(kind, path, name=spec, zsre_target=zsre_target)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -39,9 +39,6 @@ from ..core.errors import FactpatchError
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'factpatch[ray]'"
-
-
 @dataclass(frozen=True)
 class RaySettings:
     """Where to run and how wide."""
@@ -71,10 +68,11 @@ class RaySettings:
 
 def require_ray():
     """The ray module, or one clear error when it is not installed."""
-    try:
-        import ray
-    except ImportError:
-        raise FactpatchError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    from ..core.extras import require
+
+    require("ray", "--ray")
+    import ray
+
     return ray
 
 

@@ -3,9 +3,12 @@
 CounterFact (ES/EM, PS/PM, NS/NM, S), fluency (generation n-gram entropy), consistency (TF-IDF
 cosine against reference text), zsRE top-1 token accuracy, and percentile-bootstrap intervals.
 
-P[o] for a multi-token object is the product of its token probabilities given the prompt
-(teacher forcing); comparisons between two objects use the mean token log-probability, as the
-paper does, so that longer objects are not penalised for their length.
+Both the comparisons and the magnitudes read a multi-token object through its *mean token*
+log-probability given the prompt (teacher forcing), exactly as the paper's reference code does
+(kmeng01/rome `experiments/py/eval_utils_counterfact.py` stores the mean token NLL of each object,
+`experiments/summarize.py` compares those and takes exp(−mean NLL) as the object's probability for
+EM, PM and NM), so that longer objects are not penalised for their length. `TargetScore.prob` is
+the whole-sequence product P[o | prompt]; the metrics use `TargetScore.mean_token_prob`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class TargetScore:
     @property
     def mean_log_prob(self) -> float:
         return self.log_prob / self.n_tokens
+
+    @property
+    def mean_token_prob(self) -> float:
+        """exp(−mean token NLL): the geometric mean of the token probabilities, the paper's
+        "probability" of a multi-token object in its magnitudes (summarize.py)."""
+        return math.exp(self.mean_log_prob)
 
 
 def score_targets(lm: LoadedModel, prompts: list[str], targets: list[str], batch_size: int = 32) -> list[TargetScore]:
@@ -74,10 +83,11 @@ def counterfact_case_metrics(
 ) -> dict[str, float]:
     """The paper's per-case CounterFact metrics (§4.2) from (o*, o^c) score pairs.
 
-    ES / PS: fraction of rewrite / paraphrase prompts on which P[o*] > P[o^c] (compared through
-    the mean token log-probability); NS: fraction of neighbourhood prompts on which P[o^c] > P[o*].
-    EM / PM = mean of P[o*] − P[o^c]; NM = mean of P[o^c] − P[o*] (whole-sequence probabilities).
-    A metric whose prompt list is empty is left out.
+    ES / PS: fraction of rewrite / paraphrase prompts on which P[o*] > P[o^c]; NS: fraction of
+    neighbourhood prompts on which P[o^c] > P[o*]. EM / PM = mean of P[o*] − P[o^c]; NM = mean of
+    P[o^c] − P[o*]. As in the paper's summarize.py, P[o] here is exp(−mean token NLL of o), for
+    the comparisons and the magnitudes alike (not the whole-sequence product, which would shrink
+    the magnitudes of multi-token objects). A metric whose prompt list is empty is left out.
     """
     out: dict[str, float] = {}
     for score, magnitude, pairs, sign in (
@@ -87,7 +97,7 @@ def counterfact_case_metrics(
             continue
         wins = [_wins(new, true) if sign > 0 else _wins(true, new) for new, true in pairs]
         out[score] = float(np.mean(wins))
-        out[magnitude] = float(np.mean([sign * (new.prob - true.prob) for new, true in pairs]))
+        out[magnitude] = float(np.mean([sign * (new.mean_token_prob - true.mean_token_prob) for new, true in pairs]))
     return out
 
 

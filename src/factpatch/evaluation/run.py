@@ -12,11 +12,16 @@ the same summary as an uninterrupted one.
 Metrics per case (CounterFact): ES/EM, PS/PM, NS/NM (`metrics.counterfact_case_metrics`), with
 `generation` also fluency (mean generation entropy of the texts sampled from the case's generation
 prompts) and consistency (TF-IDF cosine between those texts and the reference text for o*).
+Sampling follows the paper by default (`GenerationSettings`): top-k 5, each text 100 tokens
+including its prompt, one text for every generation prompt of the case; each record names the
+prompts it used and where they came from (the data set's own, or derived: data.py).
 There is no Wikipedia here, so the reference for o* is what the *unedited* model writes when it
 continues true statements about other subjects whose object is o* (the case's attribute prompts
 completed with o*), together with those statements; document frequencies come from every
-statement in the data set file. zsRE: top-1 token accuracy of the new answer on the question
-(efficacy) and its paraphrase, and of the NQ answer on the unrelated NQ question (specificity).
+statement in the data set file. zsRE: top-1 token accuracy of the edit's target on the question
+(efficacy) and its paraphrase, and of the NQ answer on the unrelated NQ question (specificity);
+which answer is the target is the data set's `zsre_target` (data.py: the paper's answers[0] by
+default, or `alt`).
 """
 
 from __future__ import annotations
@@ -53,7 +58,9 @@ from ..editing.patch import Patch, applied
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: EM/PM/NM from exp(−mean token NLL), the paper's summarize.py (1: whole-sequence probabilities;
+# scripts/recompute_magnitudes.py brings format-1 records up to date from their raw scores)
+FORMAT_VERSION = 2
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
 
@@ -68,9 +75,11 @@ METRIC_LABELS = {
 # Paper reference rows (GPT-2 XL, ×100) for the tables; "~" marks values method.md calls approximate.
 PAPER_GPT2XL = {
     "counterfact": {
-        "none": {"S": "30.5"},
+        # fluency ~626 and consistency 31.9 are the *unedited* GPT-2 XL's (method.md); ROME's row has
+        # no fluency figure in method.md, so none is shown for it
+        "none": {"S": "30.5", "fluency": "~626", "consistency": "31.9"},
         "ft+l": {"ES": "~99", "PS": "~49", "NS": "~70"},
-        "rome": {"S": "89.2", "ES": "100.0", "PS": "96.4", "NS": "75.4", "fluency": "~626", "consistency": "41.9"},
+        "rome": {"S": "89.2", "ES": "100.0", "PS": "96.4", "NS": "75.4", "consistency": "41.9"},
     },
     "zsre": {
         "none": {"efficacy": "22.2", "paraphrase": "21.3", "specificity": "24.2"},
@@ -83,20 +92,49 @@ PAPER_GPT2XL = {
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Sampling for fluency and consistency (top-k 50, one text a prompt, seeded per case)."""
+    """Sampling for fluency and consistency: one text per generation prompt, seeded per case.
 
-    max_new_tokens: int = 100  # the paper's generations are about 100 tokens
-    max_prompts: int = 4  # generation prompts used per case (CounterFact has up to 10; CPU cost)
+    The defaults are the paper's (kmeng01/rome eval_utils_counterfact.test_generation calling
+    util/generate.generate_fast): top-k 5, each text 100 tokens long *including its prompt*, every
+    generation prompt of the case. `max_new_tokens` (instead of `max_length`) and a larger `top_k`
+    give factpatch's earlier setting (100 new tokens, top-k 50).
+    """
+
+    top_k: int = 5  # generate_fast's top_k
+    max_length: int = 100  # tokens per text, prompt included (generate_fast's max_out_len=100)
+    max_new_tokens: int | None = None  # if set: this many new tokens per text, max_length unused
+    max_prompts: int | None = None  # generation prompts per case; None = all of them, as the paper
     reference_prompts: int = 5  # attribute statements continued for the consistency reference
-    reference_tokens: int = 60
+    reference_tokens: int = 60  # new tokens per reference text (factpatch's stand-in for Wikipedia)
 
     def __post_init__(self):
-        if min(self.max_new_tokens, self.max_prompts, self.reference_prompts, self.reference_tokens) < 1:
+        optional = [v for v in (self.max_new_tokens, self.max_prompts) if v is not None]
+        if min(self.top_k, self.max_length, self.reference_prompts, self.reference_tokens, *optional) < 1:
             raise FactpatchError("generation settings must be at least 1")
+
+    def describe(self) -> str:
+        length = (f"{self.max_new_tokens} new tokens per text" if self.max_new_tokens is not None
+                  else f"{self.max_length} tokens per text including the prompt")
+        prompts = "all of each case's generation prompts" if self.max_prompts is None else f"up to {self.max_prompts} generation prompts per case"
+        return f"top-k {self.top_k}, {length}, {prompts}"
+
+
+REFERENCE_TOP_K = 50  # the consistency reference is sampled as before the paper's settings were adopted
+
+
+def generate_for_case(lm: LoadedModel, case: Case, gen: GenerationSettings, seed: int) -> dict:
+    """One sampled text for each of the case's generation prompts (as many as `gen` allows):
+    {"prompts", "source" ("dataset" | "derived"), "texts"}."""
+    prompts = list(case.generation_prompts if gen.max_prompts is None else case.generation_prompts[: gen.max_prompts])
+    if gen.max_new_tokens is not None:
+        texts = generate_texts(lm, prompts, 1, gen.max_new_tokens, seed, top_k=gen.top_k)
+    else:
+        texts = generate_texts(lm, prompts, 1, seed=seed, top_k=gen.top_k, max_length=gen.max_length)
+    return {"prompts": prompts, "source": case.generation_source, "texts": [t[0] for t in texts]}
 
 
 @dataclass
-class EvalConfig:
+class EvalSettings:
     methods: list[str]
     n: int | None = None
     shard: tuple[int, int] | None = None
@@ -112,7 +150,7 @@ class EvalConfig:
             raise FactpatchError("no methods to evaluate")
 
 
-def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalConfig, hparams: dict[str, dict]) -> dict:
+def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalSettings, hparams: dict[str, dict]) -> dict:
     """What identifies a run: results made under two different descriptions are never mixed.
     (Round-tripped through JSON so that it compares equal to the stored copy.)"""
     description = {
@@ -214,13 +252,22 @@ def case_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2**31 - 1)
 
 
+def case_generations(lm: LoadedModel, case: Case, gen: GenerationSettings, seed: int, index: int) -> dict:
+    """One text for each of the case's generation prompts (as many as `gen` allows), seeded by the
+    case's place in the data set (every method sees the same draws), and their fluency (mean n-gram
+    entropy): {"prompts", "source" ("dataset" | "derived"), "texts", "fluency"}."""
+    generated = generate_for_case(lm, case, gen, case_seed(seed, index))
+    texts = generated["texts"]
+    return {**generated, "fluency": sum(generation_entropy(t) for t in texts) / len(texts)}
+
+
 def reference_texts(lm: LoadedModel, case: Case, gen: GenerationSettings, seed: int) -> list[str]:
     """Consistency reference for o* (see the module docstring), from the unedited model."""
     new = case.request.target_new
     statements = [f"{p.rstrip()} {new}" for p in case.attribute_prompts[: gen.reference_prompts]]
     if not statements:
         return []
-    continued = generate_texts(lm, statements, 1, gen.reference_tokens, seed)
+    continued = generate_texts(lm, statements, 1, gen.reference_tokens, seed, top_k=REFERENCE_TOP_K)
     return [texts[0] for texts in continued]
 
 
@@ -257,7 +304,7 @@ def evaluate_case(
     lm: LoadedModel,
     editor: Editor,
     ctx: CaseContext,
-    config: EvalConfig,
+    config: EvalSettings,
     tfidf: TfidfModel | None,
 ) -> dict:
     """One (case, method) record: edit, apply, score (and generate), revert."""
@@ -265,14 +312,13 @@ def evaluate_case(
     started = time.perf_counter()
     patch = editor.patch([case.request])
     edit_seconds = time.perf_counter() - started
-    texts: list[str] = []
+    generated: dict | None = None
     with applied(lm, [patch]):
         scored = time.perf_counter()
         metrics, raw = score_case(lm, case)
-        if config.generation and case.kind == "counterfact":
-            prompts = list(case.generation_prompts[: config.gen.max_prompts])
-            texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, ctx.index))]
-            metrics["fluency"] = sum(generation_entropy(t) for t in texts) / len(texts)
+        if config.generation and case.kind == "counterfact" and case.generation_prompts:
+            generated = case_generations(lm, case, config.gen, config.seed, ctx.index)
+            texts, metrics["fluency"] = generated["texts"], generated["fluency"]
             if ctx.reference and tfidf is not None:
                 metrics["consistency"] = consistency(tfidf, texts, ctx.reference)
         eval_seconds = time.perf_counter() - scored
@@ -286,8 +332,9 @@ def evaluate_case(
         "edit_seconds": round(edit_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
     }
-    if texts:
-        record["texts"] = texts
+    if generated is not None:
+        record["generation"] = {"prompts": generated["prompts"], "source": generated["source"]}
+        record["texts"] = generated["texts"]
     return record
 
 
@@ -318,7 +365,7 @@ class EvalPlan:
     todo: list[tuple[Case, str]]
 
 
-def plan_eval(dataset: Dataset, config: EvalConfig, out_dir: Path, description: dict) -> EvalPlan:
+def plan_eval(dataset: Dataset, config: EvalSettings, out_dir: Path, description: dict) -> EvalPlan:
     """Select the cases, check or create `out_dir` for `description` and list what is left."""
     cases = dataset.select(config.n, config.shard)
     if not cases:
@@ -337,7 +384,7 @@ def plan_eval(dataset: Dataset, config: EvalConfig, out_dir: Path, description: 
     return EvalPlan(out_dir, description, cases, index_of, store, records, done, todo)
 
 
-def finish_eval(plan: EvalPlan, config: EvalConfig, new: int, started: float) -> EvalRun:
+def finish_eval(plan: EvalPlan, config: EvalSettings, new: int, started: float) -> EvalRun:
     """Summaries and timing from the records of the selected cases and methods."""
     selected = {c.case_id for c in plan.cases}
     records = [r for r in plan.records if r["case_id"] in selected and r["method"] in config.methods]
@@ -349,7 +396,7 @@ def finish_eval(plan: EvalPlan, config: EvalConfig, new: int, started: float) ->
 def run_eval(
     lm: LoadedModel,
     dataset: Dataset,
-    config: EvalConfig,
+    config: EvalSettings,
     out_dir: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
@@ -512,12 +559,31 @@ def write_summaries(out_dir: Path, records: list[dict], description: dict) -> di
         summary_table(summary, kind),
         "",
     ]
+    generation_note = describe_generation(records, description.get("generation"))
+    if generation_note:
+        notes += [generation_note, ""]
     write_text_atomic(out_dir / "summary.md", "\n".join(notes))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
     if summary:
         short = f"{description['model']} on {Path(dataset['name'].split(':', 1)[-1]).name}"
         plot_summary(summary, kind, out_dir / "summary.png", short)
     return summary
+
+
+def describe_generation(records: list[dict], settings: dict | None) -> str | None:
+    """One line for summary.md: how the texts behind fluency and consistency were sampled, and from
+    which prompts (the data set's own generation prompts, or derived ones: data.py)."""
+    with_texts = [r for r in records if "texts" in r]
+    if not with_texts:
+        return None
+    sources: dict[str, set] = {}
+    for r in with_texts:
+        source = r.get("generation", {}).get("source", "unrecorded")
+        sources.setdefault(source, set()).add(r["case_id"])
+    counts = ", ".join(f"{len(ids)} cases with {name} prompts" for name, ids in sorted(sources.items()))
+    how = GenerationSettings(**{k: v for k, v in settings.items() if k in GenerationSettings.__dataclass_fields__}).describe() if settings else "settings not recorded"
+    derived = " (derived: the paraphrases and \"{subject} is\")" if "derived" in sources else ""
+    return f"Generation: {how}; {counts}{derived}; each record lists its prompts."
 
 
 def write_timing(out_dir: Path, records: list[dict]) -> dict:
@@ -606,11 +672,13 @@ def evaluate(
     out_dir: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
+    zsre_target: str = "paper",
     **config,
 ) -> EvalRun:
-    """`factpatch eval` from Python: model and data set by name or already loaded."""
+    """`factpatch eval` from Python: model and data set by name or already loaded. `zsre_target`
+    ("paper" or "alt", factpatch.evaluation.data) says how a zsRE data set named by a spec is read."""
     from ..core.models import load_model
 
-    ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    ds = load_dataset(dataset, zsre_target) if isinstance(dataset, str) else dataset
     lm = load_model(model, cache_dir) if isinstance(model, str) else model
-    return run_eval(lm, ds, EvalConfig(list(methods), **config), out_dir, cache_dir, progress)
+    return run_eval(lm, ds, EvalSettings(list(methods), **config), out_dir, cache_dir, progress)

@@ -23,6 +23,7 @@ for CounterFact, token accuracies for zsRE.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -42,14 +43,14 @@ from .run import (
     RESULTS,
     GenerationSettings,
     check_out_dir,
+    describe_generation,
     score_case,
     summarize,
     summary_csv,
     summary_table,
-    case_seed,
+    case_generations,
 )
-from ..core.generate import generate_texts
-from .metrics import bootstrap_mean, generation_entropy
+from .metrics import bootstrap_mean
 from ..core.models import LoadedModel, weights_fingerprint
 from .health import KnownFacts, perplexity, perplexity_text
 
@@ -57,11 +58,13 @@ logger = logging.getLogger(__name__)
 
 HEALTH = "health.jsonl"
 BATCHES = "batches.jsonl"
-FORMAT_VERSION = 1
+# 2: EM/PM/NM from exp(−mean token NLL), the paper's summarize.py (1: whole-sequence probabilities;
+# scripts/recompute_magnitudes.py brings format-1 records up to date from their raw scores)
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
-class SequentialConfig:
+class SequentialSettings:
     methods: list[str]
     n: int  # edits in all: the first n cases
     batch_size: int
@@ -97,7 +100,7 @@ class SequentialConfig:
         return [e for e in ends if e == self.n or (every is not None and e % every == 0)]
 
 
-def describe(lm: LoadedModel, dataset: Dataset, config: SequentialConfig, hparams: dict) -> dict:
+def describe(lm: LoadedModel, dataset: Dataset, config: SequentialSettings, hparams: dict) -> dict:
     import hashlib
 
     known = None
@@ -115,7 +118,7 @@ def describe(lm: LoadedModel, dataset: Dataset, config: SequentialConfig, hparam
         "batch_size": config.batch_size,
         "checkpoint_every": config.checkpoint_every,
         "generation_cases": config.generation_cases,
-        "generation": {"max_new_tokens": config.gen.max_new_tokens, "max_prompts": config.gen.max_prompts},
+        "generation": dataclasses.asdict(config.gen),
         "known_sha256": known,
         "perplexity_tokens": config.perplexity_tokens,
         "seed": config.seed,
@@ -170,7 +173,7 @@ def run_method(
     method: str,
     params,
     cases: list[Case],
-    config: SequentialConfig,
+    config: SequentialSettings,
     out_dir: Path,
     store: RunStore,
     health_log: RunStore,
@@ -228,20 +231,20 @@ def run_method(
 
 
 def edited_case_record(lm, method: str, edits: int, index: int, case: Case, generate: bool,
-                       config: SequentialConfig) -> dict:
+                       config: SequentialSettings) -> dict:
     """One edited case scored on the model as it is now (with its generations if `generate`)."""
     metrics, raw = score_case(lm, case)
     record = {"method": method, "edits": edits, "case_id": case.case_id, "index": index, "metrics": metrics,
               "scores": raw}
     if generate and case.kind == "counterfact" and case.generation_prompts:
-        prompts = list(case.generation_prompts[: config.gen.max_prompts])
-        texts = [t[0] for t in generate_texts(lm, prompts, 1, config.gen.max_new_tokens, case_seed(config.seed, index))]
-        record["metrics"]["fluency"] = sum(generation_entropy(t) for t in texts) / len(texts)
-        record["texts"] = texts
+        generated = case_generations(lm, case, config.gen, config.seed, index)
+        record["metrics"]["fluency"] = generated["fluency"]
+        record["generation"] = {"prompts": generated["prompts"], "source": generated["source"]}
+        record["texts"] = generated["texts"]
     return record
 
 
-def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialConfig,
+def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialSettings,
                 store: RunStore, health_log: RunStore, done: set, health_done: set, known, ppl_ids,
                 edited_subjects: list[str], stack: PatchStack, progress: bool, scorer=None) -> None:
     """Score every case edited so far on the current model, then the model's health.
@@ -272,7 +275,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
 def run_sequential(
     lm: LoadedModel,
     dataset: Dataset,
-    config: SequentialConfig,
+    config: SequentialSettings,
     out_dir: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
@@ -325,8 +328,10 @@ def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
     write_text_atomic(out_dir / "summary.json", json.dumps(
         {"config": description, "summary": summary, "health": final_health}, indent=2) + "\n")
     table = summary_table(summary, kind)
+    generation = describe_generation(final, description.get("generation"))
     write_text_atomic(out_dir / "summary.md", f"{description['n']} sequential edits in batches of "
-                      f"{description['batch_size']} on {description['model']}\n\n{table}\n")
+                      f"{description['batch_size']} on {description['model']}\n\n{table}\n"
+                      + (f"\n{generation}\n" if generation else ""))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
     curves = curve_rows(records, health, kind, description["methods"])
     write_text_atomic(out_dir / "curves.csv", curves_csv(curves))

@@ -21,13 +21,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+from matplotlib.figure import (
+    Figure,  # no pyplot: no global figure state, no GUI backend
+)
 
+from factpatch.core.cache import atomic_path, write_text_atomic
 from factpatch.core.errors import FactpatchError
 from factpatch.study import db
 from factpatch.study.export import write_rankings_csv
 from factpatch.study.ranking import CRITERIA_INFO, ordinal
 from factpatch.study.stats import (
+    MIN_SCENARIOS_FOR_INTERVAL,
     Concordance,
     Judgement,
     Preference,
@@ -128,12 +132,14 @@ def analyze_study(db_path: Path, out_dir: Path, *, n_boot: int = 2000, seed: int
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FactpatchError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
-    with open(out_dir / "rankings.csv", "w", newline="", encoding="utf-8") as f:
+    # Each file whole or not at all: a killed analysis leaves the previous files, never half of one.
+    with atomic_path(out_dir / "rankings.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         write_rankings_csv(rows, f)
     write_pairwise_csv(analysis, out_dir / "pairwise.csv")
-    (out_dir / "summary.json").write_text(json.dumps(jsonable(asdict(analysis)), indent=2) + "\n", encoding="utf-8")
-    (out_dir / "report.md").write_text(report(analysis), encoding="utf-8")
-    plot_ranks(analysis, out_dir / "ranks.png")
+    write_text_atomic(out_dir / "summary.json", json.dumps(jsonable(asdict(analysis)), indent=2) + "\n")
+    write_text_atomic(out_dir / "report.md", report(analysis))
+    with atomic_path(out_dir / "ranks.png") as tmp:
+        plot_ranks(analysis, tmp)
     logger.info("analysed %d answers into %s", analysis.answers, out_dir)
     return analysis
 
@@ -149,29 +155,48 @@ def jsonable(value: object) -> object:
     return value
 
 
+def number(x: float | None) -> str:
+    """A CSV cell: four decimals, or empty for a value that does not exist (no interval, or a
+    ratio whose method never lost); never "inf" or "nan", which spreadsheets read as text."""
+    return f"{x:.4f}" if x is not None and math.isfinite(x) else ""
+
+
 def write_pairwise_csv(analysis: StudyAnalysis, path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["criterion", "method", "other", "comparisons", "ranked_above", "share", "share_lo", "share_hi",
-                    "ratio", "ratio_lo", "ratio_hi"])
+        w.writerow(["criterion", "method", "other", "comparisons", "scenarios", "ranked_above", "share", "share_lo",
+                    "share_hi", "ratio", "ratio_lo", "ratio_hi"])
         for c in analysis.criteria:
             for p in c.preferences:
-                w.writerow([c.criterion, p.better, p.worse, p.comparisons, p.wins, f"{p.share:.4f}",
-                            f"{p.share_ci[0]:.4f}", f"{p.share_ci[1]:.4f}", f"{p.ratio:.4f}",
-                            f"{p.ratio_ci[0]:.4f}", f"{p.ratio_ci[1]:.4f}"])
+                share_ci = p.share_ci or (None, None)
+                ratio_ci = p.ratio_ci or (None, None)
+                w.writerow([c.criterion, p.better, p.worse, p.comparisons, p.scenarios, p.wins, number(p.share),
+                            number(share_ci[0]), number(share_ci[1]), number(p.ratio),
+                            number(ratio_ci[0]), number(ratio_ci[1])])
 
 
-def times(x: float) -> str:
-    return "∞" if math.isinf(x) else f"{x:.2f}×"
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def preference_sentence(p: Preference, criterion: str) -> str:
     """"rome ranked above ft+l for consistency in 64.0 % of 150 comparisons (...), 1.78× as often"."""
-    return (
-        f"{p.better} ranked above {p.worse} for {criterion} in {100 * p.share:.1f} % of {p.comparisons} comparisons "
-        f"(95 % CI {100 * p.share_ci[0]:.1f}–{100 * p.share_ci[1]:.1f} %), "
-        f"{times(p.ratio)} as often as the reverse ({times(p.ratio_ci[0])}–{times(p.ratio_ci[1])})"
-    )
+    head = f"{p.better} ranked above {p.worse} for {criterion} in {100 * p.share:.1f} % of {plural(p.comparisons, 'comparison')}"
+    reverse = "never the reverse" if p.losses == 0 else f"{p.ratio:.2f}× as often as the reverse"
+    if p.share_ci is None or p.ratio_ci is None:
+        return (
+            f"{head}, {reverse}; no interval: compared on {plural(p.scenarios, 'scenario')}, "
+            f"at least {MIN_SCENARIOS_FOR_INTERVAL} needed"
+        )
+    interval = f"95 % CI {100 * p.share_ci[0]:.1f}–{100 * p.share_ci[1]:.1f} %"
+    lo, hi = p.ratio_ci
+    if math.isinf(lo):  # every resample never lost either: there is no ratio to bound
+        ratio_interval = ""
+    elif math.isinf(hi):
+        ratio_interval = f" (ratio at least {lo:.2f}×)"
+    else:
+        ratio_interval = f" ({lo:.2f}×–{hi:.2f}×)"
+    return f"{head} ({interval}), {reverse}{ratio_interval}"
 
 
 def agreement_sentence(c: CriterionResult) -> str:
@@ -190,9 +215,12 @@ def report(analysis: StudyAnalysis) -> str:
     lines = [
         f"# {analysis.title}: analysis",
         "",
-        f"{analysis.answers} answers from {analysis.raters_answering} of {analysis.raters_total} raters, "
-        f"covering {analysis.scenarios_answered} of {analysis.scenarios_total} scenarios. "
-        f"Intervals: 95 % bootstrap percentiles over scenarios ({analysis.bootstrap} resamples).",
+        (
+            f"{plural(analysis.answers, 'answer')} from {analysis.raters_answering} of {analysis.raters_total} "
+            f"raters, covering {analysis.scenarios_answered} of {analysis.scenarios_total} scenarios. "
+            f"Intervals: 95 % bootstrap percentiles over scenarios ({analysis.bootstrap} resamples); "
+            f"a pair compared on fewer than {MIN_SCENARIOS_FOR_INTERVAL} scenarios gets none."
+        ),
     ]
     for c in analysis.criteria:
         depth = max((len(v) for v in c.rank_counts.values()), default=0)
@@ -239,4 +267,4 @@ def plot_ranks(analysis: StudyAnalysis, path: Path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, [f"ranked {lab}" for lab in labels], loc="outside lower center", ncol=depth, frameon=False)
     fig.suptitle(analysis.title, fontsize=11)
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=150, format="png")  # by name, not by suffix: `path` may be a temporary file

@@ -6,19 +6,24 @@ their invite link; every form carries an HMAC token bound to the rater and the s
 Pages are Jinja2 templates with autoescaping, served under a Content-Security-Policy that
 allows only this server's own script and stylesheet, so model text can never run as code.
 
-The admin signs in once with the admin token through a form, which sets an HttpOnly,
-SameSite=Strict cookie; scripts may instead send `Authorization: Bearer <admin token>`.
+The admin signs in once with the admin token through a form, which starts a session: a random
+nonce in an HttpOnly, SameSite=Strict cookie, whose hash and expiry the database keeps, so
+sign-out (or the expiry) ends it for every copy of the cookie. Scripts may instead send
+`Authorization: Bearer <admin token>`. A malformed credential of any kind is a 403, never an error.
+
+Request bodies are limited (guards.py) and a rater's form is read only after the invite token
+in its path is found valid; every response, errors included, carries the security headers.
 """
 # No `from __future__ import annotations` here: FastAPI must see the Annotated dependency
 # aliases defined inside create_app as objects, not as names to look up in this module.
 
 import io
 import logging
-import secrets
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,23 +37,42 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from factpatch.study import db, security
 from factpatch.study.export import write_rankings_csv
-from factpatch.study.ranking import CRITERIA, CRITERIA_INFO, RankingInvalid, ordinal, parse_ranking
+from factpatch.study.guards import BodyLimit, SecurityHeaders, headers_for
+from factpatch.study.ranking import (
+    CRITERIA,
+    CRITERIA_INFO,
+    RankingInvalid,
+    ordinal,
+    parse_ranking,
+)
 
 logger = logging.getLogger(__name__)
 
 ADMIN_COOKIE = "factpatch_admin"
 LOGIN_CSRF_COOKIE = "factpatch_login_csrf"
 
-SECURITY_HEADERS = {
-    # Only our own files; no inline script or style, no framing, forms post back here only.
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",  # invite tokens live in URLs: never leak them in a Referer
-}
+
+@dataclass(frozen=True)
+class ServerSettings:
+    # An answer form is under 1 KiB (a rank per text and criterion, a token, a position); anything
+    # much larger is not one of our forms, and is refused before it is read.
+    max_body_bytes: int = 16 * 1024
+    # A working day of watching progress; then the admin signs in again. Sign-out ends it at once.
+    admin_session: timedelta = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class Current:
+    """One request's connection and the study as the database holds it now."""
+
+    conn: sqlite3.Connection
+    info: db.StudyInfo
+
+
+@dataclass(frozen=True)
+class AdminAuth:
+    status: int  # 200 signed in, 401 no (or no longer valid) credentials, 403 wrong or malformed ones
+    session_sha256: str | None = None  # the cookie session's hash; None for a Bearer token
 
 
 @dataclass(frozen=True)
@@ -83,12 +107,17 @@ def when(stamp: str | None) -> str:
     return stamp.replace("T", " ")[:19] if stamp else ""
 
 
-def create_app(db_path: Path) -> FastAPI:
-    """The web app for the study at `db_path`; fails now, not on the first request, if it isn't one."""
+def create_app(db_path: Path, settings: ServerSettings = ServerSettings()) -> FastAPI:
+    """The web app for the study at `db_path`; fails now, not on the first request, if it isn't one.
+
+    The study is read again on every request, so a `study create --force` that replaces the file
+    under a running server takes effect at once: the old study's admin token, sessions, invites
+    and forms stop working with the next request, not at the next restart.
+    """
     db_path = Path(db_path)
     conn = db.connect(db_path)
     try:
-        info = db.study_info(conn)  # fixed once created: read it once
+        latest = [db.study_info(conn)]  # the last study seen; titles the error pages that read no database
     finally:
         conn.close()
 
@@ -96,125 +125,147 @@ def create_app(db_path: Path) -> FastAPI:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("factpatch.study", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
-    env.globals.update(study_title=info.title, ordinal=ordinal)
+    env.globals.update(ordinal=ordinal)
     env.filters["when"] = when
     templates = Jinja2Templates(env=env)
     app.mount("/static", StaticFiles(packages=[("factpatch.study", "static")]), name="static")
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if not request.url.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    # The last added is outermost: headers go on every response, the 413 page included.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, context, status_code=status)
+        return templates.TemplateResponse(
+            request, name, {"study_title": latest[0].title, **context}, status_code=status
+        )
 
     def message(request: Request, status: int, title: str, text: str, link: str | None = None) -> HTMLResponse:
         return page(request, "message.html", status, heading=title, text=text, link=link)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
-        heading = {404: "Not found", 405: "Not allowed"}.get(exc.status_code, "Error")
+        heading = {400: "Bad request", 404: "Not found", 405: "Not allowed", 413: "Too large"}.get(
+            exc.status_code, "Error"
+        )
         return message(request, exc.status_code, heading, str(exc.detail))
 
-    def connection() -> Iterator[sqlite3.Connection]:
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> HTMLResponse:
+        # Sent from outside the middleware (Starlette re-raises afterwards, so the server logs the
+        # traceback): the security headers are added here.
+        response = message(request, 500, "Server error", "Something went wrong on the server. Please try again.")
+        response.headers.update(headers_for(request.url.path))
+        return response
+
+    def current() -> Iterator[Current]:
         conn = db.connect(db_path)
         try:
-            yield conn
+            info = db.study_info(conn)
+            if info.secret != latest[0].secret:
+                logger.warning("%s now holds another study (created %s): serving it; the old one's tokens "
+                               "no longer work", db_path, info.created_at)
+            latest[0] = info
+            yield Current(conn, info)
         finally:
             conn.close()
 
-    async def form_data(request: Request) -> FormData:
+    async def read_form(request: Request) -> FormData:
         return await request.form(max_files=0, max_fields=200)
 
-    # Parsed before a (sync) endpoint runs in the thread pool, so SQLite's waits never block the loop.
-    Conn = Annotated[sqlite3.Connection, Depends(connection)]
-    Form = Annotated[FormData, Depends(form_data)]
-
-    def rater_for(conn: sqlite3.Connection, token: str) -> db.Rater:
-        rater = db.rater_by_token_hash(conn, security.token_hash(token)) if security.plausible_token(token) else None
+    def rater_for(study: Current, token: str) -> db.Rater:
+        rater = db.rater_by_token_hash(study.conn, security.token_hash(token)) if security.plausible_token(token) else None
         if rater is None:
             # Same answer for a malformed and an unknown token: nothing to learn by probing.
             raise StarletteHTTPException(404, "This link is not valid. Check that you copied the whole link.")
         return rater
 
+    # Dependencies run before a (sync) endpoint runs in the thread pool, so SQLite's waits never
+    # block the event loop. A rater's form is read only once the invite token is known to be good.
+    Study = Annotated[Current, Depends(current)]
+
+    def current_rater(token: str, study: Study) -> db.Rater:
+        return rater_for(study, token)
+
+    RaterOf = Annotated[db.Rater, Depends(current_rater)]
+
+    async def rater_form(request: Request, rater: RaterOf) -> FormData:
+        return await read_form(request)
+
+    RaterForm = Annotated[FormData, Depends(rater_form)]
+    Form = Annotated[FormData, Depends(read_form)]
+
     # ---- raters ------------------------------------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse)
-    def home(request: Request) -> HTMLResponse:
-        return message(request, 200, info.title, "Open the personal link you were sent to take part.")
+    def home(request: Request, study: Study) -> HTMLResponse:
+        return message(request, 200, study.info.title, "Open the personal link you were sent to take part.")
 
     @app.get("/r/{token}", response_class=HTMLResponse)
-    def rater_home(request: Request, token: str, conn: Conn) -> HTMLResponse:
-        rater = rater_for(conn, token)
+    def rater_home(request: Request, token: str, study: Study, rater: RaterOf) -> HTMLResponse:
         if rater.finished:
             return page(request, "done.html", total=rater.assigned)
         if not rater.started:
-            return instructions_page(request, token, rater)
-        return scenario_page(request, conn, token, rater)
+            return instructions_page(request, study, token, rater)
+        return scenario_page(request, study, token, rater)
 
     @app.get("/r/{token}/instructions", response_class=HTMLResponse)
-    def instructions(request: Request, token: str, conn: Conn) -> HTMLResponse:
-        return instructions_page(request, token, rater_for(conn, token))
+    def instructions(request: Request, token: str, study: Study, rater: RaterOf) -> HTMLResponse:
+        return instructions_page(request, study, token, rater)
 
-    def instructions_page(request: Request, token: str, rater: db.Rater) -> HTMLResponse:
+    def instructions_page(request: Request, study: Current, token: str, rater: db.Rater) -> HTMLResponse:
         return page(
             request, "instructions.html", token=token, total=rater.assigned, started=rater.started,
-            finished=rater.finished, criteria=CRITERIA_INFO, csrf=security.start_form_token(info.secret, rater.id),
+            finished=rater.finished, criteria=CRITERIA_INFO,
+            csrf=security.start_form_token(study.info.secret, rater.id),
         )
 
     def scenario_page(
         request: Request,
-        conn: sqlite3.Connection,
+        study: Current,
         token: str,
         rater: db.Rater,
         status: int = 200,
         errors: tuple[str, ...] = (),
         selected: dict[str, str] | None = None,
     ) -> HTMLResponse:
-        shown = db.shown_scenario(conn, rater, rater.position)
+        shown = db.shown_scenario(study.conn, rater, rater.position)
         return page(
             request, "scenario.html", status, token=token, scenario=shown, criteria=CRITERIA_INFO,
             ranks=range(1, len(shown.texts) + 1), errors=errors, selected=selected or {},
-            csrf=security.answer_form_token(info.secret, rater.id, rater.position),
+            csrf=security.answer_form_token(study.info.secret, rater.id, rater.position),
         )
 
     @app.post("/r/{token}/start")
-    def start(request: Request, token: str, form: Form, conn: Conn) -> Response:
-        rater = rater_for(conn, token)
-        if not security.verify(info.secret, form.get("csrf"), "start", rater.id):
+    def start(request: Request, token: str, study: Study, rater: RaterOf, form: RaterForm) -> Response:
+        if not security.verify(study.info.secret, form.get("csrf"), "start", rater.id):
             return message(request, 403, "Form not accepted", "This form has expired. Open your link again.",
                            f"/r/{token}")
-        db.mark_started(conn, rater.id)
+        db.mark_started(study.conn, rater.id)
         return RedirectResponse(f"/r/{token}", status_code=303)
 
     @app.post("/r/{token}/answer")
-    def answer(request: Request, token: str, form: Form, conn: Conn) -> Response:
-        rater = rater_for(conn, token)
-        field = str(form.get("position", ""))
-        position = int(field) if field.isdecimal() and len(field) < 7 else -1
+    def answer(request: Request, token: str, study: Study, rater: RaterOf, form: RaterForm) -> Response:
+        field = form.get("position", "")
+        ok = isinstance(field, str) and field.isascii() and field.isdigit() and len(field) < 7
+        position = int(field) if ok else -1
         # The token is signed for this rater and scenario: checked first, so nothing else is learnt from a forgery.
-        if not security.verify(info.secret, form.get("csrf"), "answer", rater.id, position):
+        if not security.verify(study.info.secret, form.get("csrf"), "answer", rater.id, position):
             return message(request, 403, "Form not accepted",
                            "This form could not be verified, so nothing was saved. Open your link again to continue.",
                            f"/r/{token}")
         if position != rater.position or rater.finished:
             return stale(request, token, rater)
-        shown = db.shown_scenario(conn, rater, position)
+        shown = db.shown_scenario(study.conn, rater, position)
         values = {key: str(value) for key, value in form.items()}
         try:
             ranked = parse_ranking(values, [t.label for t in shown.texts])
         except RankingInvalid as exc:
-            return scenario_page(request, conn, token, rater, 400, exc.errors, values)
+            return scenario_page(request, study, token, rater, 400, exc.errors, values)
         text_id = {t.label: t.text_id for t in shown.texts}
         by_text = {c: {text_id[label]: rank for label, rank in ranked[c].items()} for c in CRITERIA}
         try:
-            db.save_answer(conn, rater.id, position, by_text)
+            db.save_answer(study.conn, rater.id, position, by_text)
         except db.StaleAnswer:  # another tab got there between our check and the write lock
-            return stale(request, token, rater_for(conn, token))
+            return stale(request, token, rater_for(study, token))
         logger.info("rater %d answered scenario %d of %d", rater.id, position, rater.assigned)
         return RedirectResponse(f"/r/{token}", status_code=303)  # a reload can't post the answer twice
 
@@ -231,18 +282,21 @@ def create_app(db_path: Path) -> FastAPI:
 
     # ---- admin -------------------------------------------------------------------------------
 
-    def admin_state(request: Request) -> int:
-        """200 signed in, 401 no credentials, 403 wrong ones."""
+    def admin_auth(request: Request, study: Current) -> AdminAuth:
         header = request.headers.get("authorization")
         if header is not None:
             scheme, _, value = header.partition(" ")
-            ok = scheme.lower() == "bearer" and security.admin_token_ok(value.strip(), info.admin_token_sha256)
-            return 200 if ok else 403
+            ok = scheme.lower() == "bearer" and security.admin_token_ok(value.strip(), study.info.admin_token_sha256)
+            return AdminAuth(200 if ok else 403)
         cookie = request.cookies.get(ADMIN_COOKIE)
-        expected = security.admin_session(info.secret, info.admin_token_sha256)
-        if cookie is not None and secrets.compare_digest(cookie, expected):
-            return 200
-        return 401  # no cookie, or one from an earlier study at this address: sign in again
+        if cookie is None:
+            return AdminAuth(401)
+        if not security.plausible_token(cookie):
+            return AdminAuth(403)  # not a value this server ever set
+        session = security.token_hash(cookie)
+        if db.admin_session_open(study.conn, session):
+            return AdminAuth(200, session)
+        return AdminAuth(401)  # expired, signed out, or from an earlier study at this address: sign in again
 
     def login_page(request: Request, status: int, error: str | None = None) -> HTMLResponse:
         nonce = security.new_token()
@@ -254,49 +308,58 @@ def create_app(db_path: Path) -> FastAPI:
         return response
 
     @app.get("/admin", response_class=HTMLResponse)
-    def admin(request: Request, conn: Conn) -> HTMLResponse:
-        state = admin_state(request)
-        if state != 200:
-            return login_page(request, state, "That admin token is not right." if state == 403 else None)
-        progress = db.rater_progress(conn)
-        answers = summarize_answers(db.ranking_rows(conn))
+    def admin(request: Request, study: Study) -> HTMLResponse:
+        auth = admin_auth(request, study)
+        if auth.status != 200:
+            return login_page(request, auth.status, "That admin token is not right." if auth.status == 403 else None)
+        progress = db.rater_progress(study.conn)
+        answers = summarize_answers(db.ranking_rows(study.conn))
         return page(
-            request, "admin.html", info=info, progress=progress, answers=answers,
+            request, "admin.html", info=study.info, progress=progress, answers=answers,
             answered=sum(p.answered for p in progress), assigned=sum(p.assigned for p in progress),
             finished=sum(1 for p in progress if p.answered == p.assigned),
-            logout_csrf=security.sign(info.secret, "logout"),
+            logout_csrf=security.logout_form_token(study.info.secret, auth.session_sha256 or ""),
         )
 
     @app.post("/admin/login")
-    def admin_login(request: Request, form: Form) -> Response:
+    def admin_login(request: Request, study: Study, form: Form) -> Response:
         expected = request.cookies.get(LOGIN_CSRF_COOKIE)
-        given = str(form.get("csrf", ""))
-        if not expected or not secrets.compare_digest(expected, given):
+        given = form.get("csrf")
+        if not (expected and security.plausible_token(expected) and isinstance(given, str)
+                and security.same(expected, given)):
             return login_page(request, 403, "The sign-in form expired. Please try again.")
-        if not security.admin_token_ok(str(form.get("token", "")).strip(), info.admin_token_sha256):
+        if not security.admin_token_ok(str(form.get("token", "")).strip(), study.info.admin_token_sha256):
             logger.warning("failed admin sign-in from %s", request.client.host if request.client else "?")
             return login_page(request, 403, "That admin token is not right.")
+        nonce = security.new_token()
+        db.open_admin_session(study.conn, security.token_hash(nonce), settings.admin_session)
         response = RedirectResponse("/admin", status_code=303)
-        response.set_cookie(ADMIN_COOKIE, security.admin_session(info.secret, info.admin_token_sha256),
-                            httponly=True, samesite="strict", path="/admin", secure=request.url.scheme == "https")
+        response.set_cookie(ADMIN_COOKIE, nonce, max_age=int(settings.admin_session.total_seconds()), httponly=True,
+                            samesite="strict", path="/admin", secure=request.url.scheme == "https")
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/admin")
         return response
 
     @app.post("/admin/logout")
-    def admin_logout(request: Request, form: Form) -> Response:
-        if admin_state(request) != 200 or not security.verify(info.secret, form.get("csrf"), "logout"):
+    def admin_logout(request: Request, study: Study, form: Form) -> Response:
+        auth = admin_auth(request, study)
+        signed = auth.session_sha256 is not None and security.verify(
+            study.info.secret, form.get("csrf"), "logout", auth.session_sha256
+        )
+        if auth.status != 200 or not signed:
             return message(request, 403, "Form not accepted", "Sign-out could not be verified.", "/admin")
+        assert auth.session_sha256 is not None
+        db.close_admin_session(study.conn, auth.session_sha256)  # the cookie is dead even if a copy survives
         response = RedirectResponse("/admin", status_code=303)
         response.delete_cookie(ADMIN_COOKIE, path="/admin")
         return response
 
     @app.get("/admin/export.csv")
-    def export(request: Request, conn: Conn) -> Response:
-        state = admin_state(request)
-        if state != 200:
-            return message(request, state, "Admin only", "Sign in at /admin first.", "/admin")
+    def export(request: Request, study: Study) -> Response:
+        auth = admin_auth(request, study)
+        if auth.status != 200:
+            return message(request, auth.status, "Admin only", "Sign in at /admin first.", "/admin")
         out = io.StringIO()
-        write_rankings_csv(db.ranking_rows(conn), out)
+        write_rankings_csv(db.ranking_rows(study.conn), out)
         return Response(
             out.getvalue(), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="rankings.csv"'},

@@ -2,7 +2,9 @@
 
 `add_study_parser(subparsers)` registers the `study` command on the top-level CLI's
 subparsers; each sub-command's `func(args)` returns an exit code and raises FactpatchError
-for bad input, which the top-level CLI prints as one line.
+for bad input, which the top-level CLI prints as one line. This module imports nothing beyond
+the core: `create` and `analyze` need no web stack, and `serve`, which does, checks for it
+first and names the install command (`pip install 'factpatch[study]'`) when it is missing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 from pathlib import Path
 
 from factpatch.core.errors import FactpatchError
+from factpatch.core.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +127,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    require("study", "factpatch study serve")
     import uvicorn
 
     from factpatch.study.app import create_app
@@ -168,11 +172,16 @@ def is_loopback(host: str) -> bool:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from factpatch.study.analyze import agreement_sentence, analyze_study, preference_sentence
+    from factpatch.study.analyze import (
+        agreement_sentence,
+        analyze_study,
+        plural,
+        preference_sentence,
+    )
 
     analysis = analyze_study(args.db, args.out, n_boot=args.bootstrap, seed=args.seed)
     print(
-        f"{analysis.answers} answers from {analysis.raters_answering} of {analysis.raters_total} raters, "
+        f"{plural(analysis.answers, 'answer')} from {analysis.raters_answering} of {analysis.raters_total} raters, "
         f"{analysis.scenarios_answered} of {analysis.scenarios_total} scenarios"
     )
     for c in analysis.criteria:

@@ -1,7 +1,8 @@
 """The study database: schema, connections and the queries the web app and the analysis share.
 
-One SQLite file holds a whole study. It is versioned with `PRAGMA user_version` and marked as
-ours with `PRAGMA application_id`, runs in WAL mode (raters read while one writes) with
+One SQLite file holds a whole study. It is versioned with `PRAGMA user_version` (an older file
+is brought up to date when opened; a newer one is refused) and marked as ours with
+`PRAGMA application_id`, runs in WAL mode (raters read while one writes) with
 `synchronous=FULL` (an answer acknowledged to a rater survives a crash or power cut), and every
 write is one `BEGIN IMMEDIATE` transaction, so two raters submitting at once queue for the
 write lock instead of failing or interleaving.
@@ -15,7 +16,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from factpatch.core.errors import FactpatchError
@@ -23,10 +24,10 @@ from factpatch.study.ranking import CRITERIA, LABELS
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x46505354  # "FPST": tells a study file from any other SQLite file
 
-SCHEMA = """
+SCHEMA_1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE scenario (
     id INTEGER PRIMARY KEY,                 -- 1-based, in input order
@@ -74,6 +75,20 @@ CREATE TABLE ranking (
 ) WITHOUT ROWID;
 """
 
+# Each entry brings a file of schema version k (the key) to k + 1; one statement each, so that an
+# upgrade is one transaction (executescript would commit between statements).
+UPGRADES = {
+    1: """
+CREATE TABLE admin_session (
+    token_sha256 TEXT PRIMARY KEY,          -- the cookie's nonce itself is never stored
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL                -- refused from then on; sign-out deletes the row
+) WITHOUT ROWID
+""",
+}
+# A new file gets schema 1 and every upgrade: new and upgraded files are the same.
+SCHEMA = SCHEMA_1 + "".join(statement.strip() + ";\n" for statement in UPGRADES.values())
+
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -105,13 +120,32 @@ def connect(path: Path) -> sqlite3.Connection:
     if app_id != APPLICATION_ID:
         conn.close()
         raise FactpatchError(f"{path} is not a factpatch study database")
-    if version != SCHEMA_VERSION:
+    if version > SCHEMA_VERSION or version < min(UPGRADES, default=SCHEMA_VERSION):
         conn.close()
         newer = "a newer" if version > SCHEMA_VERSION else "an older"
         raise FactpatchError(
             f"{path} has study schema {version}, made by {newer} factpatch; this one reads schema {SCHEMA_VERSION}"
         )
-    return configure(conn)
+    configure(conn)
+    if version < SCHEMA_VERSION:
+        try:
+            upgrade(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise FactpatchError(f"{path} has study schema {version} and could not be upgraded: {exc}") from exc
+    return conn
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring the schema up to SCHEMA_VERSION in one transaction (another process may race us: the
+    version is read again under the write lock)."""
+    with transaction(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for from_version in range(version, SCHEMA_VERSION):
+            conn.execute(UPGRADES[from_version].strip())
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            logger.info("upgraded study schema %d to %d", version, SCHEMA_VERSION)
 
 
 def initialise(conn: sqlite3.Connection) -> None:
@@ -140,7 +174,7 @@ class StudyInfo:
     seed: int
     created_at: str
     admin_token_sha256: str
-    secret: bytes  # signs CSRF tokens and the admin cookie
+    secret: bytes  # signs CSRF tokens; new at every create, so it also tells one study from its replacement
     n_scenarios: int
     n_raters: int
 
@@ -157,6 +191,30 @@ def study_info(conn: sqlite3.Connection) -> StudyInfo:
         n_scenarios=conn.execute("SELECT count(*) FROM scenario").fetchone()[0],
         n_raters=conn.execute("SELECT count(*) FROM rater").fetchone()[0],
     )
+
+
+def open_admin_session(conn: sqlite3.Connection, token_sha256: str, lifetime: timedelta) -> None:
+    """Record a signed-in admin session until `lifetime` from now; expired ones are dropped here."""
+    stamp = datetime.now(UTC)
+    with transaction(conn):
+        conn.execute("DELETE FROM admin_session WHERE expires_at <= ?", (stamp.isoformat(timespec="seconds"),))
+        conn.execute(
+            "INSERT INTO admin_session (token_sha256, created_at, expires_at) VALUES (?, ?, ?)",
+            (token_sha256, stamp.isoformat(timespec="seconds"), (stamp + lifetime).isoformat(timespec="seconds")),
+        )
+
+
+def admin_session_open(conn: sqlite3.Connection, token_sha256: str) -> bool:
+    """True while the session exists and has not expired (all stamps are UTC in one format, so they sort)."""
+    row = conn.execute(
+        "SELECT 1 FROM admin_session WHERE token_sha256 = ? AND expires_at > ?", (token_sha256, now())
+    ).fetchone()
+    return row is not None
+
+
+def close_admin_session(conn: sqlite3.Connection, token_sha256: str) -> None:
+    with transaction(conn):
+        conn.execute("DELETE FROM admin_session WHERE token_sha256 = ?", (token_sha256,))
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,9 @@ def parse_ranking(form: Mapping[str, str], labels: Sequence[str]) -> dict[str, d
             raw = str(form.get(prefix + label, "")).strip()
             if not raw:
                 continue
-            if not raw.isdecimal() or not 1 <= int(raw) <= n:
+            # ASCII digits, and few of them, before int(): int() takes other scripts' digits and
+            # refuses strings of over 4300 digits with an error, not a False.
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_TEXTS))) or not 1 <= int(raw) <= n:
                 errors.append(f"{criterion.title}: text {label} has rank {raw[:10]!r}; ranks go from 1 to {n}.")
                 continue
             ranks[label] = int(raw)

@@ -1,10 +1,16 @@
 """Tokens, their hashes, and the signed values that guard forms and the admin session.
 
-Invite and admin tokens are 256-bit `secrets.token_urlsafe` strings; the database keeps only
-their SHA-256 (enough for random tokens: there is nothing to brute-force), so a copy of it
-lets no one impersonate a rater. Form tokens are HMACs under the study's secret over what the
-form is for (`answer|rater|position`): a form can't be forged, replayed for another rater, or
-reused for a later scenario, and it survives a server restart with no session store.
+Invite and admin tokens, and admin session nonces, are 256-bit `secrets.token_urlsafe`
+strings; the database keeps only their SHA-256 (enough for random tokens: there is nothing to
+brute-force), so a copy of it lets no one impersonate a rater or the admin. Form tokens are
+HMACs under the study's secret over what the form is for (`answer|rater|position`): a form
+can't be forged, replayed for another rater, or reused for a later scenario, and it survives a
+server restart with no session store.
+
+Every credential a client sends is untrusted text: anything that is not shaped like a token
+is refused before it is hashed or compared, and comparisons are of bytes (`hmac.compare_digest`
+raises on a `str` with non-ASCII characters), so a malformed credential is a refusal, never an
+error.
 """
 
 from __future__ import annotations
@@ -40,8 +46,13 @@ def sign(secret: bytes, *parts: object) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def verify(secret: bytes, given: str | None, *parts: object) -> bool:
-    return given is not None and hmac.compare_digest(sign(secret, *parts), str(given))
+def same(a: str, b: str) -> bool:
+    """Constant-time equality of two strings of any characters (a lone surrogate included)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
+def verify(secret: bytes, given: object, *parts: object) -> bool:
+    return isinstance(given, str) and same(sign(secret, *parts), given)
 
 
 def answer_form_token(secret: bytes, rater_id: int, position: int) -> str:
@@ -52,13 +63,13 @@ def start_form_token(secret: bytes, rater_id: int) -> str:
     return sign(secret, "start", rater_id)
 
 
-def admin_session(secret: bytes, admin_token_sha256: str) -> str:
-    """The admin cookie's value: proves the admin token was given, without being the token."""
-    return sign(secret, "admin-session", admin_token_sha256)
+def logout_form_token(secret: bytes, session_sha256: str) -> str:
+    """Sign-out is signed for the one session it ends."""
+    return sign(secret, "logout", session_sha256)
 
 
-def admin_token_ok(given: str | None, admin_token_sha256: str) -> bool:
-    return given is not None and hmac.compare_digest(token_hash(given), admin_token_sha256)
+def admin_token_ok(given: object, admin_token_sha256: str) -> bool:
+    return isinstance(given, str) and plausible_token(given) and same(token_hash(given), admin_token_sha256)
 
 
 INVITE_IN_PATH = re.compile(r"(/r/)([A-Za-z0-9_-]{6})[A-Za-z0-9_-]*")

@@ -41,6 +41,12 @@ def mean_ranks(judgements: Iterable[Judgement], methods: Sequence[str]) -> dict[
     return {m: (sum(r) / len(r) if r else math.nan) for m, r in given.items()}
 
 
+# A percentile bootstrap over fewer scenarios has so few distinct resamples that its "95 %"
+# interval is not one (over one scenario every resample is that scenario: 100–100 %). Below this,
+# a pair gets its counts and no interval.
+MIN_SCENARIOS_FOR_INTERVAL = 5
+
+
 @dataclass(frozen=True)
 class Preference:
     """How often `better` was ranked above `worse` wherever a rater ranked both."""
@@ -49,10 +55,15 @@ class Preference:
     worse: str
     comparisons: int
     wins: int
+    scenarios: int  # scenarios on which the two were compared: what the bootstrap resamples
     share: float  # wins / comparisons
-    share_ci: tuple[float, float]
+    share_ci: tuple[float, float] | None  # None below MIN_SCENARIOS_FOR_INTERVAL scenarios
     ratio: float  # wins / losses: "ranked above it 1.8× as often"; inf if it never lost
-    ratio_ci: tuple[float, float]
+    ratio_ci: tuple[float, float] | None  # the share's interval mapped through share/(1-share)
+
+    @property
+    def losses(self) -> int:
+        return self.comparisons - self.wins
 
 
 def odds(share: float) -> float:
@@ -66,12 +77,14 @@ def pairwise_preferences(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    min_scenarios: int = MIN_SCENARIOS_FOR_INTERVAL,
 ) -> list[Preference]:
     """Every pair of methods (in `methods` order) that some rater ranked together.
 
     Intervals are bootstrap percentiles over scenarios: resampling whole scenarios, with all
     their raters' answers, keeps the answers about one text together instead of pretending they
-    are independent. The ratio's interval is the share's mapped through share/(1-share).
+    are independent. The ratio's interval is the share's mapped through share/(1-share). A pair
+    compared on fewer than `min_scenarios` scenarios gets no interval.
     """
     scenarios = sorted({j.scenario for j in judgements})
     where = {s: i for i, s in enumerate(scenarios)}
@@ -90,12 +103,18 @@ def pairwise_preferences(
             total = int(seen.sum())
             if total == 0:
                 continue
-            boot_seen = seen[resample].sum(axis=1)
-            boot_wins = wins[resample].sum(axis=1)
-            shares = boot_wins[boot_seen > 0] / boot_seen[boot_seen > 0]
-            lo, hi = (float(q) for q in np.quantile(shares, [tail, 1.0 - tail]))
             share = float(wins.sum()) / total
-            out.append(Preference(a, b, total, int(wins.sum()), share, (lo, hi), odds(share), (odds(lo), odds(hi))))
+            compared_on = int((seen > 0).sum())
+            share_ci = ratio_ci = None
+            if compared_on >= min_scenarios:
+                boot_seen = seen[resample].sum(axis=1)
+                boot_wins = wins[resample].sum(axis=1)
+                shares = boot_wins[boot_seen > 0] / boot_seen[boot_seen > 0]
+                lo, hi = (float(q) for q in np.quantile(shares, [tail, 1.0 - tail]))
+                share_ci, ratio_ci = (lo, hi), (odds(lo), odds(hi))
+            out.append(
+                Preference(a, b, total, int(wins.sum()), compared_on, share, share_ci, odds(share), ratio_ci)
+            )
     return out
 
 

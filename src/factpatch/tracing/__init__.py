@@ -1,7 +1,8 @@
 """Causal tracing (the paper's §2): where a model stores a fact.
 
     settings   what to restore, the noise, σ (`TraceSettings`, `NoiseSettings`, `embedding_std`)
-    engine     the scheduled restoration engine (`prepare`, `restored_probs`)
+    schedule   which restorations run together, from which block (`Restore`, `plan`)
+    engine     the restoration engine (`prepare`, `restored_probs`)
     reference  one restoration written plainly, the definition the engine is tested against
     prompt     one prompt traced (`trace_prompt`, `save_trace`)
     dataset    many facts: known facts, resumable runs, averages, the suggested layers

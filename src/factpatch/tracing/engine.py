@@ -21,13 +21,13 @@ and attention outputs, and its attention keys and values. A restoration then sta
 changed block from the cached stream (`hooks.start_at_layer`) and computes only the positions
 from its first restored token on, attending to the cached keys and values of the positions
 before. Restorations that start at the same block are batched together across kinds and samples
-(`_schedule` groups them so each pass is neither tiny nor padded with wasted positions), and the
+(`schedule.plan_passes` groups them so each pass is neither tiny nor padded with wasted positions), and the
 logits are read at the last position only.
 
 Three more exact savings. A window's first block changes only the restored positions, where its
-new output follows from cached states (`_window_entry`), so an `mlp`/`attn` restoration starts
+new output follows from cached states (`core.blocks`), so an `mlp`/`attn` restoration starts
 one block later. Windows clamped at layer 0 run the same edits up to the smallest one's end and
-share one trunk pass up to there (`_shared_trunks`). Only the last position of the last block
+share one trunk pass up to there (`schedule.shared_trunks`). Only the last position of the last block
 reaches the logits, so that block's MLP runs there alone.
 
 One generic routine (`restored_probs`) runs any list of `Restore` requests; the kinds are small
@@ -47,29 +47,16 @@ from typing import Sequence
 import torch
 
 from ..core.errors import FactpatchError
-from ..core.hooks import act_name, body, cache_kwarg, hooks, returned_cache, run_with_cache, start_at_layer, unembed
+from ..core.blocks import block_output_from_attn_out, block_output_from_mlp_out, cached_keys_values, prefix_cache_kwargs
+from ..core.hooks import act_name, body, hooks, returned_cache, run_with_cache, start_at_layer, unembed
 from ..core.models import LoadedModel
 from ..core.tokens import encode_target, subject_token_range
+from .schedule import Restore, plan
 from .settings import HOOK_KIND, KINDS, SEVERABLE, NoiseSettings, Progress, layer_window
 
 logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- one prompt: clean and corrupted runs
-
-
-@dataclass(frozen=True)
-class Restore:
-    """One corrupted-with-restoration run (repeated for every noise sample).
-
-    kind `hidden`: the residual stream after block `layer` at `tokens` is put back to its clean value;
-    `mlp` / `attn`: that output at `tokens` in every layer of the window around `layer`.
-    `sever`: additionally hold that output of every layer after `layer` at `tokens` at its
-    corrupted value (only with kind `hidden`)."""
-
-    kind: str
-    layer: int
-    tokens: tuple[int, ...]
-    sever: str | None = None
 
 
 @dataclass
@@ -134,17 +121,17 @@ def _saver(store: dict[str, torch.Tensor]):
     return save
 
 
-def _extract_kv(cache, n_layers: int, n_tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    layers = getattr(cache, "layers", None)
-    if layers is None or len(layers) != n_layers:
-        return None
-    kv = []
-    for layer in layers:
-        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        if not isinstance(keys, torch.Tensor) or keys.dim() != 4 or keys.shape[-2] != n_tokens:
-            return None  # e.g. a sliding window shorter than the prompt: recompute whole prompts instead
-        kv.append((keys.detach(), values.detach()))
-    return kv
+def check_fact(prompt: str, subject: str, target: str | None = None) -> None:
+    """What a traceable fact needs, checked before a model is loaded: a prompt that contains its
+    subject, and a target (None: the model's own top token) that is not blank."""
+    if not prompt.strip():
+        raise FactpatchError("prompt is empty")
+    if not subject.strip():
+        raise FactpatchError("subject is empty")
+    if subject not in prompt:
+        raise FactpatchError(f"subject {subject!r} is not in the prompt {prompt!r}")
+    if target is not None and not target.strip():
+        raise FactpatchError("target is empty")
 
 
 @torch.no_grad()
@@ -158,14 +145,9 @@ def prepare(
     window: int = 10,
 ) -> Prepared:
     """Tokenise, run the clean pass and the corrupted pass (all samples in one batch), cache both."""
-    if not prompt.strip():
-        raise FactpatchError("prompt is empty")
-    if not subject.strip():
-        raise FactpatchError("subject is empty")
-    if subject not in prompt:
-        raise FactpatchError(f"subject {subject!r} is not in the prompt {prompt!r}")
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise FactpatchError(f"σ must be a finite number ≥ 0, got {sigma!r}")
+    check_fact(prompt, subject, target)
+    if not (math.isfinite(sigma) and sigma > 0):  # ν = scale × σ: no noise, no corrupted run
+        raise FactpatchError(f"σ must be a finite number greater than 0, got {sigma!r}")
     tokenizer = lm.tokenizer
     ids = torch.tensor([tokenizer(prompt).input_ids], dtype=torch.long, device=lm.device)
     start, end = subject_token_range(tokenizer, prompt, subject)
@@ -203,16 +185,15 @@ def prepare(
 
     fns = {name: _saver(corrupted) for name in names}
     fns.update({act_name("resid_pre", l): _saver(corrupted) for l in range(1, L)})
-    sequential = lm.adapter.mlp_sublayer is not None
-    if sequential:
+    if lm.adapter.sequential:
         fns.update({act_name("resid_mid", l): _saver(corrupted) for l in range(L)})
     fns[act_name("resid_pre", 0)] = add_noise
     with hooks(lm, fns):
         out = body(lm)(input_ids=ids.expand(S, T), use_cache=True)
     p_corrupted = _target_probs(lm, out.last_hidden_state[:, -1], target_id)
-    kv = _extract_kv(returned_cache(out), L, T)
+    kv = cached_keys_values(returned_cache(out), L, T)
     resid = [corrupted.pop(act_name("resid_pre", l)) for l in range(L)] + [corrupted[act_name("resid_post", L - 1)]]
-    resid_mid = [corrupted.pop(act_name("resid_mid", l)) for l in range(L)] if sequential else None
+    resid_mid = [corrupted.pop(act_name("resid_mid", l)) for l in range(L)] if lm.adapter.sequential else None
     return Prepared(
         input_ids=ids,
         subject_range=(start, end),
@@ -231,80 +212,49 @@ def prepare(
     )
 
 
-# ----------------------------------------------------------------------------- the generic patch routine
+# ----------------------------------------------------------------------------- one pass
 
 
-def _start_layer(restore: Restore, n_layers: int, window: int, sequential: bool = False) -> int:
-    """The first block a restoration's pass has to compute.
-
-    In a window's first block only the restored positions change (the block's inputs are the
-    corrupted run's), and with attention and MLP in sequence their new output follows from the
-    cached corrupted states without running the block (`_window_entry`): the pass starts one
-    block later, as a hidden-state restoration at that block does."""
-    if restore.kind == "hidden":
-        return restore.layer + 1
-    start = layer_window(restore.layer, n_layers, window).start
-    return start + 1 if sequential else start
-
-
-def _window_entry(lm: LoadedModel, prep: Prepared, layer: int, kind: str, at: list[tuple[int, int]]) -> torch.Tensor:
-    """The stream after block `layer` at positions `at` = [(token, sample)] when `kind`'s output is
-    restored there: [len(at), d_model].
-
-    mlp:  resid_post = resid_mid* + post(mlp_out)                     (post: e.g. Gemma's post-norm)
-    attn: resid_mid = resid_pre* + post(attn_out); resid_post = resid_mid + mlp_sublayer(resid_mid)
-    with * the cached corrupted run and the outputs from the clean run."""
-    adapter, block = lm.adapter, lm.module(lm.adapter.block(layer))
+def _window_entry(lm: LoadedModel, prep: Prepared, layer: int, kind: str, at: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """The stream after block `layer` at `at` = [(token, sample)] when `kind`'s output is restored
+    there, from the cached corrupted states and the clean output: [len(at), d_model]."""
     tokens = torch.tensor([t for t, _ in at], device=lm.device)
     samples = torch.tensor([s for _, s in at], device=lm.device)
-
-    def through(names: Sequence[str], x: torch.Tensor) -> torch.Tensor:
-        for name in names:
-            x = block.get_submodule(name)(x)
-        return x
-
-    sublayer = adapter.mlp_sublayer
-    assert sublayer is not None and prep.corrupted_resid_mid is not None
     if kind == "mlp":
-        after_mlp = sublayer[sublayer.index(adapter.mlp) + 1 :]
-        restored = through(after_mlp, prep.clean[act_name("mlp_out", layer)][:, tokens])[0]
-        return prep.corrupted_resid_mid[layer][samples, tokens] + restored
-    restored = through(adapter.attn_post, prep.clean[act_name("attn_out", layer)][:, tokens])[0]
-    mid = prep.corrupted_resid[layer][samples, tokens] + restored
-    return mid + through(sublayer, mid[None])[0]
+        resid_mid = prep.corrupted_resid_mid[layer][samples, tokens]  # type: ignore[index]
+        return block_output_from_mlp_out(lm, layer, resid_mid[None], prep.clean[act_name("mlp_out", layer)][:, tokens])[0]
+    resid_pre = prep.corrupted_resid[layer][samples, tokens]
+    return block_output_from_attn_out(lm, layer, resid_pre[None], prep.clean[act_name("attn_out", layer)][:, tokens])[0]
 
 
 @dataclass
 class _Edits:
-    """Per hook point: which (row, position) gets which value — gathered, then set in one go."""
+    """What one hook point's setter writes: at each (row, token) the clean run's value (source -1)
+    or corrupted sample `source`'s. Positions are counted from `first`, the call's first position."""
 
-    rows: list[int] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)  # relative to the call's first position
-    sources: list[int] = field(default_factory=list)  # -1: the clean run; s >= 0: corrupted sample s
-    tokens: list[int] = field(default_factory=list)  # absolute token index
-
-    def add(self, row: int, token: int, first: int, source: int) -> None:
-        self.rows.append(row)
-        self.positions.append(token - first)
-        self.sources.append(source)
-        self.tokens.append(token)
+    first: int
+    at: list[tuple[int, int, int]] = field(default_factory=list)  # (row, token, source)
 
     def at_only(self, token: int) -> "_Edits":
         """The entries at `token`, moved to position 0 (for a module that sees that token alone)."""
-        kept = _Edits()
-        for row, source, at in zip(self.rows, self.sources, self.tokens):
-            if at == token:
-                kept.add(row, token, token, source)
-        return kept
+        return _Edits(token, [entry for entry in self.at if entry[1] == token])
 
-    def values(self, clean: torch.Tensor, corrupted: torch.Tensor | None) -> torch.Tensor:
-        tokens = torch.tensor(self.tokens, device=clean.device)
-        sources = torch.tensor(self.sources, device=clean.device)
-        values = clean[0, tokens]
-        if corrupted is not None and bool((sources >= 0).any()):
-            from_corrupted = corrupted[sources.clamp(min=0), tokens]
-            values = torch.where((sources >= 0)[:, None], from_corrupted, values)
-        return values
+    def setter(self, clean: torch.Tensor, corrupted: torch.Tensor | None):
+        """Hook fn that writes the values [n, d_model] at their (row, position) of an activation."""
+        rows, tokens, sources = (list(column) for column in zip(*self.at))
+        rows_t = torch.tensor(rows, device=clean.device)
+        positions_t = torch.tensor([token - self.first for token in tokens], device=clean.device)
+        tokens_t, sources_t = torch.tensor(tokens, device=clean.device), torch.tensor(sources, device=clean.device)
+        values = clean[0, tokens_t]
+        if corrupted is not None and bool((sources_t >= 0).any()):
+            from_corrupted = corrupted[sources_t.clamp(min=0), tokens_t]
+            values = torch.where((sources_t >= 0)[:, None], from_corrupted, values)
+
+        def put(tensor, *, hook):
+            tensor[rows_t, positions_t] = values.to(tensor.dtype)  # in place: a module's fresh output
+            return tensor
+
+        return put
 
 
 @contextlib.contextmanager
@@ -330,16 +280,56 @@ def _last_position_only(module: torch.nn.Module):
             handle.remove()
 
 
-def _setter(rows: list[int], positions: list[int], values: torch.Tensor):
-    """Hook fn that writes `values` [n, d_model] at (rows[k], positions[k]) of an activation."""
-    rows_t = torch.tensor(rows, device=values.device)
-    positions_t = torch.tensor(positions, device=values.device)
+Row = tuple[Restore, int]  # one restoration for one noise sample
 
-    def put(tensor, *, hook):
-        tensor[rows_t, positions_t] = values.to(tensor.dtype)  # in place: a module's fresh output
-        return tensor
 
-    return put
+def _entry_stream(
+    lm: LoadedModel, prep: Prepared, start: int, first: int, rows: Sequence[Row],
+    entries: Sequence[torch.Tensor | None] | None,
+) -> torch.Tensor:
+    """The stream entering block `start` at positions `first`.. for each row [row, pos - first, d_model]:
+    the corrupted run's, with a trunk pass's result where `entries` gives one, the clean state at
+    a hidden-state restoration's tokens, and, for a window whose first block comes before `start`,
+    that block's output with the restored output put in (`_window_entry`)."""
+    samples = torch.tensor([s for _, s in rows], device=lm.device)
+    resid = prep.corrupted_resid[start][samples, first:].clone()
+    hidden: list[tuple[int, int]] = []  # (row, token)
+    folded: dict[str, list[tuple[int, int, int]]] = {"mlp": [], "attn": []}  # kind -> (row, token, sample)
+    for row, (restore, sample) in enumerate(rows):
+        entry = entries[row] if entries is not None else None
+        if entry is not None:
+            resid[row, resid.shape[1] - entry.shape[0] :] = entry
+        elif restore.kind == "hidden":
+            hidden += [(row, token) for token in restore.tokens]
+        elif layer_window(restore.layer, lm.n_layers, prep.window).start < start:
+            folded[restore.kind] += [(row, token, sample) for token in restore.tokens]
+    if hidden:
+        clean = prep.clean[act_name("resid_post", start - 1)][0]
+        resid[[r for r, _ in hidden], [t - first for _, t in hidden]] = clean[[t for _, t in hidden]]
+    for kind, at in folded.items():
+        if at:
+            restored = _window_entry(lm, prep, start - 1, kind, [(t, s) for _, t, s in at])
+            resid[[r for r, _, _ in at], [t - first for _, t, _ in at]] = restored
+    return resid
+
+
+def _edits_in_pass(n_layers: int, window: int, start: int, first: int, rows: Sequence[Row]) -> dict[str, _Edits]:
+    """Per hook point at block `start` or later, what the pass sets there: the window's outputs
+    from the clean run, severed outputs held at the row's corrupted sample."""
+    edits: dict[str, _Edits] = {}
+
+    def add(kind: str, layers: range, row: int, tokens: tuple[int, ...], source: int) -> None:
+        for layer in layers:
+            name = act_name(HOOK_KIND[kind], layer)
+            edits.setdefault(name, _Edits(first)).at.extend((row, token, source) for token in tokens)
+
+    for row, (restore, sample) in enumerate(rows):
+        if restore.kind != "hidden":
+            layers = layer_window(restore.layer, n_layers, window)
+            add(restore.kind, range(max(layers.start, start), layers.stop), row, restore.tokens, -1)
+        elif restore.sever:
+            add(restore.sever, range(restore.layer + 1, n_layers), row, restore.tokens, sample)
+    return edits
 
 
 @torch.no_grad()
@@ -348,75 +338,34 @@ def _run(
     prep: Prepared,
     start: int,
     first: int,
-    rows: Sequence[tuple[Restore, int]],
+    rows: Sequence[Row],
     entries: Sequence[torch.Tensor | None] | None = None,
     stop: int | None = None,
 ) -> torch.Tensor:
-    """Run restorations (restore, sample) that all begin at block `start`, computing positions
-    `first`.. only (earlier positions come from the cached corrupted keys and values at every
-    layer). Returns the final hidden states at the last position [len(rows), d_model], or with
-    `stop` the stream entering block `stop` [len(rows), pos - first, d_model].
+    """Run restorations `rows` that all begin at block `start`, computing positions `first`.. only
+    (earlier positions come from the cached corrupted keys and values at every layer). Returns
+    the final hidden states at the last position [len(rows), d_model], or with `stop` the stream
+    entering block `stop` [len(rows), pos - first, d_model].
 
     `entries[row]`, where given, is that row's stream entering block `start` from its restored
     token on [pos, d_model] (computed by a shared trunk pass); it replaces the entry state."""
     L = lm.n_layers
-    samples = torch.tensor([s for _, s in rows], device=lm.device)
-    resid = prep.corrupted_resid[start][samples, first:].clone()  # [row, pos - first, d_model]
-    edits: dict[str, _Edits] = {}
-    hidden_rows, hidden_pos, hidden_tokens = [], [], []
-    folded: dict[str, tuple[list[int], list[int], list[tuple[int, int]]]] = {"mlp": ([], [], []), "attn": ([], [], [])}
-    for row, (restore, sample) in enumerate(rows):
-        entry = entries[row] if entries is not None else None
-        if entry is not None:
-            resid[row, resid.shape[1] - entry.shape[0] :] = entry
-        if restore.kind == "hidden":
-            for token in restore.tokens:
-                hidden_rows.append(row)
-                hidden_pos.append(token - first)
-                hidden_tokens.append(token)
-            for layer in range(restore.layer + 1, L) if restore.sever else ():
-                name = act_name(HOOK_KIND[restore.sever], layer)
-                for token in restore.tokens:
-                    edits.setdefault(name, _Edits()).add(row, token, first, sample)
-        else:
-            window = layer_window(restore.layer, L, prep.window)
-            if window.start < start and entry is None:  # the first block is folded into the entry state
-                entry_rows, entry_pos, entry_at = folded[restore.kind]
-                for token in restore.tokens:
-                    entry_rows.append(row)
-                    entry_pos.append(token - first)
-                    entry_at.append((token, sample))
-            for layer in range(max(window.start, start), window.stop):
-                name = act_name(HOOK_KIND[restore.kind], layer)
-                for token in restore.tokens:
-                    edits.setdefault(name, _Edits()).add(row, token, first, -1)
-    if hidden_rows:
-        clean = prep.clean[act_name("resid_post", start - 1)][0]
-        resid[hidden_rows, hidden_pos] = clean[hidden_tokens]
-    for kind, (entry_rows, entry_pos, entry_at) in folded.items():
-        if entry_rows:
-            resid[entry_rows, entry_pos] = _window_entry(lm, prep, start - 1, kind, entry_at)
+    resid = _entry_stream(lm, prep, start, first, rows, entries)
+    edits = _edits_in_pass(L, prep.window, start, first, rows)
     # Only the last position of the last block reaches the logits: its MLP runs there alone.
     last_mlp = start < L and stop is None
-    if last_mlp and act_name("mlp_out", L - 1) in edits:
-        kept = edits.pop(act_name("mlp_out", L - 1)).at_only(prep.n_tokens - 1)
-        if kept.rows:
-            edits[act_name("mlp_out", L - 1)] = kept
-
-    fns = {
-        name: _setter(e.rows, e.positions, e.values(prep.clean[name], prep.corrupted.get(name)))
-        for name, e in edits.items()
-    }
-    kwargs = {}
+    last_mlp_out = act_name("mlp_out", L - 1)
+    if last_mlp and last_mlp_out in edits:
+        kept = edits.pop(last_mlp_out).at_only(prep.n_tokens - 1)
+        if kept.at:
+            edits[last_mlp_out] = kept
+    fns = {name: e.setter(prep.clean[name], prep.corrupted.get(name)) for name, e in edits.items()}
     if first > 0:
-        from transformers import DynamicCache
-
         assert prep.kv is not None
-        prefix = [(k[samples, :, :first], v[samples, :, :first]) for k, v in prep.kv]
-        kwargs[cache_kwarg(body(lm))] = DynamicCache(prefix, config=lm.model.config)
-        kwargs["use_cache"] = True
+        samples = torch.tensor([s for _, s in rows], device=lm.device)
+        kwargs = prefix_cache_kwargs(lm, prep.kv, samples, first)
     else:
-        kwargs["use_cache"] = False
+        kwargs = {"use_cache": False}
     ids = prep.input_ids[:, first:].expand(len(rows), -1)
     with contextlib.ExitStack() as stack:
         if start == 0:
@@ -425,7 +374,7 @@ def _run(
             stack.enter_context(start_at_layer(lm, start, resid))
         stack.enter_context(hooks(lm, fns))
         if last_mlp:
-            stack.enter_context(_last_position_only(lm.module(f"{lm.adapter.block(L - 1)}.{lm.adapter.mlp}")))
+            stack.enter_context(_last_position_only(lm.module(lm.adapter.mlp_path(L - 1))))
         if stop is not None:
             name = act_name("resid_post", stop - 1)
             return run_with_cache(lm, ids, [name], stop_after=name, **kwargs)[name]
@@ -433,69 +382,11 @@ def _run(
     return out.last_hidden_state[:, -1]
 
 
-# Cost model for grouping restorations into passes, in token positions per block: a pass costs
-# about CALL_OVERHEAD positions' worth of work on top of rows × positions (Python and kernel
-# overhead dominate small passes on a CPU); passes are capped at MAX_POSITIONS rows × positions.
-CALL_OVERHEAD = 48
-MAX_POSITIONS = 768
+# ----------------------------------------------------------------------------- every restoration of a prompt
+
+
+# The unembedding runs on at most this many rows at once (its logits buffer: rows × vocabulary).
 UNEMBED_ROWS = 1024
-
-
-@dataclass
-class _Trunks:
-    """Restorations (indices into the list) that share a trunk pass from block `start` to `branch`."""
-
-    groups: list[list[int]]
-    start: int
-    branch: int
-
-
-def _shared_trunks(restores: Sequence[Restore], n_layers: int, window: int, sequential: bool) -> _Trunks:
-    """Window restorations clamped at the first layer, [0, e) with e ≥ the window of layer 0's end,
-    run the same blocks with the same edits up to that end (`branch`): restorations of one kind
-    and tokens share one trunk pass up to there and continue from its result."""
-    start = _start_layer(Restore("mlp", 0, (0,)), n_layers, window, sequential)
-    branch = layer_window(0, n_layers, window).stop
-    groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-    for j, restore in enumerate(restores):
-        if restore.kind != "hidden" and layer_window(restore.layer, n_layers, window).start == 0:
-            groups.setdefault((restore.kind, restore.tokens), []).append(j)
-    shared = [js for js in groups.values() if len(js) > 1] if branch > start else []
-    return _Trunks(shared, start, branch)
-
-
-def _schedule(firsts: list[int], rows_each: int, n_tokens: int, suffix: bool) -> list[tuple[int, list[int]]]:
-    """Split restorations with first restored tokens `firsts` (each run for `rows_each` samples)
-    into passes [(first position computed, indices)] minimising the modelled cost."""
-    order = sorted(range(len(firsts)), key=lambda j: firsts[j])
-    if not suffix:
-        groups = [(0, order)]
-    else:
-        # Dynamic programme over contiguous runs of the sorted list: a run computes positions from
-        # its smallest first token, so grouping trades wasted positions for fewer passes.
-        n = len(order)
-        best = [0.0] + [math.inf] * n
-        cut = [0] * (n + 1)
-        for end in range(1, n + 1):
-            for begin in range(end):
-                width = n_tokens - firsts[order[begin]]
-                rows = (end - begin) * rows_each
-                passes = math.ceil(rows * width / MAX_POSITIONS)
-                cost = best[begin] + rows * width + CALL_OVERHEAD * passes
-                if cost < best[end]:
-                    best[end], cut[end] = cost, begin
-        groups, end = [], n
-        while end > 0:
-            begin = cut[end]
-            groups.append((firsts[order[begin]], order[begin:end]))
-            end = begin
-        groups.reverse()
-    passes = []
-    for first, members in groups:
-        per_pass = max(1, MAX_POSITIONS // max(1, (n_tokens - first) * rows_each))
-        for k in range(0, len(members), per_pass):
-            passes.append((first, members[k : k + per_pass]))
-    return passes
 
 
 def progress_bar(progress: Progress, **kwargs):
@@ -517,38 +408,18 @@ def restored_probs(
     """P(target) with each restoration applied, for every noise sample: [restore, sample].
 
     `suffix=False` recomputes whole prompts (slower; the same numbers up to rounding)."""
+    _check_restores(lm, prep, restores)
     L, T, S = lm.n_layers, prep.n_tokens, prep.samples
-    for restore in restores:
-        if restore.kind not in KINDS:
-            raise FactpatchError(f"unknown kind {restore.kind!r}: use {', '.join(KINDS)}")
-        if restore.sever is not None and (restore.kind != "hidden" or restore.sever not in SEVERABLE):
-            raise FactpatchError("severing applies to hidden-state restorations, of mlp or attn")
-        lm.check_layer(restore.layer)
-        if not restore.tokens or not all(0 <= t < T for t in restore.tokens):
-            raise FactpatchError(f"token indices {restore.tokens} out of range 0..{T - 1}")
     suffix = suffix and prep.kv is not None
-    sequential = prep.corrupted_resid_mid is not None
-    starts = [_start_layer(restore, L, prep.window, sequential) for restore in restores]
-    trunks = _shared_trunks(restores, L, prep.window, sequential)
-    for members in trunks.groups:
-        for j in members:
-            starts[j] = trunks.branch
-    trunk_plan = _schedule([min(restores[js[0]].tokens) for js in trunks.groups], S, T, suffix)
-    by_start: dict[int, list[int]] = {}
-    for j, start in enumerate(starts):
-        by_start.setdefault(start, []).append(j)
-    plan = []
-    for start, members in sorted(by_start.items()):
-        firsts = [min(restores[j].tokens) for j in members]
-        for first, chosen in _schedule(firsts, S, T, suffix):
-            plan.append((start, first, [members[k] for k in chosen]))
+    passes = plan(restores, L, prep.window, S, T, suffix, sequential=prep.corrupted_resid_mid is not None)
+    trunks = passes.trunks
     final = None  # [restore, sample, d_model]
     entries: dict[int, torch.Tensor] = {}  # restore -> its stream entering the branch [sample, pos, d_model]
     trunk_blocks = trunks.branch - trunks.start
-    total = sum((L - start + 1) * len(js) * S * (T - first) for start, first, js in plan)
-    total += sum(trunk_blocks * len(ks) * S * (T - first) for first, ks in trunk_plan)
+    total = sum((L - start + 1) * len(js) * S * (T - first) for start, first, js in passes.passes)
+    total += sum(trunk_blocks * len(ks) * S * (T - first) for first, ks in passes.trunk_passes)
     with progress_bar(progress, total=total, desc="tracing", unit="pos", leave=False) as bar:
-        for first, ks in trunk_plan:
+        for first, ks in passes.trunk_passes:
             shared = [restores[trunks.groups[k][0]] for k in ks]
             rows = [(restore, s) for restore in shared for s in range(S)]
             out = _run(lm, prep, trunks.start, first, rows, stop=trunks.branch).view(len(ks), S, T - first, -1)
@@ -556,7 +427,7 @@ def restored_probs(
                 for j in trunks.groups[k]:
                     entries[j] = out[i, :, min(restore.tokens) - first :]
             bar.update(trunk_blocks * len(ks) * S * (T - first))
-        for start, first, js in plan:
+        for start, first, js in passes.passes:
             rows = [(restores[j], s) for j in js for s in range(S)]
             row_entries = [entries[j][s] if j in entries else None for j in js for s in range(S)]
             hidden = _run(lm, prep, start, first, rows, row_entries if entries else None)
@@ -567,3 +438,15 @@ def restored_probs(
     if final is None:
         return torch.empty((0, S), dtype=torch.float32)
     return _target_probs(lm, final.view(-1, final.shape[-1]), prep.target_id).view(len(restores), S).cpu()
+
+
+def _check_restores(lm: LoadedModel, prep: Prepared, restores: Sequence[Restore]) -> None:
+    T = prep.n_tokens
+    for restore in restores:
+        if restore.kind not in KINDS:
+            raise FactpatchError(f"unknown kind {restore.kind!r}: use {', '.join(KINDS)}")
+        if restore.sever is not None and (restore.kind != "hidden" or restore.sever not in SEVERABLE):
+            raise FactpatchError("severing applies to hidden-state restorations, of mlp or attn")
+        lm.check_layer(restore.layer)
+        if not restore.tokens or not all(0 <= t < T for t in restore.tokens):
+            raise FactpatchError(f"token indices {restore.tokens} out of range 0..{T - 1}")

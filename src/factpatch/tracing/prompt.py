@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..core.models import LoadedModel
-from .engine import Restore, prepare, restored_probs
+from .engine import prepare, restored_probs
+from .schedule import Restore
 from .settings import Progress, TraceSettings, embedding_std
 
 logger = logging.getLogger(__name__)

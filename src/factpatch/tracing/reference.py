@@ -8,7 +8,8 @@ import torch
 
 from ..core.hooks import act_name, body, hooks, unembed
 from ..core.models import LoadedModel
-from .engine import Prepared, Restore
+from .engine import Prepared
+from .schedule import Restore
 from .settings import HOOK_KIND, layer_window
 
 

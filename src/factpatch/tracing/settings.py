@@ -32,7 +32,11 @@ Progress = bool | Callable[..., object]  # True: tqdm; False: silent; or a tqdm-
 @dataclass(frozen=True)
 class NoiseSettings:
     """How the subject is corrupted: ε ~ N(0, ν²) added to each subject token's input embedding,
-    ν = scale × σ; one draw per sample, drawn from a generator seeded with `seed`."""
+    ν = scale × σ; one draw per sample, drawn from a generator seeded with `seed`.
+
+    The scale must be greater than 0: the method's corrupted run is the one with noise, and
+    without it P* = P, so every effect is 0 and the trace says nothing.
+    Error messages name the command-line options that set each value."""
 
     scale: float = 3.0  # the paper's ν = 3σ
     samples: int = 10  # noise draws per prompt (the paper's batch of 10)
@@ -40,9 +44,11 @@ class NoiseSettings:
 
     def __post_init__(self):
         if not (isinstance(self.samples, int) and self.samples >= 1):
-            raise FactpatchError(f"samples must be an integer of at least 1, got {self.samples!r}")
-        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale >= 0):
-            raise FactpatchError(f"noise must be a finite number ≥ 0, got {self.scale!r}")
+            raise FactpatchError(f"--samples must be an integer of at least 1, got {self.samples!r}")
+        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
+            raise FactpatchError(
+                f"--noise (ν/σ) must be a finite number greater than 0: a trace needs a corrupted run, got {self.scale!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class TraceSettings:
         if self.sever_tokens not in ("all", "last subject"):
             raise FactpatchError(f"sever_tokens must be 'all' or 'last subject', got {self.sever_tokens!r}")
         if not (isinstance(self.window, int) and self.window >= 1):
-            raise FactpatchError(f"window must be an integer of at least 1, got {self.window!r}")
+            raise FactpatchError(f"--window must be an integer of at least 1, got {self.window!r}")
         object.__setattr__(self, "kinds", kinds)
         object.__setattr__(self, "sever", sever)
 
