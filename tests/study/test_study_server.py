@@ -44,6 +44,14 @@ def test_unknown_or_malformed_token_is_404(client, path):
     assert "This link is not valid" in r.text
 
 
+def test_an_oversized_body_is_413_before_it_is_read(client, rater):
+    rater.start()
+    form = rater.form()
+    r = client.post(f"{rater.path}/answer", data={**form, "junk": "x" * 100_000})
+    assert r.status_code == 413
+    assert client.post(f"{rater.path}/answer", data=form).status_code != 413
+
+
 def test_unknown_token_cannot_post(client, study, rater_client):
     other = rater_client(client, "/r/" + "y" * 43)
     r = client.post(f"{other.path}/answer", data={"csrf": "0", "position": "1"})

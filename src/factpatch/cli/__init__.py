@@ -66,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     patches.register(commands)
     for optional in (trace, evaluate):
         optional.register(commands)
-    # Always registered: it needs only the core to parse; `study serve` checks for the web stack
-    # (the `study` extra) itself and names the install command if it is missing.
+    # Always registered: they need only the core to parse; `serve` and `study serve` check for the
+    # web stack (the `serve` and `study` extras) themselves and name the install command if it is missing.
+    from . import serve
     from ..study.cli import add_study_parser
 
+    serve.register(commands)
     add_study_parser(commands)
     return parser
 

@@ -1,13 +1,17 @@
-"""Text generation from a (possibly patched) model, seeded and batched with left padding, and the
-one seeded-sampling context every sampler in factpatch uses."""
+"""Text generation from a (possibly patched) model: seeded, batched samples with left padding
+(`generate_texts`), one prompt continued greedily or sampled, optionally streamed
+(`generate_ids`, what `factpatch serve` uses), and the one seeded-sampling context every sampler
+in factpatch uses."""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
+from .errors import FactpatchError
 from .models import LoadedModel
 from .tokens import pad_id
 
@@ -68,3 +72,65 @@ def generate_texts(
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in new_ids]
     flat = [prompts[i // n] + texts[i] for i in range(len(texts))]
     return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How each next token is chosen (the OpenAI API's knobs)."""
+
+    max_new_tokens: int = 64  # a sentence or two: what the lab shows; the API passes max_tokens
+    temperature: float = 0.0  # 0 is greedy: the same text every time, which is what a before/after needs
+    top_p: float = 1.0  # 1: no nucleus cut
+    top_k: int = 0  # 0: no top-k cut
+    seed: int = 0  # sampling only; greedy needs none
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise FactpatchError(f"max_new_tokens must be between 1 and 4096, got {self.max_new_tokens}")
+        if not 0 <= self.temperature <= 5:
+            raise FactpatchError(f"temperature must be between 0 and 5, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise FactpatchError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise FactpatchError(f"top_k must be ≥ 0, got {self.top_k}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Generated:
+    token_ids: list[int]  # the new tokens only
+    text: str  # their text, cut at the first stop string
+    finish_reason: str  # "stop" (end of text or a stop string) or "length"
+
+
+@torch.no_grad()
+def generate_ids(lm: LoadedModel, prompt_ids: list[int], sampling: Sampling, streamer=None) -> Generated:
+    """Continue one tokenised prompt. `streamer` (a transformers streamer) receives the prompt,
+    then each new token as it is made. Sampling draws from torch's global generator seeded with
+    `sampling.seed` (`seeded`): callers that sample on several threads at once must take turns."""
+    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=lm.device)
+    options: dict = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id(lm.tokenizer), streamer=streamer)
+    if sampling.greedy:
+        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        options.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+    if sampling.stop:
+        options.update(stop_strings=list(sampling.stop), tokenizer=lm.tokenizer)
+    context = contextlib.nullcontext() if sampling.greedy else seeded(sampling.seed)
+    with context:
+        out = lm.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options)
+    new = out[0, input_ids.shape[1]:].tolist()
+    text = lm.tokenizer.decode(new, skip_special_tokens=True)
+    cut = cut_at_stop(text, sampling.stop)
+    ended = cut != text or len(new) < sampling.max_new_tokens
+    return Generated(new, cut, "stop" if ended else "length")
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """`text` up to (not including) the earliest stop string in it."""
+    ends = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return text[: min(ends)] if ends else text

@@ -11,7 +11,7 @@ nonce in an HttpOnly, SameSite=Strict cookie, whose hash and expiry the database
 sign-out (or the expiry) ends it for every copy of the cookie. Scripts may instead send
 `Authorization: Bearer <admin token>`. A malformed credential of any kind is a 403, never an error.
 
-Request bodies are limited (guards.py) and a rater's form is read only after the invite token
+Request bodies are limited (core.web.BodyLimit) and a rater's form is read only after the invite token
 in its path is found valid; every response, errors included, carries the security headers.
 """
 # No `from __future__ import annotations` here: FastAPI must see the Annotated dependency
@@ -35,9 +35,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from factpatch.core.web import BodyLimit, add_security_headers, headers_for, html_refusal
 from factpatch.study import db, security
 from factpatch.study.export import write_rankings_csv
-from factpatch.study.guards import BodyLimit, SecurityHeaders, headers_for
 from factpatch.study.ranking import (
     CRITERIA,
     CRITERIA_INFO,
@@ -130,8 +130,9 @@ def create_app(db_path: Path, settings: ServerSettings = ServerSettings()) -> Fa
     templates = Jinja2Templates(env=env)
     app.mount("/static", StaticFiles(packages=[("factpatch.study", "static")]), name="static")
     # The last added is outermost: headers go on every response, the 413 page included.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, limit_for=lambda path: settings.max_body_bytes, refusal=html_refusal,
+                       declared_at_once=False)  # a bogus invite token is a 404 whatever its body
+    add_security_headers(app)
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(

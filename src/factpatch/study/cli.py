@@ -10,13 +10,12 @@ first and names the install command (`pip install 'factpatch[study]'`) when it i
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
-import socket
 from pathlib import Path
 
 from factpatch.core.errors import FactpatchError
 from factpatch.core.extras import require
+from factpatch.core.web import bind, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -147,28 +146,6 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.getLogger("uvicorn.access").addFilter(RedactInvites())
     uvicorn.Server(config).run(sockets=[sock])
     return 0
-
-
-def bind(host: str, port: int) -> socket.socket:
-    if not 0 <= port < 65536:
-        raise FactpatchError(f"--port must be between 0 and 65535, got {port}")
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart needn't wait out TIME_WAIT
-        sock.bind(address)
-    except OSError as exc:
-        raise FactpatchError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_analyze(args: argparse.Namespace) -> int:

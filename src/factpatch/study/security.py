@@ -15,44 +15,17 @@ error.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import re
-import secrets
 
-TOKEN_BYTES = 32
+from factpatch.core.web import TOKEN_BYTES, new_secret, new_token, same, sign, token_hash, verify
+
+__all__ = ["TOKEN_BYTES", "new_secret", "new_token", "same", "sign", "token_hash", "verify"]  # shared with serve
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")  # looser than token_urlsafe(32); rejects junk early
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def new_secret() -> bytes:
-    return secrets.token_bytes(32)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def plausible_token(token: str) -> bool:
     return TOKEN_PATTERN.fullmatch(token) is not None
-
-
-def sign(secret: bytes, *parts: object) -> str:
-    message = "|".join(str(p) for p in parts).encode("utf-8")
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
-
-
-def same(a: str, b: str) -> bool:
-    """Constant-time equality of two strings of any characters (a lone surrogate included)."""
-    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
-
-
-def verify(secret: bytes, given: object, *parts: object) -> bool:
-    return isinstance(given, str) and same(sign(secret, *parts), given)
 
 
 def answer_form_token(secret: bytes, rater_id: int, position: int) -> str:

@@ -1,0 +1,83 @@
+"""MEMIT/AlphaEdit's z optimisation, this checkout against another one, in one process (a fair A/B).
+
+    python benchmarks/mass_edit_ab.py --other /path/to/older/checkout [--n 100] [--rounds 1]
+
+The z optimisation (one target vector per request, `editing.memit.compute_targets`) is nearly all
+of a batch edit's time. Both versions run it on the same loaded model, the same requests, prefixes
+and settings, in turn (the order swapped every round), so the machine's drift between runs does not
+enter the comparison. Prints each round, the medians, and how far apart the two versions' z are
+(largest ‖Δz‖ / ‖z‖ over the requests) and their steps, as JSON. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import factpatch.editing.memit as this
+from factpatch.core.models import load_model
+from factpatch.editing.registry import make_editor, method_params
+from factpatch.editing.request import EditRequest
+
+DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
+
+
+def load_other(checkout: Path, into: Path):
+    """The other checkout's `factpatch.editing.memit`, imported as `factpatch_other`."""
+    package = checkout / "src" / "factpatch"
+    if not (package / "editing" / "memit.py").is_file():
+        raise SystemExit(f"error: {checkout} has no src/factpatch/editing/memit.py")
+    shutil.copytree(package, into / "factpatch_other")
+    sys.path.insert(0, str(into))
+    return importlib.import_module("factpatch_other.editing.memit")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--other", type=Path, required=True, help="another checkout of factpatch")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--n", type=int, default=100, help="requests (CounterFact cases in file order)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="flattened CounterFact JSON")
+    args = parser.parse_args()
+
+    records = json.loads(args.dataset.read_text())[: args.n]
+    requests = [EditRequest.from_text(r["prompt"], r["subject"], r["target_new"], r["ground_truth"]) for r in records]
+    with tempfile.TemporaryDirectory() as tmp:
+        versions = {"this": this, "other": load_other(args.other, Path(tmp))}
+        lm = load_model(args.model)
+        params = method_params(lm, "memit", {})
+        editor = make_editor(lm, "memit", params, progress=False)
+        editor.prepare()  # statistics and prefixes cached, untimed
+        prefixes = editor.prefixes
+        seconds: dict[str, list[float]] = {name: [] for name in versions}
+        found = {}
+        for round_ in range(args.rounds):
+            order = list(versions) if round_ % 2 == 0 else list(reversed(versions))
+            for name in order:
+                started = time.perf_counter()
+                found[name] = versions[name].compute_targets(lm, requests, params, prefixes, progress=False)
+                seconds[name].append(round(time.perf_counter() - started, 1))
+                print(json.dumps({"round": round_, "version": name, "seconds": seconds[name][-1]}), flush=True)
+        a, b = found["this"], found["other"]
+        relative = ((a.Z - b.Z).norm(dim=-1) / b.Z.norm(dim=-1)).max()
+        print(json.dumps({
+            "model": lm.name, "n": len(requests), "rounds": args.rounds,
+            "median_seconds": {name: statistics.median(s) for name, s in seconds.items()},
+            "seconds": seconds, "max_relative_z_difference": float(relative),
+            "steps_equal": a.steps == b.steps, "mean_steps": statistics.mean(a.steps),
+            "threads": torch.get_num_threads(),
+        }))
+
+
+if __name__ == "__main__":
+    main()
