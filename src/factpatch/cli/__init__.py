@@ -25,6 +25,33 @@ def add_common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """--ray, --workers, --threads-per-worker (evaluation.distributed)."""
+    group = parser.add_argument_group("Ray cluster (pip install 'factpatch[ray]'; see docs/distributed.md)")
+    group.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
+                       help="run on Ray workers: no value starts a local instance (or joins $RAY_ADDRESS), "
+                       "auto joins the cluster `ray start` runs on this machine, HOST:PORT or ray://HOST:PORT another")
+    group.add_argument("--workers", type=int, default=None,
+                       help="Ray workers, each loading the model once (default: the cluster's CPUs / threads)")
+    group.add_argument("--threads-per-worker", type=int, default=None, help="torch threads per Ray worker (default 1)")
+
+
+def ray_settings(args):
+    """The RaySettings of --ray (None without it), checked before any model is loaded: Ray
+    installed, the numbers sane, the address reachable."""
+    if args.ray is None:
+        if args.workers is not None or args.threads_per_worker is not None:
+            raise FactpatchError("--workers and --threads-per-worker go with --ray")
+        return None
+    from ..evaluation.distributed import RaySettings, check_reachable, require_ray
+
+    threads = 1 if args.threads_per_worker is None else args.threads_per_worker
+    settings = RaySettings(args.ray, args.workers, threads)
+    require_ray()
+    check_reachable(settings.address)
+    return settings
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import edit, evaluate, models, patches, trace
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import add_common
+from . import add_common, add_ray_options, ray_settings
 
 EVAL_EPILOG = """\
 datasets: counterfact:PATH (original or flattened CounterFact), zsre:PATH (MEND layout), builtin
@@ -15,6 +15,7 @@ examples:
   factpatch eval --methods rome,ft+l,none --dataset builtin --n 50 --out runs/builtin
   factpatch eval --dataset counterfact:cf.json --shard 0/2 --out runs/s0   (and --shard 1/2 --out runs/s1)
   factpatch eval merge runs/s0 runs/s1 --out runs/all
+  factpatch eval --methods rome,none --dataset counterfact:cf.json --out runs/cf --ray auto --workers 8
   factpatch eval --sequential --methods alphaedit,memit,rome --dataset counterfact:cf.json --n 2000 \\
       --batch-size 100 --checkpoint-every 500 --known known_1000.json --out runs/seq
 """
@@ -64,6 +65,7 @@ def register(commands) -> None:
                      help="score the generations of the first N edited cases on the final model (fluency)")
     seq.add_argument("--corpus", type=Path, default=None, help="key-statistics corpus (default: self-sampled)")
     _add_threads(ev)
+    add_ray_options(ev)
     ev.set_defaults(func=run_eval)
     sub = ev.add_subparsers(dest="eval_command", metavar="merge")
     merge = sub.add_parser("merge", help="combine result directories (shards, or methods run apart)")
@@ -133,13 +135,19 @@ def run_eval(args) -> int:
     shard = parse_shard(args.shard)
     if args.n is not None and args.n < 1:
         raise FactpatchError(f"--n must be at least 1, got {args.n}")
+    cluster = ray_settings(args)
     if args.sequential:
-        return _run_sequential(args, methods, overrides)
+        return _run_sequential(args, methods, overrides, cluster)
     config = EvalSettings(methods, args.n, shard, args.generation, args.seed, overrides, _generation_settings(args))
     dataset = load_dataset(args.dataset, args.zsre_target)
     _set_threads(args)
-    lm = load_model(args.model, args.cache_dir)
-    run = evaluate(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
+    if cluster is not None:
+        from ..evaluation.distributed import run_eval_ray
+
+        run = run_eval_ray(args.model, dataset, config, args.out, cluster, args.cache_dir, not args.quiet).run
+    else:
+        lm = load_model(args.model, args.cache_dir)
+        run = evaluate(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
     print(_report(run))
     return 0
 
@@ -152,7 +160,7 @@ def _generation_settings(args):
     )
 
 
-def _run_sequential(args, methods, overrides) -> int:
+def _run_sequential(args, methods, overrides, cluster=None) -> int:
     from ..evaluation.data import load_dataset
     from ..editing.stats import CorpusSpec
     from ..core.errors import FactpatchError
@@ -173,7 +181,12 @@ def _run_sequential(args, methods, overrides) -> int:
     dataset = load_dataset(args.dataset, args.zsre_target)
     _set_threads(args)
     lm = load_model(args.model, args.cache_dir)
-    run = run_sequential(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
+    if cluster is not None:
+        from ..evaluation.distributed import run_sequential_ray
+
+        run = run_sequential_ray(lm, args.model, dataset, config, args.out, cluster, args.cache_dir, not args.quiet).run
+    else:
+        run = run_sequential(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
     print(_sequential_report(run, config))
     return 0
 

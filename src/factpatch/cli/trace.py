@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import add_common
+from . import add_common, add_ray_options, ray_settings
 
 
 def register(commands) -> None:
@@ -38,6 +38,7 @@ def register(commands) -> None:
     trace.add_argument("--corpus", type=Path, default=None,
                        help="text for σ (plain text or JSONL; default: text sampled from the model, cached)")
     trace.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    add_ray_options(trace)
     trace.set_defaults(func=run_trace)
 
 
@@ -87,6 +88,9 @@ def run_trace(args) -> int:
         check_fact(args.prompt, args.subject, args.target)
         if args.n is not None:
             raise FactpatchError("--n goes with --dataset")
+        if args.ray is not None:
+            raise FactpatchError("--ray goes with --dataset: one prompt is traced here")
+    args.cluster = ray_settings(args)
     created = _check_out_dir(args.out)
     try:
         if args.dataset is not None:
@@ -139,7 +143,13 @@ def _run_dataset(args, settings) -> int:
 
     lm, sigma = _load(args)
     began = time.perf_counter()
-    run = trace_dataset(lm, args.dataset, args.out, settings, args.n, sigma, args.cache_dir, progress=not args.quiet)
+    if args.cluster is not None:
+        from ..evaluation.distributed import trace_dataset_ray
+
+        run = trace_dataset_ray(lm, args.model, args.dataset, args.out, settings, args.cluster, args.n, sigma,
+                                args.cache_dir, progress=not args.quiet).run
+    else:
+        run = trace_dataset(lm, args.dataset, args.out, settings, args.n, sigma, args.cache_dir, progress=not args.quiet)
     seconds = time.perf_counter() - began
     summary = run.summary
     print(

@@ -19,6 +19,7 @@ WEB_STACK = ("fastapi", "uvicorn", "jinja2", "python_multipart")  # import names
 EXTRAS: dict[str, tuple[str, ...]] = {
     "study": WEB_STACK,
     "serve": WEB_STACK,
+    "ray": ("ray",),  # eval/trace --ray (evaluation.distributed)
 }
 
 

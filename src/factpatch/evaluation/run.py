@@ -350,19 +350,23 @@ class EvalRun:
     seconds: float
 
 
-def run_eval(
-    lm: LoadedModel,
-    dataset: Dataset,
-    config: EvalSettings,
-    out_dir: Path,
-    cache_dir: Path | None = None,
-    progress: bool = True,
-) -> EvalRun:
-    """Evaluate `config.methods` on the selected cases, resuming whatever `out_dir` already holds."""
-    started = time.perf_counter()
-    params = {m: method_params(lm, m, config.overrides.get(m)) for m in config.methods}
-    hparams = {m: p.to_dict() for m, p in params.items()}
-    description = describe_config(lm, dataset, config, hparams)
+@dataclass
+class EvalPlan:
+    """What a run must still do, read from `out_dir` (shared by `run_eval` and the Ray driver in
+    factpatch.evaluation.distributed, so both resume, refuse and summarise alike)."""
+
+    out_dir: Path
+    description: dict
+    cases: list[Case]  # the selected cases, in data-set order
+    index_of: dict[str, int]  # case id -> position in the data set (the case's seed)
+    store: RunStore
+    records: list[dict]  # what results.jsonl already holds; each new record is appended here too
+    done: set[tuple[str, str]]  # (case id, method) pairs already there
+    todo: list[tuple[Case, str]]
+
+
+def plan_eval(dataset: Dataset, config: EvalSettings, out_dir: Path, description: dict) -> EvalPlan:
+    """Select the cases, check or create `out_dir` for `description` and list what is left."""
     cases = dataset.select(config.n, config.shard)
     if not cases:
         raise FactpatchError(f"shard {config.shard} of {dataset.name} has no cases")
@@ -375,18 +379,42 @@ def run_eval(
     todo = [(c, m) for c in cases for m in config.methods if (c.case_id, m) not in done]
     if done:
         logger.info("resuming %s: %d results there, %d to go", out_dir, len(done), len(todo))
-
     if config.generation and dataset.kind != "counterfact":
         logger.warning("--generation measures CounterFact cases only; %s is %s", dataset.name, dataset.kind)
+    return EvalPlan(out_dir, description, cases, index_of, store, records, done, todo)
+
+
+def finish_eval(plan: EvalPlan, config: EvalSettings, new: int, started: float) -> EvalRun:
+    """Summaries and timing from the records of the selected cases and methods."""
+    selected = {c.case_id for c in plan.cases}
+    records = [r for r in plan.records if r["case_id"] in selected and r["method"] in config.methods]
+    summary = write_summaries(plan.out_dir, records, plan.description)
+    write_timing(plan.out_dir, records)
+    return EvalRun(plan.out_dir, records, summary, new, time.perf_counter() - started)
+
+
+def run_eval(
+    lm: LoadedModel,
+    dataset: Dataset,
+    config: EvalSettings,
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> EvalRun:
+    """Evaluate `config.methods` on the selected cases, resuming whatever `out_dir` already holds."""
+    started = time.perf_counter()
+    params = {m: method_params(lm, m, config.overrides.get(m)) for m in config.methods}
+    hparams = {m: p.to_dict() for m, p in params.items()}
+    plan = plan_eval(dataset, config, out_dir, describe_config(lm, dataset, config, hparams))
     editors: dict[str, Editor] = {}
     tfidf = TfidfModel(dataset.idf_texts) if config.generation and dataset.kind == "counterfact" else None
     new = 0
-    with tqdm(total=len(todo), desc=f"eval {lm.name}", unit="edit", disable=not progress, dynamic_ncols=True) as bar:
-        for case in cases:
-            methods = [m for m in config.methods if (case.case_id, m) not in done]
+    with tqdm(total=len(plan.todo), desc=f"eval {lm.name}", unit="edit", disable=not progress, dynamic_ncols=True) as bar:
+        for case in plan.cases:
+            methods = [m for m in config.methods if (case.case_id, m) not in plan.done]
             if not methods:
                 continue
-            ctx = CaseContext(case, index_of[case.case_id])
+            ctx = CaseContext(case, plan.index_of[case.case_id])
             if tfidf is not None:
                 ctx.reference = reference_texts(lm, case, config.gen, case_seed(config.seed, ctx.index))
             for method in methods:
@@ -395,15 +423,11 @@ def run_eval(
                     editors[method].prepare()
                 bar.set_postfix_str(f"case {case.case_id} {method}")
                 record = evaluate_case(lm, editors[method], ctx, config, tfidf)
-                store.append(record)
-                records.append(record)
+                plan.store.append(record)
+                plan.records.append(record)
                 new += 1
                 bar.update(1)
-    selected = {c.case_id for c in cases}
-    records = [r for r in records if r["case_id"] in selected and r["method"] in config.methods]
-    summary = write_summaries(out_dir, records, description)
-    write_timing(out_dir, records)
-    return EvalRun(out_dir, records, summary, new, time.perf_counter() - started)
+    return finish_eval(plan, config, new, started)
 
 
 # ----------------------------------------------------------------------------- summaries

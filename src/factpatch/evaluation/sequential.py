@@ -183,6 +183,7 @@ def run_method(
     ppl_ids,
     cache_dir: Path | None,
     progress: bool,
+    scorer=None,
 ) -> None:
     """Edit, checkpoint and score one method, resuming from its patch directory."""
     patch_dir = out_dir / method / "patches"
@@ -222,30 +223,45 @@ def run_method(
                 if edits in checkpoints:
                     bar.set_postfix_str(f"scoring {edits} edits")
                     _checkpoint(lm, method, cases[:edits], edits, edits == len(cases), config, store, health_log,
-                                done, health_done, known, ppl_ids, edited_subjects, stack, progress)
+                                done, health_done, known, ppl_ids, edited_subjects, stack, progress, scorer)
     finally:
         stack.revert()
     if weights_fingerprint(lm.model) != original:
         raise FactpatchError("internal error: the model was not restored after the sequential run")
 
 
+def edited_case_record(lm, method: str, edits: int, index: int, case: Case, generate: bool,
+                       config: SequentialSettings) -> dict:
+    """One edited case scored on the model as it is now (with its generations if `generate`)."""
+    metrics, raw = score_case(lm, case)
+    record = {"method": method, "edits": edits, "case_id": case.case_id, "index": index, "metrics": metrics,
+              "scores": raw}
+    if generate and case.kind == "counterfact" and case.generation_prompts:
+        generated = case_generations(lm, case, config.gen, config.seed, index)
+        record["metrics"]["fluency"] = generated["fluency"]
+        record["generation"] = {"prompts": generated["prompts"], "source": generated["source"]}
+        record["texts"] = generated["texts"]
+    return record
+
+
 def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config: SequentialSettings,
                 store: RunStore, health_log: RunStore, done: set, health_done: set, known, ppl_ids,
-                edited_subjects: list[str], stack: PatchStack, progress: bool) -> None:
-    """Score every case edited so far on the current model, then the model's health."""
+                edited_subjects: list[str], stack: PatchStack, progress: bool, scorer=None) -> None:
+    """Score every case edited so far on the current model, then the model's health.
+
+    `scorer(method, edits, todo, generate_for, config, stack, progress)`, if given, yields the
+    records instead (evaluation.distributed.StackScorer: the same records, made by Ray workers)."""
     todo = [(i, c) for i, c in enumerate(edited) if (method, edits, c.case_id) not in done]
     generate_for = set(range(config.generation_cases)) if final else set()
-    for i, case in tqdm(todo, desc=f"{method}: scoring at {edits}", unit="case", leave=False, disable=not progress):
-        metrics, raw = score_case(lm, case)
-        record = {"method": method, "edits": edits, "case_id": case.case_id, "index": i, "metrics": metrics,
-                  "scores": raw}
-        if i in generate_for and case.kind == "counterfact" and case.generation_prompts:
-            generated = case_generations(lm, case, config.gen, config.seed, i)
-            record["metrics"]["fluency"] = generated["fluency"]
-            record["generation"] = {"prompts": generated["prompts"], "source": generated["source"]}
-            record["texts"] = generated["texts"]
+    if scorer is not None:
+        records = scorer(method, edits, todo, generate_for, config, stack, progress)
+    else:
+        records = (edited_case_record(lm, method, edits, i, case, i in generate_for, config)
+                   for i, case in tqdm(todo, desc=f"{method}: scoring at {edits}", unit="case", leave=False,
+                                       disable=not progress))
+    for record in records:
         store.append(record)
-        done.add((method, edits, case.case_id))
+        done.add((method, edits, record["case_id"]))
     if (method, edits) not in health_done:
         entry = {"method": method, "edits": edits, "patches": [p.id for p in stack.applied],
                  "perplexity": round(perplexity(lm, ppl_ids), 4)}
@@ -263,7 +279,10 @@ def run_sequential(
     out_dir: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
+    scorer=None,
 ) -> SequentialRun:
+    """Edit and score every method (see the module docstring); `scorer` spreads the scoring of each
+    checkpoint (evaluation.distributed.StackScorer), the edits stay here and in order."""
     started = time.perf_counter()
     cases = dataset.select(config.n)
     if len(cases) < config.n:
@@ -286,7 +305,7 @@ def run_sequential(
         health_log.append(entry)
     for method in config.methods:
         run_method(lm, method, params[method], cases, config, out_dir, store, health_log, done, health_done,
-                   known, ppl_ids, cache_dir, progress)
+                   known, ppl_ids, cache_dir, progress, scorer)
     run = write_outputs(out_dir, description)
     run.seconds = time.perf_counter() - started
     return run

@@ -245,7 +245,23 @@ def _file_sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def trace_dataset(
+@dataclass
+class TracePlan:
+    """What a dataset trace must still do, read from `out_dir` (shared by `trace_dataset` and the
+    Ray driver in factpatch.evaluation.distributed)."""
+
+    dataset: Path
+    out_dir: Path
+    sigma: float
+    checked: int  # facts in the file
+    known: int  # facts the model knows
+    selected: list[Fact]  # the known facts to trace (the first n)
+    store: RunStore
+    done: dict[str, dict]  # fact id -> record already in results.jsonl (new ones are added here)
+    todo: list[Fact]
+
+
+def plan_trace(
     lm: LoadedModel,
     dataset: Path,
     out_dir: Path,
@@ -254,14 +270,8 @@ def trace_dataset(
     sigma: float | None = None,
     cache_dir: Path | None = None,
     progress: Progress = True,
-    plots: bool = True,
-) -> DatasetRun:
-    """Trace the facts of `dataset` that the model knows (the first `n` of them) and average.
-
-    Writes into `out_dir`: `run.json` (model, dataset, settings: a resumed run must match),
-    `known.json` (which facts the model gets right), `results.jsonl` (one traced fact per line,
-    appended as each finishes, so a killed run resumes where it stopped), `summary.json`
-    (averages by token group and layer) and the figures `average.png|svg` (and `sever.png|svg`)."""
+) -> TracePlan:
+    """Check or create `out_dir` for this run, find the facts the model knows, list what is left."""
     from .plot import write_bytes
 
     out_dir = Path(out_dir)
@@ -294,43 +304,76 @@ def trace_dataset(
     selected = [f for f in facts if f.id in known_set][: n if n is not None else None]
     logger.info("%s knows %d of %d facts in %s", lm.name, len(known_set), len(facts), dataset)
 
-    results_path = out_dir / "results.jsonl"
-    store = RunStore(results_path, required=("id",))
+    store = RunStore(out_dir / "results.jsonl", required=("id",))
     done = {r["id"]: r for r in store.load()}
     todo = [f for f in selected if f.id not in done]
-    bar = progress_bar(progress, total=len(selected), initial=len(selected) - len(todo), desc="tracing facts", unit="fact")
-    with bar:
-        for fact in todo:
-            fact_settings = dataclasses.replace(
-                settings, noise=dataclasses.replace(settings.noise, seed=fact_seed(settings.noise.seed, fact.id))
-            )
-            trace = trace_prompt(lm, fact.prompt, fact.subject, fact.target, fact_settings, sigma, progress=False)
-            record = fact_record(fact, trace)
-            store.append(record)
-            done[fact.id] = record
-            bar.update(1)
-    records = [done[f.id] for f in selected if f.id in done]
+    return TracePlan(Path(dataset), out_dir, sigma, len(facts), len(known_set), selected, store, done, todo)
+
+
+def trace_fact(lm: LoadedModel, fact: Fact, settings: TraceSettings, sigma: float) -> dict:
+    """One fact's record, its noise seeded by the fact (not by the order of work)."""
+    fact_settings = dataclasses.replace(
+        settings, noise=dataclasses.replace(settings.noise, seed=fact_seed(settings.noise.seed, fact.id))
+    )
+    trace = trace_prompt(lm, fact.prompt, fact.subject, fact.target, fact_settings, sigma, progress=False)
+    return fact_record(fact, trace)
+
+
+def finish_trace(lm: LoadedModel, plan: TracePlan, settings: TraceSettings, plots: bool = True) -> DatasetRun:
+    """The summary and figures from the records of the selected facts."""
+    from .plot import write_bytes
+
+    records = [plan.done[f.id] for f in plan.selected if f.id in plan.done]
     summary = summarize(records, settings.trace_names, lm.n_layers)
     summary.update(
         {
             "model": lm.name,
-            "dataset": str(dataset),
-            "checked": len(facts),
-            "known": len(known_set),
+            "dataset": str(plan.dataset),
+            "checked": plan.checked,
+            "known": plan.known,
             "settings": settings.key(),
-            "sigma": sigma,
+            "sigma": plan.sigma,
         }
     )
     if "mlp" in settings.kinds and records:
         summary["choice"] = choose_layers(summary)
-    files = [results_path]
-    summary_path = out_dir / "summary.json"
+    files = [plan.store.path]
+    summary_path = plan.out_dir / "summary.json"
     write_bytes(summary_path, json.dumps(summary, indent=1).encode())
     files.append(summary_path)
     if plots and records:
         from .plot import plot_average, plot_sever, write_figure
 
-        files += write_figure(plot_average(summary), out_dir / "average")
+        files += write_figure(plot_average(summary), plan.out_dir / "average")
         if settings.sever:
-            files += write_figure(plot_sever(summary), out_dir / "sever")
-    return DatasetRun(summary, out_dir, len(facts), len(known_set), len(records), len(todo), files)
+            files += write_figure(plot_sever(summary), plan.out_dir / "sever")
+    return DatasetRun(summary, plan.out_dir, plan.checked, plan.known, len(records), len(plan.todo), files)
+
+
+def trace_dataset(
+    lm: LoadedModel,
+    dataset: Path,
+    out_dir: Path,
+    settings: TraceSettings = TraceSettings(),
+    n: int | None = None,
+    sigma: float | None = None,
+    cache_dir: Path | None = None,
+    progress: Progress = True,
+    plots: bool = True,
+) -> DatasetRun:
+    """Trace the facts of `dataset` that the model knows (the first `n` of them) and average.
+
+    Writes into `out_dir`: `run.json` (model, dataset, settings: a resumed run must match),
+    `known.json` (which facts the model gets right), `results.jsonl` (one traced fact per line,
+    appended as each finishes, so a killed run resumes where it stopped), `summary.json`
+    (averages by token group and layer) and the figures `average.png|svg` (and `sever.png|svg`)."""
+    plan = plan_trace(lm, dataset, out_dir, settings, n, sigma, cache_dir, progress)
+    selected, todo = plan.selected, plan.todo
+    bar = progress_bar(progress, total=len(selected), initial=len(selected) - len(todo), desc="tracing facts", unit="fact")
+    with bar:
+        for fact in todo:
+            record = trace_fact(lm, fact, settings, plan.sigma)
+            plan.store.append(record)
+            plan.done[fact.id] = record
+            bar.update(1)
+    return finish_trace(lm, plan, settings, plots)
