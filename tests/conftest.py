@@ -81,6 +81,21 @@ def embedded_lm(cache_dir):
     return load_model("smollm2-135m", cache_dir)
 
 
+@pytest.fixture()
+def run(capsys, tmp_path, monkeypatch):
+    """`factpatch ARGS...` in this process: (exit code, stdout, stderr), with a fresh user cache."""
+    from factpatch.cli import main
+
+    monkeypatch.setenv("FACTPATCH_CACHE", str(tmp_path / "cache"))
+
+    def invoke(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def counterfact():
     """The first 40 records of CounterFact's flattened training split (tests/fixtures/README.md)."""

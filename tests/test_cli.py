@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from factpatch.cli import main
 from factpatch.core.models import EMBEDDED
 
 from tiny import CORPUS
@@ -15,18 +14,6 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n\n".join(CORPUS * 3))
     return path
-
-
-@pytest.fixture()
-def run(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("FACTPATCH_CACHE", str(tmp_path / "cache"))
-
-    def invoke(*args):
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def _edit_args(tiny_dir, corpus, **over):

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 import factpatch
-from factpatch.cli import main
 from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.data import load_dataset
 from factpatch.evaluation.run import EvalSettings, run_eval
@@ -154,7 +153,7 @@ def test_trace_dataset_on_workers_matches_in_process(local_ray, model_dir, tmp_p
     assert spread.run.summary == alone.summary
 
 
-def test_cli_traces_a_dataset_on_workers_and_resumes_in_one_process(local_ray, model_dir, tmp_path, cli):
+def test_cli_traces_a_dataset_on_workers_and_resumes_in_one_process(local_ray, model_dir, tmp_path, run):
     from factpatch.core.models import load_model
     from test_trace import _known_dataset
 
@@ -163,10 +162,10 @@ def test_cli_traces_a_dataset_on_workers_and_resumes_in_one_process(local_ray, m
     corpus.write_text("The Eiffel Tower is located in the city of Paris. " * 40)
     args = ["trace", "--model", model_dir, "--dataset", path, "--samples", 2, "--window", 2, "--kinds", "hidden,mlp",
             "--corpus", corpus, "--quiet", "--out", tmp_path / "out"]
-    code, out, err = cli(*args, "--ray", "--workers", 2)
+    code, out, err = run(*args, "--ray", "--workers", 2)
     assert code == 0, err
     assert "3 traced (3 new" in out
-    code, out, err = cli(*args)  # the same directory, one process: nothing left to do
+    code, out, err = run(*args)  # the same directory, one process: nothing left to do
     assert code == 0 and "3 traced (0 new" in out
 
 
@@ -193,18 +192,6 @@ def test_sequential_scoring_on_workers_matches_in_process(local_ray, model_dir, 
 # ----------------------------------------------------------------------------- bad input
 
 
-@pytest.fixture()
-def cli(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("FACTPATCH_CACHE", str(tmp_path / "cache"))
-
-    def invoke(*args):
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
-
-
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,7 +205,7 @@ def _closed_port() -> int:
     (["--ray", "not-an-address"], "use auto, HOST:PORT or ray://HOST:PORT"),
     (["--workers", "2"], "--workers and --threads-per-worker go with --ray"),
 ])
-def test_bad_ray_options_are_one_line_and_exit_2(cli, tmp_path, extra, message):
+def test_bad_ray_options_are_one_line_and_exit_2(run, tmp_path, extra, message):
     extra = [e.replace("CLOSED", str(_closed_port())) for e in extra]
     began = time.perf_counter()
     for command in (["eval", "--dataset", FLAT, "--methods", "none", "--out", tmp_path / "out"],
@@ -227,16 +214,16 @@ def test_bad_ray_options_are_one_line_and_exit_2(cli, tmp_path, extra, message):
             known = tmp_path / "known.json"
             known.write_text(json.dumps([{"known_id": 0, "prompt": "Rome is in", "subject": "Rome", "attribute": "Italy"}]))
             command[2] = known
-        code, out, err = cli(*command, *extra)
+        code, out, err = run(*command, *extra)
         assert code == 2 and out == ""
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert time.perf_counter() - began < 30  # an unreachable address fails fast, not after Ray's long retries
     assert not (tmp_path / "out").exists()
 
 
-def test_without_ray_installed_the_error_says_how_to_get_it(cli, tmp_path, monkeypatch):
+def test_without_ray_installed_the_error_says_how_to_get_it(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    code, out, err = cli("eval", "--dataset", FLAT, "--methods", "none", "--out", tmp_path / "out", "--ray", "auto")
+    code, out, err = run("eval", "--dataset", FLAT, "--methods", "none", "--out", tmp_path / "out", "--ray", "auto")
     assert code == 2 and err == "error: --ray needs ray, not installed here: pip install 'factpatch[ray]'\n"
 
 
