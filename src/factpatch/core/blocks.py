@@ -19,6 +19,7 @@ are position-wise), so a caller may pass any subset of positions.
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -70,10 +71,42 @@ def cached_keys_values(cache, n_layers: int, n_tokens: int) -> KeysValues | None
     return kv
 
 
-def prefix_cache_kwargs(lm: LoadedModel, kv: KeysValues, rows: torch.Tensor, length: int) -> dict:
+def prefix_cache_kwargs(lm: LoadedModel, kv: KeysValues, rows: torch.Tensor | None, length: int) -> dict:
     """Arguments for a model body's forward pass over positions `length`.. that attends to the
-    cached keys and values of `rows` at positions ..`length` (a fresh cache: the pass appends to it)."""
+    cached keys and values of `rows` (None: every row) at positions ..`length`. The pass appends
+    to a fresh cache and leaves `kv` as it was, so one `kv` serves any number of passes."""
     from transformers import DynamicCache
 
-    prefix = [(k[rows, :, :length], v[rows, :, :length]) for k, v in kv]
+    prefix = [(k[:, :, :length] if rows is None else k[rows, :, :length],
+               v[:, :, :length] if rows is None else v[rows, :, :length]) for k, v in kv]
     return {cache_kwarg(body(lm)): DynamicCache(prefix, config=lm.model.config), "use_cache": True}
+
+
+class PrefixCache:
+    """The keys and values of positions ..P of a batch of rows, for passes over positions P..
+    that attend to them: any number of passes (each appends to its own fresh cache) and any
+    subset of the rows. Kept as per-layer tensors where every layer holds all P positions; a
+    sliding-window layer shorter than P keeps state (its offset) that only the cache object
+    knows, so then the cache itself is kept and each pass gets a copy."""
+
+    def __init__(self, cache, n_layers: int, length: int):
+        self.length = length
+        self.kv = cached_keys_values(cache, n_layers, length)
+        self._cache = None if self.kv is not None else cache
+
+    def select(self, rows: torch.Tensor) -> PrefixCache:
+        """The same prefixes for `rows` only."""
+        picked = PrefixCache.__new__(PrefixCache)
+        picked.length = self.length
+        picked.kv = [(k[rows], v[rows]) for k, v in self.kv] if self.kv is not None else None
+        picked._cache = None
+        if self._cache is not None:
+            picked._cache = copy.deepcopy(self._cache)
+            picked._cache.batch_select_indices(rows)
+        return picked
+
+    def forward_kwargs(self, lm: LoadedModel) -> dict:
+        if self.kv is not None:
+            return prefix_cache_kwargs(lm, self.kv, None, self.length)
+        return {cache_kwarg(body(lm)): copy.deepcopy(self._cache), "use_cache": True}
+

@@ -21,7 +21,6 @@ suffixes, and reads logits only where the loss reads them. Requests are optimise
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -30,10 +29,11 @@ from typing import Sequence
 
 import torch
 
+from ..core.blocks import PrefixCache
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
 from ..core.generate import seeded
-from ..core.hooks import act_name, body, cache_kwarg, frozen, hooks, returned_cache, start_at_layer, unembed
+from ..core.hooks import act_name, body, frozen, hooks, returned_cache, start_at_layer, unembed
 from ..core.models import LoadedModel
 from ..core.tokens import encode_target, pad_id, subject_last_index
 from .request import EditRequest
@@ -122,7 +122,7 @@ class Contexts:
     essence_rows: torch.Tensor  # (n,) the essence row of each request
     n_requests: int
     n_contexts: int  # rewrite rows per request
-    _prefix_cache: object = None
+    _prefix_cache: PrefixCache | None = None
 
     @property
     def full_mask(self) -> torch.Tensor:  # (B, P + S): padding after real tokens is never attended
@@ -157,10 +157,7 @@ class Contexts:
         new_row[rows] = torch.arange(len(rows), device=rows.device)
         tokens = torch.nonzero(new_row[self.target_rows] >= 0).flatten()
         essence = self.essence_rows[new_row[self.essence_rows] >= 0] if len(self.essence_rows) else self.essence_rows
-        cache = None
-        if self._prefix_cache is not None:
-            cache = copy.deepcopy(self._prefix_cache)
-            cache.batch_select_indices(rows)
+        cache = self._prefix_cache.select(rows) if self._prefix_cache is not None else None
         return Contexts(
             prefix_ids=self.prefix_ids[rows], prefix_mask=self.prefix_mask[rows],
             suffix_ids=self.suffix_ids[rows, :width],
@@ -177,18 +174,16 @@ class Contexts:
 
     def forward_kwargs(self, lm: LoadedModel) -> dict:
         """Arguments for a pass over the suffixes that attends to the cached prefixes."""
-        model_body = body(lm)
         if not self.prefix_ids.shape[1]:
             return {"position_ids": self.suffix_positions}
         if self._prefix_cache is None:
+            width = self.prefix_ids.shape[1]
             with torch.no_grad():
-                self._prefix_cache = returned_cache(model_body(
-                    input_ids=self.prefix_ids, attention_mask=self.prefix_mask,
-                    position_ids=self.prefix_positions, use_cache=True,
-                ))
-        # each pass appends to the cache it is given: hand it a copy
+                out = body(lm)(input_ids=self.prefix_ids, attention_mask=self.prefix_mask,
+                               position_ids=self.prefix_positions, use_cache=True)
+            self._prefix_cache = PrefixCache(returned_cache(out), lm.n_layers, width)
         return {"attention_mask": self.full_mask, "position_ids": self.suffix_positions,
-                cache_kwarg(model_body): copy.deepcopy(self._prefix_cache), "use_cache": True}
+                **self._prefix_cache.forward_kwargs(lm)}
 
 
 def build_contexts(

@@ -1,0 +1,120 @@
+"""AlphaEdit's null space and α on one batch: what each setting writes and what it keeps.
+
+The first batch of a sequential run, edited with several settings from the same z (z depends only
+on the unedited model and the top layer of the range, so it is computed once and cached): ES, PS,
+NS over the batch's cases and the known_1000 facts the unedited model gets right that it still
+gets right. One JSON line per setting, appended (a rerun skips the settings already written).
+
+    .venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2.jsonl \\
+        --dataset counterfact:../shared/datasets/counterfact-train.json \\
+        --known ../shared/datasets/known_1000.json --n 100
+
+Settings are `--grid` entries, `method:key=value,key=value` (e.g. `alphaedit:nullspace_energy=0.01,L2=1`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from factpatch.core.models import load_model
+from factpatch.editing import memit as memit_module
+from factpatch.editing.alphaedit import AlphaEditParams
+from factpatch.editing.patch import applied
+from factpatch.editing.registry import make_editor, method_params
+from factpatch.evaluation.data import load_dataset
+from factpatch.evaluation.health import KnownFacts
+from factpatch.evaluation.run import score_case
+
+logger = logging.getLogger("alphaedit_sweep")
+
+DEFAULT_GRID = [
+    "none:",
+    "memit:",
+    "alphaedit:nullspace_energy=0.1",
+    "alphaedit:nullspace_energy=0.01",
+    "alphaedit:nullspace_energy=0.01,L2=1",
+    "alphaedit:nullspace_energy=0.01,L2=0.1",
+    "alphaedit:nullspace_energy=0.03",
+    "alphaedit:nullspace_energy=0.03,L2=1",
+]
+
+
+def parse_setting(text: str) -> tuple[str, dict[str, str]]:
+    method, _, rest = text.partition(":")
+    pairs = [p.split("=", 1) for p in rest.split(",") if p.strip()]
+    return method.strip(), {k.strip(): v.strip() for k, v in pairs}
+
+
+def cached_targets(path: Path):
+    """compute_targets that reads and writes `path` (Z, steps and probabilities of the batch)."""
+    real = memit_module.compute_targets
+
+    def compute(lm, requests, params, prefixes, progress=True):
+        key = {"layer": params.z_layer, "requests": [r.to_dict() for r in requests],
+               "value": dataclasses.asdict(params.value_settings()), "prefixes": prefixes}
+        if path.exists():
+            stored = torch.load(path, weights_only=False)
+            if stored["key"] == key:
+                return stored["targets"]
+        targets = real(lm, requests, params, prefixes, progress)
+        torch.save({"key": key, "targets": targets}, path)
+        return targets
+
+    return compute
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--known", required=True, type=Path)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--grid", nargs="*", default=DEFAULT_GRID)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(line)["setting"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
+    memit_module.compute_targets = cached_targets(args.out.with_suffix(".z.pt"))
+
+    lm = load_model(args.model)
+    cases = load_dataset(args.dataset).select(args.n)
+    requests = [c.request for c in cases]
+    known = KnownFacts.check(lm, args.known)
+    subjects = [r.subject for r in requests]
+    for setting in args.grid:
+        if setting in done:
+            continue
+        method, overrides = parse_setting(setting)
+        params = method_params(lm, method, overrides)
+        editor = make_editor(lm, method, params, progress=False)
+        started = time.perf_counter()
+        patch = editor.patch(requests)
+        seconds = time.perf_counter() - started
+        row: dict = {"setting": setting, "model": lm.name, "n": len(cases), "edit_seconds": round(seconds, 1),
+                     "params": params.to_dict()}
+        if isinstance(params, AlphaEditParams):
+            row["nullspace_rank"] = patch.meta.get("nullspace_rank")
+        with applied(lm, [patch]):
+            metrics = [score_case(lm, c)[0] for c in cases]
+            kept, total = known.kept(lm, subjects)
+        for name in ("ES", "PS", "NS"):
+            row[name] = round(statistics.mean(m[name] for m in metrics), 4)
+        row.update(known_kept=kept, known_total=total, known_share=round(kept / total, 4),
+                   p_target_z=round(statistics.mean(patch.meta["p_target_z"]), 4) if "p_target_z" in patch.meta else None)
+        logger.info("%s", json.dumps(row))
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
