@@ -83,11 +83,13 @@ def served_generate(client: httpx.Client, url: str, model: str, tokens: int) -> 
     return seconds, r.json()["usage"]["completion_tokens"]
 
 
-def stream_once(url: str, model: str, tokens: int) -> dict:
-    """One streaming completion: time to first text, total time, chunks, error if any."""
+def stream_once(url: str, model: str, tokens: int, tokenizer=None) -> dict:
+    """One streaming completion: time to first text, total time, text chunks, tokens of the text
+    (re-encoded), why it ended, error if any."""
     started = time.perf_counter()
     first = None
     chunks = 0
+    text, finish = "", None
     try:
         with httpx.Client(timeout=600) as client, client.stream(
             "POST", url + "/v1/completions",
@@ -97,13 +99,22 @@ def stream_once(url: str, model: str, tokens: int) -> dict:
             for line in r.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
-                if json.loads(line[6:])["choices"][0]["text"]:
+                event = json.loads(line[6:])
+                if "error" in event:
+                    raise RuntimeError(event["error"]["message"])
+                choice = event["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                if choice["text"]:
                     chunks += 1
+                    text += choice["text"]
                     if first is None:
                         first = time.perf_counter() - started
-        return {"ttft_s": first, "total_s": time.perf_counter() - started, "chunks": chunks, "error": None}
+        error = None
     except Exception as exc:  # counted and reported: the point is whether any client fails
-        return {"ttft_s": first, "total_s": time.perf_counter() - started, "chunks": chunks, "error": repr(exc)}
+        error = repr(exc)
+    tokens_out = len(tokenizer(text, add_special_tokens=False).input_ids) if tokenizer is not None and text else None
+    return {"ttft_s": first, "total_s": time.perf_counter() - started, "chunks": chunks, "tokens": tokens_out,
+            "finish_reason": finish, "error": error}
 
 
 def rome_patch(lm, path: Path | None):
@@ -187,7 +198,7 @@ def main() -> None:
         results: list[dict] = [{}] * args.clients
 
         def run(i: int) -> None:
-            results[i] = stream_once(server.url, lm.name, args.tokens)
+            results[i] = stream_once(server.url, lm.name, args.tokens, lm.tokenizer)
         threads = [threading.Thread(target=run, args=(i,)) for i in range(args.clients)]
         started = time.perf_counter()
         for t in threads:
@@ -200,7 +211,9 @@ def main() -> None:
         totals = [r["total_s"] for r in results]
         print(f"{args.clients} concurrent streaming clients: all done in {wall:.1f} s; each {min(totals):.1f}–"
               f"{max(totals):.1f} s; first tokens after {statistics.median([r['ttft_s'] or 0 for r in results]):.2f} s "
-              f"(median); errors: {len(errors)}" + (f" ({errors[0]})" if errors else ""))
+              f"(median); tokens each {sorted({r['tokens'] for r in results}, key=str)}, ended by "
+              f"{sorted({str(r['finish_reason']) for r in results})}; errors: {len(errors)}"
+              + (f" ({errors[0]})" if errors else ""))
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
