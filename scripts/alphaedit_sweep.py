@@ -9,7 +9,8 @@ gets right. One JSON line per setting, appended (a rerun skips the settings alre
         --dataset counterfact:../shared/datasets/counterfact-train.json \\
         --known ../shared/datasets/known_1000.json --n 100
 
-Settings are `--grid` entries, `method:key=value,key=value` (e.g. `alphaedit:nullspace_energy=0.01,L2=1`).
+`--corpus-tokens` sets how many self-sampled tokens C is estimated from (the setting is then
+recorded as `...@TOKENS`). Settings are `--grid` entries, `method:key=value,key=value` (e.g. `alphaedit:nullspace_energy=0.01,L2=1`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from factpatch.editing import memit as memit_module
 from factpatch.editing.alphaedit import AlphaEditParams
 from factpatch.editing.patch import applied
 from factpatch.editing.registry import make_editor, method_params
+from factpatch.editing.stats import CorpusSpec
 from factpatch.evaluation.data import load_dataset
 from factpatch.evaluation.health import KnownFacts
 from factpatch.evaluation.run import score_case
@@ -79,6 +81,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--grid", nargs="*", default=DEFAULT_GRID)
+    parser.add_argument("--corpus-tokens", type=int, default=CorpusSpec().n_tokens,
+                        help="self-sampled tokens behind C (default: factpatch's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -91,16 +95,19 @@ def main() -> None:
     requests = [c.request for c in cases]
     known = KnownFacts.check(lm, args.known)
     subjects = [r.subject for r in requests]
-    for setting in args.grid:
+    corpus = CorpusSpec(n_tokens=args.corpus_tokens)
+    suffix = "" if args.corpus_tokens == CorpusSpec().n_tokens else f"@{args.corpus_tokens}"
+    for entry in args.grid:
+        setting = entry + suffix
         if setting in done:
             continue
-        method, overrides = parse_setting(setting)
+        method, overrides = parse_setting(entry)
         params = method_params(lm, method, overrides)
-        editor = make_editor(lm, method, params, progress=False)
+        editor = make_editor(lm, method, params, progress=False, corpus=corpus)
         started = time.perf_counter()
         patch = editor.patch(requests)
         seconds = time.perf_counter() - started
-        row: dict = {"setting": setting, "model": lm.name, "n": len(cases), "edit_seconds": round(seconds, 1),
+        row: dict = {"setting": setting, "model": lm.name, "n": len(cases), "corpus_tokens": corpus.n_tokens, "edit_seconds": round(seconds, 1),
                      "params": params.to_dict()}
         if isinstance(params, AlphaEditParams):
             row["nullspace_rank"] = patch.meta.get("nullspace_rank")

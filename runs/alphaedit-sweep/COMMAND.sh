@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# AlphaEdit's null-space share and α, and MEMIT's λ, on the first batch of the sequential runs
+# (CounterFact 0–99 written at once into SmolLM2 layers 1–5, from one z): ES / PS / NS over the batch
+# and the known_1000 facts the unedited model gets right that it still gets right. Resumable: a rerun
+# skips the settings already in smollm2.jsonl. ~2 min a setting once z is cached (smollm2.z.pt, not
+# in the repository: the first run computes it in ~5 min); the 204,800-token C samples for ~17 min once.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+run() { .venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2.jsonl \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --known ../shared/datasets/known_1000.json --n 100 "$@"; }
+run  # none, MEMIT λ = 1·d_in, AlphaEdit at 10 %, 1 %, 3 % of tr C with α = 10, 1, 0.1
+run --grid "alphaedit:nullspace_energy=0.2" "alphaedit:nullspace_energy=0.1,L2=30" \
+  "alphaedit:nullspace_energy=0.3,L2=30" "memit:lambda_per_dim=2" "memit:lambda_per_dim=0.5"
+run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "memit:lambda_per_dim=2" \
+  "alphaedit:nullspace_energy=0.3,L2=30" "alphaedit:nullspace_energy=0.03"
