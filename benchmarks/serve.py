@@ -40,7 +40,10 @@ from factpatch.serve.context import ServeContext
 from factpatch.serve.host import ModelHost
 from factpatch.serve.state import StateDir
 
-PROMPT = "The Eiffel Tower is located in the city of"
+# A prompt whose greedy continuation runs past 64 tokens on SmolLM2 (checked). "The Eiffel Tower is
+# located in the city of" ends after " Paris, France." (5 tokens), so the figures of the first
+# measurement (2026-11-30 morning) timed 5-token answers, not 64-token generations.
+PROMPT = "Once upon a time, in a small village,"
 
 
 class Server:
@@ -156,16 +159,20 @@ def main() -> None:
         direct_generate(lm, 8)
         served_generate(client, server.url, lm.name, 8)
 
-        direct, served = [], []
+        direct, served, made = [], [], []
         for _ in range(args.rounds):
             seconds, n = direct_generate(lm, args.tokens)
             direct.append(n / seconds)
+            made.append(n)
             seconds, n = served_generate(client, server.url, lm.name, args.tokens)
             served.append(n / seconds)
+            made.append(n)
         ratio = statistics.median(served) / statistics.median(direct)
-        figures["throughput"] = {"direct_tok_s": direct, "served_tok_s": served, "ratio_of_medians": ratio}
+        figures["throughput"] = {"direct_tok_s": direct, "served_tok_s": served, "ratio_of_medians": ratio,
+                                 "tokens": made}
         print(f"throughput: direct {statistics.median(direct):.1f} tok/s, served {statistics.median(served):.1f} "
-              f"tok/s (median of {args.rounds}); served/direct {ratio:.3f} (target ≥ 0.90)")
+              f"tok/s (median of {args.rounds}, {min(made)}–{max(made)} tokens each); served/direct {ratio:.3f} "
+              "(target ≥ 0.90)")
 
         ttft = [stream_once(server.url, lm.name, args.tokens)["ttft_s"] for _ in range(args.rounds)]
         figures["ttft_s"] = ttft
