@@ -74,6 +74,16 @@ def _ray_run(args, dataset, config, out: Path, workers: int, threads: int) -> tu
     return row, _results(result.run.records)
 
 
+def overhead_split(one: dict, per_case: float, n_results: int) -> dict:
+    """The one-worker run's extra time a case, in two parts: Ray's own (the worker not inside a
+    task: round trips, shipping records, the driver's appends) and the worker computing the case
+    slower or faster than the process did (threads, or this machine's drift between runs, ±10 %)."""
+    dispatch = (one["run_seconds"] * one["workers"] - one["busy_seconds"]) / n_results
+    compute = one["busy_seconds"] / n_results - per_case
+    return {"dispatch_seconds_per_case": round(dispatch, 4), "dispatch_share_of_a_case": round(dispatch / per_case, 5),
+            "worker_compute_difference_per_case": round(compute, 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
@@ -123,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_case_process": round(per_case, 3),
         "ray_seconds_per_case": round(overhead, 4),
         "ray_share_of_a_case": round(overhead / per_case, 4),
+        **overhead_split(one, per_case, n_results),
     }
     report["expected_on_k_machines"] = {
         "formula": f"cases/min = 60 * k * {args.workers} / {per_worker_case:.3f} (k machines like this one, "
