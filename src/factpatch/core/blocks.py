@@ -20,6 +20,7 @@ are position-wise), so a caller may pass any subset of positions.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -82,31 +83,32 @@ def prefix_cache_kwargs(lm: LoadedModel, kv: KeysValues, rows: torch.Tensor | No
     return {cache_kwarg(body(lm)): DynamicCache(prefix, config=lm.model.config), "use_cache": True}
 
 
+@dataclass
 class PrefixCache:
-    """The keys and values of positions ..P of a batch of rows, for passes over positions P..
-    that attend to them: any number of passes (each appends to its own fresh cache) and any
-    subset of the rows. Kept as per-layer tensors where every layer holds all P positions; a
-    sliding-window layer shorter than P keeps state (its offset) that only the cache object
-    knows, so then the cache itself is kept and each pass gets a copy."""
+    """The keys and values of positions ..`length` of a batch of rows, for passes over the
+    positions after them: any number of passes (each appends to its own fresh cache) and any
+    subset of the rows. Kept as per-layer tensors where every layer holds all the positions; a
+    sliding-window layer shorter than that keeps state (its offset) that only the cache object
+    knows, and then the object itself is kept and each pass gets a copy."""
 
-    def __init__(self, cache, n_layers: int, length: int):
-        self.length = length
-        self.kv = cached_keys_values(cache, n_layers, length)
-        self._cache = None if self.kv is not None else cache
+    length: int
+    kv: KeysValues | None
+    cache: object = None  # the model's cache object, only where `kv` could not be read from it
+
+    @classmethod
+    def of(cls, cache, n_layers: int, length: int) -> PrefixCache:
+        kv = cached_keys_values(cache, n_layers, length)
+        return cls(length, kv, None if kv is not None else cache)
 
     def select(self, rows: torch.Tensor) -> PrefixCache:
         """The same prefixes for `rows` only."""
-        picked = PrefixCache.__new__(PrefixCache)
-        picked.length = self.length
-        picked.kv = [(k[rows], v[rows]) for k, v in self.kv] if self.kv is not None else None
-        picked._cache = None
-        if self._cache is not None:
-            picked._cache = copy.deepcopy(self._cache)
-            picked._cache.batch_select_indices(rows)
-        return picked
+        if self.kv is not None:
+            return PrefixCache(self.length, [(k[rows], v[rows]) for k, v in self.kv])
+        cache = copy.deepcopy(self.cache)
+        cache.batch_select_indices(rows)
+        return PrefixCache(self.length, None, cache)
 
     def forward_kwargs(self, lm: LoadedModel) -> dict:
         if self.kv is not None:
             return prefix_cache_kwargs(lm, self.kv, None, self.length)
-        return {cache_kwarg(body(lm)): copy.deepcopy(self._cache), "use_cache": True}
-
+        return {cache_kwarg(body(lm)): copy.deepcopy(self.cache), "use_cache": True}

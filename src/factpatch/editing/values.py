@@ -181,7 +181,7 @@ class Contexts:
             with torch.no_grad():
                 out = body(lm)(input_ids=self.prefix_ids, attention_mask=self.prefix_mask,
                                position_ids=self.prefix_positions, use_cache=True)
-            self._prefix_cache = PrefixCache(returned_cache(out), lm.n_layers, width)
+            self._prefix_cache = PrefixCache.of(returned_cache(out), lm.n_layers, width)
         return {"attention_mask": self.full_mask, "position_ids": self.suffix_positions,
                 **self._prefix_cache.forward_kwargs(lm)}
 
