@@ -83,6 +83,38 @@ def test_requests_are_validated():
     assert literal.prompt == "The {} is in" and literal.text == "The Eiffel Tower is in"
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])
+def test_top_k_sampler_with_k_one_is_greedy_decoding(tiny_models, family):
+    """k = 1 leaves no choice: the cached loop must continue exactly as greedy `generate` does."""
+    from factpatch.core.generate import sample_top_k
+
+    lm = tiny_models[family]
+    prompt = torch.tensor([[3, 17, 5], [8, 2, 9]])
+    ours = sample_top_k(lm, prompt, 12, top_k=1)
+    with torch.no_grad():
+        theirs = lm.model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                   max_new_tokens=12, min_new_tokens=12, pad_token_id=0)
+    assert torch.equal(ours, theirs)
+
+
+def test_top_k_sampler_draws_only_among_the_k_largest_and_never_a_banned_token(tiny_models):
+    from factpatch.core.generate import sample_top_k, seeded
+
+    lm = tiny_models["llama"]
+    prompt = torch.full((64, 1), 1)
+    with torch.no_grad():
+        logits = lm.model(prompt[:1]).logits[0, -1]
+    banned = [int(logits.argmax())]  # the most likely token: without the ban it would be drawn often
+    allowed = set(logits.masked_fill(torch.tensor([i in banned for i in range(len(logits))]), float("-inf"))
+                  .topk(3).indices.tolist())
+    with seeded(0):
+        first = sample_top_k(lm, prompt, 1, top_k=3, banned=banned)[:, 1]
+    assert set(first.tolist()) <= allowed and len(set(first.tolist())) > 1  # drawn, not argmax
+    with seeded(0):
+        again = sample_top_k(lm, prompt, 1, top_k=3, banned=banned)[:, 1]
+    assert torch.equal(first, again)
+
+
 def test_self_sampled_corpus_is_seeded_and_its_progress_counts_every_token(tiny_models, tmp_path, capsys):
     """All sequences are sampled in one batch; the bar moves with each step and ends at the total."""
     from factpatch.editing.stats import SEQ_LEN, sample_token_corpus

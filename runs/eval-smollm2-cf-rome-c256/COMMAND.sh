@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SUPERSEDED 2026-11-30: the corpus is now drawn top-k first; see runs/eval-smollm2-cf-rome-topk.
 # ROME on CounterFact's first 100 cases with key statistics from the corpus sampled in one batch
 # (stats.SAMPLE_BATCH = 256; before: batches of 32), to set beside the same 100 cases of
 # runs/eval-smollm2-cf-rome (issue 17: C of the same quality). Resumable.

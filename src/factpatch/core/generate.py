@@ -1,17 +1,19 @@
 """Text generation from a (possibly patched) model: seeded, batched samples with left padding
 (`generate_texts`), one prompt continued greedily or sampled, optionally streamed
-(`generate_ids`, what `factpatch serve` uses), and the one seeded-sampling context every sampler
-in factpatch uses."""
+(`generate_ids`, what `factpatch serve` uses), fixed-length top-k samples of many rows at once
+(`sample_top_k`, the self-sampled statistics corpus), and the one seeded-sampling context every
+sampler in factpatch uses."""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from .errors import FactpatchError
+from .hooks import body, cache_kwarg, unembed
 from .models import LoadedModel
 from .tokens import pad_id
 
@@ -134,3 +136,50 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     """`text` up to (not including) the earliest stop string in it."""
     ends = [i for i in (text.find(s) for s in stop if s) if i >= 0]
     return text[: min(ends)] if ends else text
+
+
+def end_of_text_ids(lm: LoadedModel) -> list[int]:
+    """Every token id that ends a text for `lm` (the tokenizer's and the generation config's)."""
+    ids = {lm.tokenizer.eos_token_id}
+    configured = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.no_grad()
+def sample_top_k(
+    lm: LoadedModel,
+    prompt: torch.Tensor,
+    new_tokens: int,
+    top_k: int,
+    banned: Sequence[int] = (),
+    on_step: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """`prompt` (B, T) token ids, no padding, continued by `new_tokens` top-k samples: (B, T + new_tokens).
+
+    The distribution of transformers' top-k sampling — the softmax of the k largest logits — drawn
+    the cheap way: the k largest first, then the draw among them. `generate` masks, normalises and
+    draws over the whole vocabulary every step, about a third of a sampling step on SmolLM2's
+    49,152 tokens (runs/bench/sampling-cache-2026-11-30). Draws come from torch's global generator
+    (seed it with `seeded`); `banned` ids are never drawn (fixed-length samples ban end-of-text);
+    `on_step()` runs after every step.
+    """
+    from transformers import DynamicCache
+
+    if top_k < 1:
+        raise FactpatchError("top_k must be at least 1")
+    model_body = body(lm)
+    cache = DynamicCache(config=lm.model.config)  # filled in place by each pass
+    tokens, step_input = [prompt], prompt
+    for _ in range(new_tokens):
+        hidden = model_body(input_ids=step_input, use_cache=True, **{cache_kwarg(model_body): cache}).last_hidden_state
+        logits = unembed(lm, hidden[:, -1]).float()  # (B, vocab)
+        if banned:
+            logits[:, list(banned)] = float("-inf")
+        values, indices = logits.topk(top_k, dim=-1)  # (B, k)
+        step_input = indices.gather(-1, torch.multinomial(torch.softmax(values, dim=-1), 1))  # (B, 1)
+        tokens.append(step_input)
+        if on_step is not None:
+            on_step()
+    return torch.cat(tokens, dim=1)
+

@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers.generation.streamers import BaseStreamer
 
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
-from ..core.generate import seeded
+from ..core.generate import end_of_text_ids, sample_top_k, seeded
 from ..core.hooks import act_name, run_with_cache
 from ..core.models import LoadedModel
 
@@ -34,6 +33,10 @@ SEQ_LEN = 128  # tokens per corpus sequence
 # share each step's fixed cost and their matrix products are wide enough to run at full speed:
 # 160 rows (the default corpus) in one batch sample several times faster than 5 batches of 32.
 SAMPLE_BATCH = 256
+TOP_K = 50  # the self-sampled corpus's top-k (transformers' default for sampling)
+# How the corpus is drawn, part of its cache key: "top-k-first" (core.generate.sample_top_k) draws
+# other tokens than transformers' `generate` did from the same seed (the corpora before it).
+SAMPLER = "top-k-first"
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class CorpusSpec:
 
     def key(self) -> dict:
         if self.path is None:
-            return {"corpus": "self-sampled", "seed": self.seed, "top_k": 50, "seq_len": SEQ_LEN, "batch": SAMPLE_BATCH}
+            return {"corpus": "self-sampled", "seed": self.seed, "top_k": TOP_K, "seq_len": SEQ_LEN, "batch": SAMPLE_BATCH,
+                    "sampler": SAMPLER}
         stat = self.path.stat()
         return {"corpus": str(self.path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
 
@@ -73,30 +77,12 @@ def stats_dir(lm: LoadedModel, cache_dir: Path | None) -> Path:
     return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "stats" / lm.fingerprint[:16]
 
 
-class _StepProgress(BaseStreamer):
-    """Moves the progress bar one token a row as `generate` samples each step (not at the end of
-    a batch that may be the whole corpus)."""
-
-    def __init__(self, bar: tqdm, rows: int):
-        self.bar, self.rows, self.prompt_seen = bar, rows, False
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:  # generate hands the prompt over first
-            self.prompt_seen = True
-            return
-        self.bar.update(self.rows)
-
-    def end(self) -> None:
-        pass
-
-
-@torch.no_grad()
 def sample_token_corpus(
     lm: LoadedModel, n_tokens: int, seed: int = 0, cache_dir: Path | None = None, progress: bool = True
 ) -> torch.Tensor:
     """(n_seq, SEQ_LEN) token ids sampled from the model, cached per model fingerprint and seed."""
     # the batch is part of the key: the same seed draws other samples in batches of another size
-    path = stats_dir(lm, cache_dir) / f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, 50, SAMPLE_BATCH])}.safetensors"
+    path = stats_dir(lm, cache_dir) / f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, TOP_K, SAMPLE_BATCH, SAMPLER])}.safetensors"
     if path.exists():
         return load_file(path)["ids"]
     tokenizer = lm.tokenizer
@@ -107,17 +93,10 @@ def sample_token_corpus(
         for first in range(0, n_seq, SAMPLE_BATCH):
             rows = min(SAMPLE_BATCH, n_seq - first)
             prompt = torch.full((rows, 1), start, dtype=torch.long, device=lm.device)
-            out = lm.model.generate(
-                prompt,
-                attention_mask=torch.ones_like(prompt),
-                do_sample=True,
-                top_k=50,
-                max_new_tokens=SEQ_LEN,
-                min_new_tokens=SEQ_LEN,  # fixed length: no padding in the statistics pass
-                pad_token_id=tokenizer.eos_token_id,
-                streamer=_StepProgress(bar, rows),
-            )
-            chunks.append(torch.cat([prompt, out[:, 1 : SEQ_LEN]], dim=1).cpu())
+            bar.update(rows)
+            # fixed length (no padding in the statistics pass): end-of-text is never drawn
+            chunks.append(sample_top_k(lm, prompt, SEQ_LEN - 1, TOP_K, banned=end_of_text_ids(lm),
+                                       on_step=lambda: bar.update(rows)).cpu())
     ids = torch.cat(chunks)
     with atomic_path(path) as tmp:
         save_file({"ids": ids.contiguous()}, str(tmp))
