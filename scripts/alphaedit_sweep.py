@@ -87,7 +87,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["setting"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
+    # a setting is done for the corpus it was measured with (rows before the key was recorded: the
+    # corpus `generate` drew, which the top-k-first sampler replaced)
+    done = {(r["setting"], json.dumps(r.get("corpus"), sort_keys=True))
+            for r in map(json.loads, args.out.read_text().splitlines())} if args.out.exists() else set()
     memit_module.compute_targets = cached_targets(args.out.with_suffix(".z.pt"))
 
     lm = load_model(args.model)
@@ -99,7 +102,7 @@ def main() -> None:
     suffix = "" if args.corpus_tokens == CorpusSpec().n_tokens else f"@{args.corpus_tokens}"
     for entry in args.grid:
         setting = entry + suffix
-        if setting in done:
+        if (setting, json.dumps(corpus.key(), sort_keys=True)) in done:
             continue
         method, overrides = parse_setting(entry)
         params = method_params(lm, method, overrides)
@@ -107,7 +110,7 @@ def main() -> None:
         started = time.perf_counter()
         patch = editor.patch(requests)
         seconds = time.perf_counter() - started
-        row: dict = {"setting": setting, "model": lm.name, "n": len(cases), "corpus_tokens": corpus.n_tokens, "edit_seconds": round(seconds, 1),
+        row: dict = {"setting": setting, "model": lm.name, "n": len(cases), "corpus_tokens": corpus.n_tokens, "corpus": corpus.key(), "edit_seconds": round(seconds, 1),
                      "params": params.to_dict()}
         if isinstance(params, AlphaEditParams):
             row["nullspace_rank"] = patch.meta.get("nullspace_rank")

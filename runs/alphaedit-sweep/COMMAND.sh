@@ -4,6 +4,8 @@
 # and the known_1000 facts the unedited model gets right that it still gets right. Resumable: a rerun
 # skips the settings already in smollm2.jsonl. ~2 min a setting once z is cached (smollm2.z.pt, not
 # in the repository: the first run computes it in ~5 min); the 204,800-token C samples for ~17 min once.
+# The rows of 2026-11-30 were measured on corpora drawn by `generate` (no "corpus" field); a rerun
+# with the current sampler measures every setting again and appends rows that name their corpus.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 run() { .venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2.jsonl \
