@@ -29,7 +29,8 @@ from factpatch.core.models import load_model
 from factpatch.editing import memit as memit_module
 from factpatch.editing.alphaedit import AlphaEditParams
 from factpatch.editing.patch import applied
-from factpatch.editing.registry import make_editor, method_params
+from factpatch.core.errors import FactpatchError
+from factpatch.editing.registry import make_editor, method_params, parse_methods, parse_overrides
 from factpatch.editing.stats import CorpusSpec
 from factpatch.evaluation.data import load_dataset
 from factpatch.evaluation.health import KnownFacts
@@ -85,6 +86,13 @@ def main() -> None:
                         help="self-sampled tokens behind C (default: factpatch's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for entry in args.grid:  # every setting checked before the model loads
+        method, overrides = parse_setting(entry)
+        try:
+            parse_overrides([f"{method}.{k}={v}" for k, v in overrides.items()] or None)
+            parse_methods(method)
+        except FactpatchError as exc:
+            parser.exit(2, f"error: --grid {entry!r}: {exc}\n")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # a setting is done for the corpus it was measured with (rows before the key was recorded: the
