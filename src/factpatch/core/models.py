@@ -11,6 +11,7 @@ Two things live here:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import importlib
@@ -284,6 +285,15 @@ class LoadedModel:
         if not 0 <= layer < self.n_layers:
             raise FactpatchError(f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}")
         return layer
+
+
+def cast_copy(lm: LoadedModel, dtype: torch.dtype) -> LoadedModel:
+    """A copy of `lm` whose weights are `dtype` (same tokenizer, adapter and fingerprint: the
+    fingerprint names the weights it was cast from). For work whose precision the caller chooses,
+    such as the δ optimisation in bfloat16; `lm` itself is not touched."""
+    model = copy.deepcopy(lm.model).to(dtype)
+    model.eval()
+    return dataclasses.replace(lm, model=model)
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -36,7 +36,8 @@ from ..core.tokens import pad_right, pad_id, subject_last_index
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, key_second_moments
-from .values import PrefixSpec, ValueSettings, build_contexts, length_order, optimize_deltas, sample_prefixes
+from .values import (PrefixSpec, ValueSettings, build_contexts, length_order, optimize_deltas, sample_prefixes,
+                     states_at_subject, value_model)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class BatchEditParams:
     essence_prompt: str = "{} is a"
     group_size: int = 32  # requests optimised together for z: bounds the (rows × vocabulary) logits
     seed: int = 0  # prefix sampling
+    # The precision of z's optimisation (values.VALUE_DTYPES): float32 as the reference; bfloat16
+    # is faster on CPUs with bf16 units and moves the results a little (BENCHMARKS.md).
+    v_dtype: str = "float32"
 
     def __post_init__(self):
         if self.layers is not None:
@@ -87,6 +91,7 @@ class BatchEditParams:
         return ValueSettings(
             steps=self.v_steps, lr=self.v_lr, kl_weight=self.kl_weight, weight_decay=self.weight_decay,
             clamp_factor=self.clamp_factor, early_stop_nll=self.early_stop_nll, essence_prompt=self.essence_prompt,
+            dtype=self.v_dtype,
         )
 
 
@@ -190,16 +195,19 @@ def compute_targets(
     # Groups of requests with similar suffix lengths: each group's rows are padded to its longest.
     # A request's z does not depend on its group (values.optimize_deltas), so the order is free.
     order = length_order(lm, requests)
+    settings = params.value_settings()
+    work = value_model(lm, settings)  # lm itself, or a lower-precision copy for the optimisation
     with tqdm(total=len(requests), desc=f"z at layer {L}", unit="req", disable=not progress) as bar:
         for start in range(0, len(requests), params.group_size):
             group = [requests[i] for i in order[start : start + params.group_size]]
-            ctx = build_contexts(lm, group, prefixes, params.essence_prompt)
-            cached = run_with_cache(lm, ctx.suffix_ids, [resid_name, out_name], stop_after=out_name,
-                                    **ctx.forward_kwargs(lm))
+            ctx = build_contexts(work, group, prefixes, params.essence_prompt)
+            cached = run_with_cache(work, ctx.suffix_ids, [resid_name, out_name], stop_after=out_name,
+                                    **ctx.forward_kwargs(work))
             bare_rows = torch.arange(len(group), device=lm.device) * ctx.n_contexts  # each request's bare prompt
             h_L = cached[out_name][bare_rows, 0]  # (g, d_model) at the subject's last token
-            found = optimize_deltas(lm, ctx, "resid_post", L, cached[resid_name], h_L.norm(dim=-1),
-                                    params.value_settings())
+            if work is not lm:  # z − h_L is what the update writes: its base in full precision
+                h_L = states_at_subject(lm, ctx, [out_name], out_name)[out_name][bare_rows]
+            found = optimize_deltas(work, ctx, "resid_post", L, cached[resid_name], h_L.norm(dim=-1), settings)
             Z.append(h_L + found.delta)
             steps += found.steps
             p_first += found.p_first

@@ -38,7 +38,8 @@ from ..core.models import LoadedModel
 from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another
 from .request import EditRequest
 from .stats import CorpusSpec, key_second_moment
-from .values import PrefixSpec, ValueSettings, build_contexts, optimize_deltas, sample_prefixes
+from .values import (PrefixSpec, ValueSettings, build_contexts, optimize_deltas, sample_prefixes, states_at_subject,
+                     value_model)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class ROMEParams:
     prefixes: tuple[tuple[int, int], ...] = ((10, 5), (10, 10))  # (count, tokens): public ROME's 10×5 + 10×10
     essence_prompt: str = "{} is a"
     seed: int = 0  # prefix sampling
+    # The precision of v*'s optimisation (values.VALUE_DTYPES): float32 as the paper; bfloat16 is
+    # faster on CPUs with bf16 units and moves the results a little (BENCHMARKS.md).
+    v_dtype: str = "float32"
 
     def __post_init__(self):
         value_settings(self)  # checks the optimisation's settings
@@ -104,6 +108,7 @@ def value_settings(hp: ROMEParams) -> ValueSettings:
     return ValueSettings(
         steps=hp.v_steps, lr=hp.v_lr, kl_weight=hp.kl_weight, weight_decay=hp.weight_decay,
         clamp_factor=hp.clamp_factor, early_stop_nll=hp.early_stop_nll, essence_prompt=hp.essence_prompt,
+        dtype=hp.v_dtype,
     )
 
 
@@ -131,15 +136,20 @@ def compute_key_value(
     """k* (mean key over the contexts) and v* (the optimisation in factpatch.editing.values)."""
     layer = hp.layer
     assert layer is not None
-    ctx = build_contexts(lm, [request], prefixes, hp.essence_prompt)
+    settings = value_settings(hp)
+    work = value_model(lm, settings)  # lm itself, or a lower-precision copy for the optimisation
+    ctx = build_contexts(work, [request], prefixes, hp.essence_prompt)
     # One pass up to layer l*: the residual stream entering l* and the keys at the subject.
     resid_name, key_name = act_name("resid_pre", layer), act_name("mlp_key", layer)
-    cached = run_with_cache(lm, ctx.suffix_ids, [resid_name, key_name], stop_after=key_name, **ctx.forward_kwargs(lm))
+    cached = run_with_cache(work, ctx.suffix_ids, [resid_name, key_name], stop_after=key_name,
+                            **ctx.forward_kwargs(work))
     keys = cached[key_name][:, 0]  # (B, d_mlp): suffix column 0 is each row's subject-last token
+    if work is not lm:  # k* enters the closed form: in full precision
+        keys = states_at_subject(lm, ctx, [key_name], key_name)[key_name]
     k_star = keys[ctx.rewrite_rows(0)].mean(dim=0)  # (d_mlp,)
     W = projection_weight(lm, layer).detach()
     Wk_star = W @ k_star  # (d_model,)
-    found = optimize_deltas(lm, ctx, "mlp_out", layer, cached[resid_name], Wk_star.norm()[None], value_settings(hp))
+    found = optimize_deltas(work, ctx, "mlp_out", layer, cached[resid_name], Wk_star.norm()[None], settings)
     v_star = (Wk_star + found.delta[0]).detach()
     return KeyValue(k_star=k_star, v_star=v_star, Wk_star=Wk_star, losses=found.losses[0], steps=found.steps[0])
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..editing.registry import Editor, make_editor, method_params
+from ..editing.registry import METHODS, Editor, make_editor, method_params
 from ..core.cache import write_text_atomic
 from ..core.runstore import RunStore, check_identity
 from .data import Case, Dataset, load_dataset
@@ -181,9 +181,22 @@ def _differences(old: dict, new: dict) -> list[str]:
         if key == "dataset" and isinstance(a, dict) and isinstance(b, dict):
             a = {k: v for k, v in a.items() if k != "name"}  # the same file under another path is fine
             b = {k: v for k, v in b.items() if k != "name"}
+        if key == "hparams" and isinstance(a, dict) and isinstance(b, dict):
+            b = {method: _as_recorded(method, a.get(method), values) for method, values in b.items()}
         if a != b:
             diff.append(key)
     return diff
+
+
+def _as_recorded(method: str, recorded: dict | None, values: dict) -> dict:
+    """`values` without the settings a method gained after `recorded` was written, where they
+    are at their defaults: such a run is the same run, and it stays resumable."""
+    spec = METHODS.get(method)
+    if not isinstance(recorded, dict) or not isinstance(values, dict) or spec is None:
+        return values
+    defaults = {f.name: f.default for f in dataclasses.fields(spec.params_cls)}
+    return {key: value for key, value in values.items()
+            if key in recorded or key not in defaults or value != defaults[key]}
 
 
 def check_out_dir(out_dir: Path, description: dict) -> None:
