@@ -336,7 +336,7 @@ def optimize_deltas(
     resid_pre: torch.Tensor,
     value_norms: torch.Tensor,
     settings: ValueSettings,
-    shrink_below: float = 0.75,
+    shrink_below: float = 1.0,
 ) -> ValueResult:
     """δ for every request of `ctx`, added to `hook_kind` at `layer` at the subject's last token.
 
@@ -344,7 +344,10 @@ def optimize_deltas(
     pass with `ctx.forward_kwargs`); value_norms: (n,) ‖v_r‖, the unedited value's norm, which
     scales the weight decay and the clamp. Once fewer than `shrink_below` of the requests in the
     batch are still optimising, the batch is cut to those (their Adam state carried over): a
-    request's result does not depend on which others share its batch.
+    request's result does not depend on which others share its batch. The default cuts it as soon
+    as any request converges: a cut costs a slice of the prefix cache, far less than a step for
+    a finished request (5 % faster than cutting below 0.75 on 100 requests,
+    runs/bench/mass_edit_ab-shrink-2026-11-30.jsonl).
     """
     n, device = ctx.n_requests, lm.device
     value_norms = value_norms.float()
