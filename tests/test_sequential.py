@@ -89,6 +89,10 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
     assert len(list((tmp_path / "killed" / "alphaedit" / "patches").glob("*.safetensors"))) == 1
+    # the checkpoint scored before the kill is already drawn: an unfinished run shows where it stands
+    curves = (tmp_path / "killed" / "curves.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in curves[1:]] == [["alphaedit", "0"], ["alphaedit", "2"]]
+    assert (tmp_path / "killed" / "curves.png").stat().st_size > 1000
     monkeypatch.setattr(alphaedit.AlphaEditor, "patch", real)
     run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
     whole = _stack_fingerprint(lm, tmp_path / "whole" / "alphaedit" / "patches")

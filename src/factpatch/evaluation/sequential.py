@@ -184,8 +184,10 @@ def run_method(
     cache_dir: Path | None,
     progress: bool,
     scorer=None,
+    after_checkpoint=None,
 ) -> None:
-    """Edit, checkpoint and score one method, resuming from its patch directory."""
+    """Edit, checkpoint and score one method, resuming from its patch directory;
+    `after_checkpoint()` runs after each checkpoint is scored (run_sequential: redraw the curves)."""
     patch_dir = out_dir / method / "patches"
     patch_dir.mkdir(parents=True, exist_ok=True)
     existing = _patch_files(patch_dir)
@@ -224,6 +226,8 @@ def run_method(
                     bar.set_postfix_str(f"scoring {edits} edits")
                     _checkpoint(lm, method, cases[:edits], edits, edits == len(cases), config, store, health_log,
                                 done, health_done, known, ppl_ids, edited_subjects, stack, progress, scorer)
+                    if after_checkpoint is not None:
+                        after_checkpoint()
     finally:
         stack.revert()
     if weights_fingerprint(lm.model) != original:
@@ -304,8 +308,9 @@ def run_sequential(
                           "known_share": sum(known.known) / len(known.facts)})
         health_log.append(entry)
     for method in config.methods:
+        # The curves are redrawn at every checkpoint: a run that takes days shows where it stands.
         run_method(lm, method, params[method], cases, config, out_dir, store, health_log, done, health_done,
-                   known, ppl_ids, cache_dir, progress, scorer)
+                   known, ppl_ids, cache_dir, progress, scorer, after_checkpoint=lambda: write_curves(out_dir, description))
     run = write_outputs(out_dir, description)
     run.seconds = time.perf_counter() - started
     return run
@@ -333,12 +338,23 @@ def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
                       f"{description['batch_size']} on {description['model']}\n\n{table}\n"
                       + (f"\n{generation}\n" if generation else ""))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
+    write_curves(out_dir, description, records, health)
+    return SequentialRun(out_dir, final, health, summary, final_health, time.perf_counter() - started)
+
+
+def write_curves(out_dir: Path, description: dict, records: list[dict] | None = None,
+                 health: list[dict] | None = None) -> None:
+    """curves.csv and curves.png from every checkpoint recorded so far (also of an unfinished run)."""
+    records = case_store(out_dir / RESULTS).load() if records is None else records
+    health = health_store(out_dir / HEALTH).load() if health is None else health
+    if not records:
+        return
+    kind = "counterfact" if any("ES" in r["metrics"] for r in records) else "zsre"
     curves = curve_rows(records, health, kind, description["methods"])
     write_text_atomic(out_dir / "curves.csv", curves_csv(curves))
     if curves:
         plot_curves(curves, out_dir / "curves.png", f"{description['model']}: sequential edits, batches of "
                     f"{description['batch_size']}")
-    return SequentialRun(out_dir, final, health, summary, final_health, time.perf_counter() - started)
 
 
 CURVE_METRICS = {"counterfact": ("ES", "PS", "NS"), "zsre": ("efficacy", "paraphrase", "specificity")}
@@ -366,7 +382,7 @@ def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list
                     row["known_share"] = h["known_share"]
             rows.append(row)
     if baseline is not None and rows:
-        for method in methods:
+        for method in [m for m in methods if any(r["method"] == m for r in rows)]:  # methods run so far
             # before any edit every fact the model knows is still known: the kept share starts at 1
             rows.append({"method": method, "edits": 0, "cases": 0, "perplexity": baseline["perplexity"],
                          **({"known_share": 1.0} if baseline.get("known_share") is not None else {})})
