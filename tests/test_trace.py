@@ -432,6 +432,39 @@ def test_cli_traces_one_prompt(cli, tiny_dir, tmp_path):
     assert {p.name for p in out.iterdir()} == {"trace.json", "trace.png", "trace.svg"}
 
 
+def test_cli_bfloat16_trace_says_it_is_approximate(cli, tiny_dir, tmp_path):
+    out = tmp_path / "trace"
+    code, stdout, err = cli("trace", "--model", tiny_dir, "--prompt", PROMPT, "--subject", SUBJECT, "--dtype", "bfloat16",
+                            "--samples", 2, "--window", 2, "--corpus", cli.corpus, "--quiet", "--out", out)
+    assert code == 0, err
+    assert "in bfloat16 (approximate" in stdout
+    assert json.loads((out / "trace.json").read_text())["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_bfloat16_trace_is_near_float32_and_leaves_the_model_alone(tiny_models, family):
+    from factpatch.core.models import weights_fingerprint
+
+    lm = tiny_models[family]
+    fingerprint = weights_fingerprint(lm.model)
+    exact = TraceSettings(kinds=("hidden", "mlp"), window=2, noise=NoiseSettings(samples=3))
+    approx = dataclasses.replace(exact, dtype="bfloat16")
+    full = trace_prompt(lm, PROMPT, SUBJECT, settings=exact, sigma=1.0, progress=False)
+    half = trace_prompt(lm, PROMPT, SUBJECT, settings=approx, sigma=1.0, progress=False)
+    assert weights_fingerprint(lm.model) == fingerprint and next(lm.model.parameters()).dtype == torch.float32
+    cells = [(a, b) for kind in full.scores for ra, rb in zip(full.scores[kind], half.scores[kind])
+             if ra is not None for a, b in zip(ra, rb)]
+    assert max(abs(a - b) for a, b in cells) < 0.1 * max(a for a, _ in cells)  # near, within a tenth of the scale
+    assert any(a != b for a, b in cells)  # and it did run in the other precision
+    assert half.p_clean == pytest.approx(full.p_clean, rel=0.1)
+
+
+def test_float32_trace_settings_keep_the_key_runs_were_recorded_under():
+    """A dataset run's identity holds the settings' key: the default precision leaves it as it was."""
+    assert "dtype" not in TraceSettings().key()
+    assert TraceSettings(dtype="bfloat16").key()["dtype"] == "bfloat16"
+
+
 def test_cli_traces_a_dataset(cli, tiny_models, tiny_dir, tmp_path):
     from factpatch.core.models import from_pretrained_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -458,6 +491,7 @@ def test_cli_traces_a_dataset(cli, tiny_models, tiny_dir, tmp_path):
         (["--prompt", PROMPT, "--subject", SUBJECT, "--noise", "0"], "--noise"),
         (["--prompt", PROMPT, "--subject", SUBJECT, "--noise", "-2"], "--noise"),
         (["--prompt", PROMPT, "--subject", SUBJECT, "--window", "0"], "--window"),
+        (["--prompt", PROMPT, "--subject", SUBJECT, "--dtype", "float16"], "--dtype must be one of float32, bfloat16"),
         (["--prompt", PROMPT, "--subject", " "], "subject is empty"),
         (["--prompt", PROMPT, "--subject", SUBJECT, "--target", " "], "target is empty"),
         (["--dataset", "MISSING"], "not found"),

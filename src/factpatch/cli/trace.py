@@ -31,6 +31,9 @@ def register(commands) -> None:
     trace.add_argument("--noise", type=float, default=3.0, help="noise scale ν/σ (default 3)")
     trace.add_argument("--window", type=int, default=10, help="layers restored together for mlp and attn (default 10)")
     trace.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    trace.add_argument("--dtype", default="float32", metavar="{float32,bfloat16}",
+                       help="precision of the passes: float32 (exact, default) or bfloat16 (about 2x faster "
+                            "on CPUs with bf16 units; probabilities move by a few hundredths)")
     trace.add_argument("--sever", action="append", default=[], choices=["mlp", "attn"],
                        help="also restore hidden states with the later MLP (attention) outputs at that token frozen "
                        "at their corrupted values (repeatable)")
@@ -72,7 +75,7 @@ def run_trace(args) -> int:
         kinds, args.window, tuple(args.sever),
         # over a dataset only the last subject token's severed trace is averaged (the paper's Fig 3)
         sever_tokens="last subject" if args.dataset is not None else "all",
-        noise=NoiseSettings(args.noise, args.samples, args.seed),
+        noise=NoiseSettings(args.noise, args.samples, args.seed), dtype=args.dtype,
     )
     if args.corpus is not None and not args.corpus.is_file():
         raise FactpatchError(f"corpus file not found: {args.corpus}")
@@ -124,7 +127,7 @@ def _run_prompt(args, settings) -> int:
     print(
         f"{lm.name}: {result.prompt!r} -> {result.target!r}: P clean {result.p_clean:.4g}, "
         f"corrupted {result.p_corrupted:.4g} (noise {noise.scale:g}σ, σ = {sigma:.4g}, {noise.samples} samples), "
-        f"traced in {seconds:.1f} s"
+        f"traced in {seconds:.1f} s" + (f" in {settings.dtype} (approximate: float32 is exact)" if settings.dtype != "float32" else "")
     )
     if not result.target_is_top:
         print(f"warning: the model does not predict {result.target_token!r} first here")
@@ -155,6 +158,7 @@ def _run_dataset(args, settings) -> int:
     print(
         f"{lm.name} knows {run.known} of {run.checked} facts in {args.dataset.name}; "
         f"{run.traced} traced ({run.new} new, {seconds:.0f} s)"
+        + (f" in {settings.dtype} (approximate: float32 is exact)" if settings.dtype != "float32" else "")
     )
     if run.traced:
         print(

@@ -287,6 +287,24 @@ class LoadedModel:
         return layer
 
 
+# The precisions a computation may run in (`--set method.v_dtype=`, `factpatch trace --dtype`).
+# float32 is the reference; bfloat16 runs on a copy of the weights and is faster on CPUs with
+# bf16 dot products (BENCHMARKS.md says how much, and what it moves).
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def check_precision(name: str, option: str) -> str:
+    if name not in PRECISIONS:
+        raise FactpatchError(f"{option} must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    return name
+
+
+def in_precision(lm: LoadedModel, name: str) -> LoadedModel:
+    """`lm` itself if its weights are already in precision `name`, else a copy in it (cast_copy)."""
+    dtype = PRECISIONS[name]
+    return lm if next(lm.model.parameters()).dtype == dtype else cast_copy(lm, dtype)
+
+
 def cast_copy(lm: LoadedModel, dtype: torch.dtype) -> LoadedModel:
     """A copy of `lm` whose weights are `dtype` (same tokenizer, adapter and fingerprint: the
     fingerprint names the weights it was cast from). For work whose precision the caller chooses,

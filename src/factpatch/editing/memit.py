@@ -62,7 +62,7 @@ class BatchEditParams:
     essence_prompt: str = "{} is a"
     group_size: int = 32  # requests optimised together for z: bounds the (rows × vocabulary) logits
     seed: int = 0  # prefix sampling
-    # The precision of z's optimisation (values.VALUE_DTYPES): float32 as the reference; bfloat16
+    # The precision of z's optimisation (core.models.PRECISIONS): float32 as the reference; bfloat16
     # is faster on CPUs with bf16 units and moves the results a little (BENCHMARKS.md).
     v_dtype: str = "float32"
 

@@ -61,7 +61,7 @@ class ROMEParams:
     prefixes: tuple[tuple[int, int], ...] = ((10, 5), (10, 10))  # (count, tokens): public ROME's 10×5 + 10×10
     essence_prompt: str = "{} is a"
     seed: int = 0  # prefix sampling
-    # The precision of v*'s optimisation (values.VALUE_DTYPES): float32 as the paper; bfloat16 is
+    # The precision of v*'s optimisation (core.models.PRECISIONS): float32 as the paper; bfloat16 is
     # faster on CPUs with bf16 units and moves the results a little (BENCHMARKS.md).
     v_dtype: str = "float32"
 

@@ -34,7 +34,7 @@ from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
 from ..core.generate import seeded
 from ..core.hooks import act_name, body, frozen, hooks, returned_cache, run_with_cache, start_at_layer, unembed
-from ..core.models import LoadedModel, cast_copy
+from ..core.models import LoadedModel, check_precision, in_precision
 from ..core.tokens import encode_target, pad_id, subject_last_index
 from .request import EditRequest
 
@@ -283,7 +283,7 @@ class ValueSettings:
     clamp_factor: float
     early_stop_nll: float
     essence_prompt: str = "{} is a"
-    dtype: str = "float32"  # the weights the optimisation runs on (VALUE_DTYPES)
+    dtype: str = "float32"  # the weights the optimisation runs on (core.models.PRECISIONS)
 
     def __post_init__(self):
         if self.steps < 1:
@@ -292,20 +292,14 @@ class ValueSettings:
             raise FactpatchError("v_lr and clamp_factor must be positive")
         if self.essence_prompt.count("{}") != 1:
             raise FactpatchError("essence_prompt must contain '{}' once")
-        if self.dtype not in VALUE_DTYPES:
-            raise FactpatchError(f"v_dtype must be one of {', '.join(VALUE_DTYPES)}, got {self.dtype!r}")
-
-
-# Precisions the δ optimisation can run in. bfloat16 runs it on a bfloat16 copy of the weights
-# (~1.4× faster on CPUs with bf16 dot products, BENCHMARKS.md); keys, the unedited values and the
-# closed-form update stay float32, so only the optimised δ carries the lower precision.
-VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+        check_precision(self.dtype, "v_dtype")
 
 
 def value_model(lm: LoadedModel, settings: ValueSettings) -> LoadedModel:
-    """The model the δ optimisation runs on: `lm` itself in float32, else a copy in `settings.dtype`."""
-    dtype = VALUE_DTYPES[settings.dtype]
-    return lm if dtype == next(lm.model.parameters()).dtype else cast_copy(lm, dtype)
+    """The model the δ optimisation runs on: `lm` itself in float32, else a copy in `settings.dtype`.
+    Keys, the unedited values and the closed-form update stay float32 (the callers read them from
+    `lm`), so only the optimised δ carries the lower precision."""
+    return in_precision(lm, settings.dtype)
 
 
 def states_at_subject(lm: LoadedModel, ctx: Contexts, names: list[str], stop_after: str) -> dict[str, torch.Tensor]:

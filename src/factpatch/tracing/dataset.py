@@ -16,7 +16,7 @@ from ..core.runstore import RunStore, check_identity
 from ..core.scoring import teacher_forced
 from ..core.cache import stable_hash
 from ..core.errors import FactpatchError
-from ..core.models import LoadedModel
+from ..core.models import LoadedModel, in_precision
 from .engine import progress_bar
 from .prompt import PromptTrace, trace_prompt
 from .settings import Progress, TraceSettings, embedding_std
@@ -370,9 +370,10 @@ def trace_dataset(
     plan = plan_trace(lm, dataset, out_dir, settings, n, sigma, cache_dir, progress)
     selected, todo = plan.selected, plan.todo
     bar = progress_bar(progress, total=len(selected), initial=len(selected) - len(todo), desc="tracing facts", unit="fact")
+    traced = in_precision(lm, settings.dtype) if todo else lm  # one copy for every fact, when not float32
     with bar:
         for fact in todo:
-            record = trace_fact(lm, fact, settings, plan.sigma)
+            record = trace_fact(traced, fact, settings, plan.sigma)
             plan.store.append(record)
             plan.done[fact.id] = record
             bar.update(1)

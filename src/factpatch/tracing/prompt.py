@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..core.models import LoadedModel
+from ..core.models import LoadedModel, in_precision
 from .engine import prepare, restored_probs
 from .schedule import Restore
 from .settings import Progress, TraceSettings, embedding_std
@@ -57,6 +57,7 @@ class PromptTrace:
             "samples": noise.samples,
             "seed": noise.seed,
             "window": self.settings.window,
+            "dtype": self.settings.dtype,
             "layers": self.n_layers,
             "kinds": {
                 name: {"scores": grid, "window": self.settings.window if name in ("mlp", "attn") else 1}
@@ -87,6 +88,7 @@ def trace_prompt(
     `embedding_std(lm)` (computed once per model, then cached)."""
     if sigma is None:
         sigma = embedding_std(lm, cache_dir=cache_dir, progress=bool(progress))
+    lm = in_precision(lm, settings.dtype)  # every pass in the chosen precision (σ stays float32)
     prep = prepare(lm, prompt, subject, target, sigma, settings.noise, settings.window)
     decode = lm.tokenizer.decode
     if prep.target_id != prep.clean_top_id:

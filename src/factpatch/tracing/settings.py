@@ -15,7 +15,7 @@ import torch
 
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
-from ..core.models import LoadedModel
+from ..core.models import LoadedModel, check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class TraceSettings:
     sever: tuple[str, ...] = ()  # also trace `hidden` with these later-layer outputs frozen
     sever_tokens: str = "all"  # "all", or "last subject" (all Fig 3 needs: a tenth of the work)
     noise: NoiseSettings = NoiseSettings()
+    # The precision of every pass (core.models.PRECISIONS). float32 is exact and the default;
+    # bfloat16 is an opt-in approximation, ~2× faster on CPUs with bf16 dot products, that moves
+    # probabilities by a few hundredths (BENCHMARKS.md); the outputs say which was used.
+    dtype: str = "float32"
 
     def __post_init__(self):
         kinds = tuple(dict.fromkeys(self.kinds))
@@ -76,6 +80,7 @@ class TraceSettings:
             raise FactpatchError(f"sever_tokens must be 'all' or 'last subject', got {self.sever_tokens!r}")
         if not (isinstance(self.window, int) and self.window >= 1):
             raise FactpatchError(f"--window must be an integer of at least 1, got {self.window!r}")
+        check_precision(self.dtype, "--dtype")
         object.__setattr__(self, "kinds", kinds)
         object.__setattr__(self, "sever", sever)
 
@@ -85,7 +90,10 @@ class TraceSettings:
         return self.kinds + tuple(f"hidden_sever_{s}" for s in self.sever)
 
     def key(self) -> dict:
-        return {**dataclasses.asdict(self), "kinds": list(self.kinds), "sever": list(self.sever)}
+        key = {**dataclasses.asdict(self), "kinds": list(self.kinds), "sever": list(self.sever)}
+        if self.dtype == "float32":  # the default leaves the key as it was before the setting existed
+            del key["dtype"]
+        return key
 
 
 def layer_window(layer: int, n_layers: int, size: int) -> range:
