@@ -8,6 +8,7 @@ import torch
 from tiny import FAMILIES, PARALLEL_FAMILIES
 
 from factpatch.api import edit_many
+from factpatch.evaluation.sequential import batch_record
 from factpatch.editing.alphaedit import KEYS_ATTACHMENT, alphaedit_solve, null_space_projector, preserved_keys
 from factpatch.editing.memit import compute_targets, memit_solve, read_at_subject
 from factpatch.core.hooks import act_name
@@ -273,3 +274,19 @@ def test_a_patch_file_written_before_batches_existed_still_loads_and_applies(tin
     with applied(lm, [patch]):
         torch.testing.assert_close(lm.model.get_parameter(param), before + torch.outer(left, right))
     assert torch.equal(lm.model.get_parameter(param), before)
+
+
+def test_editors_write_a_data_sets_conflicting_cases_and_user_input_is_refused(fresh_tiny, tmp_path, caplog):
+    """CounterFact in file order asks for two targets for one fact within a batch of 100 (cases
+    1300–1399): the reference protocol edits both; a user's request list with such a pair is an error."""
+    lm = _sharpened(fresh_tiny, "llama")
+    pair = [REQUESTS[0], EditRequest("{} is located in the city of", "Eiffel Tower", "Berlin", "Paris"), REQUESTS[1]]
+    params = method_params(lm, "memit", {**FAST, "lambda_per_dim": "1e-3"})
+    editor = make_editor(lm, "memit", params, tmp_path, progress=False, corpus=CORPUS)
+    with caplog.at_level("WARNING", logger="factpatch.editing.request"):
+        patch = editor.patch(pair)
+    assert [r["target_new"] for r in patch.requests] == ["Rome", "Berlin", "basketball"]
+    assert any("asked for two targets" in r.message for r in caplog.records)
+    assert batch_record("memit", 0, patch)["conflicting_requests"] == 1  # batches.jsonl says so
+    with pytest.raises(FactpatchError, match="asked for two targets"):
+        edit_many(lm, pair, "memit", params=params, progress=False)

@@ -137,7 +137,7 @@ class AlphaEditor(BatchEditor):
         return self._P[layer][0]
 
     def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
-        check_batch(requests)
+        check_batch(requests, allow_conflicts=True)  # user input was checked where it was read
         params = self.params
         assert isinstance(params, AlphaEditParams) and params.layers is not None
 

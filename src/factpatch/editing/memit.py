@@ -320,7 +320,7 @@ class MemitEditor(BatchEditor):
     name = "memit"
 
     def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
-        check_batch(requests)
+        check_batch(requests, allow_conflicts=True)  # user input was checked where it was read
         params = self.params
         assert isinstance(params, MEMITParams)
 

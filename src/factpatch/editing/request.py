@@ -11,11 +11,14 @@ Blank lines are skipped. Every problem is reported as `FILE:LINE: what is wrong`
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..core.errors import FactpatchError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,19 +71,37 @@ class EditRequest:
         return cls(record["prompt"], record["subject"], record["target_new"], record.get("target_true"))
 
 
-def check_batch(requests: Sequence[EditRequest], where: str = "the batch") -> None:
-    """A batch may repeat a fact but not ask for two different targets for one (subject, prompt)."""
-    if not requests:
-        raise FactpatchError(f"{where}: no edit requests")
-    seen: dict[tuple[str, str], str] = {}
+def conflicting(requests: Sequence[EditRequest]) -> list[tuple[EditRequest, EditRequest]]:
+    """Pairs (first, later) of requests that ask for two targets for one (subject, prompt)."""
+    first: dict[tuple[str, str], EditRequest] = {}
+    pairs = []
     for request in requests:
         key = (request.subject, request.prompt)
-        if key in seen and seen[key] != request.target_new:
-            raise FactpatchError(
-                f"{where}: subject {request.subject!r} with prompt {request.prompt!r} is asked for two targets "
-                f"({seen[key]!r} and {request.target_new!r})"
-            )
-        seen[key] = request.target_new
+        if key in first and first[key].target_new != request.target_new:
+            pairs.append((first[key], request))
+        first.setdefault(key, request)
+    return pairs
+
+
+def check_batch(requests: Sequence[EditRequest], where: str = "the batch", allow_conflicts: bool = False) -> None:
+    """A batch may repeat a fact but not ask for two different targets for one (subject, prompt).
+
+    User input is held to that where it is read (request files, `api.edit_many`). Editors pass
+    `allow_conflicts`: a data set's batch may hold such cases (CounterFact in file order does,
+    e.g. "Santo Domingo" twin city Miami and Alexandria in cases 1300–1399), and the reference
+    protocol edits them together, the update writing a compromise of the two; they are logged."""
+    if not requests:
+        raise FactpatchError(f"{where}: no edit requests")
+    pairs = conflicting(requests)
+    if pairs and not allow_conflicts:
+        a, b = pairs[0]
+        raise FactpatchError(
+            f"{where}: subject {a.subject!r} with prompt {a.prompt!r} is asked for two targets "
+            f"({a.target_new!r} and {b.target_new!r})"
+        )
+    for a, b in pairs:
+        logger.warning("%s: %r with prompt %r is asked for two targets (%r and %r); both are written",
+                       where, a.subject, a.prompt, a.target_new, b.target_new)
 
 
 def parse_request_line(line: str, where: str) -> EditRequest:

@@ -37,6 +37,7 @@ from ..core.runstore import RunStore
 from .data import Case, Dataset
 from ..editing.patch import PatchStack, load_patch, save_patch
 from ..editing.registry import make_editor, method_params
+from ..editing.request import EditRequest, conflicting
 from ..editing.stats import CorpusSpec
 from ..core.errors import FactpatchError
 from .run import (
@@ -138,6 +139,9 @@ def batch_record(method: str, batch: int, patch) -> dict:
               "seconds": patch.meta.get("batch_seconds")}
     if isinstance(steps, list) and steps:
         record["z_steps_mean"] = round(sum(steps) / len(steps), 2)
+    conflicts = conflicting([EditRequest.from_dict(r) for r in patch.requests])
+    if conflicts:  # cases of the data set that ask for two targets for one fact, edited together
+        record["conflicting_requests"] = len(conflicts)
     for key in ("nullspace_rank", "preserved_edits"):
         if key in patch.meta:
             record[key] = patch.meta[key]
