@@ -1,6 +1,6 @@
 """MEMIT/AlphaEdit's z optimisation, this checkout against another one, in one process (a fair A/B).
 
-    python benchmarks/mass_edit_ab.py --other /path/to/older/checkout [--n 100] [--rounds 1]
+    python benchmarks/mass_edit_ab.py --other /path/to/older/checkout [--n 100] [--rounds 1] [--set v_dtype=bfloat16]
 
 The z optimisation (one target vector per request, `editing.memit.compute_targets`) is nearly all
 of a batch edit's time. Both versions run it on the same loaded model, the same requests, prefixes
@@ -48,14 +48,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="requests (CounterFact cases in file order)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="flattened CounterFact JSON")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a MEMIT setting for both versions")
     args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
 
     records = json.loads(args.dataset.read_text())[: args.n]
     requests = [EditRequest.from_text(r["prompt"], r["subject"], r["target_new"], r["ground_truth"]) for r in records]
     with tempfile.TemporaryDirectory() as tmp:
         versions = {"this": this, "other": load_other(args.other, Path(tmp))}
         lm = load_model(args.model)
-        params = method_params(lm, "memit", {})
+        params = method_params(lm, "memit", overrides)
         editor = make_editor(lm, "memit", params, progress=False)
         editor.prepare()  # statistics and prefixes cached, untimed
         prefixes = editor.prefixes
@@ -71,7 +73,7 @@ def main() -> None:
         a, b = found["this"], found["other"]
         relative = ((a.Z - b.Z).norm(dim=-1) / b.Z.norm(dim=-1)).max()
         print(json.dumps({
-            "model": lm.name, "n": len(requests), "rounds": args.rounds,
+            "model": lm.name, "n": len(requests), "rounds": args.rounds, "settings": overrides,
             "median_seconds": {name: statistics.median(s) for name, s in seconds.items()},
             "seconds": seconds, "max_relative_z_difference": float(relative),
             "steps_equal": a.steps == b.steps, "mean_steps": statistics.mean(a.steps),

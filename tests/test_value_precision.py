@@ -95,19 +95,3 @@ def test_runs_recorded_before_v_dtype_existed_stay_resumable(tiny_models, tmp_pa
     with pytest.raises(FactpatchError, match="differs in hparams"):
         check_out_dir(tmp_path / "run", {"hparams": other, "model": "tiny"})
 
-
-@pytest.mark.parametrize("dtype, fused", [(torch.float32, True), (torch.bfloat16, False)])
-def test_gradient_passes_in_bfloat16_use_the_composite_attention_kernel(dtype, fused):
-    """The fused CPU kernel's backward is several times slower in bfloat16 (BENCHMARKS.md);
-    float32 keeps it, where it is the faster one."""
-    import torch.nn.functional as F
-    from torch.profiler import profile
-
-    from factpatch.core.models import attention_for_gradients
-
-    q, k, v = (torch.randn(2, 3, n, 8, dtype=dtype, requires_grad=True) for n in (4, 6, 6))
-    with profile() as prof, attention_for_gradients(dtype):
-        F.scaled_dot_product_attention(q, k, v).sum().backward()
-    names = {event.key for event in prof.key_averages()}
-    assert any("flash_attention" in name for name in names) == fused
-    assert q.grad is not None and torch.isfinite(q.grad.float()).all()

@@ -11,7 +11,6 @@ Two things live here:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -313,19 +312,6 @@ def cast_copy(lm: LoadedModel, dtype: torch.dtype) -> LoadedModel:
     model = copy.deepcopy(lm.model).to(dtype)
     model.eval()
     return dataclasses.replace(lm, model=model)
-
-
-def attention_for_gradients(dtype: torch.dtype):
-    """The attention kernels for passes whose gradient is taken, in weights of `dtype`: in
-    bfloat16 the composite ("math") kernel, not the fused one. PyTorch's fused CPU attention
-    computes its backward in bfloat16 about 5× slower than in float32 (fused 59 ms against math
-    14 ms a backward of a z step's shape, runs/bench/attention-backward-bf16-2026-11-30/), which
-    took a quarter of a bfloat16 δ optimisation. float32 keeps the fused kernel, faster there."""
-    if dtype != torch.bfloat16:
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.MATH])
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -34,7 +34,8 @@ from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
 from ..core.generate import seeded
 from ..core.hooks import act_name, body, frozen, hooks, returned_cache, run_with_cache, start_at_layer, unembed
-from ..core.models import LoadedModel, attention_for_gradients, check_precision, in_precision
+from ..core.attention import gradient_attention
+from ..core.models import LoadedModel, check_precision, in_precision
 from ..core.tokens import encode_target, pad_id, subject_last_index
 from .request import EditRequest
 
@@ -355,7 +356,6 @@ def optimize_deltas(
     delta = torch.zeros((n, d_model), device=device, requires_grad=True)  # (a, d) their δ
     optimizer = torch.optim.Adam([delta], lr=settings.lr)
     model_body = body(lm)
-    weights_dtype = next(lm.model.parameters()).dtype
     # One forward per part a step: the rewrite rows, and the essence rows one column wide.
     parts = [(part, resid_pre[rows, : part.suffix_ids.shape[1]]) for part, rows in ctx.split_essence()]
     rewrite = parts[0][0]
@@ -371,7 +371,7 @@ def optimize_deltas(
             return tensor + (at_subject * delta[part.row_request][:, None, :]).to(tensor.dtype)  # (rows, S, d)
 
         with start_at_layer(lm, layer, part_resid), hooks(lm, {act_name(hook_kind, layer): add_delta}), \
-                attention_for_gradients(weights_dtype):
+                gradient_attention(lm):
             return model_body(input_ids=part.suffix_ids, **part.forward_kwargs(lm)).last_hidden_state
 
     step = 0
