@@ -31,14 +31,16 @@ from factpatch.editing.request import EditRequest
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"
 
 
-def load_other(checkout: Path, into: Path):
-    """The other checkout's `factpatch.editing.memit`, imported as `factpatch_other`."""
+def load_other(checkout: Path, into: Path, module: str = "editing.memit"):
+    """The other checkout's `factpatch.<module>`, imported from a copy named `factpatch_other`."""
     package = checkout / "src" / "factpatch"
-    if not (package / "editing" / "memit.py").is_file():
-        raise SystemExit(f"error: {checkout} has no src/factpatch/editing/memit.py")
-    shutil.copytree(package, into / "factpatch_other")
-    sys.path.insert(0, str(into))
-    return importlib.import_module("factpatch_other.editing.memit")
+    if not (package / (module.replace(".", "/") + ".py")).is_file():
+        raise SystemExit(f"error: {checkout} has no src/factpatch/{module.replace('.', '/')}.py")
+    if not (into / "factpatch_other").exists():
+        shutil.copytree(package, into / "factpatch_other")
+    if str(into) not in sys.path:
+        sys.path.insert(0, str(into))
+    return importlib.import_module(f"factpatch_other.{module}")
 
 
 def main() -> None:

@@ -101,6 +101,12 @@ def sample_prefixes(lm: LoadedModel, spec: PrefixSpec, cache_dir: Path | None = 
     return prefixes
 
 
+# Padded essence positions from which the essence rows get a pass of their own: a pass's weight
+# reads cost about as much as 18 rows of a rewrite pass at SmolLM2's sizes (0.29 ms a one-row
+# product of an MLP matrix against 1.0 ms for 63 rows, runs/bench/rome-profile-2026-11-30/).
+ESSENCE_APART_FROM = 16
+
+
 @dataclass
 class Contexts:
     """Every request's rewrite contexts (one row per prefix), then one essence row per request,
@@ -138,10 +144,13 @@ class Contexts:
         return self.subset(rows, new_index, self.suffix_ids.shape[1]), rows
 
     def split_essence(self) -> list[tuple[Contexts, torch.Tensor]]:
-        """The rewrite rows, and the essence rows apart (each with the rows it came from). An
-        essence row is one token long after the subject, so in the rewrite rows' pass it would be
-        padded to their width; apart, it costs one column."""
-        if not len(self.essence_rows):
+        """The rewrite rows, and the essence rows apart (each with the rows it came from), where
+        that saves time. An essence row is one token long after the subject, so in the rewrite
+        rows' pass it is padded to their width; apart, it costs one column, but a pass of its own
+        reads every weight matrix again. For one request (ROME) that read costs more than the
+        padding saves: the one-row products took 1.2 of 8.4 s of an edit
+        (runs/bench/rome-profile-2026-11-30/), so the rows stay together below ESSENCE_APART_FROM."""
+        if not len(self.essence_rows) or len(self.essence_rows) * (self.suffix_ids.shape[1] - 1) < ESSENCE_APART_FROM:
             return [(self, torch.arange(len(self.row_request), device=self.row_request.device))]
         everyone = torch.arange(self.n_requests, device=self.row_request.device)
         is_essence = torch.zeros(len(self.row_request), dtype=torch.bool, device=self.row_request.device)
@@ -356,10 +365,11 @@ def optimize_deltas(
     delta = torch.zeros((n, d_model), device=device, requires_grad=True)  # (a, d) their δ
     optimizer = torch.optim.Adam([delta], lr=settings.lr)
     model_body = body(lm)
-    # One forward per part a step: the rewrite rows, and the essence rows one column wide.
+    # One forward per part a step: the rewrite rows, and the essence rows one column wide where
+    # they have a pass of their own (Contexts.split_essence).
     parts = [(part, resid_pre[rows, : part.suffix_ids.shape[1]]) for part, rows in ctx.split_essence()]
     rewrite = parts[0][0]
-    has_essence = len(parts) > 1
+    has_essence = len(ctx.essence_rows) > 0
 
     def run(part: Contexts, part_resid: torch.Tensor) -> torch.Tensor:
         """The final hidden states (rows, S, d) of `part` with each row's δ added at the subject."""
@@ -385,8 +395,8 @@ def optimize_deltas(
             while True:
                 hidden = [run(part, part_resid) for part, part_resid in parts]  # per part (rows, S, d)
                 read = hidden[0][rewrite.target_rows, rewrite.target_cols]  # (N_t, d)
-                if has_essence:
-                    read = torch.cat([read, hidden[1][parts[1][0].essence_rows, 0]])  # (N_t + a, d)
+                if has_essence:  # the essence rows' pass, or the rewrite pass where they share it
+                    read = torch.cat([read, hidden[-1][parts[-1][0].essence_rows, 0]])  # (N_t + a, d)
                 log_probs = torch.log_softmax(unembed(lm, read).float(), dim=-1)  # (N_t + n_e, V)
                 n_t = len(rewrite.target_ids)
                 token_lp = log_probs[:n_t].gather(1, rewrite.target_ids[:, None]).squeeze(1)  # (N_t,)
