@@ -7,8 +7,9 @@ Two costs that PyTorch's and transformers' defaults leave in those passes on a C
   `sdpa` attention repeats each key/value head for the query heads that share it (`repeat_kv`), a
   copy forward and a sum backward every layer. The same product needs no copy: the queries that
   share a key/value head are stacked along the query axis, so they become one head of
-  `n_rep · q_len` queries (the mask repeated to match). Exact: the same dot products and
-  softmaxes, in the same order per query; 2× faster for a z step's attention at SmolLM2's shape.
+  `n_rep · q_len` queries (the mask repeated to match). The same dot products and softmaxes (the
+  forward was bit-identical in the measurement; the keys' and values' gradients are summed in
+  another order); 2× faster for a z step's attention at SmolLM2's shape.
 - **The fused CPU kernel's backward is slow in bfloat16**: about 3× the composite ("math")
   kernel's (62 against 19 ms forward and backward at a z step's shape), while in float32 the
   fused kernel is the faster one.

@@ -30,11 +30,11 @@ from typing import Sequence
 import torch
 
 from ..core.blocks import PrefixCache
+from ..core.attention import gradient_attention
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
 from ..core.generate import seeded
 from ..core.hooks import act_name, body, frozen, hooks, returned_cache, run_with_cache, start_at_layer, unembed
-from ..core.attention import gradient_attention
 from ..core.models import LoadedModel, check_precision, in_precision
 from ..core.tokens import encode_target, pad_id, subject_last_index
 from .request import EditRequest
