@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a ROME setting for both versions")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args()
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes KEY=VALUE")
     overrides = dict(item.split("=", 1) for item in args.set)
 
     records = json.loads(args.dataset.read_text())[: args.n]

@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="flattened CounterFact JSON")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a MEMIT setting for both versions")
     args = parser.parse_args()
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes KEY=VALUE")
     overrides = dict(item.split("=", 1) for item in args.set)
 
     records = json.loads(args.dataset.read_text())[: args.n]
