@@ -11,7 +11,6 @@ The edit's closed-form update (milliseconds) is not timed. Run it alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -19,29 +18,18 @@ import time
 from pathlib import Path
 
 import torch
-from mass_edit_ab import DEFAULT_DATASET, load_other
+from mass_edit_ab import ab_inputs, ab_parser, load_other
 
 import factpatch.editing.rome as this
 from factpatch.core.models import load_model
 from factpatch.editing.registry import method_params
-from factpatch.editing.request import EditRequest
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--other", type=Path, required=True, help="another checkout of factpatch")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--n", type=int, default=20, help="CounterFact cases in file order")
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="flattened CounterFact JSON")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a ROME setting for both versions")
+    parser = ab_parser(__doc__.splitlines()[0], "ROME", 20)
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args()
-    if any("=" not in item for item in args.set):
-        parser.error("--set takes KEY=VALUE")
-    overrides = dict(item.split("=", 1) for item in args.set)
-
-    records = json.loads(args.dataset.read_text())[: args.n]
-    requests = [EditRequest.from_text(r["prompt"], r["subject"], r["target_new"], r["ground_truth"]) for r in records]
+    overrides, requests = ab_inputs(parser, args)
     with tempfile.TemporaryDirectory() as tmp:
         versions = {"this": this, "other": load_other(args.other, Path(tmp), "editing.rome")}
         lm = load_model(args.model)

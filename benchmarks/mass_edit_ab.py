@@ -43,21 +43,32 @@ def load_other(checkout: Path, into: Path, module: str = "editing.memit"):
     return importlib.import_module(f"factpatch_other.{module}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def ab_parser(description: str, method: str, n: int) -> argparse.ArgumentParser:
+    """The arguments every side-by-side script takes: the other checkout, model, cases, settings."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--other", type=Path, required=True, help="another checkout of factpatch")
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--n", type=int, default=100, help="requests (CounterFact cases in file order)")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--n", type=int, default=n, help="CounterFact cases in file order")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="flattened CounterFact JSON")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a MEMIT setting for both versions")
-    args = parser.parse_args()
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"a {method} setting for both versions (repeatable)")
+    return parser
+
+
+def ab_inputs(parser: argparse.ArgumentParser, args) -> tuple[dict[str, str], list[EditRequest]]:
+    """The --set overrides and the first n CounterFact requests."""
     if any("=" not in item for item in args.set):
         parser.error("--set takes KEY=VALUE")
-    overrides = dict(item.split("=", 1) for item in args.set)
-
     records = json.loads(args.dataset.read_text())[: args.n]
     requests = [EditRequest.from_text(r["prompt"], r["subject"], r["target_new"], r["ground_truth"]) for r in records]
+    return dict(item.split("=", 1) for item in args.set), requests
+
+
+def main() -> None:
+    parser = ab_parser(__doc__.splitlines()[0], "MEMIT", 100)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    overrides, requests = ab_inputs(parser, args)
     with tempfile.TemporaryDirectory() as tmp:
         versions = {"this": this, "other": load_other(args.other, Path(tmp))}
         lm = load_model(args.model)
