@@ -380,8 +380,7 @@ def optimize_deltas(
             # δ and its optimiser stay fp32 whatever the model's dtype
             return tensor + (at_subject * delta[part.row_request][:, None, :]).to(tensor.dtype)  # (rows, S, d)
 
-        with start_at_layer(lm, layer, part_resid), hooks(lm, {act_name(hook_kind, layer): add_delta}), \
-                gradient_attention(lm):
+        with start_at_layer(lm, layer, part_resid), hooks(lm, {act_name(hook_kind, layer): add_delta}):
             return model_body(input_ids=part.suffix_ids, **part.forward_kwargs(lm)).last_hidden_state
 
     step = 0
@@ -391,7 +390,7 @@ def optimize_deltas(
         target_length = tokens_per_request // rewrite.n_contexts  # (a,) |o*_r|
         done = torch.zeros(len(active), dtype=torch.bool, device=device)
         shrink = False
-        with frozen(lm.model):
+        with frozen(lm.model), gradient_attention(lm):  # set up once a batch size, not every pass
             while True:
                 hidden = [run(part, part_resid) for part, part_resid in parts]  # per part (rows, S, d)
                 read = hidden[0][rewrite.target_rows, rewrite.target_cols]  # (N_t, d)
