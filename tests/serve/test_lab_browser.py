@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from serve_helpers import rank_one_patch
 
 from factpatch.core.models import weights_fingerprint
@@ -84,7 +85,7 @@ def test_the_whole_loop_in_the_lab(browser, embedded_lm, live_server, cache_dir,
         groups = page.eval_on_selector_all("#probabilities tbody tr", "rows => rows.map(r => r.dataset.group)")
         assert groups == ["prompt", "probes", "neighbours"]
         assert after[0] > 0.5 > before[0]  # P(Rome) on the prompt
-        assert page.locator("#patch-table tbody tr[data-id]").count() == 1
+        expect(page.locator("#patch-table tbody tr[data-id]")).to_have_count(1)  # the table refreshes after the edit
         page.screenshot(path=shots / "lab-edit.png", full_page=True)
 
         # 3. compare: the same prompt with and without the patch, same seed

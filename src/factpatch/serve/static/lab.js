@@ -220,8 +220,8 @@
       }, $("edit-progress"), $("edit-status"));
       lastEdit = result;
       showEdit(result, null);
+      await refreshPatches();  // the table lists the patch before the status says it is applied
       $("edit-status").textContent = `patch ${result.patch} applied (${result.method}, layer ${result.layers.join("–")}, ${result.edit_seconds} s)`;
-      await refreshPatches();
     } catch (error) {
       $("edit-status").textContent = "error: " + error.message;
     } finally {
@@ -280,8 +280,8 @@
   async function mutate(method, path, done) {
     try {
       await call(method, path);
-      $("upload-status").textContent = done;
       await refreshPatches();
+      $("upload-status").textContent = done;
       if (lastEdit) await reread();
     } catch (error) {
       $("upload-status").textContent = "error: " + error.message;
@@ -296,8 +296,8 @@
     status.classList.remove("error");
     try {
       const result = await call("POST", "/v1/patches", new FormData($("upload-form")));
-      status.textContent = `applied ${result.description}`;
       await refreshPatches();
+      status.textContent = `applied ${result.description}`;
     } catch (error) {
       status.textContent = "refused: " + error.message;
       status.classList.add("error");
