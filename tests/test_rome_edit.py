@@ -128,3 +128,34 @@ def test_self_sampled_corpus_is_seeded_and_its_progress_counts_every_token(tiny_
     assert torch.equal(ids, again)  # a fresh cache samples the same corpus
     other = sample_token_corpus(lm, 3 * SEQ_LEN, seed=6, cache_dir=tmp_path / "b", progress=False)
     assert not torch.equal(ids, other)
+
+
+def test_a_corpus_shipped_for_these_weights_replaces_sampling_and_one_for_others_is_ignored(
+        tiny_models, tmp_path, monkeypatch):
+    """The package's corpora drawn in advance are used only for the same weights and settings."""
+    import dataclasses
+
+    from factpatch.editing import stats
+
+    lm = tiny_models["llama"]
+    n_tokens = 3 * stats.SEQ_LEN
+    drawn = stats.sample_token_corpus(lm, n_tokens, seed=5, cache_dir=tmp_path / "draw", progress=False)
+    monkeypatch.setattr(stats, "shipped_corpora_root", lambda: tmp_path / "shipped")
+    path = stats.write_shipped_corpus(lm, drawn, n_tokens, seed=5)
+    assert path.is_relative_to(tmp_path / "shipped") and lm.fingerprint[:16] in str(path)
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled although a matching corpus was shipped")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(stats, "sample_top_k", no_sampling)
+        shipped = stats.sample_token_corpus(lm, n_tokens, seed=5, cache_dir=tmp_path / "empty", progress=False)
+    assert shipped.dtype == torch.long and torch.equal(shipped, drawn)
+    assert not (tmp_path / "empty").exists()  # read from the package, nothing cached
+
+    # another seed, or the same file name with other weights recorded in it: drawn anew
+    other_seed = stats.sample_token_corpus(lm, n_tokens, seed=6, cache_dir=tmp_path / "c", progress=False)
+    assert not torch.equal(other_seed, drawn)
+    impostor = dataclasses.replace(lm, fingerprint=lm.fingerprint[:16] + "0" * (len(lm.fingerprint) - 16))
+    assert stats.shipped_corpus(impostor, n_tokens, 5) is None
+    assert stats.shipped_corpus(lm, n_tokens, 5, root=tmp_path / "nowhere") is None

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -77,14 +79,69 @@ def stats_dir(lm: LoadedModel, cache_dir: Path | None) -> Path:
     return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "stats" / lm.fingerprint[:16]
 
 
-def sample_token_corpus(
-    lm: LoadedModel, n_tokens: int, seed: int = 0, cache_dir: Path | None = None, progress: bool = True
-) -> torch.Tensor:
-    """(n_seq, SEQ_LEN) token ids sampled from the model, cached per model fingerprint and seed."""
+def _corpus_name(n_tokens: int, seed: int) -> str:
     # the batch is part of the key: the same seed draws other samples in batches of another size
-    path = stats_dir(lm, cache_dir) / f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, TOP_K, SAMPLE_BATCH, SAMPLER])}.safetensors"
+    return f"sampled-{stable_hash([n_tokens, seed, SEQ_LEN, TOP_K, SAMPLE_BATCH, SAMPLER])}.safetensors"
+
+
+def _draw_settings(lm: LoadedModel, n_tokens: int, seed: int) -> dict[str, str]:
+    """Everything that decides which tokens a self-sampled corpus holds (safetensors metadata)."""
+    return {"fingerprint": lm.fingerprint, "n_tokens": str(n_tokens), "seed": str(seed), "seq_len": str(SEQ_LEN),
+            "top_k": str(TOP_K), "batch": str(SAMPLE_BATCH), "sampler": SAMPLER}
+
+
+def shipped_corpora_root() -> Path:
+    """The package's folder of corpora drawn in advance, one subfolder per weights fingerprint."""
+    return Path(str(resources.files("factpatch") / "data" / "corpora"))
+
+
+def shipped_corpus_path(lm: LoadedModel, n_tokens: int, seed: int, root: Path | None = None) -> Path:
+    """Where a corpus drawn in advance for these weights is kept (it may not exist)."""
+    return (root or shipped_corpora_root()) / lm.fingerprint[:16] / _corpus_name(n_tokens, seed)
+
+
+def shipped_corpus(lm: LoadedModel, n_tokens: int, seed: int, root: Path | None = None) -> torch.Tensor | None:
+    """The corpus the model draws with these settings, shipped with the package, or None.
+
+    Sampling is most of the first edit on a fresh cache (~1 min on SmolLM2, ~2 on Gemma 3 here),
+    so the embedded models' default corpora — 20,480 token ids, 80 KB — come with factpatch
+    (`scripts/ship_corpus.py` draws them with `sample_token_corpus` itself). They are used only
+    for weights with the same fingerprint and a draw with every setting the same; the statistics
+    are still computed here, from the model. tests/test_integration.py redraws the first steps.
+    """
+    path = shipped_corpus_path(lm, n_tokens, seed, root)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as handle:
+        if handle.metadata() != _draw_settings(lm, n_tokens, seed):
+            logger.warning("ignoring the shipped corpus %s: drawn with other settings", path)
+            return None
+        return handle.get_tensor("ids").long()
+
+
+def write_shipped_corpus(lm: LoadedModel, ids: torch.Tensor, n_tokens: int, seed: int, root: Path | None = None) -> Path:
+    """Store `ids` (drawn by `sample_token_corpus` with these settings) as the package's corpus."""
+    path = shipped_corpus_path(lm, n_tokens, seed, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if int(ids.max()) >= 2**31:
+        raise FactpatchError("token ids do not fit in int32")
+    with atomic_path(path) as tmp:
+        save_file({"ids": ids.to(torch.int32).contiguous()}, str(tmp), metadata=_draw_settings(lm, n_tokens, seed))
+    return path
+
+
+def sample_token_corpus(
+    lm: LoadedModel, n_tokens: int, seed: int = 0, cache_dir: Path | None = None, progress: bool = True,
+    use_shipped: bool = True,
+) -> torch.Tensor:
+    """(n_seq, SEQ_LEN) token ids sampled from the model, cached per model fingerprint and seed
+    (or shipped with the package for the embedded models' default draw: `shipped_corpus`)."""
+    path = stats_dir(lm, cache_dir) / _corpus_name(n_tokens, seed)
     if path.exists():
         return load_file(path)["ids"]
+    if use_shipped and (ids := shipped_corpus(lm, n_tokens, seed)) is not None:
+        logger.info("corpus of %d tokens for %s: drawn in advance, shipped with factpatch", ids.numel(), lm.name)
+        return ids
     tokenizer = lm.tokenizer
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     n_seq = -(-n_tokens // SEQ_LEN)
@@ -189,10 +246,26 @@ def key_second_moments(
         sequences = list(sample_token_corpus(lm, corpus.n_tokens, corpus.seed, cache_dir, progress))
     else:
         sequences = read_text_corpus(corpus.path, lm.tokenizer, corpus.n_tokens)
-    names = {layer: act_name("mlp_key", layer) for layer in missing}
+    moments = keys_second_moments_over(lm, sequences, missing, progress, batch_size)
+    for layer in missing:
+        C = moments[layer].moment()
+        with atomic_path(paths[layer]) as tmp:
+            save_file({"C": C}, str(tmp), metadata={"count": str(moments[layer].count), "layer": str(layer)})
+        logger.info("key statistics for layer %d from %d tokens cached at %s", layer, moments[layer].count, paths[layer])
+        result[layer] = C
+    return result
+
+
+def keys_second_moments_over(
+    lm: LoadedModel, sequences: list, layers: list[int], progress: bool = True, batch_size: int = 16
+) -> dict[int, SecondMoment]:
+    """E[k kᵀ] of the keys at each of `layers` over `sequences` (token id lists, any lengths, right
+    padded in batches: padding is not counted). One pass, stopped after the highest layer."""
+    layers = sorted(layers)
+    names = {layer: act_name("mlp_key", layer) for layer in layers}
     moments: dict[int, SecondMoment] = {}
     total = sum(len(s) for s in sequences)
-    label = f"layer {missing[0]}" if len(missing) == 1 else f"layers {','.join(map(str, missing))}"
+    label = f"layer {layers[0]}" if len(layers) == 1 else f"layers {','.join(map(str, layers))}"
     with tqdm(total=total, desc=f"key statistics, {label}", unit="tok", disable=not progress) as bar:
         for start in range(0, len(sequences), batch_size):
             chunk = sequences[start : start + batch_size]
@@ -203,17 +276,11 @@ def key_second_moments(
                 ids[row, : len(seq)] = torch.as_tensor(seq)
                 mask[row, : len(seq)] = 1
             ids, mask = ids.to(lm.device), mask.to(lm.device)
-            cached = run_with_cache(lm, ids, list(names.values()), stop_after=names[missing[-1]])
+            cached = run_with_cache(lm, ids, list(names.values()), stop_after=names[layers[-1]])
             for layer, name in names.items():
                 keys = cached[name]
                 if layer not in moments:
                     moments[layer] = SecondMoment(keys.shape[-1])
                 moments[layer].add(keys[mask.bool()].cpu())  # right padding: real tokens only
             bar.update(int(mask.sum()))
-    for layer in missing:
-        C = moments[layer].moment()
-        with atomic_path(paths[layer]) as tmp:
-            save_file({"C": C}, str(tmp), metadata={"count": str(moments[layer].count), "layer": str(layer)})
-        logger.info("key statistics for layer %d from %d tokens cached at %s", layer, moments[layer].count, paths[layer])
-        result[layer] = C
-    return result
+    return moments
