@@ -7,11 +7,12 @@ from .api import EditManyResult, EditResult, edit, edit_many, probabilities
 from .core.errors import FactpatchError
 from .core.models import LoadedModel, load_model
 from .editing.patch import Patch, PatchStack, applied, load_patch, save_patch
-from .editing.request import EditRequest, read_requests
 from .editing.registry import hparams_for
+from .editing.request import EditRequest, read_requests
 from .editing.rome import ROMEParams
 
 __all__ = [
+    "EditManyResult",
     "EditRequest",
     "EditResult",
     "FactpatchError",
@@ -22,12 +23,11 @@ __all__ = [
     "applied",
     "edit",
     "edit_many",
-    "EditManyResult",
-    "read_requests",
     "hparams_for",
     "load_model",
     "load_patch",
     "probabilities",
+    "read_requests",
     "save_patch",
 ]
 __version__ = "0.1.0"

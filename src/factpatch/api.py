@@ -10,18 +10,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
+from .core.errors import FactpatchError
+from .core.models import LoadedModel
 from .editing.patch import Patch, PatchStack
 from .editing.registry import hparams_for, make_editor, method_params
 from .editing.request import EditRequest, check_batch
-from .editing.rome import ROMEParams, RomeEditor
+from .editing.rome import RomeEditor, ROMEParams
 from .editing.stats import CorpusSpec
-from .core.errors import FactpatchError
 from .evaluation.metrics import score_targets, top_prediction
-from .core.models import LoadedModel
 
 Probabilities = dict[str, dict[str, float]]  # text -> {target: P(target | text)}
 

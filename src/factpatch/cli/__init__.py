@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         optional.register(commands)
     # Always registered: they need only the core to parse; `serve` and `study serve` check for the
     # web stack (the `serve` and `study` extras) themselves and name the install command if it is missing.
-    from . import serve
     from ..study.cli import add_study_parser
+    from . import serve
 
     serve.register(commands)
     add_study_parser(commands)

@@ -189,7 +189,7 @@ def run_generate(args) -> int:
         raise FactpatchError("--n and --max-new-tokens must be at least 1")
     if not args.prompt.strip():
         raise FactpatchError("prompt is empty")
-    lm, stack, patches = _load_with_patches(args, args.force)
+    lm, stack, _ = _load_with_patches(args, args.force)
     after = generate_texts(lm, [args.prompt], args.n, args.max_new_tokens, args.seed)[0]
     restored = stack.revert()
     before = generate_texts(lm, [args.prompt], args.n, args.max_new_tokens, args.seed)[0]

@@ -118,12 +118,12 @@ def _set_threads(args) -> None:
 
 
 def run_eval(args) -> int:
+    from ..core.errors import FactpatchError
+    from ..core.models import load_model
     from ..editing.registry import parse_methods, parse_overrides
     from ..evaluation.data import load_dataset, parse_shard
-    from ..core.errors import FactpatchError
     from ..evaluation.run import EvalSettings
     from ..evaluation.run import run_eval as evaluate
-    from ..core.models import load_model
 
     # Everything that can be checked without the model is checked first.
     if args.dataset is None:
@@ -161,11 +161,11 @@ def _generation_settings(args):
 
 
 def _run_sequential(args, methods, overrides, cluster=None) -> int:
-    from ..evaluation.data import load_dataset
-    from ..editing.stats import CorpusSpec
     from ..core.errors import FactpatchError
-    from ..evaluation.sequential import SequentialSettings, run_sequential
     from ..core.models import load_model
+    from ..editing.stats import CorpusSpec
+    from ..evaluation.data import load_dataset
+    from ..evaluation.sequential import SequentialSettings, run_sequential
 
     if args.n is None:
         raise FactpatchError("--sequential needs --n (how many cases to edit)")
@@ -230,13 +230,13 @@ def _report(run) -> str:
 
 
 def run_compare(args) -> int:
+    from ..core.errors import FactpatchError
+    from ..core.models import load_model
     from ..editing.registry import parse_methods, parse_overrides
+    from ..editing.request import EditRequest
     from ..evaluation.compare import CompareSettings, compare_case, write_outputs
     from ..evaluation.data import Case, load_dataset
-    from ..core.errors import FactpatchError
     from ..evaluation.metrics import top_prediction
-    from ..core.models import load_model
-    from ..editing.request import EditRequest
 
     methods = parse_methods(args.methods)
     overrides = parse_overrides(args.set)

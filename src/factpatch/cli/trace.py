@@ -165,7 +165,7 @@ def _run_dataset(args, settings) -> int:
             f"  average P clean {summary['p_clean']:.4g}, corrupted {summary['p_corrupted']:.4g}, "
             f"total effect {summary['total_effect']:.4g}"
         )
-        for key, peak in summary["peaks"].items():
+        for peak in summary["peaks"].values():
             print(f"  {peak['trace']:<6} at the {peak['group']:<18} peaks at layer {peak['layer']:>2}: "
                   f"P {peak['p']:.4g}, indirect effect {peak['ie']:.4g}")
         if "choice" in summary:

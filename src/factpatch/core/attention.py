@@ -68,7 +68,11 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
 def _register() -> None:
     """Make PACKED_SDPA known to transformers (its documented extension point), once a process."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import (
+        ALL_MASK_ATTENTION_FUNCTIONS,
+        AttentionMaskInterface,
+        sdpa_mask,
+    )
 
     if PACKED_SDPA not in AttentionInterface._global_mapping:
         AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)

@@ -20,8 +20,8 @@ are position-wise), so a caller may pass any subset of positions.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .cache import write_text_atomic
 from .errors import FactpatchError

@@ -2,8 +2,8 @@
 the key statistics they share, and the patch files every edit becomes."""
 
 from .patch import Patch, PatchStack, WeightDelta, applied, load_patch, save_patch
-from .request import EditRequest, read_requests
 from .registry import METHODS, Editor, make_editor, method_params
+from .request import EditRequest, read_requests
 
 __all__ = [
     "METHODS", "EditRequest", "Editor", "Patch", "PatchStack", "WeightDelta", "applied", "load_patch",

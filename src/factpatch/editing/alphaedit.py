@@ -23,9 +23,9 @@ model, layer, statistics and rule and cached beside C.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -116,7 +116,7 @@ def projector(lm: LoadedModel, layer: int, C: torch.Tensor, corpus: CorpusSpec, 
         P = null_space_projector(C, energy=params.nullspace_energy, threshold=params.nullspace_threshold)
         with atomic_path(path) as tmp:
             save_file({"P": P.contiguous()}, str(tmp))
-    rank = int(round(float(torch.trace(P))))
+    rank = round(float(torch.trace(P)))
     return P, rank
 
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -32,12 +32,20 @@ from tqdm.auto import tqdm
 from ..core.errors import FactpatchError
 from ..core.hooks import act_name, run_with_cache
 from ..core.models import LoadedModel
-from ..core.tokens import pad_right, pad_id, subject_last_index
+from ..core.tokens import pad_id, pad_right, subject_last_index
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, key_second_moments
-from .values import (PrefixSpec, ValueSettings, build_contexts, length_order, optimize_deltas, sample_prefixes,
-                     states_at_subject, value_model)
+from .values import (
+    PrefixSpec,
+    ValueSettings,
+    build_contexts,
+    length_order,
+    optimize_deltas,
+    sample_prefixes,
+    states_at_subject,
+    value_model,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -184,7 +184,7 @@ def make_meta(
         "layers": list(layers),
         "modules": list(modules),
         "requests": [r.to_dict() for r in requests],
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     meta["layer"] = layers[0] if len(layers) == 1 else None
     meta["module"] = modules[0] if len(modules) == 1 else None

@@ -23,9 +23,10 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from ..core.errors import FactpatchError
 from ..core.models import EMBEDDED, LoadedModel
@@ -34,7 +35,7 @@ from .finetune import AttnEditor, FineTuneEditor, FineTuneParams, NoEditor, NoPa
 from .memit import MemitEditor, MEMITParams
 from .patch import Patch, PatchStack
 from .request import EditRequest
-from .rome import ROMEParams, RomeEditor
+from .rome import RomeEditor, ROMEParams
 from .stats import CorpusSpec
 
 

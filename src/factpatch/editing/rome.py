@@ -27,9 +27,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -38,8 +38,15 @@ from ..core.models import LoadedModel
 from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another
 from .request import EditRequest
 from .stats import CorpusSpec, key_second_moment
-from .values import (PrefixSpec, ValueSettings, build_contexts, optimize_deltas, sample_prefixes, states_at_subject,
-                     value_model)
+from .values import (
+    PrefixSpec,
+    ValueSettings,
+    build_contexts,
+    optimize_deltas,
+    sample_prefixes,
+    states_at_subject,
+    value_model,
+)
 
 logger = logging.getLogger(__name__)
 

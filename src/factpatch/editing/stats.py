@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -153,7 +153,7 @@ def sample_token_corpus(
             bar.update(rows)
             # fixed length (no padding in the statistics pass): end-of-text is never drawn
             chunks.append(sample_top_k(lm, prompt, SEQ_LEN - 1, TOP_K, banned=end_of_text_ids(lm),
-                                       on_step=lambda: bar.update(rows)).cpu())
+                                       on_step=lambda rows=rows: bar.update(rows)).cpu())
     ids = torch.cat(chunks)
     with atomic_path(path) as tmp:
         save_file({"ids": ids.contiguous()}, str(tmp))

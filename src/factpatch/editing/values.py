@@ -23,18 +23,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from ..core.blocks import PrefixCache
 from ..core.attention import gradient_attention
+from ..core.blocks import PrefixCache
 from ..core.cache import atomic_path, default_cache_dir, stable_hash
 from ..core.errors import FactpatchError
 from ..core.generate import seeded
-from ..core.hooks import act_name, body, frozen, hooks, returned_cache, run_with_cache, start_at_layer, unembed
+from ..core.hooks import (
+    act_name,
+    body,
+    frozen,
+    hooks,
+    returned_cache,
+    run_with_cache,
+    start_at_layer,
+    unembed,
+)
 from ..core.models import LoadedModel, check_precision, in_precision
 from ..core.tokens import encode_target, pad_id, subject_last_index
 from .request import EditRequest
@@ -246,7 +255,7 @@ def build_contexts(
         suffix_ids[row, : len(tokens) - split] = torch.tensor(tokens[split:])
         suffix_positions[row] = split + torch.arange(width_s)
     device = lm.device
-    as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)
     return Contexts(
         prefix_ids=prefix_ids.to(device),
         prefix_mask=prefix_mask.to(device),

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..editing.registry import make_editor, method_params
 from ..core.cache import write_text_atomic
-from .data import Case, load_dataset
 from ..core.errors import FactpatchError
 from ..core.generate import generate_texts
 from ..core.models import LoadedModel
 from ..editing.patch import applied
+from ..editing.registry import make_editor, method_params
+from .data import Case, load_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -454,7 +454,7 @@ class WorkerPool:
                 self.ray.kill(slot.actor, no_restart=True)
         self.slots = []
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,15 +10,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from ..editing.stats import sample_token_corpus
 from ..core.hooks import body, unembed
 from ..core.models import LoadedModel
+from ..editing.stats import sample_token_corpus
 
 PERPLEXITY_SEED = 1  # not the statistics' seed 0: a text the edit's C never saw
 

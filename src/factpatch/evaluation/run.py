@@ -36,12 +36,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..editing.registry import METHODS, Editor, make_editor, method_params
 from ..core.cache import write_text_atomic
-from ..core.runstore import RunStore, check_identity
-from .data import Case, Dataset, load_dataset
 from ..core.errors import FactpatchError
 from ..core.generate import generate_texts
+from ..core.models import LoadedModel
+from ..core.runstore import RunStore, check_identity
+from ..editing.patch import Patch, applied
+from ..editing.registry import METHODS, Editor, make_editor, method_params
+from .data import Case, Dataset, load_dataset
 from .metrics import (
     TfidfModel,
     bootstrap,
@@ -53,8 +55,6 @@ from .metrics import (
     score_targets,
     token_accuracy,
 )
-from ..core.models import LoadedModel
-from ..editing.patch import Patch, applied
 
 logger = logging.getLogger(__name__)
 

@@ -33,27 +33,27 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..core.cache import write_text_atomic
+from ..core.errors import FactpatchError
+from ..core.models import LoadedModel, weights_fingerprint
 from ..core.runstore import RunStore
-from .data import Case, Dataset
 from ..editing.patch import PatchStack, load_patch, save_patch
 from ..editing.registry import make_editor, method_params
 from ..editing.request import EditRequest, conflicting
 from ..editing.stats import CorpusSpec
-from ..core.errors import FactpatchError
+from .data import Case, Dataset
+from .health import KnownFacts, perplexity, perplexity_text
+from .metrics import bootstrap_mean
 from .run import (
     RESULTS,
     GenerationSettings,
+    case_generations,
     check_out_dir,
     describe_generation,
     score_case,
     summarize,
     summary_csv,
     summary_table,
-    case_generations,
 )
-from .metrics import bootstrap_mean
-from ..core.models import LoadedModel, weights_fingerprint
-from .health import KnownFacts, perplexity, perplexity_text
 
 logger = logging.getLogger(__name__)
 

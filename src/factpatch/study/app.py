@@ -35,7 +35,12 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from factpatch.core.web import BodyLimit, add_security_headers, headers_for, html_refusal
+from factpatch.core.web import (
+    BodyLimit,
+    add_security_headers,
+    headers_for,
+    html_refusal,
+)
 from factpatch.study import db, security
 from factpatch.study.export import write_rankings_csv
 from factpatch.study.ranking import (

@@ -108,7 +108,9 @@ def read_jsonl(path: Path, methods: Sequence[str] | None = None) -> list[Scenari
 def generate_scenarios(model: str, dataset: str, n: int, methods: Sequence[str], seed: int | None) -> list[Scenario]:
     """Generate the texts with the evaluation code (`factpatch compare`), when it is installed."""
     try:
-        from factpatch.evaluation.compare import compare_texts  # heavy (torch, models): only on this path
+        from factpatch.evaluation.compare import (
+            compare_texts,  # heavy (torch, models): only on this path
+        )
     except ImportError as exc:
         raise FactpatchError(
             "--model generation needs factpatch.evaluation.compare (not available); "

@@ -18,7 +18,15 @@ from __future__ import annotations
 import logging
 import re
 
-from factpatch.core.web import TOKEN_BYTES, new_secret, new_token, same, sign, token_hash, verify
+from factpatch.core.web import (
+    TOKEN_BYTES,
+    new_secret,
+    new_token,
+    same,
+    sign,
+    token_hash,
+    verify,
+)
 
 __all__ = ["TOKEN_BYTES", "new_secret", "new_token", "same", "sign", "token_hash", "verify"]  # shared with serve
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")  # looser than token_urlsafe(32); rejects junk early

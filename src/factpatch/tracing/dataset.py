@@ -6,17 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from ..core.runstore import RunStore, check_identity
-from ..core.scoring import teacher_forced
 from ..core.cache import stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, in_precision
+from ..core.runstore import RunStore, check_identity
+from ..core.scoring import teacher_forced
 from .engine import progress_bar
 from .prompt import PromptTrace, trace_prompt
 from .settings import Progress, TraceSettings, embedding_std

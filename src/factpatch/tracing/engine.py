@@ -41,14 +41,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
+from ..core.blocks import (
+    block_output_from_attn_out,
+    block_output_from_mlp_out,
+    cached_keys_values,
+    prefix_cache_kwargs,
+)
 from ..core.errors import FactpatchError
-from ..core.blocks import block_output_from_attn_out, block_output_from_mlp_out, cached_keys_values, prefix_cache_kwargs
-from ..core.hooks import act_name, body, hooks, returned_cache, run_with_cache, start_at_layer, unembed
+from ..core.hooks import (
+    act_name,
+    body,
+    hooks,
+    returned_cache,
+    run_with_cache,
+    start_at_layer,
+    unembed,
+)
 from ..core.models import LoadedModel
 from ..core.tokens import encode_target, subject_token_range
 from .schedule import Restore, plan
@@ -235,7 +248,7 @@ class _Edits:
     first: int
     at: list[tuple[int, int, int]] = field(default_factory=list)  # (row, token, source)
 
-    def at_only(self, token: int) -> "_Edits":
+    def at_only(self, token: int) -> _Edits:
         """The entries at `token`, moved to position 0 (for a module that sees that token alone)."""
         return _Edits(token, [entry for entry in self.at if entry[1] == token])
 

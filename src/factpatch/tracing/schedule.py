@@ -12,8 +12,8 @@ same edits up to the smallest such window's end and share one trunk pass up to t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .settings import layer_window
 
