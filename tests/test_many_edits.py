@@ -295,3 +295,36 @@ def test_editors_write_a_data_sets_conflicting_cases_and_user_input_is_refused(f
     assert batch_record("memit", 0, patch)["conflicting_requests"] == 1  # batches.jsonl says so
     with pytest.raises(FactpatchError, match="asked for two targets"):
         edit_many(lm, pair, "memit", params=params, progress=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES + PARALLEL_FAMILIES)
+def test_reads_between_layer_writes_equal_fresh_passes_and_stored_keys_are_the_final_ones(fresh_tiny, family, tmp_path):
+    """Step 2 reads each layer's keys starting from the residual stream kept by the read before
+    (the blocks below a written layer do not change): the same values as a pass from the
+    embedding. And the keys AlphaEdit stores are the keys once every layer is written."""
+    from factpatch.editing.memit import SubjectReader, context_weights
+
+    lm = _sharpened(fresh_tiny, family)
+    params = method_params(lm, "alphaedit", {**FAST, "layers": "1-2", "L2": "1e-4"})
+    editor = make_editor(lm, "alphaedit", params, tmp_path, progress=False, corpus=CORPUS)
+    reader = SubjectReader(lm, REQUESTS, editor.prefixes, chunk_rows=4)  # several chunks, each kept
+    names = {layer: [act_name("mlp_key", layer), act_name("resid_post", 2)] for layer in (1, 2)}
+    first = reader.read(names[1], keep=1)
+    assert all(torch.equal(first[n], read_at_subject(lm, REQUESTS, editor.prefixes, names[1], 4)[n]) for n in names[1])
+    W = lm.module(lm.adapter.mlp_out_path(1)).weight
+    with torch.no_grad():
+        W.add_(0.5 * W.std() * torch.randn(W.shape, generator=torch.Generator().manual_seed(0)))
+    second = reader.read(names[2], keep=2)
+    fresh = read_at_subject(lm, REQUESTS, editor.prefixes, names[2], 4)
+    assert all(torch.equal(second[n], fresh[n]) for n in names[2])
+    assert not torch.equal(second[names[2][1]], first[names[2][1]])  # the write reached h_L
+    with pytest.raises(ValueError, match="cannot see"):
+        reader.read([act_name("mlp_key", 1)])  # below the kept layer: not computed by this read
+
+    patch = editor.patch(REQUESTS)
+    weights = context_weights(params.prefix_spec())
+    with applied(lm, [patch]):
+        for layer in (1, 2):
+            key = act_name("mlp_key", layer)
+            after = torch.einsum("npd,p->dn", read_at_subject(lm, REQUESTS, editor.prefixes, [key])[key], weights)
+            assert torch.allclose(patch.attachments[KEYS_ATTACHMENT.format(layer=layer)], after, rtol=1e-5, atol=1e-6)

@@ -95,3 +95,18 @@ def test_runs_recorded_before_v_dtype_existed_stay_resumable(tiny_models, tmp_pa
     with pytest.raises(FactpatchError, match="differs in hparams"):
         check_out_dir(tmp_path / "run", {"hparams": other, "model": "tiny"})
 
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_states_at_some_rows_are_those_rows_of_the_whole_pass(tiny_models, family):
+    """z's float32 base in a bfloat16 run reads only each request's bare prompt: those rows alone
+    give what the pass over every context gives at them (rows attend only to themselves)."""
+    lm = tiny_models[family]
+    ctx = build_contexts(lm, REQUESTS, ["", "A short prefix. ", "Another, longer prefix than that. "], "{} is a")
+    name = act_name("resid_post", 1)
+    rows = torch.arange(len(REQUESTS)) * ctx.n_contexts
+    whole = states_at_subject(lm, ctx, [name], name)[name]
+    some = states_at_subject(lm, ctx, [name], name, rows=rows)[name]
+    assert some.shape == (len(REQUESTS), whole.shape[1])
+    assert torch.allclose(some, whole[rows], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(some, whole[rows + 1], rtol=1e-3, atol=1e-4)  # another context differs

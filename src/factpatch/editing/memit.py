@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.errors import FactpatchError
-from ..core.hooks import act_name, run_with_cache
+from ..core.hooks import act_name, run_with_cache, start_at_layer
 from ..core.models import LoadedModel
 from ..core.tokens import pad_id, pad_right, subject_last_index
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta
@@ -148,29 +148,63 @@ def projection_module(lm: LoadedModel, layer: int) -> str:
     return lm.adapter.mlp_out_path(layer)
 
 
+class SubjectReader:
+    """Activations at the subject's last token of `prefix + prompt` for every request and prefix,
+    read once before each layer of a batch is written (step 2, lowest layer first).
+
+    Writing W_out at layer l changes nothing the blocks below l compute, so each read starts from
+    the residual stream entering the layer written since the previous read, kept from that read:
+    the same rows, chunks and blocks above it as a pass from the embedding, so the same values,
+    for the blocks below skipped (the five reads of layers 1–5 run 20 blocks, not 30). Rows are
+    right-padded in chunks: causal attention never lets a real token see the padding after it."""
+
+    def __init__(self, lm: LoadedModel, requests: Sequence[EditRequest], prefixes: list[str], chunk_rows: int = 256):
+        self.lm = lm
+        self.shape = (len(requests), len(prefixes))
+        tokenizer = lm.tokenizer
+        rows, positions = [], []
+        for request in requests:
+            for prefix in prefixes:
+                text = prefix + request.text
+                rows.append(list(tokenizer(text).input_ids))
+                positions.append(subject_last_index(tokenizer, text, request.subject, len(prefix) + request.prompt.index("{}")))
+        self.chunks = [
+            (pad_right(rows[start : start + chunk_rows], pad_id(tokenizer), lm.device).input_ids,
+             torch.tensor(positions[start : start + chunk_rows], device=lm.device))
+            for start in range(0, len(rows), chunk_rows)
+        ]
+        self._kept_layer = 0
+        self._kept: list[torch.Tensor] | None = None  # per chunk (rows, T, d_model) entering _kept_layer
+
+    def read(self, names: list[str], keep: int | None = None) -> dict[str, torch.Tensor]:
+        """{name: (n, n_prefixes, dim)}. `keep`: the caller will write nothing below this layer
+        before the next read, which then starts from the residual stream entering it."""
+        start = self._kept_layer if self._kept is not None else 0
+        kept_name = act_name("resid_pre", keep) if keep is not None else None
+        wanted = list(dict.fromkeys(names + ([kept_name] if kept_name else [])))
+        layer_of = {name: int(name.split(".")[1]) for name in wanted}
+        if min(layer_of.values()) < start:
+            raise ValueError(f"a read that starts at layer {start} cannot see {min(layer_of, key=layer_of.get)}")
+        order = {"resid_pre": 0, "resid_post": 2}  # within a layer: its input, the inside, its output
+        last = max(wanted, key=lambda n: (layer_of[n], order.get(n.split(".")[-1], 1)))
+        out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        kept: list[torch.Tensor] = []
+        for chunk, (ids, at) in enumerate(self.chunks):
+            with start_at_layer(self.lm, start, self._kept[chunk] if self._kept is not None else None):
+                cached = run_with_cache(self.lm, ids, wanted, stop_after=last)
+            for name in names:
+                out[name].append(cached[name][torch.arange(len(at)), at])  # (rows, dim)
+            if kept_name:
+                kept.append(cached[kept_name])
+        self._kept_layer, self._kept = (keep, kept) if keep is not None else (0, None)
+        return {name: torch.cat(parts).view(*self.shape, -1) for name, parts in out.items()}
+
+
 def read_at_subject(
     lm: LoadedModel, requests: Sequence[EditRequest], prefixes: list[str], names: list[str], chunk_rows: int = 256
 ) -> dict[str, torch.Tensor]:
-    """Activations at the subject's last token of `prefix + prompt(s)` for every request and
-    prefix: {name: (n, n_prefixes, dim)}. Right-padded batches: causal attention never lets a real
-    token see the padding after it."""
-    tokenizer = lm.tokenizer
-    rows, positions = [], []
-    for request in requests:
-        for prefix in prefixes:
-            text = prefix + request.text
-            rows.append(list(tokenizer(text).input_ids))
-            positions.append(subject_last_index(tokenizer, text, request.subject, len(prefix) + request.prompt.index("{}")))
-    layer_of = {name: int(name.split(".")[1]) for name in names}
-    last = max(names, key=lambda n: (layer_of[n], "resid_post" in n))
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    for start in range(0, len(rows), chunk_rows):
-        batch = pad_right(rows[start : start + chunk_rows], pad_id(tokenizer), lm.device)
-        at = torch.tensor(positions[start : start + chunk_rows], device=lm.device)
-        cached = run_with_cache(lm, batch.input_ids, names, stop_after=last)
-        for name in names:
-            out[name].append(cached[name][torch.arange(len(at)), at])  # (rows, dim)
-    return {name: torch.cat(parts).view(len(requests), len(prefixes), -1) for name, parts in out.items()}
+    """One read of `names` at the subject's last token (SubjectReader): {name: (n, n_prefixes, dim)}."""
+    return SubjectReader(lm, requests, prefixes, chunk_rows).read(names)
 
 
 def context_weights(spec: PrefixSpec) -> torch.Tensor:
@@ -214,7 +248,7 @@ def compute_targets(
             bare_rows = torch.arange(len(group), device=lm.device) * ctx.n_contexts  # each request's bare prompt
             h_L = cached[out_name][bare_rows, 0]  # (g, d_model) at the subject's last token
             if work is not lm:  # z − h_L is what the update writes: its base in full precision
-                h_L = states_at_subject(lm, ctx, [out_name], out_name)[out_name][bare_rows]
+                h_L = states_at_subject(lm, ctx, [out_name], out_name, rows=bare_rows)[out_name]
             found = optimize_deltas(work, ctx, "resid_post", L, cached[resid_name], h_L.norm(dim=-1), settings)
             Z.append(h_L + found.delta)
             steps += found.steps
@@ -259,10 +293,11 @@ def spread_over_layers(
     z_name = act_name("resid_post", L)
     deltas: list[WeightDelta] = []
     after: dict[int, torch.Tensor] = {}
+    reader = SubjectReader(lm, requests, prefixes)
     with applied(lm, []) as stack:
         for i, layer in enumerate(tqdm(params.layers, desc="writing layers", unit="layer", disable=not progress)):
             key_name = act_name("mlp_key", layer)
-            read = read_at_subject(lm, requests, prefixes, [key_name, z_name])
+            read = reader.read([key_name, z_name], keep=layer)  # only this layer and those above change next
             K = torch.einsum("npd,p->dn", read[key_name], weights)  # (d_in, n)
             H = read[z_name][:, 0]  # (n, d_model) the bare prompt's h_L with the lower layers written
             R = layer_share(targets.Z, H, len(params.layers) - i)  # (d_out, n)
@@ -272,11 +307,8 @@ def spread_over_layers(
             delta = WeightDelta.factored(f"{module}.weight", R.cpu(), right.cpu(), lm.adapter.mlp_out_transposed)
             stack.apply(Patch([delta], {"fingerprint": lm.fingerprint}))
             deltas.append(delta)
-        if keys_after:
-            names = [act_name("mlp_key", layer) for layer in params.layers]
-            read = read_at_subject(lm, requests, prefixes, names)
-            after = {layer: torch.einsum("npd,p->dn", read[name], weights).cpu()
-                     for layer, name in zip(params.layers, names)}
+            if keys_after:  # a key at l is W_out's input at l: writing W_out here and above leaves it as it is
+                after[layer] = K.cpu()
     return SpreadResult(deltas, after, targets, time.perf_counter() - started)
 
 

@@ -321,13 +321,19 @@ def value_model(lm: LoadedModel, settings: ValueSettings) -> LoadedModel:
     return in_precision(lm, settings.dtype)
 
 
-def states_at_subject(lm: LoadedModel, ctx: Contexts, names: list[str], stop_after: str) -> dict[str, torch.Tensor]:
-    """Activations `names` (B, d) at every row's subject-last token, from one pass over the whole
-    rows (no prefix cache) that ends after `stop_after`. For a model other than the one whose
-    prefix cache `ctx` holds: the full-precision keys and values beside a bfloat16 optimisation."""
+def states_at_subject(
+    lm: LoadedModel, ctx: Contexts, names: list[str], stop_after: str, rows: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Activations `names` (B, d) at every row's subject-last token — or only at `rows` (indices,
+    (b, d)) — from one pass over the whole rows (no prefix cache) that ends after `stop_after`.
+    For a model other than the one whose prefix cache `ctx` holds: the full-precision keys and
+    values beside a bfloat16 optimisation."""
     ids = torch.cat([ctx.prefix_ids, ctx.suffix_ids], dim=1)  # (B, P + S)
     positions = torch.cat([ctx.prefix_positions, ctx.suffix_positions], dim=1)
-    cached = run_with_cache(lm, ids, names, stop_after=stop_after, attention_mask=ctx.full_mask, position_ids=positions)
+    mask = ctx.full_mask
+    if rows is not None:  # each row attends only to itself: the others need not run
+        ids, positions, mask = ids[rows], positions[rows], mask[rows]
+    cached = run_with_cache(lm, ids, names, stop_after=stop_after, attention_mask=mask, position_ids=positions)
     column = ctx.prefix_ids.shape[1]  # suffix column 0: the subject's last token
     return {name: cached[name][:, column] for name in names}
 
