@@ -96,7 +96,11 @@ def test_stop_after_runs_only_early_layers(tiny_models):
     seen = []
     with hooks(lm, {act_name("resid_post", 3): lambda t, hook: seen.append(hook)}):
         run_with_cache(lm, _ids(lm), [act_name("mlp_key", 1)], stop_after=act_name("mlp_key", 1))
+        # a stop_after that runs before another name asked for: the pass ends after that name
+        got = run_with_cache(lm, _ids(lm), [act_name("mlp_key", 1), act_name("resid_post", 1)],
+                             stop_after=act_name("mlp_key", 1))
     assert seen == []
+    assert set(got) == {act_name("mlp_key", 1), act_name("resid_post", 1)}
 
 
 def test_bad_names_and_layers_are_refused(tiny_models):

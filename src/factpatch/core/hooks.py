@@ -129,12 +129,15 @@ def run_with_cache(
     model body (attention_mask, position_ids, past_key_values, ...)."""
     cache: dict[str, torch.Tensor] = {}
 
+    wanted = list(dict.fromkeys(names + ([stop_after] if stop_after else [])))
+
     def save(tensor, *, hook):
         cache[hook] = tensor.detach()
-        if hook == stop_after and all(n in cache for n in names):
+        # once everything asked for is read, whichever came last (a `stop_after` that runs before
+        # another name must not let the pass run on to the last layer)
+        if stop_after is not None and all(n in cache for n in wanted):
             raise StopForward
 
-    wanted = list(dict.fromkeys(names + ([stop_after] if stop_after else [])))
     with torch.no_grad(), hooks(lm, {name: save for name in wanted}):
         try:
             body(lm)(input_ids=input_ids, **{"use_cache": False, **forward_kwargs})

@@ -185,8 +185,8 @@ class SubjectReader:
         layer_of = {name: int(name.split(".")[1]) for name in wanted}
         if min(layer_of.values()) < start:
             raise ValueError(f"a read that starts at layer {start} cannot see {min(layer_of, key=layer_of.get)}")
-        order = {"resid_pre": 0, "resid_post": 2}  # within a layer: its input, the inside, its output
-        last = max(wanted, key=lambda n: (layer_of[n], order.get(n.split(".")[-1], 1)))
+        # within a layer: its input, the inside, its output
+        last = max(wanted, key=lambda n: (layer_of[n], 0 if "resid_pre" in n else 2 if "resid_post" in n else 1))
         out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         kept: list[torch.Tensor] = []
         for chunk, (ids, at) in enumerate(self.chunks):
