@@ -4,7 +4,8 @@ ROME's update is the smallest change to W_proj (in the metric C) that inserts (k
 describe the keys the layer sees in ordinary text. The paper used 100,000 Wikipedia samples; with
 no network, factpatch's default corpus is text *sampled from the model itself* (seeded, fixed
 length, top-k 50, starting from its beginning-of-text token) — no data set needed, and by
-construction it is text the model finds typical. `corpus=PATH` uses a plain-text or JSONL file
+construction it is text the model finds typical (the embedded models' default draw ships with
+the package, `shipped_corpus`). `corpus=PATH` uses a plain-text or JSONL file
 instead. Only the blocks up to the edit layer run. Results are cached on disk, keyed by model
 fingerprint, layer, corpus and token count.
 """
@@ -108,6 +109,8 @@ def shipped_corpus(lm: LoadedModel, n_tokens: int, seed: int, root: Path | None 
     (`scripts/ship_corpus.py` draws them with `sample_token_corpus` itself). They are used only
     for weights with the same fingerprint and a draw with every setting the same; the statistics
     are still computed here, from the model. tests/test_integration.py redraws the first steps.
+    (Another CPU's floating-point order could make a fresh draw differ after some token; the
+    shipped corpus is as much the model's own sample, and the same on every machine.)
     """
     path = shipped_corpus_path(lm, n_tokens, seed, root)
     if not path.is_file():
