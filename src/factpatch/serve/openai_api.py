@@ -113,7 +113,10 @@ def router(ctx: ServeContext) -> APIRouter:
         cancelled = threading.Event()
 
         def send(item: tuple) -> None:
-            loop.call_soon_threadsafe(out.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(out.put_nowait, item)
+            except RuntimeError:  # the event loop is closed (the server stopped): no one to tell
+                cancelled.set()  # the streamer stops the generation at its next token
 
         def produce() -> None:
             try:
