@@ -18,6 +18,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from factpatch.core.errors import FactpatchError
 from factpatch.core.models import load_model
 from factpatch.editing.stats import CorpusSpec, sample_token_corpus, write_shipped_corpus
 
@@ -32,7 +33,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     spec = CorpusSpec()  # the default corpus: what a first edit asks for
     for name in args.models:
-        lm = load_model(name)
+        try:
+            lm = load_model(name)
+        except FactpatchError as exc:
+            parser.error(str(exc))
         with tempfile.TemporaryDirectory() as scratch:
             cache = Path(scratch) if args.fresh else None
             ids = sample_token_corpus(lm, spec.n_tokens, spec.seed, cache, progress=True, use_shipped=False)
