@@ -23,29 +23,25 @@ import argparse
 import json
 import logging
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from factpatch.core.cache import write_text_atomic
-from factpatch.core.generate import end_of_text_ids, sample_top_k, seeded
 from factpatch.core.models import cast_copy, load_model
-from factpatch.editing.stats import SEQ_LEN, TOP_K, keys_second_moments_over
+from factpatch.editing.stats import keys_second_moments_over, sample_token_corpus
 
 logger = logging.getLogger("sampling_precision")
 
 
 def sample(lm, n_tokens: int, seed: int) -> tuple[torch.Tensor, float]:
-    """The corpus as `sample_token_corpus` draws it, in one batch: (ids, seconds)."""
-    tokenizer = lm.tokenizer
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    n_seq = -(-n_tokens // SEQ_LEN)
-    prompt = torch.full((n_seq, 1), start, dtype=torch.long)
-    began = time.perf_counter()
-    with seeded(seed):
-        ids = sample_top_k(lm, prompt, SEQ_LEN - 1, TOP_K, banned=end_of_text_ids(lm))
-    return ids, time.perf_counter() - began
+    """The corpus as factpatch draws it (`sample_token_corpus`, nothing shipped or cached): (ids, seconds)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        began = time.perf_counter()
+        ids = sample_token_corpus(lm, n_tokens, seed, Path(scratch), progress=False, use_shipped=False)
+        return ids, time.perf_counter() - began
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
