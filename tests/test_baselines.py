@@ -168,6 +168,28 @@ def test_method_names_and_settings_are_checked(tiny_models):
         method_params(lm, "ft", {"steps": "0"})
 
 
+def test_a_preset_sits_under_the_users_settings(tiny_models):
+    """`--preset fast` fills v_lr and v_dtype of the δ-optimising methods; a `--set` of the same
+    field wins; other methods and the defaults are untouched; an unknown name is a clear error."""
+    lm = tiny_models["llama"]
+    fast = parse_overrides([], "fast")
+    assert set(fast) == {"rome", "memit", "alphaedit"}
+    assert parse_overrides(["rome.v_lr=1.0", "ft.lr=1e-3"], "fast") == {
+        "rome": {"v_lr": "1.0", "v_dtype": "bfloat16"}, "memit": fast["memit"], "alphaedit": fast["alphaedit"],
+        "ft": {"lr": "1e-3"},
+    }
+    for method in ("rome", "memit", "alphaedit"):
+        plain, quick = method_params(lm, method), method_params(lm, method, preset="fast")
+        assert (plain.v_lr, plain.v_dtype) == (0.5, "float32")
+        assert (quick.v_lr, quick.v_dtype) == (2.0, "bfloat16")
+        assert method_params(lm, method, {"v_dtype": "float32"}, preset="fast").v_dtype == "float32"
+    assert method_params(lm, "ft", preset="fast") == method_params(lm, "ft")
+    parse_overrides([], "fast")["rome"]["v_lr"] = "9"  # a caller's copy: the table stays as it was
+    assert parse_overrides([], "fast")["rome"]["v_lr"] == "2.0"
+    with pytest.raises(FactpatchError, match="unknown preset 'quick': choose from fast"):
+        parse_overrides([], "quick")
+
+
 def test_default_layers_come_from_the_embedded_models_trace_or_the_papers_depths(tiny_models):
     """An embedded model (or a patched copy: `embedded` names its base) edits its traced layers;
     any other model the paper's relative depths (17 and 33 of 48 layers)."""

@@ -61,6 +61,18 @@ def test_generate_side_by_side(run, tiny_dir):
     assert json.loads(out)["before"] == json.loads(out)["after"]  # no patches: identical samples
 
 
+def test_edit_preset_under_set(run, tiny_dir, corpus, tmp_path):
+    """--preset fast sets the learning rate and precision; --set of the same field still wins."""
+    from factpatch.editing.patch import load_patch
+
+    patch_file = tmp_path / "fast.safetensors"
+    code, _, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--set", "v_dtype=float32",
+                         "--json", "--save", patch_file)
+    assert code == 0, err
+    hparams = load_patch(patch_file).meta["hparams"]
+    assert (hparams["v_lr"], hparams["v_dtype"]) == (2.0, "float32")
+
+
 @pytest.mark.parametrize(
     "over, message",
     [
@@ -71,6 +83,7 @@ def test_generate_side_by_side(run, tiny_dir):
         ({"--layer": 99}, "out of range"),
         ({"--target": "Paris"}, "equals the true object"),
         ({"--corpus": "/nonexistent/corpus.txt"}, "corpus file not found"),
+        ({"--preset": "quick"}, "unknown preset 'quick'"),
     ],
 )
 def test_edit_bad_input(run, tiny_dir, corpus, tmp_path, over, message):

@@ -74,3 +74,28 @@ def test_describe_models_lists_embedded(tmp_path):
     rows = describe_models(tmp_path)
     assert [r["name"] for r in rows] == list(EMBEDDED)
     assert all(r["cached"] is False for r in rows)  # empty cache directory
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])
+def test_a_cast_copy_is_the_model_cast_and_shares_nothing_with_it(tiny_models, family):
+    """cast_copy casts each parameter straight into the copy: the same values as casting a deep
+    copy, buffers cast as before, tied weights still tied, and the original left as it was."""
+    import copy
+
+    from factpatch.core.models import cast_copy
+
+    lm = tiny_models[family]
+    before = {name: p.detach().clone() for name, p in lm.model.named_parameters()}
+    cast = cast_copy(lm, torch.bfloat16).model
+    reference = copy.deepcopy(lm.model).to(torch.bfloat16)
+    for (name, p), (ref_name, r) in zip(cast.named_parameters(), reference.named_parameters(), strict=True):
+        assert name == ref_name and p.dtype == torch.bfloat16 and torch.equal(p, r)
+    for (name, b), (_, r) in zip(cast.named_buffers(), reference.named_buffers(), strict=True):
+        assert b.dtype == r.dtype and torch.equal(b, r), name
+    tied = lm.model.get_output_embeddings().weight is lm.model.get_input_embeddings().weight
+    assert (cast.get_output_embeddings().weight is cast.get_input_embeddings().weight) == tied
+    with torch.no_grad():
+        for p in cast.parameters():
+            p.add_(1.0)
+    for name, p in lm.model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[name]), name

@@ -125,6 +125,7 @@ def edit_many(
     progress: bool = True,
     overrides: dict | None = None,
     corpus: CorpusSpec | None = None,
+    preset: str | None = None,
 ) -> EditManyResult:
     """Edit `lm` in place with any registered method — one patch for the whole list, applied
     through `stack` — and report P(o*) and P(o) on each request's prompt before and after.
@@ -132,7 +133,7 @@ def edit_many(
     at once. With a `stack` that already holds patches, AlphaEdit protects their edits."""
     requests = list(requests)
     check_batch(requests)
-    params = params if params is not None else method_params(lm, method, overrides)
+    params = params if params is not None else method_params(lm, method, overrides, preset)
     editor = make_editor(lm, method, params, cache_dir, progress, corpus)
     editor.prepare()
     stack = stack if stack is not None else PatchStack(lm)
