@@ -5,7 +5,7 @@ are loaded or computed once, before timing), the median, and efficacy / paraphra
 neighbourhood scores over the cases, each case edited on the unedited model (reverted exactly
 between cases).
 
-    python benchmarks/edit_latency.py [--model smollm2-135m] [--n 25] [--dataset PATH]
+    python benchmarks/edit_latency.py [--model smollm2-135m] [--n 25] [--dataset PATH] [--preset fast] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from factpatch.evaluation.metrics import counterfact_case_metrics, score_targets
 from factpatch.core.models import load_model
 from factpatch.editing.patch import PatchStack
 from factpatch.editing.request import EditRequest
-from factpatch.editing.registry import hparams_for
+from factpatch.editing.registry import method_params
 from factpatch.editing.rome import compute_edit, to_patch, context_prefixes
 from factpatch.editing.stats import key_second_moment
 
@@ -45,16 +45,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=25)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--layer", type=int, default=None)
+    parser.add_argument("--preset", default=None, help="named ROME settings (editing.registry.PRESETS), e.g. fast")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a ROME setting (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write per-case results here")
     args = parser.parse_args()
 
     cases = json.loads(args.dataset.read_text())[: args.n]
     started = time.perf_counter()
     lm = load_model(args.model)
-    hp = hparams_for(lm, layer=args.layer)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    if args.layer is not None:
+        overrides["layer"] = args.layer
+    hp = method_params(lm, "rome", overrides, args.preset)
     C = key_second_moment(lm, hp.layer)
     context_prefixes(lm, hp)
-    print(f"model {lm.name}, layer {hp.layer}; setup {time.perf_counter() - started:.1f} s "
+    print(f"model {lm.name}, layer {hp.layer}, v_lr {hp.v_lr}, v_dtype {hp.v_dtype}; setup {time.perf_counter() - started:.1f} s "
           f"(load + cached statistics); torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
     stack = PatchStack(lm)
