@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--dtype", default="float32", help="the traces' precision (both checkouts must know it)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +54,8 @@ def main() -> None:
         sigma = this.embedding_std(lm, progress=False)
 
         def trace(module, samples: int):
-            settings = module.TraceSettings(noise=module.NoiseSettings(samples=samples))
+            extra = {} if args.dtype == "float32" else {"dtype": args.dtype}  # older checkouts lack the field
+            settings = module.TraceSettings(noise=module.NoiseSettings(samples=samples), **extra)
             return module.trace_prompt(lm, PROMPT, SUBJECT, settings=settings, sigma=sigma, progress=False)
 
         for module in versions.values():
@@ -77,6 +79,7 @@ def main() -> None:
     ]
     print(json.dumps({
         "model": lm.name,
+        "dtype": args.dtype,
         "seconds": seconds,
         "median_seconds": {name: statistics.median(values) for name, values in seconds.items()},
         "max_abs_score_difference": max(differences),

@@ -459,6 +459,35 @@ def test_bfloat16_trace_is_near_float32_and_leaves_the_model_alone(tiny_models, 
     assert half.p_clean == pytest.approx(full.p_clean, rel=0.1)
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_only_a_bfloat16_trace_packs_its_attention_and_packing_changes_no_score(tiny_models, family, monkeypatch):
+    """The bfloat16 engine runs grouped-query attention packed (tiny Llama and Gemma 3 have
+    grouped heads); unpacked it gives the same scores up to bfloat16 rounding. float32 never packs."""
+    import contextlib
+
+    from factpatch.tracing import engine
+
+    lm = tiny_models[family]
+    entered = []
+    real = engine.packed_attention
+
+    def counting(model):
+        entered.append(next(model.model.parameters()).dtype)
+        return real(model)
+
+    monkeypatch.setattr(engine, "packed_attention", counting)
+    settings = TraceSettings(kinds=("hidden", "attn"), window=2, noise=NoiseSettings(samples=3), dtype="bfloat16")
+    packed = trace_prompt(lm, PROMPT, SUBJECT, settings=settings, sigma=1.0, progress=False)
+    assert entered and set(entered) == {torch.bfloat16}
+    trace_prompt(lm, PROMPT, SUBJECT, settings=dataclasses.replace(settings, dtype="float32"), sigma=1.0, progress=False)
+    assert set(entered) == {torch.bfloat16}  # the float32 trace did not pack
+    monkeypatch.setattr(engine, "packed_attention", lambda model: contextlib.nullcontext())
+    plain = trace_prompt(lm, PROMPT, SUBJECT, settings=settings, sigma=1.0, progress=False)
+    cells = [(a, b) for kind in packed.scores for ra, rb in zip(packed.scores[kind], plain.scores[kind])
+             if ra is not None for a, b in zip(ra, rb)]
+    assert max(abs(a - b) for a, b in cells) < 0.02 * max(abs(a) for a, _ in cells) + 1e-6
+
+
 def test_float32_trace_settings_keep_the_key_runs_were_recorded_under():
     """A dataset run's identity holds the settings' key: the default precision leaves it as it was."""
     assert "dtype" not in TraceSettings().key()

@@ -1,4 +1,5 @@
-"""Attention for the passes whose gradient is taken (the δ optimisation of ROME, MEMIT, AlphaEdit).
+"""Attention for the passes whose gradient is taken (the δ optimisation of ROME, MEMIT, AlphaEdit),
+and for causal tracing in bfloat16.
 
 Two costs that PyTorch's and transformers' defaults leave in those passes on a CPU, each measured
 (BENCHMARKS.md, "Two levers measured"; runs/bench/attention-backward-bf16-2026-11-30/):
@@ -14,7 +15,8 @@ Two costs that PyTorch's and transformers' defaults leave in those passes on a C
   kernel's (62 against 19 ms forward and backward at a z step's shape), while in float32 the
   fused kernel is the faster one.
 
-`gradient_attention(lm)` switches both for the passes inside it, on the model it is given only.
+`gradient_attention(lm)` switches both for the passes inside it, on the model it is given only;
+`packed_attention(lm)` the first alone.
 """
 
 from __future__ import annotations
@@ -81,25 +83,36 @@ def _register() -> None:
 
 
 @contextlib.contextmanager
-def gradient_attention(lm: LoadedModel):
-    """Within: `lm`'s `sdpa` attention runs packed (exact), and in bfloat16 on the composite kernel.
-    Other implementations (eager, GPT-2's) are left as they are."""
+def packed_attention(lm: LoadedModel):
+    """Within: `lm`'s `sdpa` attention runs packed (`packed_sdpa_attention`; the forward is exact).
+    Causal tracing's bfloat16 passes run inside it: at their shapes the fused kernel's forward took
+    0.68 against 1.03 ms packed against repeated (runs/bench/trace-bf16-profile-2026-11-30/), and a
+    whole bfloat16 trace 23.2 against 26.2 s; in float32 the trace was slower packed (42.7
+    against 39.5 s, runs/bench/trace-packed-2026-11-30/). Other implementations (eager, GPT-2's)
+    are left as they are."""
     configs = {id(module.config): module.config for module in lm.model.modules()
                if getattr(module, "config", None) is not None}
     switched = [config for config in configs.values() if getattr(config, "_attn_implementation", None) == "sdpa"]
     if switched:
         _register()
-    dtype = next(lm.model.parameters()).dtype
     try:
         for config in switched:
             config._attn_implementation = PACKED_SDPA
-        if dtype == torch.bfloat16:
+        yield
+    finally:
+        for config in switched:
+            config._attn_implementation = "sdpa"
+
+
+@contextlib.contextmanager
+def gradient_attention(lm: LoadedModel):
+    """Within: `lm`'s `sdpa` attention runs packed (exact), and in bfloat16 on the composite kernel.
+    Other implementations (eager, GPT-2's) are left as they are."""
+    with packed_attention(lm):
+        if next(lm.model.parameters()).dtype == torch.bfloat16:
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             with sdpa_kernel([SDPBackend.MATH]):
                 yield
         else:
             yield
-    finally:
-        for config in switched:
-            config._attn_implementation = "sdpa"

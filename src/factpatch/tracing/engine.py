@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.attention import packed_attention
 from ..core.blocks import (
     block_output_from_attn_out,
     block_output_from_mlp_out,
@@ -431,7 +432,11 @@ def restored_probs(
     trunk_blocks = trunks.branch - trunks.start
     total = sum((L - start + 1) * len(js) * S * (T - first) for start, first, js in passes.passes)
     total += sum(trunk_blocks * len(ks) * S * (T - first) for first, ks in passes.trunk_passes)
-    with progress_bar(progress, total=total, desc="tracing", unit="pos", leave=False) as bar:
+    # In bfloat16, grouped-query attention packed rather than repeated (core.attention): a trace
+    # 11 % faster; in float32 it was slower (runs/bench/trace-packed-2026-11-30/), so not there.
+    bfloat16 = next(lm.model.parameters()).dtype == torch.bfloat16
+    attention = packed_attention(lm) if bfloat16 else contextlib.nullcontext()
+    with attention, progress_bar(progress, total=total, desc="tracing", unit="pos", leave=False) as bar:
         for first, ks in passes.trunk_passes:
             shared = [restores[trunks.groups[k][0]] for k in ks]
             rows = [(restore, s) for restore in shared for s in range(S)]
