@@ -169,23 +169,26 @@ def test_method_names_and_settings_are_checked(tiny_models):
 
 
 def test_a_preset_sits_under_the_users_settings(tiny_models):
-    """`--preset fast` fills v_lr and v_dtype of the δ-optimising methods; a `--set` of the same
-    field wins; other methods and the defaults are untouched; an unknown name is a clear error."""
+    """`--preset fast` gives every model a bfloat16 δ optimisation and SmolLM2 v_lr 2.0 as well
+    (the model it was measured on); a `--set` of the same field wins; other methods and the
+    defaults are untouched; an unknown name is a clear error."""
     lm = tiny_models["llama"]
     fast = parse_overrides([], "fast")
-    assert set(fast) == {"rome", "memit", "alphaedit"}
-    assert parse_overrides(["rome.v_lr=1.0", "ft.lr=1e-3"], "fast") == {
-        "rome": {"v_lr": "1.0", "v_dtype": "bfloat16"}, "memit": fast["memit"], "alphaedit": fast["alphaedit"],
-        "ft": {"lr": "1e-3"},
+    assert fast == {m: {"v_dtype": "bfloat16"} for m in ("rome", "memit", "alphaedit")}
+    assert parse_overrides([], "fast", "gemma3-270m") == fast
+    smollm2 = parse_overrides([], "fast", "smollm2-135m")
+    assert smollm2 == {m: {"v_dtype": "bfloat16", "v_lr": "2.0"} for m in ("rome", "memit", "alphaedit")}
+    assert parse_overrides(["rome.v_lr=1.0", "ft.lr=1e-3"], "fast", "smollm2-135m") == {
+        **smollm2, "rome": {"v_lr": "1.0", "v_dtype": "bfloat16"}, "ft": {"lr": "1e-3"},
     }
     for method in ("rome", "memit", "alphaedit"):
         plain, quick = method_params(lm, method), method_params(lm, method, preset="fast")
         assert (plain.v_lr, plain.v_dtype) == (0.5, "float32")
-        assert (quick.v_lr, quick.v_dtype) == (2.0, "bfloat16")
+        assert (quick.v_lr, quick.v_dtype) == (0.5, "bfloat16")  # a model the preset has no measurement of
         assert method_params(lm, method, {"v_dtype": "float32"}, preset="fast").v_dtype == "float32"
     assert method_params(lm, "ft", preset="fast") == method_params(lm, "ft")
-    parse_overrides([], "fast")["rome"]["v_lr"] = "9"  # a caller's copy: the table stays as it was
-    assert parse_overrides([], "fast")["rome"]["v_lr"] == "2.0"
+    parse_overrides([], "fast", "smollm2-135m")["rome"]["v_lr"] = "9"  # a caller's copy: the table stays
+    assert parse_overrides([], "fast", "smollm2-135m")["rome"]["v_lr"] == "2.0"
     with pytest.raises(FactpatchError, match="unknown preset 'quick': choose from fast"):
         parse_overrides([], "quick")
 

@@ -62,15 +62,20 @@ def test_generate_side_by_side(run, tiny_dir):
 
 
 def test_edit_preset_under_set(run, tiny_dir, corpus, tmp_path):
-    """--preset fast sets the learning rate and precision; --set of the same field still wins."""
+    """--preset fast sets the precision (and, on SmolLM2 only, the learning rate); --set of the
+    same field still wins."""
     from factpatch.editing.patch import load_patch
 
     patch_file = tmp_path / "fast.safetensors"
-    code, _, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--set", "v_dtype=float32",
-                         "--json", "--save", patch_file)
+    code, _, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--json", "--save", patch_file)
     assert code == 0, err
     hparams = load_patch(patch_file).meta["hparams"]
-    assert (hparams["v_lr"], hparams["v_dtype"]) == (2.0, "float32")
+    assert (hparams["v_lr"], hparams["v_dtype"]) == (0.5, "bfloat16")
+    code, _, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--set", "v_dtype=float32",
+                       "--set", "v_lr=1.5", "--json", "--save", patch_file)
+    assert code == 0, err
+    hparams = load_patch(patch_file).meta["hparams"]
+    assert (hparams["v_lr"], hparams["v_dtype"]) == (1.5, "float32")
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def register(commands) -> None:
     edit.add_argument("--layers", default=None, metavar="A-B", help="MEMIT/AlphaEdit layer range, e.g. 1-5 (default: the model's)")
     edit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting, e.g. v_steps=10 (repeatable)")
     edit.add_argument("--preset", default=None, metavar="NAME",
-                      help="named settings under --set: fast = v_lr 2.0 and a bfloat16 δ optimisation (not the paper's)")
+                      help="named settings under --set: fast = a bfloat16 δ optimisation, and v_lr 2.0 on SmolLM2 (not the paper's)")
     edit.add_argument("--patch", action="append", type=Path, default=[], metavar="FILE",
                       help="apply these patches first (stacking edits; AlphaEdit protects theirs)")
     edit.add_argument("--save", type=Path, default=None, metavar="FILE", help="save the edit as a patch file")
@@ -73,7 +73,7 @@ def _settings(args) -> dict[str, str]:
     unknown = set(parse_overrides(items)) - {args.method}
     if unknown:
         raise FactpatchError(f"--set names method {sorted(unknown)[0]!r}, but --method is {args.method!r}")
-    mine = parse_overrides(items, args.preset).get(args.method, {})
+    mine = parse_overrides(items, args.preset, args.model).get(args.method, {})
     fields = METHODS[args.method].params_cls.__dataclass_fields__
     if args.layer is not None:
         if "layer" not in fields:

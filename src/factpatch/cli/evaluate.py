@@ -52,8 +52,8 @@ def register(commands) -> None:
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                     help="override a method setting, e.g. ft+l.norm_constraint=1e-3 (repeatable)")
     ev.add_argument("--preset", default=None, metavar="NAME",
-                    help="named settings under --set: fast = v_lr 2.0 and a bfloat16 δ optimisation "
-                    "for ROME, MEMIT, AlphaEdit (not the paper's; recorded in config.json)")
+                    help="named settings under --set: fast = a bfloat16 δ optimisation for ROME, MEMIT, "
+                    "AlphaEdit, and v_lr 2.0 on SmolLM2 (not the paper's; recorded in config.json)")
     ev.add_argument("--out", type=Path, default=None, help="result directory")
     seq = ev.add_argument_group("sequential editing (MEMIT/AlphaEdit protocol: many edits, never reverted)")
     seq.add_argument("--sequential", action="store_true",
@@ -135,7 +135,7 @@ def run_eval(args) -> int:
     if args.out is None:
         raise FactpatchError("--out DIR is required")
     methods = parse_methods(args.methods)
-    overrides = {m: v for m, v in parse_overrides(args.set, args.preset).items() if m in methods}
+    overrides = {m: v for m, v in parse_overrides(args.set, args.preset, args.model).items() if m in methods}
     shard = parse_shard(args.shard)
     if args.n is not None and args.n < 1:
         raise FactpatchError(f"--n must be at least 1, got {args.n}")
@@ -243,7 +243,7 @@ def run_compare(args) -> int:
     from ..evaluation.metrics import top_prediction
 
     methods = parse_methods(args.methods)
-    overrides = parse_overrides(args.set, args.preset)
+    overrides = parse_overrides(args.set, args.preset, args.model)
     settings = CompareSettings(n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed)
     adhoc = any(v is not None for v in (args.prompt, args.subject, args.target))
     if adhoc == (args.case is not None):

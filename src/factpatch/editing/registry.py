@@ -240,48 +240,62 @@ def _coerce(cls: type, key: str, value):
 
 @dataclass(frozen=True)
 class Preset:
-    """A named set of `--set` overrides for several methods, applied under the user's own."""
+    """A named set of `--set` overrides for several methods, applied under the user's own:
+    `settings` for every model, and `per_model` changes over them where a model was measured."""
 
     description: str
     settings: dict[str, dict[str, str]]  # method -> field -> value, as `--set` strings
+    per_model: dict[str, dict[str, dict[str, str]]] = dataclasses.field(default_factory=dict)  # model -> method -> ...
 
 
-# `--preset fast`: the settings issue 17 measured to change no outcome while cutting the time of an
+# `--preset fast`: the settings issue 17 measured to keep the outcomes while cutting the time of an
 # edit, for users who want answers quickly. Not the default: every recorded run (docs/, runs/) and
 # the reference code use the paper's learning rate in float32, and replications need those.
-# - v_lr 2.0 instead of the paper's 0.5 (which was set for GPT-2 XL): Adam moves each coordinate of
-#   δ by about v_lr a step, and SmolLM2's δ ends at ‖δ‖ ≈ 85–100, so 0.5 spends most steps getting
-#   there. ROME on the first 50 CounterFact cases: 10.0 steps against 16.1, 1.5× faster, every
-#   case's ES / PS / NS the same (runs/bench/rome-lr-2026-11-30/).
-# - v_dtype bfloat16: the optimisation on a bfloat16 copy of the weights; keys, unedited values
-#   and the closed-form update stay float32 (BENCHMARKS.md; on the same 50 cases together with
-#   v_lr 2.0: 2.4× faster than the default, one case's ES higher, the rest the same).
-# - MEMIT, one batch of the first 100 cases (runs/bench/memit-lr-2026-11-30/): 93.8 s against
-#   127.3 s for bfloat16 at v_lr 0.5 (9.4 steps against 16.7); ES 100 / PS 91 / NS 68 against
-#   100 / 92 / 71, within the intervals but three cases lower on NS: a larger step overshoots a
-#   little further. AlphaEdit shares the optimisation and was not measured apart.
+# - v_dtype bfloat16, every model: the optimisation on a bfloat16 copy of the weights; keys, unedited
+#   values and the closed-form update stay float32 (BENCHMARKS.md: ROME and MEMIT within the
+#   intervals of float32 on SmolLM2; Gemma 3 below).
+# - v_lr 2.0 instead of the paper's 0.5 (set for GPT-2 XL), SmolLM2 only: Adam moves each coordinate
+#   of δ by about v_lr a step, and SmolLM2's δ ends at ‖δ‖ ≈ 85–100, so 0.5 spends most steps
+#   getting there. ROME on the first 50 CounterFact cases: 10.0 steps against 16.1, 1.5× faster,
+#   every case's ES / PS / NS the same; with bfloat16 2.4× faster, one case's ES higher
+#   (runs/bench/rome-lr-2026-11-30/); on the first 100 the same PS and NS to the case
+#   (runs/eval-smollm2-cf-rome-fast/). MEMIT, one batch of the first 100 cases
+#   (runs/bench/memit-lr-2026-11-30/): 93.8 s against 127.3 s for bfloat16 at v_lr 0.5, ES 100 /
+#   PS 91 / NS 68 against 100 / 92 / 71 (within the intervals, NS three cases lower).
+# - Gemma 3 keeps the paper's v_lr: its ROME edits need 10 steps at 0.5 already, and with v_lr 2.0
+#   two of the first 20 cases moved from NS to PS. bfloat16 alone: 3.5 against 6.55 s (1.87×), ES
+#   the same, PS the same count (one case each way), NS one case lower of 20
+#   (runs/bench/rome-fast-gemma3-2026-11-30/). Other models, unmeasured, get the bfloat16 part.
 PRESETS: dict[str, Preset] = {
     "fast": Preset(
-        "v_lr 2.0 and a bfloat16 δ optimisation (ROME, MEMIT, AlphaEdit): ROME edits 2.4× faster, a MEMIT "
-        "batch of 100 in 94 s, outcomes within the measured intervals; not the paper's settings",
-        {method: {"v_lr": "2.0", "v_dtype": "bfloat16"} for method in ("rome", "memit", "alphaedit")},
+        "a bfloat16 δ optimisation (ROME, MEMIT, AlphaEdit), and v_lr 2.0 on SmolLM2: faster edits with "
+        "outcomes within the measured intervals (BENCHMARKS.md); not the paper's settings",
+        {method: {"v_dtype": "bfloat16"} for method in ("rome", "memit", "alphaedit")},
+        {"smollm2-135m": {method: {"v_lr": "2.0"} for method in ("rome", "memit", "alphaedit")}},
     ),
 }
 
 
-def preset_settings(name: str | None) -> dict[str, dict[str, str]]:
-    """The overrides of preset `name` (None: none), a fresh copy per method."""
+def preset_settings(name: str | None, model: str | None = None) -> dict[str, dict[str, str]]:
+    """The overrides of preset `name` (None: none) for `model` (a model name; others and None get
+    the preset's settings for every model), a fresh copy per method."""
     if name is None:
         return {}
     if name not in PRESETS:
         raise FactpatchError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
-    return {method: dict(values) for method, values in PRESETS[name].settings.items()}
+    preset = PRESETS[name]
+    out = {method: dict(values) for method, values in preset.settings.items()}
+    for method, values in preset.per_model.get(model or "", {}).items():
+        out.setdefault(method, {}).update(values)
+    return out
 
 
-def parse_overrides(items: list[str] | None, preset: str | None = None) -> dict[str, dict[str, str]]:
+def parse_overrides(
+    items: list[str] | None, preset: str | None = None, model: str | None = None
+) -> dict[str, dict[str, str]]:
     """["ft.lr=1e-4", "rome.layer=10"] -> {"ft": {"lr": "1e-4"}, "rome": {"layer": "10"}}, on top
-    of `preset`'s settings (a `--set` of the same field wins)."""
-    out = preset_settings(preset)
+    of `preset`'s settings for `model` (a `--set` of the same field wins)."""
+    out = preset_settings(preset, model)
     for item in items or []:
         name, eq, value = item.partition("=")
         method, dot, key = name.partition(".")
@@ -299,7 +313,7 @@ def method_params(lm: LoadedModel, name: str, overrides: dict | None = None, pre
     `preset`'s settings (PRESETS), then `overrides`."""
     spec = METHODS[name]
     values = {**spec.defaults(lm), **MODEL_DEFAULTS.get(lm.name, {}).get(name, {})}
-    for key, value in {**preset_settings(preset).get(name, {}), **(overrides or {})}.items():
+    for key, value in {**preset_settings(preset, lm.name).get(name, {}), **(overrides or {})}.items():
         values[key] = _coerce(spec.params_cls, key, value)
     if name == "rome":
         return hparams_for(lm, **values)
