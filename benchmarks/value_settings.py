@@ -4,11 +4,14 @@ Issue 17's levers on the δ optimisation, each measured alone: the same edits un
 `--variant` (a name and `--set`-style overrides), rotating which goes first, timed; then the
 ES / PS / NS of each on the same CounterFact cases (flattened records: one rewrite, paraphrase and
 neighbourhood prompt each). Without `--variant`: float32 against bfloat16 (`v_dtype`), the
-precision lever (`benchmarks/value_precision.py` runs exactly that).
+precision lever (`benchmarks/value_precision.py` runs exactly that). `preset=NAME` in a variant
+applies that preset (editing.registry.PRESETS) for the model, under the variant's other settings.
 
     python benchmarks/value_settings.py --method memit --n 100 --rounds 2 --json OUT.json
     python benchmarks/value_settings.py --method rome --n 50 --variant lr0.5:v_lr=0.5 \
         --variant lr2:v_lr=2.0 --variant lr2-bf16:v_lr=2.0,v_dtype=bfloat16 --json OUT.json
+    python benchmarks/value_settings.py --method alphaedit --n 100 --rounds 1 --variant default: \
+        --variant fast:preset=fast --json OUT.json
 
 memit / alphaedit: the n cases as one batch (z, keys and the update: the whole `patch` call),
 `--rounds` times per variant; the last patch of each is scored. rome: each case edited on its
@@ -81,7 +84,9 @@ def main() -> None:
     lm = load_model(args.model)
     editors = {}
     for name, overrides in variants.items():
-        editor = make_editor(lm, args.method, method_params(lm, args.method, overrides), progress=False)
+        overrides = dict(overrides)
+        preset = overrides.pop("preset", None)  # "name:preset=fast" is the named preset on this model
+        editor = make_editor(lm, args.method, method_params(lm, args.method, overrides, preset), progress=False)
         editor.prepare()  # statistics, prefixes (and projectors): cached, untimed
         if args.method == "alphaedit":
             for layer in editor.params.layers:

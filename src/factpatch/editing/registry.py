@@ -261,7 +261,9 @@ class Preset:
 #   (runs/bench/rome-lr-2026-11-30/); on the first 100 the same PS and NS to the case
 #   (runs/eval-smollm2-cf-rome-fast/). MEMIT, one batch of the first 100 cases
 #   (runs/bench/memit-lr-2026-11-30/): 93.8 s against 127.3 s for bfloat16 at v_lr 0.5, ES 100 /
-#   PS 91 / NS 68 against 100 / 92 / 71 (within the intervals, NS three cases lower).
+#   PS 91 / NS 68 against 100 / 92 / 71 (within the intervals, NS three cases lower). AlphaEdit, the
+#   same batch (runs/bench/alphaedit-fast-2026-11-30/): 87.8 s against 196.3 s with the defaults,
+#   ES 96 / PS 85 / NS 70 against 97 / 89 / 70 (within the intervals, PS four cases lower).
 # - Gemma 3 keeps the paper's v_lr: its ROME edits need 10 steps at 0.5 already, and with v_lr 2.0
 #   two of the first 20 cases moved from NS to PS. bfloat16 alone: 3.5 against 6.55 s (1.87×), ES
 #   the same, PS the same count (one case each way), NS one case lower of 20
