@@ -67,8 +67,9 @@ def test_edit_preset_under_set(run, tiny_dir, corpus, tmp_path):
     from factpatch.editing.patch import load_patch
 
     patch_file = tmp_path / "fast.safetensors"
-    code, _, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--json", "--save", patch_file)
+    code, out, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--save", patch_file)
     assert code == 0, err
+    assert "preset fast: v_dtype bfloat16 (not the paper's settings)" in out  # said beside the result
     hparams = load_patch(patch_file).meta["hparams"]
     assert (hparams["v_lr"], hparams["v_dtype"]) == (0.5, "bfloat16")
     code, _, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--set", "v_dtype=float32",
@@ -76,6 +77,16 @@ def test_edit_preset_under_set(run, tiny_dir, corpus, tmp_path):
     assert code == 0, err
     hparams = load_patch(patch_file).meta["hparams"]
     assert (hparams["v_lr"], hparams["v_dtype"]) == (1.5, "float32")
+
+
+def test_edit_many_says_what_a_preset_set(run, tiny_dir, corpus, tmp_path):
+    """A batch edited under --preset says so; for a method the preset does not touch, that it set nothing."""
+    requests = tmp_path / "facts.jsonl"
+    requests.write_text('{"prompt": "{} is located in the city of", "subject": "Eiffel Tower", "target": "Rome"}\n')
+    code, out, err = run("edit", "--model", tiny_dir, "--method", "ft", "--requests", requests, "--corpus", corpus,
+                         "--layer", 1, "--set", "steps=1", "--preset", "fast", "--quiet")
+    assert code == 0, err
+    assert "preset fast sets nothing for ft" in out
 
 
 @pytest.mark.parametrize(

@@ -67,13 +67,15 @@ def _load_with_patches(args, force: bool = False):
 
 def _settings(args) -> dict[str, str]:
     """--set KEY=VALUE (or METHOD.KEY=VALUE) and --layer/--layers as the method's overrides."""
-    from ..editing.registry import METHODS, parse_overrides
+    from ..editing.registry import METHODS, parse_overrides, preset_settings
 
     items = [item if item.partition("=")[0].partition(".")[1] else f"{args.method}.{item}" for item in args.set]
-    unknown = set(parse_overrides(items)) - {args.method}
+    overrides = parse_overrides(items)
+    unknown = set(overrides) - {args.method}
     if unknown:
         raise FactpatchError(f"--set names method {sorted(unknown)[0]!r}, but --method is {args.method!r}")
-    mine = parse_overrides(items, args.preset, args.model).get(args.method, {})
+    # the preset's settings for this method, under the user's own
+    mine = {**preset_settings(args.preset, args.model).get(args.method, {}), **overrides.get(args.method, {})}
     fields = METHODS[args.method].params_cls.__dataclass_fields__
     if args.layer is not None:
         if "layer" not in fields:
@@ -85,6 +87,19 @@ def _settings(args) -> dict[str, str]:
         mine["layers"] = args.layers
     parse_overrides([f"{args.method}.{k}={v}" for k, v in mine.items()])  # check every value now
     return mine
+
+
+def _preset_note(args, params) -> str:
+    """What `--preset` set, said beside the result: those are not the paper's settings."""
+    from ..editing.registry import preset_settings
+
+    if not args.preset:
+        return ""
+    keys = preset_settings(args.preset, args.model).get(args.method, {})
+    if not keys:
+        return f"; preset {args.preset} sets nothing for {args.method}"
+    shown = ", ".join(f"{key} {getattr(params, key)}" for key in keys)
+    return f"; preset {args.preset}: {shown} (not the paper's settings)"
 
 
 def run_edit(args) -> int:
@@ -137,7 +152,7 @@ def _edit_one(args, request, overrides: dict, corpus) -> int:
     for text in result.before:
         b, a = result.before[text], result.after[text]
         print(f"{text:<{width}}  {b[new]:>9.4f} -> {a[new]:<9.4f}  {b[true]:>9.4f} -> {a[true]:<9.4f}")
-    print(f"edit took {result.edit_seconds:.2f} s (k*, v* and the update)")
+    print(f"edit took {result.edit_seconds:.2f} s (k*, v* and the update)" + _preset_note(args, hp))
     print(f"patch {result.patch.id}" + (f" saved to {saved}" if saved else " (not saved: use --save FILE)"))
     return 0
 
@@ -175,6 +190,8 @@ def _edit_many(args, requests, overrides: dict, corpus) -> int:
         print(f"... and {len(result.outcomes) - len(shown)} more (--json prints every request)")
     mean_before = sum(o.before[o.request.target_new] for o in result.outcomes) / len(result.outcomes)
     mean_after = sum(o.after[o.request.target_new] for o in result.outcomes) / len(result.outcomes)
+    if args.preset:
+        print(_preset_note(args, params).strip("; "))
     print(f"mean P(target) {mean_before:.4f} -> {mean_after:.4f}", end="")
     print(f"; target beats target-true on {sum(wins)} of {len(wins)}" if wins else "")
     print(f"edit took {result.edit_seconds:.2f} s ({result.edit_seconds / len(requests):.2f} s a request)")

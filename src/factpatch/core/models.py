@@ -310,8 +310,9 @@ def cast_copy(lm: LoadedModel, dtype: torch.dtype) -> LoadedModel:
     fingerprint names the weights it was cast from). For work whose precision the caller chooses,
     such as the δ optimisation in bfloat16; `lm` itself is not touched."""
     # Each parameter is cast straight into the copy (tied ones once, through the memo) rather than
-    # deep-copied in float32 and cast after: the same tensors, in 0.05–0.08 s instead of 0.14–0.23 s
-    # for SmolLM2, which a bfloat16 ROME edit pays every time. `.to` then casts the buffers as before.
+    # deep-copied in float32 and cast after: the same tensors, in 0.06–0.09 s instead of 0.16–0.27 s
+    # for SmolLM2 (runs/bench/rome-fast-2026-11-30/cast.txt), which a bfloat16 ROME edit pays every
+    # time. `.to` then casts the buffers as before.
     memo = {id(p): nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad) for p in lm.model.parameters()}
     model = copy.deepcopy(lm.model, memo).to(dtype)
     model.eval()

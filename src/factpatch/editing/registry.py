@@ -243,7 +243,6 @@ class Preset:
     """A named set of `--set` overrides for several methods, applied under the user's own:
     `settings` for every model, and `per_model` changes over them where a model was measured."""
 
-    description: str
     settings: dict[str, dict[str, str]]  # method -> field -> value, as `--set` strings
     per_model: dict[str, dict[str, dict[str, str]]] = dataclasses.field(default_factory=dict)  # model -> method -> ...
 
@@ -270,8 +269,6 @@ class Preset:
 #   (runs/bench/rome-fast-gemma3-2026-11-30/). Other models, unmeasured, get the bfloat16 part.
 PRESETS: dict[str, Preset] = {
     "fast": Preset(
-        "a bfloat16 δ optimisation (ROME, MEMIT, AlphaEdit), and v_lr 2.0 on SmolLM2: faster edits with "
-        "outcomes within the measured intervals (BENCHMARKS.md); not the paper's settings",
         {method: {"v_dtype": "bfloat16"} for method in ("rome", "memit", "alphaedit")},
         {"smollm2-135m": {method: {"v_lr": "2.0"} for method in ("rome", "memit", "alphaedit")}},
     ),
