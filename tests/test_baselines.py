@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from factpatch.editing.finetune import FineTuneParams
-from factpatch.editing.registry import attn_layer, edit_layer, make_editor, method_params, parse_methods, parse_overrides
+from factpatch.editing.registry import (
+    attn_layer,
+    edit_layer,
+    make_editor,
+    method_params,
+    parse_methods,
+    parse_overrides,
+    per_model_key,
+    preset_settings,
+)
 from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.metrics import score_targets
 from factpatch.core.models import weights_fingerprint
@@ -170,27 +179,38 @@ def test_method_names_and_settings_are_checked(tiny_models):
 
 def test_a_preset_sits_under_the_users_settings(tiny_models):
     """`--preset fast` gives every model a bfloat16 δ optimisation and SmolLM2 v_lr 2.0 as well
-    (the model it was measured on); a `--set` of the same field wins; other methods and the
+    (the model it was measured on); an override of the same field wins; other methods and the
     defaults are untouched; an unknown name is a clear error."""
     lm = tiny_models["llama"]
-    fast = parse_overrides([], "fast")
+    fast = preset_settings("fast")
     assert fast == {m: {"v_dtype": "bfloat16"} for m in ("rome", "memit", "alphaedit")}
-    assert parse_overrides([], "fast", "gemma3-270m") == fast
-    smollm2 = parse_overrides([], "fast", "smollm2-135m")
+    assert preset_settings("fast", "gemma3-270m") == fast and preset_settings(None) == {}
+    smollm2 = preset_settings("fast", "smollm2-135m")
     assert smollm2 == {m: {"v_dtype": "bfloat16", "v_lr": "2.0"} for m in ("rome", "memit", "alphaedit")}
-    assert parse_overrides(["rome.v_lr=1.0", "ft.lr=1e-3"], "fast", "smollm2-135m") == {
-        **smollm2, "rome": {"v_lr": "1.0", "v_dtype": "bfloat16"}, "ft": {"lr": "1e-3"},
-    }
     for method in ("rome", "memit", "alphaedit"):
         plain, quick = method_params(lm, method), method_params(lm, method, preset="fast")
         assert (plain.v_lr, plain.v_dtype) == (0.5, "float32")
         assert (quick.v_lr, quick.v_dtype) == (0.5, "bfloat16")  # a model the preset has no measurement of
         assert method_params(lm, method, {"v_dtype": "float32"}, preset="fast").v_dtype == "float32"
     assert method_params(lm, "ft", preset="fast") == method_params(lm, "ft")
-    parse_overrides([], "fast", "smollm2-135m")["rome"]["v_lr"] = "9"  # a caller's copy: the table stays
-    assert parse_overrides([], "fast", "smollm2-135m")["rome"]["v_lr"] == "2.0"
+    preset_settings("fast", "smollm2-135m")["rome"]["v_lr"] = "9"  # a caller's copy: the table stays
+    assert preset_settings("fast", "smollm2-135m")["rome"]["v_lr"] == "2.0"
     with pytest.raises(FactpatchError, match="unknown preset 'quick': choose from fast"):
-        parse_overrides([], "quick")
+        preset_settings("quick")
+
+
+def test_a_patched_copy_of_an_embedded_model_gets_its_bases_settings(tiny_models):
+    """Per-model defaults and presets follow `embedded` (a model directory from `patch apply`
+    names its base there), as the default edit layers do."""
+    import dataclasses
+
+    copy = dataclasses.replace(tiny_models["llama"], name="runs/edited", embedded="smollm2-135m")
+    assert per_model_key(copy) == "smollm2-135m" and per_model_key(tiny_models["llama"]) == tiny_models["llama"].name
+    # (the tiny model has 4 layers, so the base's edit layers and range are overridden here)
+    memit = method_params(copy, "memit", {"layers": "0-1"}, preset="fast")
+    assert (memit.v_lr, memit.v_dtype) == (2.0, "bfloat16")  # SmolLM2's part of the preset
+    plain = method_params(tiny_models["llama"], "memit", {"layers": "0-1"}, preset="fast")
+    assert (plain.v_lr, plain.v_dtype) == (0.5, "bfloat16")
 
 
 def test_default_layers_come_from_the_embedded_models_trace_or_the_papers_depths(tiny_models):

@@ -244,6 +244,19 @@ def test_records_name_their_generation_prompts(lm, tmp_path):
            "1 cases with derived prompts" in md
 
 
+def test_cli_eval_records_what_a_preset_set(model_dir, tmp_path, capsys):
+    """--preset reaches the editors and config.json records the settings it resolved to; the same
+    directory refuses to continue without it (another configuration)."""
+    out = tmp_path / "o"
+    base = ["eval", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"), "--dataset", FLAT,
+            "--methods", "rome", "--set", "rome.v_steps=2", "--out", str(out), "--quiet", "--n", "1"]
+    assert main(base + ["--preset", "fast"]) == 0
+    hparams = json.loads((out / "config.json").read_text())["hparams"]["rome"]
+    assert hparams["v_dtype"] == "bfloat16" and hparams["v_steps"] == 2
+    capsys.readouterr()
+    assert main(base) == 2 and "differs in hparams" in capsys.readouterr().err
+
+
 def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys):
     out = tmp_path / "o"
     base = ["eval", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"), "--dataset", FLAT,

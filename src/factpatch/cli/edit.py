@@ -74,8 +74,8 @@ def _settings(args) -> dict[str, str]:
     unknown = set(overrides) - {args.method}
     if unknown:
         raise FactpatchError(f"--set names method {sorted(unknown)[0]!r}, but --method is {args.method!r}")
-    # the preset's settings for this method, under the user's own
-    mine = {**preset_settings(args.preset, args.model).get(args.method, {}), **overrides.get(args.method, {})}
+    preset_settings(args.preset)  # an unknown name fails now; method_params applies it for the loaded model
+    mine = overrides.get(args.method, {})
     fields = METHODS[args.method].params_cls.__dataclass_fields__
     if args.layer is not None:
         if "layer" not in fields:
@@ -89,13 +89,13 @@ def _settings(args) -> dict[str, str]:
     return mine
 
 
-def _preset_note(args, params) -> str:
+def _preset_note(args, lm, params) -> str:
     """What `--preset` set, said beside the result: those are not the paper's settings."""
-    from ..editing.registry import preset_settings
+    from ..editing.registry import per_model_key, preset_settings
 
     if not args.preset:
         return ""
-    keys = preset_settings(args.preset, args.model).get(args.method, {})
+    keys = preset_settings(args.preset, per_model_key(lm)).get(args.method, {})
     if not keys:
         return f"; preset {args.preset} sets nothing for {args.method}"
     shown = ", ".join(f"{key} {getattr(params, key)}" for key in keys)
@@ -136,7 +136,7 @@ def _edit_one(args, request, overrides: dict, corpus) -> int:
     from ..editing.registry import method_params
 
     lm, stack, _ = _load_with_patches(args)
-    hp = method_params(lm, "rome", overrides)
+    hp = method_params(lm, "rome", overrides, args.preset)
     result = edit(lm, request, stack, args.probe, hp, corpus, args.cache_dir, not args.quiet)
     saved = str(save_patch(result.patch, args.save)) if args.save else None
     if args.json:
@@ -152,7 +152,7 @@ def _edit_one(args, request, overrides: dict, corpus) -> int:
     for text in result.before:
         b, a = result.before[text], result.after[text]
         print(f"{text:<{width}}  {b[new]:>9.4f} -> {a[new]:<9.4f}  {b[true]:>9.4f} -> {a[true]:<9.4f}")
-    print(f"edit took {result.edit_seconds:.2f} s (k*, v* and the update)" + _preset_note(args, hp))
+    print(f"edit took {result.edit_seconds:.2f} s (k*, v* and the update)" + _preset_note(args, lm, hp))
     print(f"patch {result.patch.id}" + (f" saved to {saved}" if saved else " (not saved: use --save FILE)"))
     return 0
 
@@ -163,7 +163,7 @@ def _edit_many(args, requests, overrides: dict, corpus) -> int:
     from ..editing.registry import edit_layers, method_params
 
     lm, stack, _ = _load_with_patches(args)
-    params = method_params(lm, args.method, overrides)
+    params = method_params(lm, args.method, overrides, args.preset)
     result = edit_many(lm, requests, args.method, stack, params, args.cache_dir, not args.quiet, corpus=corpus)
     saved = str(save_patch(result.patch, args.save)) if args.save else None
     layers = edit_layers(params)
@@ -191,7 +191,7 @@ def _edit_many(args, requests, overrides: dict, corpus) -> int:
     mean_before = sum(o.before[o.request.target_new] for o in result.outcomes) / len(result.outcomes)
     mean_after = sum(o.after[o.request.target_new] for o in result.outcomes) / len(result.outcomes)
     if args.preset:
-        print(_preset_note(args, params).strip("; "))
+        print(_preset_note(args, lm, params).strip("; "))
     print(f"mean P(target) {mean_before:.4f} -> {mean_after:.4f}", end="")
     print(f"; target beats target-true on {sum(wins)} of {len(wins)}" if wins else "")
     print(f"edit took {result.edit_seconds:.2f} s ({result.edit_seconds / len(requests):.2f} s a request)")

@@ -124,7 +124,7 @@ def _set_threads(args) -> None:
 def run_eval(args) -> int:
     from ..core.errors import FactpatchError
     from ..core.models import load_model
-    from ..editing.registry import parse_methods, parse_overrides
+    from ..editing.registry import parse_methods, parse_overrides, preset_settings
     from ..evaluation.data import load_dataset, parse_shard
     from ..evaluation.run import EvalSettings
     from ..evaluation.run import run_eval as evaluate
@@ -135,14 +135,16 @@ def run_eval(args) -> int:
     if args.out is None:
         raise FactpatchError("--out DIR is required")
     methods = parse_methods(args.methods)
-    overrides = {m: v for m, v in parse_overrides(args.set, args.preset, args.model).items() if m in methods}
+    overrides = parse_overrides(args.set)
+    preset_settings(args.preset)  # an unknown name fails now, before a model is loaded
     shard = parse_shard(args.shard)
     if args.n is not None and args.n < 1:
         raise FactpatchError(f"--n must be at least 1, got {args.n}")
     cluster = ray_settings(args)
     if args.sequential:
         return _run_sequential(args, methods, overrides, cluster)
-    config = EvalSettings(methods, args.n, shard, args.generation, args.seed, overrides, _generation_settings(args))
+    config = EvalSettings(methods, args.n, shard, args.generation, args.seed, overrides, _generation_settings(args),
+                          args.preset)
     dataset = load_dataset(args.dataset, args.zsre_target)
     _set_threads(args)
     if cluster is not None:
@@ -180,7 +182,7 @@ def _run_sequential(args, methods, overrides, cluster=None) -> int:
     config = SequentialSettings(
         methods, args.n, args.batch_size, args.checkpoint_every, args.generation_cases, args.known,
         seed=args.seed, overrides=overrides, gen=_generation_settings(args),
-        corpus=CorpusSpec(args.corpus),
+        corpus=CorpusSpec(args.corpus), preset=args.preset,
     )
     dataset = load_dataset(args.dataset, args.zsre_target)
     _set_threads(args)
@@ -236,14 +238,15 @@ def _report(run) -> str:
 def run_compare(args) -> int:
     from ..core.errors import FactpatchError
     from ..core.models import load_model
-    from ..editing.registry import parse_methods, parse_overrides
+    from ..editing.registry import parse_methods, parse_overrides, preset_settings
     from ..editing.request import EditRequest
     from ..evaluation.compare import CompareSettings, compare_case, write_outputs
     from ..evaluation.data import Case, load_dataset
     from ..evaluation.metrics import top_prediction
 
     methods = parse_methods(args.methods)
-    overrides = parse_overrides(args.set, args.preset, args.model)
+    overrides = parse_overrides(args.set)
+    preset_settings(args.preset)  # an unknown name fails now, before a model is loaded
     settings = CompareSettings(n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed)
     adhoc = any(v is not None for v in (args.prompt, args.subject, args.target))
     if adhoc == (args.case is not None):
@@ -272,7 +275,7 @@ def run_compare(args) -> int:
         cases = [Case("adhoc", "counterfact", request, generation_prompts=prompts)]
         settings = CompareSettings(settings.n, settings.max_new_tokens, len(prompts), settings.seed)
     editors: dict = {}
-    records = [compare_case(lm, case, methods, settings, editors, overrides, args.cache_dir, not args.quiet)
+    records = [compare_case(lm, case, methods, settings, editors, overrides, args.cache_dir, not args.quiet, args.preset)
                for case in cases]
     paths = write_outputs(records, args.out)
     for record in records:

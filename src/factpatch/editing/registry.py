@@ -289,12 +289,9 @@ def preset_settings(name: str | None, model: str | None = None) -> dict[str, dic
     return out
 
 
-def parse_overrides(
-    items: list[str] | None, preset: str | None = None, model: str | None = None
-) -> dict[str, dict[str, str]]:
-    """["ft.lr=1e-4", "rome.layer=10"] -> {"ft": {"lr": "1e-4"}, "rome": {"layer": "10"}}, on top
-    of `preset`'s settings for `model` (a `--set` of the same field wins)."""
-    out = preset_settings(preset, model)
+def parse_overrides(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """["ft.lr=1e-4", "rome.layer=10"] -> {"ft": {"lr": "1e-4"}, "rome": {"layer": "10"}}."""
+    out: dict[str, dict[str, str]] = {}
     for item in items or []:
         name, eq, value = item.partition("=")
         method, dot, key = name.partition(".")
@@ -307,12 +304,20 @@ def parse_overrides(
     return out
 
 
+def per_model_key(lm: LoadedModel) -> str:
+    """The name the per-model tables (MODEL_DEFAULTS, PRESETS) know `lm` by: an embedded model's
+    own, which a patched copy of it (a model directory from `factpatch patch apply`) keeps in
+    `embedded`, as the default edit layers do (`edit_layer`)."""
+    return lm.embedded or lm.name
+
+
 def method_params(lm: LoadedModel, name: str, overrides: dict | None = None, preset: str | None = None):
     """The hyper-parameters of method `name` on `lm`: paper defaults, model changes, the named
     `preset`'s settings (PRESETS), then `overrides`."""
     spec = METHODS[name]
-    values = {**spec.defaults(lm), **MODEL_DEFAULTS.get(lm.name, {}).get(name, {})}
-    for key, value in {**preset_settings(preset, lm.name).get(name, {}), **(overrides or {})}.items():
+    model = per_model_key(lm)
+    values = {**spec.defaults(lm), **MODEL_DEFAULTS.get(model, {}).get(name, {})}
+    for key, value in {**preset_settings(preset, model).get(name, {}), **(overrides or {})}.items():
         values[key] = _coerce(spec.params_cls, key, value)
     if name == "rome":
         return hparams_for(lm, **values)

@@ -50,15 +50,18 @@ def compare_case(
     overrides: dict | None = None,
     cache_dir: Path | None = None,
     progress: bool = False,
+    preset: str | None = None,
 ) -> dict:
-    """One record: every method's texts for the case's generation prompts."""
+    """One record: every method's texts for the case's generation prompts (each method's settings:
+    `preset`'s, then `overrides`)."""
     editors = editors if editors is not None else {}
     prompts = list(case.generation_prompts[: settings.max_prompts]) or [case.request.text]
     by_method: dict[str, list[list[str]]] = {}
     patches: dict[str, dict] = {}
     for method in methods:
         if method not in editors:
-            editors[method] = make_editor(lm, method, method_params(lm, method, (overrides or {}).get(method)), cache_dir, progress)
+            params = method_params(lm, method, (overrides or {}).get(method), preset)
+            editors[method] = make_editor(lm, method, params, cache_dir, progress)
         patch = editors[method].patch([case.request])
         with applied(lm, [patch]):
             by_method[method] = generate_texts(lm, prompts, settings.n, settings.max_new_tokens, settings.seed)

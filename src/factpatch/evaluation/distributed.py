@@ -196,7 +196,7 @@ class Worker:
         from .metrics import TfidfModel
 
         self._check()
-        params = {m: method_params(self.lm, m, config.overrides.get(m)) for m in config.methods}
+        params = {m: method_params(self.lm, m, config.overrides.get(m), config.preset) for m in config.methods}
         tfidf = TfidfModel(dataset.idf_texts) if config.generation and dataset.kind == "counterfact" else None
         self.task = {"dataset": dataset, "config": config, "params": params, "editors": {}, "tfidf": tfidf}
         return {m: p.to_dict() for m, p in params.items()}

@@ -142,6 +142,7 @@ class EvalSettings:
     seed: int = 0
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     gen: GenerationSettings = GenerationSettings()
+    preset: str | None = None  # editing.registry.PRESETS, under `overrides`; the resolved hparams are recorded
 
     def __post_init__(self):
         if self.n is not None and self.n < 1:
@@ -416,7 +417,7 @@ def run_eval(
 ) -> EvalRun:
     """Evaluate `config.methods` on the selected cases, resuming whatever `out_dir` already holds."""
     started = time.perf_counter()
-    params = {m: method_params(lm, m, config.overrides.get(m)) for m in config.methods}
+    params = {m: method_params(lm, m, config.overrides.get(m), config.preset) for m in config.methods}
     hparams = {m: p.to_dict() for m, p in params.items()}
     plan = plan_eval(dataset, config, out_dir, describe_config(lm, dataset, config, hparams))
     editors: dict[str, Editor] = {}

@@ -77,6 +77,7 @@ class SequentialSettings:
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     gen: GenerationSettings = GenerationSettings()
     corpus: CorpusSpec = CorpusSpec()  # key statistics (default: the model's own samples)
+    preset: str | None = None  # editing.registry.PRESETS, under `overrides`; the resolved hparams are recorded
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -295,7 +296,7 @@ def run_sequential(
     cases = dataset.select(config.n)
     if len(cases) < config.n:
         raise FactpatchError(f"{dataset.name} has {len(cases)} cases; --n {config.n} asks for more")
-    params = {m: method_params(lm, m, config.overrides.get(m)) for m in config.methods}
+    params = {m: method_params(lm, m, config.overrides.get(m), config.preset) for m in config.methods}
     description = describe(lm, dataset, config, {m: p.to_dict() for m, p in params.items()})
     out_dir = Path(out_dir)
     check_out_dir(out_dir, description)
