@@ -10,6 +10,15 @@ from pathlib import Path
 from ..core.errors import FactpatchError
 
 
+def add_preset(parser: argparse.ArgumentParser) -> None:
+    """--preset NAME (editing.registry.PRESETS; checked and applied once the command runs, so the
+    parser needs no heavy import)."""
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="named settings under --set: fast = a bfloat16 δ optimisation for ROME, MEMIT and "
+                        "AlphaEdit, and v_lr 2.0 on SmolLM2 (not the paper's settings; the resolved settings "
+                        "are recorded)")
+
+
 def add_common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     """Options every model-using command shares."""
     from ..core.models import DEFAULT_MODEL

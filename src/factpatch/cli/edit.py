@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from ..core.errors import FactpatchError
-from . import add_common
+from . import add_common, add_preset
 
 
 def register(commands) -> None:
@@ -32,8 +32,7 @@ def register(commands) -> None:
     edit.add_argument("--layer", type=int, default=None, help="edit layer l* of ROME/FT (default: the model's)")
     edit.add_argument("--layers", default=None, metavar="A-B", help="MEMIT/AlphaEdit layer range, e.g. 1-5 (default: the model's)")
     edit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting, e.g. v_steps=10 (repeatable)")
-    edit.add_argument("--preset", default=None, metavar="NAME",
-                      help="named settings under --set: fast = a bfloat16 δ optimisation, and v_lr 2.0 on SmolLM2 (not the paper's)")
+    add_preset(edit)
     edit.add_argument("--patch", action="append", type=Path, default=[], metavar="FILE",
                       help="apply these patches first (stacking edits; AlphaEdit protects theirs)")
     edit.add_argument("--save", type=Path, default=None, metavar="FILE", help="save the edit as a patch file")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import add_common, add_ray_options, ray_settings
+from . import add_common, add_preset, add_ray_options, ray_settings
 
 EVAL_EPILOG = """\
 datasets: counterfact:PATH (original or flattened CounterFact), zsre:PATH (MEND layout), builtin
@@ -51,9 +51,7 @@ def register(commands) -> None:
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                     help="override a method setting, e.g. ft+l.norm_constraint=1e-3 (repeatable)")
-    ev.add_argument("--preset", default=None, metavar="NAME",
-                    help="named settings under --set: fast = a bfloat16 δ optimisation for ROME, MEMIT, "
-                    "AlphaEdit, and v_lr 2.0 on SmolLM2 (not the paper's; recorded in config.json)")
+    add_preset(ev)
     ev.add_argument("--out", type=Path, default=None, help="result directory")
     seq = ev.add_argument_group("sequential editing (MEMIT/AlphaEdit protocol: many edits, never reverted)")
     seq.add_argument("--sequential", action="store_true",
@@ -97,7 +95,7 @@ def register(commands) -> None:
     cmp.add_argument("--max-new-tokens", type=int, default=100)
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE")
-    cmp.add_argument("--preset", default=None, metavar="NAME", help="named settings under --set (fast)")
+    add_preset(cmp)
     cmp.add_argument("--out", type=Path, required=True, help="output directory")
     _add_threads(cmp)
     cmp.set_defaults(func=run_compare)
