@@ -16,3 +16,11 @@ run --grid "alphaedit:nullspace_energy=0.2" "alphaedit:nullspace_energy=0.1,L2=3
   "alphaedit:nullspace_energy=0.3,L2=30" "memit:lambda_per_dim=2" "memit:lambda_per_dim=0.5"
 run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "memit:lambda_per_dim=2" \
   "alphaedit:nullspace_energy=0.3,L2=30" "alphaedit:nullspace_energy=0.03"
+# The layer range (issue 12: settings or model size?), 2026-12-01: the same batch into 5, 8 and 10
+# layers (z at the top layer, recomputed for each top layer: ~5 min each); its own file, since z's
+# cache holds one top layer at a time.
+.venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-layers.jsonl \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --known ../shared/datasets/known_1000.json --n 100 \
+  --grid "alphaedit:layers=1-5" "memit:layers=1-5" "alphaedit:layers=1-8" "memit:layers=1-8" \
+  "alphaedit:layers=4-8" "alphaedit:layers=0-9"
