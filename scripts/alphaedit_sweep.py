@@ -10,7 +10,7 @@ gets right. One JSON line per setting, appended (a rerun skips the settings alre
         --known ../shared/datasets/known_1000.json --n 100
 
 `--corpus-tokens` sets how many self-sampled tokens C is estimated from (the setting is then
-recorded as `...@TOKENS`). Settings are `--grid` entries, `method:key=value,key=value` (e.g. `alphaedit:nullspace_energy=0.01,L2=1`).
+recorded as `...@TOKENS`); `--corpus-path` estimates C from a text file instead (`...@NAME:TOKENS`). Settings are `--grid` entries, `method:key=value,key=value` (e.g. `alphaedit:nullspace_energy=0.01,L2=1`).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--grid", nargs="*", default=DEFAULT_GRID)
     parser.add_argument("--corpus-tokens", type=int, default=CorpusSpec().n_tokens,
                         help="self-sampled tokens behind C (default: factpatch's)")
+    parser.add_argument("--corpus-path", type=Path, help="estimate C from this text file instead (scripts/entity_corpus.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for entry in args.grid:  # every setting checked before the model loads
@@ -106,8 +107,10 @@ def main() -> None:
     requests = [c.request for c in cases]
     known = KnownFacts.check(lm, args.known)
     subjects = [r.subject for r in requests]
-    corpus = CorpusSpec(n_tokens=args.corpus_tokens)
+    corpus = CorpusSpec(path=args.corpus_path, n_tokens=args.corpus_tokens)
     suffix = "" if args.corpus_tokens == CorpusSpec().n_tokens else f"@{args.corpus_tokens}"
+    if args.corpus_path is not None:
+        suffix = f"@{args.corpus_path.name}:{args.corpus_tokens}"
     for entry in args.grid:
         setting = entry + suffix
         if (setting, json.dumps(corpus.key(), sort_keys=True)) in done:

@@ -16,6 +16,18 @@ run --grid "alphaedit:nullspace_energy=0.2" "alphaedit:nullspace_energy=0.1,L2=3
   "alphaedit:nullspace_energy=0.3,L2=30" "memit:lambda_per_dim=2" "memit:lambda_per_dim=0.5"
 run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "memit:lambda_per_dim=2" \
   "alphaedit:nullspace_energy=0.3,L2=30" "alphaedit:nullspace_energy=0.03"
+# C from text with subjects in it (issue 12: the null space of the model's own samples holds the
+# subjects' keys, scripts/nullspace_occupancy.py), 2026-12-01: the default corpus interleaved with
+# true CounterFact facts of records 2000+ whose subjects neither known_1000 nor the edits use
+# (entity-corpus.txt, from scripts/entity_corpus.py; 40,960 tokens: all 20,480 sampled + as many of facts).
+[ -f runs/alphaedit-sweep/entity-corpus.txt ] || .venv/bin/python scripts/entity_corpus.py \
+  --dataset ../shared/datasets/counterfact-train.json --known ../shared/datasets/known_1000.json \
+  --skip 2000 --out runs/alphaedit-sweep/entity-corpus.txt
+.venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-corpus.jsonl \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --known ../shared/datasets/known_1000.json --n 100 \
+  --corpus-path runs/alphaedit-sweep/entity-corpus.txt --corpus-tokens 40960 \
+  --grid "alphaedit:" "memit:" "alphaedit:nullspace_energy=0.2"
 # The layer range (issue 12: settings or model size?), 2026-12-01: the same batch into 5, 8 and 10
 # layers (z at the top layer, recomputed for each top layer: ~5 min each); its own file, since z's
 # cache holds one top layer at a time.
