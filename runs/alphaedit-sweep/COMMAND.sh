@@ -28,6 +28,10 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
   --known ../shared/datasets/known_1000.json --n 100 \
   --corpus-path runs/alphaedit-sweep/entity-corpus.txt --corpus-tokens 40960 \
   --grid "alphaedit:" "memit:" "alphaedit:nullspace_energy=0.2"
+# ... and the same batch with the default C (the current sampler), beside it in the same file
+.venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-corpus.jsonl \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --known ../shared/datasets/known_1000.json --n 100 --grid "alphaedit:" "memit:"
 # The layer range (issue 12: settings or model size?), 2026-12-01: the same batch into 5, 8 and 10
 # layers (z at the top layer, recomputed for each top layer: ~5 min each); its own file, since z's
 # cache holds one top layer at a time.
