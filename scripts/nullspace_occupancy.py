@@ -18,8 +18,9 @@ every request's key k at l as `keys.<l>`), with P_l = U₀U₀ᵀ the null-space
   mean ‖P k‖² / ‖k‖² over the keys of the known facts' subjects (the unedited model's, at the
   subject's last token), for the facts the edits left and for those they took.
 
-Prints a table and writes `<run>/nullspace-<method>.json`. Reads only cached statistics: it fails
-if C_l is not cached rather than sampling a corpus.
+Prints a table and writes `<run>/nullspace-<method>.json` (`-<corpus name>` with `--corpus-path`:
+the null space another C would have given, for the same keys). C comes from the cache, or is
+estimated as an edit would.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--known-lost", type=Path, help="known-lost-<method>-<edits>.jsonl: split the known facts' keys by kept/lost")
     parser.add_argument("--known", type=Path, help="the known_1000 file (the facts' subjects), with --known-lost")
+    parser.add_argument("--corpus-path", type=Path, help="the null space of C from this text file instead of the run's (scripts/entity_corpus.py)")
+    parser.add_argument("--corpus-tokens", type=int, default=CorpusSpec().n_tokens)
     args = parser.parse_args()
     if (args.known_lost is None) != (args.known is None):
         parser.exit(2, "error: --known-lost and --known go together\n")
@@ -73,10 +76,11 @@ def main() -> None:
     params = AlphaEditParams(**{k: tuple(map(tuple, v)) if k == "prefixes" else tuple(v) if isinstance(v, list) else v
                                 for k, v in config["hparams"][args.method].items()})
     lm = load_model(config["model"])
-    corpus = CorpusSpec()
+    corpus = CorpusSpec(path=args.corpus_path, n_tokens=args.corpus_tokens)
     C = key_second_moments(lm, list(params.layers), corpus, progress=False)
 
-    out: dict = {"run": str(args.run), "method": args.method, "energy": ENERGY, "layers": {}}
+    out: dict = {"run": str(args.run), "method": args.method, "energy": ENERGY, "corpus": corpus.key() | {"n_tokens": corpus.n_tokens},
+                 "layers": {}}
     known_keys, kept = None, None
     if args.known_lost is not None:
         facts = [json.loads(line) for line in args.known_lost.read_text().splitlines() if line.strip()]
@@ -121,7 +125,8 @@ def main() -> None:
         cells = "  ".join(f"{c['filled']:.2f}/{c['overlap']:.2f}" for c in row["checkpoints"])
         known = f"  known kept {row['known_kept_share']:.3f}, lost {row['known_lost_share']:.3f}" if "known_kept_share" in row else ""
         print(f"{layer:>5} {row['rank']:>5} {row['text_share']:>6.3f} {row['edit_share']:>6.3f}  {cells}{known}")
-    write_text_atomic(args.run / f"nullspace-{args.method}.json", json.dumps(out, indent=1) + "\n")
+    name = f"nullspace-{args.method}" + (f"-{args.corpus_path.stem}" if args.corpus_path is not None else "")
+    write_text_atomic(args.run / f"{name}.json", json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
