@@ -32,6 +32,11 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
 .venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-corpus.jsonl \
   --dataset counterfact:../shared/datasets/counterfact-train.json \
   --known ../shared/datasets/known_1000.json --n 100 --grid "alphaedit:" "memit:"
+# ... and without layers 1-2 (their C is dominated by BOS and one neuron: spectrum.txt), z still at 5
+.venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-corpus.jsonl \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --known ../shared/datasets/known_1000.json --n 100 \
+  --grid "alphaedit:layers=3-5" "memit:layers=3-5" "alphaedit:layers=3-5,nullspace_energy=0.2"
 # The layer range (issue 12: settings or model size?), 2026-12-01: the same batch into 5, 8 and 10
 # layers (z at the top layer, recomputed for each top layer: ~5 min each); its own file, since z's
 # cache holds one top layer at a time.
