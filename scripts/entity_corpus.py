@@ -55,7 +55,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    for path in (args.dataset, args.known):
+        if not path.is_file():
+            parser.exit(2, f"error: {path}: no such file\n")
     records = json.loads(args.dataset.read_text())
+    if not records or "ground_truth" not in records[0]:
+        parser.exit(2, f"error: {args.dataset}: not CounterFact in the flat layout (prompt, subject, ground_truth)\n")
     excluded = {f["subject"].strip().lower() for f in json.loads(args.known.read_text())}
     excluded |= {r["subject"].strip().lower() for r in records[: args.skip]}
     sentences = fact_sentences(records, args.skip, excluded)

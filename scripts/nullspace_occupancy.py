@@ -68,13 +68,20 @@ def main() -> None:
         parser.exit(2, "error: --known-lost and --known go together\n")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    for path in (args.run / "config.json", args.known_lost, args.known, args.corpus_path):
+        if path is not None and not path.is_file():
+            parser.exit(2, f"error: {path}: no such file\n")
     config = json.loads((args.run / "config.json").read_text())
+    if args.method not in config.get("hparams", {}):
+        parser.exit(2, f"error: {args.run} has no {args.method!r} run\n")
     patch_files = sorted((args.run / args.method / "patches").glob("*.safetensors"))
     if not patch_files:
         parser.exit(2, f"error: no patches under {args.run / args.method / 'patches'}\n")
     patches = [load_patch(path) for path in patch_files]
-    params = AlphaEditParams(**{k: tuple(map(tuple, v)) if k == "prefixes" else tuple(v) if isinstance(v, list) else v
-                                for k, v in config["hparams"][args.method].items()})
+    # config.json holds the settings as JSON: lists back to the dataclass's tuples
+    stored = config["hparams"][args.method]
+    params = AlphaEditParams(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+                                for k, v in stored.items()})
     lm = load_model(config["model"])
     corpus = CorpusSpec(path=args.corpus_path, n_tokens=args.corpus_tokens)
     C = key_second_moments(lm, list(params.layers), corpus, progress=False)
