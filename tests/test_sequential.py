@@ -103,6 +103,33 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     assert len(lines) == len(set((json.loads(x)["edits"], json.loads(x)["case_id"]) for x in lines)) == 2 + 4
 
 
+def test_finished_method_without_its_patches_is_not_edited_again(fresh_tiny, tmp_path, monkeypatch):
+    # Patch stacks are not versioned: a run directory copied from its records alone must go on with
+    # the methods it has not finished, not redo the finished ones.
+    import shutil
+
+    from factpatch.editing import memit
+
+    lm = fresh_tiny("llama")
+    dataset = load_dataset("builtin")
+    run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
+    before = (tmp_path / "out" / "results.jsonl").read_text()
+    shutil.rmtree(tmp_path / "out" / "memit" / "patches")
+
+    def must_not_edit(self, requests, stack=None):
+        raise AssertionError("a finished method was edited again")
+
+    monkeypatch.setattr(memit.MemitEditor, "patch", must_not_edit)
+    run = run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
+    assert (tmp_path / "out" / "results.jsonl").read_text() == before
+    assert run.summary["memit"]["ES"]["n"] == 4
+    # one missing record is enough to make the method unfinished: then it edits (and here, fails)
+    lines = before.splitlines()
+    (tmp_path / "out" / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(AssertionError, match="edited again"):
+        run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
+
+
 def test_bad_sequential_settings_fail_before_any_work(tmp_path):
     with pytest.raises(FactpatchError, match="batch-size must be at least 1"):
         SequentialSettings(["memit"], 4, batch_size=0)

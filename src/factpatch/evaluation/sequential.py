@@ -173,6 +173,13 @@ def _patch_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("[0-9][0-9][0-9][0-9]-*.safetensors"))
 
 
+def method_complete(method: str, cases: list[Case], config: SequentialSettings, done: set,
+                    health_done: set) -> bool:
+    """Whether every checkpoint of `method` has all its case records and its health entry."""
+    return all((method, edits) in health_done and all((method, edits, c.case_id) in done for c in cases[:edits])
+               for edits in config.checkpoints())
+
+
 def run_method(
     lm: LoadedModel,
     method: str,
@@ -193,6 +200,11 @@ def run_method(
 ) -> None:
     """Edit, checkpoint and score one method, resuming from its patch directory;
     `after_checkpoint()` runs after each checkpoint is scored (run_sequential: redraw the curves)."""
+    if method_complete(method, cases, config, done, health_done):
+        # The records are the result; the patch stack is only the way to them. A run directory copied
+        # without its (large, unversioned) patches must not edit a finished method all over again.
+        logger.info("%s: every checkpoint is recorded in %s; nothing to edit", method, out_dir)
+        return
     patch_dir = out_dir / method / "patches"
     patch_dir.mkdir(parents=True, exist_ok=True)
     existing = _patch_files(patch_dir)
