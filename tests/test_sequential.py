@@ -77,15 +77,15 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     from factpatch.editing import alphaedit
 
     calls = {"n": 0}
-    real = alphaedit.AlphaEditor.patch
+    real = alphaedit.AlphaEditor.patch_and_targets
 
-    def dies_on_the_second_batch(self, requests, stack=None):
+    def dies_on_the_second_batch(self, requests, stack=None, targets=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(self, requests, stack)
+        return real(self, requests, stack, targets)
 
-    monkeypatch.setattr(alphaedit.AlphaEditor, "patch", dies_on_the_second_batch)
+    monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", dies_on_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
         run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
     assert len(list((tmp_path / "killed" / "alphaedit" / "patches").glob("*.safetensors"))) == 1
@@ -93,7 +93,7 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     curves = (tmp_path / "killed" / "curves.csv").read_text().splitlines()
     assert [row.split(",")[:2] for row in curves[1:]] == [["alphaedit", "0"], ["alphaedit", "2"]]
     assert (tmp_path / "killed" / "curves.png").stat().st_size > 1000
-    monkeypatch.setattr(alphaedit.AlphaEditor, "patch", real)
+    monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", real)
     run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
     whole = _stack_fingerprint(lm, tmp_path / "whole" / "alphaedit" / "patches")
     assert _stack_fingerprint(lm, tmp_path / "killed" / "alphaedit" / "patches") == whole
@@ -101,6 +101,51 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     assert second.meta["preserved_edits"] == 2  # the resumed batch protected the first one
     lines = (tmp_path / "killed" / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(set((json.loads(x)["edits"], json.loads(x)["case_id"]) for x in lines)) == 2 + 4
+
+
+def test_run_without_its_patches_rebuilds_them_from_the_saved_targets(fresh_tiny, tmp_path, monkeypatch):
+    # A session's patch stack is lost (unversioned); the targets (z) beside it are kept. The resumed
+    # run must rebuild the lost batches from them, without step 1, to the same bits.
+    import shutil
+
+    from factpatch.editing import alphaedit, memit
+
+    lm = fresh_tiny("gpt2")
+    dataset = load_dataset("builtin")
+    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "whole", tmp_path, progress=False)
+    whole_ids = [load_patch(p).id for p in sorted((tmp_path / "whole" / "alphaedit" / "patches").glob("*.safetensors"))]
+
+    real = alphaedit.AlphaEditor.patch_and_targets
+
+    def dies_on_the_second_batch(self, requests, stack=None, targets=None):
+        if stack is not None and stack.applied:
+            raise KeyboardInterrupt
+        return real(self, requests, stack, targets)
+
+    monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+    monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", real)
+    assert [p.name for p in (tmp_path / "killed" / "alphaedit" / "targets").iterdir()] == ["0000.safetensors"]
+    shutil.rmtree(tmp_path / "killed" / "alphaedit" / "patches")
+
+    real_targets = memit.compute_targets
+    computed = []
+
+    def counted(lm_, requests, *args, **kwargs):
+        computed.append([r.subject for r in requests])
+        return real_targets(lm_, requests, *args, **kwargs)
+
+    monkeypatch.setattr(memit, "compute_targets", counted)
+    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+    cases = dataset.select(4)
+    assert computed == [[c.request.subject for c in cases[2:4]]]  # only the batch never edited
+    patches = sorted((tmp_path / "killed" / "alphaedit" / "patches").glob("*.safetensors"))
+    assert [load_patch(p).id for p in patches] == whole_ids  # batch 0 rebuilt bit for bit
+    assert load_patch(patches[0]).meta["rebuilt"] is True
+    with pytest.raises(FactpatchError, match="other requests"):
+        memit.TargetValues.load(tmp_path / "killed" / "alphaedit" / "targets" / "0000.safetensors",
+                                [c.request for c in cases[2:4]])
 
 
 def test_finished_method_without_its_patches_is_not_edited_again(fresh_tiny, tmp_path, monkeypatch):
@@ -116,14 +161,14 @@ def test_finished_method_without_its_patches_is_not_edited_again(fresh_tiny, tmp
     before = (tmp_path / "out" / "results.jsonl").read_text()
     shutil.rmtree(tmp_path / "out" / "memit" / "patches")
 
-    def must_not_edit(self, requests, stack=None):
+    def must_not_edit(self, requests, stack=None, targets=None):
         raise AssertionError("a finished method was edited again")
 
-    monkeypatch.setattr(memit.MemitEditor, "patch", must_not_edit)
+    monkeypatch.setattr(memit.MemitEditor, "patch_and_targets", must_not_edit)
     run = run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
     assert (tmp_path / "out" / "results.jsonl").read_text() == before
     assert run.summary["memit"]["ES"]["n"] == 4
-    # one missing record is enough to make the method unfinished: then it edits (and here, fails)
+    # one missing record is enough to make the method unfinished: then it edits or rebuilds (here: fails)
     lines = before.splitlines()
     (tmp_path / "out" / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(AssertionError, match="edited again"):

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from ..core.cache import atomic_path, stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel
-from .memit import BatchEditor, BatchEditParams, batch_meta, spread_over_layers
+from .memit import BatchEditor, BatchEditParams, TargetValues, batch_meta, spread_over_layers
 from .patch import Patch, PatchStack
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, stats_dir
@@ -136,7 +136,8 @@ class AlphaEditor(BatchEditor):
                         self._P[layer][0].shape[0])
         return self._P[layer][0]
 
-    def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
+    def patch_and_targets(self, requests: Sequence[EditRequest], stack: PatchStack | None = None,
+                          targets: TargetValues | None = None) -> tuple[Patch, TargetValues]:
         check_batch(requests, allow_conflicts=True)  # user input was checked where it was read
         params = self.params
         assert isinstance(params, AlphaEditParams) and params.layers is not None
@@ -145,9 +146,10 @@ class AlphaEditor(BatchEditor):
             P = self.P(layer).to(K.device)
             return alphaedit_solve(K, P, preserved_keys(stack, layer, K.shape[0]).to(K.device), params.L2)
 
-        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, keys_after=True)
+        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, keys_after=True,
+                                    targets=targets)
         ranks = {str(layer): self._P[layer][1] for layer in params.layers}
         meta = batch_meta(self.lm, self.name, params, requests, result, nullspace_rank=ranks,
                           preserved_edits=sum(len(p.requests) for p in (stack.applied if stack else [])))
         attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}
-        return Patch(result.deltas, meta, attachments)
+        return Patch(result.deltas, meta, attachments), result.targets

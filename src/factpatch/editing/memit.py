@@ -20,6 +20,7 @@ AlphaEdit (alphaedit.py) shares steps 1 and 2 and replaces the solve.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..core.cache import atomic_path
 from ..core.errors import FactpatchError
 from ..core.hooks import act_name, run_with_cache, start_at_layer
 from ..core.models import LoadedModel
@@ -225,6 +229,32 @@ class TargetValues:
     p_last: list[float]
     losses: list[list[dict]]  # per request, per step: nll, kl, decay, p_target
 
+    # Step 1 is nearly all of a batch's time and Z is small (n × d_model floats), so a sequential
+    # run keeps each batch's targets beside its (large, unversioned) patch: given the same
+    # model state, step 2 rebuilds the patch from them in seconds.
+    def save(self, path: Path, requests: Sequence[EditRequest]) -> Path:
+        meta = {"requests": json.dumps([r.to_dict() for r in requests]),
+                "trace": json.dumps({"steps": self.steps, "p_first": self.p_first, "p_last": self.p_last,
+                                     "losses": self.losses})}
+        with atomic_path(Path(path)) as tmp:
+            save_file({"Z": self.Z.detach().cpu().contiguous()}, str(tmp), metadata=meta)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path, requests: Sequence[EditRequest]) -> TargetValues:
+        """The targets saved for exactly `requests` (in order), else a FactpatchError."""
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                Z = f.get_tensor("Z")
+            saved = json.loads(meta["requests"])
+            trace = json.loads(meta["trace"])
+        except (OSError, SafetensorError, KeyError, ValueError) as e:
+            raise FactpatchError(f"{path}: not a targets file ({e})") from None
+        if saved != [r.to_dict() for r in requests] or Z.shape[0] != len(requests):
+            raise FactpatchError(f"{path} holds the targets of other requests")
+        return cls(Z, trace["steps"], trace["p_first"], trace["p_last"], trace["losses"])
+
 
 def compute_targets(
     lm: LoadedModel, requests: Sequence[EditRequest], params: BatchEditParams, prefixes: list[str],
@@ -281,11 +311,16 @@ def spread_over_layers(
     solve: LayerSolver,
     progress: bool = True,
     keys_after: bool = False,
+    targets: TargetValues | None = None,
 ) -> SpreadResult:
-    """Steps 1 and 2 with the method's solve; the model is left exactly as it was."""
+    """Steps 1 and 2 with the method's solve (step 1 skipped if `targets` are given: those step 1
+    found on the same model state); the model is left exactly as it was."""
     assert params.layers is not None
     started = time.perf_counter()
-    targets = compute_targets(lm, requests, params, prefixes, progress)
+    if targets is None:
+        targets = compute_targets(lm, requests, params, prefixes, progress)
+    elif targets.Z.shape[0] != len(requests):
+        raise FactpatchError(f"{targets.Z.shape[0]} targets for {len(requests)} requests")
     weights = context_weights(params.prefix_spec()).to(lm.device)  # (n_prefixes,)
     if len(weights) != len(prefixes):
         raise FactpatchError(f"{len(prefixes)} context prefixes, but the settings make {len(weights)}")
@@ -356,10 +391,21 @@ class BatchEditor:
         return self._C[layer]
 
 
+    def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
+        return self.patch_and_targets(requests, stack)[0]
+
+    def patch_and_targets(self, requests: Sequence[EditRequest], stack: PatchStack | None = None,
+                          targets: TargetValues | None = None) -> tuple[Patch, TargetValues]:
+        """`patch`, and the step-1 targets it was written from; given `targets` (saved by an
+        earlier call on the same model state), step 1 is skipped and the same patch comes back."""
+        raise NotImplementedError
+
+
 class MemitEditor(BatchEditor):
     name = "memit"
 
-    def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
+    def patch_and_targets(self, requests: Sequence[EditRequest], stack: PatchStack | None = None,
+                          targets: TargetValues | None = None) -> tuple[Patch, TargetValues]:
         check_batch(requests, allow_conflicts=True)  # user input was checked where it was read
         params = self.params
         assert isinstance(params, MEMITParams)
@@ -367,5 +413,5 @@ class MemitEditor(BatchEditor):
         def solve(layer: int, K: torch.Tensor) -> torch.Tensor:
             return memit_solve(K, self.C(layer).to(K.device), params.lam(K.shape[0]))
 
-        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress)
-        return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result))
+        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, targets=targets)
+        return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result)), result.targets
