@@ -10,6 +10,8 @@ applies that preset (editing.registry.PRESETS) for the model, under the variant'
     python benchmarks/value_settings.py --method memit --n 100 --rounds 2 --json OUT.json
     python benchmarks/value_settings.py --method rome --n 50 --variant lr0.5:v_lr=0.5 \
         --variant lr2:v_lr=2.0 --variant lr2-bf16:v_lr=2.0,v_dtype=bfloat16 --json OUT.json
+    python benchmarks/value_settings.py --method rome --n 50 --variant fast:preset=fast \
+        --variant fast-6:preset=fast,prefixes=[[5,10]] --json OUT.json
     python benchmarks/value_settings.py --method alphaedit --n 100 --rounds 1 --variant default: \
         --variant fast:preset=fast --json OUT.json
 
@@ -45,7 +47,14 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     """"name:key=value,key=value" -> (name, overrides); "name:" is the method's defaults."""
     name, _, settings = text.partition(":")
     overrides = {}
-    for item in filter(None, settings.split(",")):
+    # split on the commas outside brackets, so a JSON value ("prefixes=[[5,10]]") stays whole
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(settings + ","):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(settings[start:i])
+            start = i + 1
+    for item in filter(None, items):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SystemExit(f"bad --variant {text!r}: expected name:key=value,key=value")
