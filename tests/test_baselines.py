@@ -178,20 +178,24 @@ def test_method_names_and_settings_are_checked(tiny_models):
 
 
 def test_a_preset_sits_under_the_users_settings(tiny_models):
-    """`--preset fast` gives every model a bfloat16 δ optimisation and SmolLM2 v_lr 2.0 as well
-    (the model it was measured on); an override of the same field wins; other methods and the
+    """`--preset fast` gives every model a bfloat16 δ optimisation (and ROME 6 contexts) and
+    SmolLM2 v_lr 2.0 as well (the model it was measured on); an override of the same field wins; other methods and the
     defaults are untouched; an unknown name is a clear error."""
     lm = tiny_models["llama"]
     fast = preset_settings("fast")
-    assert fast == {m: {"v_dtype": "bfloat16"} for m in ("rome", "memit", "alphaedit")}
+    six = "[[5, 10]]"  # ROME with MEMIT's contexts: the bare prompt and 5 prefixes of 10 tokens
+    assert fast == {"rome": {"v_dtype": "bfloat16", "prefixes": six}, "memit": {"v_dtype": "bfloat16"},
+                    "alphaedit": {"v_dtype": "bfloat16"}}
     assert preset_settings("fast", "gemma3-270m") == fast and preset_settings(None) == {}
     smollm2 = preset_settings("fast", "smollm2-135m")
-    assert smollm2 == {m: {"v_dtype": "bfloat16", "v_lr": "2.0"} for m in ("rome", "memit", "alphaedit")}
+    assert smollm2 == {m: {**fast[m], "v_lr": "2.0"} for m in ("rome", "memit", "alphaedit")}
     for method in ("rome", "memit", "alphaedit"):
         plain, quick = method_params(lm, method), method_params(lm, method, preset="fast")
         assert (plain.v_lr, plain.v_dtype) == (0.5, "float32")
         assert (quick.v_lr, quick.v_dtype) == (0.5, "bfloat16")  # a model the preset has no measurement of
         assert method_params(lm, method, {"v_dtype": "float32"}, preset="fast").v_dtype == "float32"
+    assert method_params(lm, "rome").prefixes == ((10, 5), (10, 10))
+    assert method_params(lm, "rome", preset="fast").prefixes == ((5, 10),)
     assert method_params(lm, "ft", preset="fast") == method_params(lm, "ft")
     preset_settings("fast", "smollm2-135m")["rome"]["v_lr"] = "9"  # a caller's copy: the table stays
     assert preset_settings("fast", "smollm2-135m")["rome"]["v_lr"] == "2.0"
