@@ -4,14 +4,14 @@
 # started again each session; it logs to runs/QUEUE.log what ended when.
 #     (setsid nohup runs/QUEUE.sh > /dev/null 2>&1 &)
 # Pause it for benchmarks and CI with: kill -STOP / -CONT on its `factpatch eval` process.
-# Order (issue 12): the one-batch MEMIT 1,000 (~1 h, fits one session), the Gemma 3 2,000-edit run
-# (AlphaEdit first: whether the targets missed on SmolLM2 are met on the second model is the open
-# question; ~15 h in all), then the 2,000-edit SmolLM2 run (ROME left, ~5 h). Each continues across
+# Order (issue 12): the 2,000-edit SmolLM2 run (ROME left, ~5 h). MEMIT 1,000 is done; the Gemma 3
+# run (runs/seq-gemma3-cf-2000) is held out until the cause of its collapse is found
+# (docs/mass-editing.md, "Gemma 3"). Each continues across
 # sessions from what is committed (z of MEMIT/AlphaEdit batches, ROME's patches: .gitignore).
 set -u
 cd "$(dirname "$0")/.."
 log=runs/QUEUE.log
-for run in memit-1000-smollm2 seq-gemma3-cf-2000 seq-smollm2-cf-2000; do
+for run in seq-smollm2-cf-2000; do
   echo "$(date -u +%FT%TZ) start $run" >> "$log"
   "runs/$run/COMMAND.sh" > "runs/$run/QUEUE.out" 2>&1
   echo "$(date -u +%FT%TZ) end $run (exit $?)" >> "$log"
