@@ -62,16 +62,17 @@ def test_generate_side_by_side(run, tiny_dir):
 
 
 def test_edit_preset_under_set(run, tiny_dir, corpus, tmp_path):
-    """--preset fast sets the precision (and, on SmolLM2 only, the learning rate); --set of the
-    same field still wins."""
+    """--preset fast sets the precision and ROME's contexts (and, on SmolLM2 only, the learning
+    rate); --set of the same field still wins."""
     from factpatch.editing.patch import load_patch
 
     patch_file = tmp_path / "fast.safetensors"
     code, out, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--save", patch_file)
     assert code == 0, err
-    assert "preset fast: v_dtype bfloat16 (not the paper's settings)" in out  # said beside the result
+    # said beside the result: ROME gets MEMIT's 6 contexts too
+    assert "preset fast: v_dtype bfloat16, prefixes ((5, 10),) (not the paper's settings)" in out
     hparams = load_patch(patch_file).meta["hparams"]
-    assert (hparams["v_lr"], hparams["v_dtype"]) == (0.5, "bfloat16")
+    assert (hparams["v_lr"], hparams["v_dtype"], hparams["prefixes"]) == (0.5, "bfloat16", [[5, 10]])
     code, _, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--set", "v_dtype=float32",
                        "--set", "v_lr=1.5", "--json", "--save", patch_file)
     assert code == 0, err
