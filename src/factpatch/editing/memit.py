@@ -368,6 +368,13 @@ class BatchEditor:
             raise FactpatchError(f"{self.name}: no layer range given")
         for layer in params.layers:
             lm.check_layer(layer)
+        if lm.adapter.mlp_post:
+            # R is a change of the residual stream, solved for as a change of W_proj's output; a norm
+            # between the two (Gemma 2/3) rescales that output, so the solve asks for far too much.
+            # On Gemma 3 one batch of 100 made ‖Δ_l‖ up to 1,000 × ‖W_l‖ (docs/mass-editing.md).
+            logger.warning("%s on %s: its MLP output passes %s before the residual stream, which the "
+                           "batch update does not model yet; the edits may break the model "
+                           "(docs/mass-editing.md, \"Gemma 3\")", self.name, lm.name, ", ".join(lm.adapter.mlp_post))
         self.lm, self.params, self.cache_dir, self.progress = lm, params, cache_dir, progress
         self.corpus = corpus if corpus is not None else CorpusSpec()
         self._C: dict[int, torch.Tensor] | None = None
