@@ -36,10 +36,59 @@ def _through(lm: LoadedModel, layer: int, names: Sequence[str], x: torch.Tensor)
     return x
 
 
+def mlp_contribution(lm: LoadedModel, layer: int, mlp_out: torch.Tensor) -> torch.Tensor:
+    """What block `layer`'s MLP adds to the residual stream, given W_proj's output: mlp_post(mlp_out)."""
+    return _through(lm, layer, lm.adapter.mlp_post, mlp_out)
+
+
 def block_output_from_mlp_out(lm: LoadedModel, layer: int, resid_mid: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
     """resid_post of block `layer` given its resid_mid and W_proj's output: resid_mid + mlp_post(mlp_out)."""
     assert lm.adapter.sequential, f"{lm.name} runs attention and MLP in parallel"
-    return resid_mid + _through(lm, layer, lm.adapter.mlp_post, mlp_out)
+    return resid_mid + mlp_contribution(lm, layer, mlp_out)
+
+
+def mlp_out_change_for(
+    lm: LoadedModel, layer: int, mlp_out: torch.Tensor, resid_change: torch.Tensor, damping: float = 1e-3,
+    steps: int = 2, chunk_rows: int = 32,
+) -> torch.Tensor:
+    """The change Δy of W_proj's output (n, d_out) that moves what block `layer`'s MLP adds to the
+    residual stream by `resid_change` r (n, d_model), from W_proj's outputs y = `mlp_out` (n, d_out).
+
+    Without `mlp_post` the two are the same. Through a norm (Gemma 2/3's post-norm) they are not:
+    the norm divides by the output's scale (there W_proj's outputs are ~100× smaller than what
+    reaches the residual stream), cannot change that scale, and its weights pass some directions
+    ~1,000× more than others (a few are 0). So each row solves, by Gauss–Newton with the modules'
+    own Jacobian J (no architecture fact here),
+
+        min_Δy ‖post(y + Δy) − post(y) − r‖² + μ ‖Δy‖²,     μ = damping · mean(diag JᵀJ)
+
+    μ keeps out the directions the norm barely passes: undamped, matching r there asks for Δy (and
+    so ΔW) orders of magnitude beyond W; what one layer does not make, the layers after it are
+    asked for (MEMIT's R is recomputed between layers)."""
+    if not lm.adapter.mlp_post:
+        return resid_change
+
+    def post(y: torch.Tensor) -> torch.Tensor:  # (d_out,) -> (d_model,)
+        return mlp_contribution(lm, layer, y)
+
+    parts = []
+    with torch.enable_grad():
+        for start in range(0, len(mlp_out), chunk_rows):
+            y0 = mlp_out[start : start + chunk_rows].detach().float()  # (c, d_out)
+            with torch.no_grad():
+                target = post(y0) + resid_change[start : start + chunk_rows].float()  # (c, d_model)
+            change = torch.zeros_like(y0)
+            for _ in range(steps):
+                J = torch.func.vmap(torch.func.jacrev(post))(y0 + change).detach()  # (c, d_model, d_out)
+                with torch.no_grad():
+                    # linearised at y0 + change, solved for the whole change (so μ damps all of it)
+                    wanted = target - post(y0 + change) + (J @ change[..., None])[..., 0]  # (c, d_model)
+                    A = J.transpose(1, 2) @ J  # (c, d_out, d_out)
+                    mu = damping * A.diagonal(dim1=1, dim2=2).mean(dim=1)  # (c,)
+                    A.diagonal(dim1=1, dim2=2).add_(mu[:, None])
+                    change = torch.linalg.solve(A, J.transpose(1, 2) @ wanted[..., None])[..., 0]
+            parts.append(change.to(mlp_out.dtype))
+    return torch.cat(parts)
 
 
 def block_output_from_attn_out(lm: LoadedModel, layer: int, resid_pre: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Issue 12 on Gemma 3 270M, with the batch update mapped through the norm after each MLP
+# (core.blocks.mlp_out_change_for; runs/seq-gemma3-cf-2000 is the run without it, which collapsed):
+# the SmolLM2 run's protocol (runs/seq-smollm2-cf-2000/COMMAND.sh) — 2,000 sequential CounterFact
+# edits in batches of 100, AlphaEdit, MEMIT, the unedited model and ROME on the same cases, every
+# edited case scored every 500 edits, known facts kept and perplexity after each.
+# About 6–7 min a batch of 100 (z: ~5.5 min; the update ~1 min); many hours in all.
+# Resumable: rerun to continue from the saved z and patch stacks.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+.venv/bin/factpatch eval --sequential --quiet --model gemma3-270m \
+  --methods alphaedit,memit,none,rome \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --n "${N:-2000}" --batch-size 100 --checkpoint-every 500 \
+  --known ../shared/datasets/known_1000.json --generation-cases 20 \
+  --out runs/seq-gemma3-cf-2000-postnorm
