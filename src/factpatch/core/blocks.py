@@ -49,7 +49,7 @@ def block_output_from_mlp_out(lm: LoadedModel, layer: int, resid_mid: torch.Tens
 
 def mlp_out_change_for(
     lm: LoadedModel, layer: int, mlp_out: torch.Tensor, resid_change: torch.Tensor, damping: float = 1e-3,
-    steps: int = 2, chunk_rows: int = 32,
+    steps: int = 2,
 ) -> torch.Tensor:
     """The change Δy of W_proj's output (n, d_out) that moves what block `layer`'s MLP adds to the
     residual stream by `resid_change` r (n, d_model), from W_proj's outputs y = `mlp_out` (n, d_out).
@@ -71,6 +71,8 @@ def mlp_out_change_for(
     def post(y: torch.Tensor) -> torch.Tensor:  # (d_out,) -> (d_model,)
         return mlp_contribution(lm, layer, y)
 
+    # rows a chunk: J and JᵀJ are (rows, d_model, d_out) and (rows, d_out, d_out) floats; ≤ 2²⁵ each
+    chunk_rows = max(1, min(32, (1 << 25) // (resid_change.shape[-1] * mlp_out.shape[-1])))
     parts = []
     with torch.enable_grad():
         for start in range(0, len(mlp_out), chunk_rows):
