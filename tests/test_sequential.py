@@ -103,14 +103,15 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     assert len(lines) == len(set((json.loads(x)["edits"], json.loads(x)["case_id"]) for x in lines)) == 2 + 4
 
 
-def test_run_without_its_patches_rebuilds_them_from_the_saved_targets(fresh_tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", ["gpt2", "gemma3"])  # Gemma: step 2 maps R through its post-MLP norm
+def test_run_without_its_patches_rebuilds_them_from_the_saved_targets(fresh_tiny, tmp_path, monkeypatch, family):
     # A session's patch stack is lost (unversioned); the targets (z) beside it are kept. The resumed
     # run must rebuild the lost batches from them, without step 1, to the same bits.
     import shutil
 
     from factpatch.editing import alphaedit, memit
 
-    lm = fresh_tiny("gpt2")
+    lm = fresh_tiny(family)
     dataset = load_dataset("builtin")
     run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "whole", tmp_path, progress=False)
     whole_ids = [load_patch(p).id for p in sorted((tmp_path / "whole" / "alphaedit" / "patches").glob("*.safetensors"))]
