@@ -117,12 +117,26 @@ def test_a_directory_of_another_configuration_is_refused(lm, tmp_path):
     ds = load_dataset(FLAT)
     run_eval(lm, ds, _config(n=2), tmp_path / "out", progress=False)
     before = (tmp_path / "out" / "results.jsonl").read_bytes()
-    for other in (_config(methods=["none"]), _config(n=2, overrides={"ft+l": {"steps": "4"}})):
-        with pytest.raises(FactpatchError, match="holds results of a different configuration"):
-            run_eval(lm, ds, other, tmp_path / "out", progress=False)
+    with pytest.raises(FactpatchError, match="holds results of a different configuration"):
+        run_eval(lm, ds, _config(n=2, overrides={"ft+l": {"steps": "4"}}), tmp_path / "out", progress=False)
     with pytest.raises(FactpatchError, match="different configuration.*dataset"):
         run_eval(lm, load_dataset(ORIGINAL), _config(n=2), tmp_path / "out", progress=False)
     assert (tmp_path / "out" / "results.jsonl").read_bytes() == before  # nothing lost
+
+
+def test_methods_run_one_at_a_time_join_one_directory(lm, tmp_path):
+    # Each method's results are its own: a method added later (or run alone first) is the same
+    # run, and the directory's summary covers every method it holds.
+    ds = load_dataset(FLAT)
+    methods = _config().methods
+    first = run_eval(lm, ds, _config(n=2, methods=[methods[0]]), tmp_path / "out", progress=False)
+    assert list(first.summary) == [methods[0]]
+    rest = run_eval(lm, ds, _config(n=2, methods=methods[1:]), tmp_path / "out", progress=False)
+    assert rest.new_records == 2 * (len(methods) - 1)  # the first method was not run again
+    together = run_eval(lm, ds, _config(n=2), tmp_path / "together", progress=False)
+    assert rest.summary == together.summary and list(rest.summary) == list(methods)
+    stored = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert stored["methods"] == list(methods) and set(stored["hparams"]) == set(methods)
 
 
 def test_shards_merge_to_the_unsharded_summary(lm, tmp_path):

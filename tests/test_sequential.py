@@ -69,6 +69,25 @@ def test_sequential_run_scores_every_case_at_every_checkpoint(fresh_tiny, tmp_pa
     assert all(b["seconds"] > 0 for b in batches)
 
 
+def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path):
+    # Methods edit independently from the unedited model, so a run can take them one at a time
+    # (a long queue reordered, a method added to a finished run); one refused only if its settings changed.
+    lm = fresh_tiny("llama")
+    dataset = load_dataset("builtin")
+    run_sequential(lm, dataset, _config(["rome"]), tmp_path / "out", tmp_path, progress=False)
+    before = (tmp_path / "out" / "results.jsonl").read_text()
+    run = run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
+    assert (tmp_path / "out" / "results.jsonl").read_text().startswith(before)  # rome's records stay, not rerun
+    assert set(run.summary) == {"rome", "memit"}
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["methods"] == ["rome", "memit"]
+    methods = {line.split(",")[0] for line in (tmp_path / "out" / "curves.csv").read_text().splitlines()[1:]}
+    assert methods == {"rome", "memit"}
+    other = _config(["memit"])
+    other.overrides["memit"] = {**FAST["memit"], "v_steps": "4"}
+    with pytest.raises(FactpatchError, match="differs in hparams"):
+        run_sequential(lm, dataset, other, tmp_path / "out", tmp_path, progress=False)
+
+
 def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatch):
     lm = fresh_tiny("gpt2")
     dataset = load_dataset("builtin")

@@ -66,12 +66,13 @@ class RunStore:
             os.fsync(handle.fileno())
 
 
-def check_identity(out_dir: Path, name: str, identity: dict, differences=None) -> None:
+def check_identity(out_dir: Path, name: str, identity: dict, differences=None, merge=None) -> dict:
     """Create `out_dir` with `name` holding `identity`, or accept it if it holds the same run;
-    refuse a directory that holds another run, so results are never mixed.
+    refuse a directory that holds another run, so results are never mixed. Returns what is stored.
 
     `differences(old, new) -> [keys]` decides what counts as another run (default: any change);
-    where the stored identity differs only in what it allows, the stored file is brought up to date."""
+    where the stored identity differs only in what it allows, the stored file is brought up to
+    date: to `merge(old, new)` if given (e.g. the union of two runs' methods), else to `new`."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FactpatchError(f"--out {out_dir} exists and is not a directory")
@@ -89,8 +90,10 @@ def check_identity(out_dir: Path, name: str, identity: dict, differences=None) -
                 f"{out_dir} holds results of a different configuration (differs in {', '.join(diff)}): "
                 "a run with other settings, model or data; use another --out, or the same options to resume"
             )
-        if old != identity:
-            write_text_atomic(path, json.dumps(identity, indent=2) + "\n")
-        return
+        stored = json.loads(json.dumps(merge(old, identity))) if merge else identity
+        if old != stored:
+            write_text_atomic(path, json.dumps(stored, indent=2) + "\n")
+        return stored
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(identity, indent=2) + "\n")
+    return identity

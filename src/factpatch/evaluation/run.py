@@ -170,8 +170,10 @@ def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalSettings, hpa
 
 
 # Not part of a run's identity: `n` only chooses how many cases (a prefix of the data set) to run,
-# and every stored result stays valid for a larger or smaller n.
-_NOT_IDENTITY = ("n",)
+# and every stored result stays valid for a larger or smaller n. Nor is the list of methods: each
+# method's results are its own (a sequential run edits each from the unedited model), so a method
+# may be added to a directory, or run alone, later — with the same settings where it is there already.
+_NOT_IDENTITY = ("n", "methods")
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -183,10 +185,18 @@ def _differences(old: dict, new: dict) -> list[str]:
             a = {k: v for k, v in a.items() if k != "name"}  # the same file under another path is fine
             b = {k: v for k, v in b.items() if k != "name"}
         if key == "hparams" and isinstance(a, dict) and isinstance(b, dict):
-            b = {method: _as_recorded(method, a.get(method), values) for method, values in b.items()}
+            shared = set(a) & set(b)  # a method in one of the two only is another method, not another run
+            a = {method: a[method] for method in shared}
+            b = {method: _as_recorded(method, a.get(method), b[method]) for method in shared}
         if a != b:
             diff.append(key)
     return diff
+
+
+def _with_methods_of_both(old: dict, new: dict) -> dict:
+    """`new`, listing the methods of both runs (those already there first) and their settings."""
+    methods = list(old.get("methods", [])) + [m for m in new.get("methods", []) if m not in old.get("methods", [])]
+    return {**new, "methods": methods, "hparams": {**(old.get("hparams") or {}), **(new.get("hparams") or {})}}
 
 
 def _as_recorded(method: str, recorded: dict | None, values: dict) -> dict:
@@ -200,13 +210,14 @@ def _as_recorded(method: str, recorded: dict | None, values: dict) -> dict:
             if key in recorded or key not in defaults or value != defaults[key]}
 
 
-def check_out_dir(out_dir: Path, description: dict) -> None:
+def check_out_dir(out_dir: Path, description: dict) -> dict:
     """Create `out_dir` for this configuration, or accept it if it holds the same one (a different
-    `n` included: the run grows or shrinks to the new prefix); refuse otherwise."""
+    `n` included: the run grows or shrinks to the new prefix; other methods: they join the run);
+    refuse otherwise. Returns the stored description (every method the directory holds)."""
     out_dir = Path(out_dir)
     if not (out_dir / CONFIG).exists() and (out_dir / RESULTS).exists():
         raise FactpatchError(f"{out_dir} has {RESULTS} but no {CONFIG}; use another --out")
-    check_identity(out_dir, CONFIG, description, _differences)
+    return check_identity(out_dir, CONFIG, description, _differences, _with_methods_of_both)
 
 
 def result_store(path: Path) -> RunStore:
@@ -385,7 +396,7 @@ def plan_eval(dataset: Dataset, config: EvalSettings, out_dir: Path, description
     if not cases:
         raise FactpatchError(f"shard {config.shard} of {dataset.name} has no cases")
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, description)
+    description = check_out_dir(out_dir, description)  # every method the directory holds, for the summaries
     store = result_store(out_dir / RESULTS)
     records = store.load()
     done = {(r["case_id"], r["method"]) for r in records}
@@ -399,9 +410,10 @@ def plan_eval(dataset: Dataset, config: EvalSettings, out_dir: Path, description
 
 
 def finish_eval(plan: EvalPlan, config: EvalSettings, new: int, started: float) -> EvalRun:
-    """Summaries and timing from the records of the selected cases and methods."""
+    """Summaries and timing from the records of the selected cases, for every method in the directory."""
     selected = {c.case_id for c in plan.cases}
-    records = [r for r in plan.records if r["case_id"] in selected and r["method"] in config.methods]
+    methods = set(plan.description["methods"])
+    records = [r for r in plan.records if r["case_id"] in selected and r["method"] in methods]
     summary = write_summaries(plan.out_dir, records, plan.description)
     write_timing(plan.out_dir, records)
     return EvalRun(plan.out_dir, records, summary, new, time.perf_counter() - started)

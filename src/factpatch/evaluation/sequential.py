@@ -341,7 +341,8 @@ def run_sequential(
     params = {m: method_params(lm, m, config.overrides.get(m), config.preset) for m in config.methods}
     description = describe(lm, dataset, config, {m: p.to_dict() for m, p in params.items()})
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, description)
+    # the outputs cover every method the directory holds; this call edits and scores `config.methods`
+    description = check_out_dir(out_dir, description)
     store, health_log = case_store(out_dir / RESULTS), health_store(out_dir / HEALTH)
     records, health = store.load(), health_log.load()
     done = {(r["method"], r["edits"], r["case_id"]) for r in records}
