@@ -542,7 +542,7 @@ def run_eval_ray(
                 if on_result is not None:
                     on_result(pool, records)
         _log_stats(pool.stats)
-        return RayRun(finish_eval(plan, config, new, started), pool.stats)
+        return RayRun(finish_eval(plan, new, started), pool.stats)
 
 
 def _log_stats(stats: PoolStats) -> None:

@@ -409,7 +409,7 @@ def plan_eval(dataset: Dataset, config: EvalSettings, out_dir: Path, description
     return EvalPlan(out_dir, description, cases, index_of, store, records, done, todo)
 
 
-def finish_eval(plan: EvalPlan, config: EvalSettings, new: int, started: float) -> EvalRun:
+def finish_eval(plan: EvalPlan, new: int, started: float) -> EvalRun:
     """Summaries and timing from the records of the selected cases, for every method in the directory."""
     selected = {c.case_id for c in plan.cases}
     methods = set(plan.description["methods"])
@@ -453,7 +453,7 @@ def run_eval(
                 plan.records.append(record)
                 new += 1
                 bar.update(1)
-    return finish_eval(plan, config, new, started)
+    return finish_eval(plan, new, started)
 
 
 # ----------------------------------------------------------------------------- summaries
