@@ -5,11 +5,12 @@
 # edits in batches of 100, AlphaEdit, MEMIT, the unedited model and ROME on the same cases, every
 # edited case scored every 500 edits, known facts kept and perplexity after each.
 # About 6–7 min a batch of 100 (z: ~5.5 min; the update ~1 min); many hours in all.
-# Resumable: rerun to continue from the saved z and patch stacks.
+# Resumable: rerun to continue from the saved z and patch stacks. METHODS=alphaedit,none runs some of
+# the methods (each is its own run in the same directory; runs/QUEUE.sh orders them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 .venv/bin/factpatch eval --sequential --quiet --model gemma3-270m \
-  --methods alphaedit,memit,none,rome \
+  --methods "${METHODS:-alphaedit,memit,none,rome}" \
   --dataset counterfact:../shared/datasets/counterfact-train.json \
   --n "${N:-2000}" --batch-size 100 --checkpoint-every 500 \
   --known ../shared/datasets/known_1000.json --generation-cases 20 \
