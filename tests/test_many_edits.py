@@ -150,6 +150,35 @@ def test_sequential_alphaedit_protects_the_first_batch(fresh_tiny, tmp_path):
     assert protected.meta["preserved_edits"] == 2
 
 
+def test_preserving_every_context_key_protects_an_earlier_edit_in_each_context(fresh_tiny, tmp_path):
+    # The reference keeps an earlier edit's key averaged over its contexts; preserve_contexts keeps
+    # each context's key (weighted as in the average), so a later batch leaves every one of them alone.
+    from factpatch.editing.memit import context_weights
+
+    lm = fresh_tiny("llama")
+    overrides = {**FAST, "L2": "1e-6"}
+    mean_params = method_params(lm, "alphaedit", overrides)
+    context_params = method_params(lm, "alphaedit", {**overrides, "preserve_contexts": "true"})
+    first = {}
+    for name, params in (("mean", mean_params), ("contexts", context_params)):
+        with applied(lm, []) as stack:  # reverted after each
+            first[name] = edit_many(lm, REQUESTS[:2], "alphaedit", stack, params, tmp_path, False, corpus=CORPUS).patch
+            editor = make_editor(lm, "alphaedit", params, tmp_path, progress=False, corpus=CORPUS)
+            first[name + "_later"] = editor.patch(REQUESTS[2:], stack)
+    weights = context_weights(mean_params.prefix_spec())
+    key = act_name("mlp_key", 1)
+    with applied(lm, [first["mean"]]):  # the first batch's keys at layer 1: W_1's input, the same either way
+        per_context = read_at_subject(lm, REQUESTS[:2], editor.prefixes, [key])[key]  # (2, p, d)
+    stored = first["contexts"].attachments["keys.1"]  # (d, 2 · p): √w_p k_{r,p}
+    assert stored.shape == (per_context.shape[-1], 2 * len(weights))
+    assert torch.allclose(stored @ stored.T, torch.einsum("npd,p,npe->de", per_context, weights, per_context), atol=1e-6)
+    assert first["mean"].attachments["keys.1"].shape == (per_context.shape[-1], 2)
+    layer1 = lambda p: next(d for d in p.deltas if ".1." in d.param).tensor()  # noqa: E731
+    moved = {name: float((layer1(first[name + "_later"]) @ per_context.reshape(-1, per_context.shape[-1]).T).norm())
+             for name in ("mean", "contexts")}
+    assert moved["contexts"] < 0.5 * moved["mean"], moved
+
+
 def test_reverting_one_batch_equals_applying_the_others_in_order(fresh_tiny, tmp_path):
     lm = fresh_tiny("gpt2")
     params = method_params(lm, "memit", FAST)

@@ -52,6 +52,11 @@ class AlphaEditParams(BatchEditParams):
     nullspace_energy: float = 0.1
     # The reference rule instead: eigenvalues below this absolute value (GPT-2 XL/GPT-J/Llama-3: 2e-2).
     nullspace_threshold: float | None = None
+    # What K_p keeps of an earlier edit: its key averaged over the contexts (the reference's
+    # `cache_c += K Kᵀ`), or — factpatch's option — every context's key, weighted as in the
+    # average (Σ_p w_p k kᵀ ⪰ k̄ k̄ᵀ), so later batches also leave the edit's other contexts alone.
+    # The patch then carries n × contexts key columns a layer instead of n.
+    preserve_contexts: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -147,7 +152,7 @@ class AlphaEditor(BatchEditor):
             return alphaedit_solve(K, P, preserved_keys(stack, layer, K.shape[0]).to(K.device), params.L2)
 
         result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, keys_after=True,
-                                    targets=targets)
+                                    targets=targets, context_keys=params.preserve_contexts)
         ranks = {str(layer): self._P[layer][1] for layer in params.layers}
         meta = batch_meta(self.lm, self.name, params, requests, result, nullspace_rank=ranks,
                           preserved_edits=sum(len(p.requests) for p in (stack.applied if stack else [])))

@@ -314,6 +314,7 @@ LayerSolver = Callable[[int, torch.Tensor], torch.Tensor]
 class SpreadResult:
     deltas: list[WeightDelta]
     keys_after: dict[int, torch.Tensor]  # layer -> (d_in, n) keys once every layer is written
+    # (or (d_in, n · contexts) with context_keys: √w_p k_{r,p}, so that their K Kᵀ is Σ_p w_p k kᵀ)
     targets: TargetValues
     seconds: float
 
@@ -327,6 +328,7 @@ def spread_over_layers(
     progress: bool = True,
     keys_after: bool = False,
     targets: TargetValues | None = None,
+    context_keys: bool = False,
 ) -> SpreadResult:
     """Steps 1 and 2 with the method's solve (step 1 skipped if `targets` are given: those step 1
     found on the same model state); the model is left exactly as it was."""
@@ -363,7 +365,8 @@ def spread_over_layers(
             stack.apply(Patch([delta], {"fingerprint": lm.fingerprint}))
             deltas.append(delta)
             if keys_after:  # a key at l is W_out's input at l: writing W_out here and above leaves it as it is
-                after[layer] = K.cpu()
+                after[layer] = (torch.einsum("npd,p->dnp", read[key_name], weights.sqrt()).flatten(1)
+                                if context_keys else K).cpu()
     return SpreadResult(deltas, after, targets, time.perf_counter() - started)
 
 
