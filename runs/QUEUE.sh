@@ -4,8 +4,7 @@
 # started again each session; it logs to runs/QUEUE.log what ended when.
 #     (setsid nohup runs/QUEUE.sh > /dev/null 2>&1 &)
 # Pause it for benchmarks and CI with: kill -STOP / -CONT on its `factpatch eval` process.
-# Order (issue 12): AlphaEdit with preserve_contexts to 1,000 edits (500 done; ~40 min: whether
-# keeping every context's key slows the loss of earlier edits); Gemma 3's AlphaEdit and the unedited model, with the update mapped through its
+# Order (issue 12): Gemma 3's AlphaEdit and the unedited model, with the update mapped through its
 # post-MLP norm (~2.5 h); the SmolLM2 run's last method (ROME, ~5 h), which completes that figure;
 # then Gemma 3's MEMIT and ROME. MEMIT 1,000 is done; runs/seq-gemma3-cf-2000 (without the mapping)
 # is kept as the record of the collapse (docs/mass-editing.md, "Gemma 3"). Each continues across
@@ -19,7 +18,6 @@ step() {  # name, then the environment and command
   env "$@" > "runs/${name%% *}/QUEUE.out" 2>&1
   echo "$(date -u +%FT%TZ) end $name (exit $?)" >> "$log"
 }
-step "seq-smollm2-cf-alphaedit-contexts" runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
 step "seq-gemma3-cf-2000-postnorm alphaedit,none" METHODS=alphaedit,none runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
 step "seq-smollm2-cf-2000" runs/seq-smollm2-cf-2000/COMMAND.sh
 step "seq-gemma3-cf-2000-postnorm all" runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
