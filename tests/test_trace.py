@@ -555,13 +555,14 @@ def test_embedded_model_trace(embedded_lm, tmp_path):
 
     sigma = embedding_std(embedded_lm, corpus=corpus, cache_dir=tmp_path / "cache", progress=False)
     assert 0.01 < sigma < 10
-    settings = TraceSettings(noise=NoiseSettings(samples=2, seed=0))
+    # the hidden-state map alone: the lab's browser test traces all three kinds on this model
+    settings = TraceSettings(kinds=("hidden",), noise=NoiseSettings(samples=2, seed=0))
     result = trace_prompt(embedded_lm, "The Eiffel Tower is located in the city of", "Eiffel Tower", "Paris",
                           settings=settings, sigma=sigma, progress=False)
     assert result.target_is_top and result.p_clean > 0.2
     assert result.p_corrupted < result.p_clean
     L = embedded_lm.n_layers
-    assert {k: (len(g), len(g[0])) for k, g in result.scores.items()} == {k: (len(result.tokens), L) for k in KINDS}
+    assert {k: (len(g), len(g[0])) for k, g in result.scores.items()} == {"hidden": (len(result.tokens), L)}
     assert result.scores["hidden"][-1][-1] == pytest.approx(result.p_clean, rel=1e-4)
     # restoring a subject token's early hidden state brings much of the answer back
     start, end = result.subject_range
