@@ -45,3 +45,9 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
   --known ../shared/datasets/known_1000.json --n 100 \
   --grid "alphaedit:layers=1-5" "memit:layers=1-5" "alphaedit:layers=1-8" "memit:layers=1-8" \
   "alphaedit:layers=4-8" "alphaedit:layers=0-9"
+# Anchor subjects in K_p (2026-12-01): the keys of 2,000 other subjects (CounterFact records 2000+,
+# none a known_1000 or edited subject) held like earlier edits, weighted by w; batch 0 from the z the
+# preserve_contexts run saved (batch 0's z does not depend on that option). ~2 min a weight.
+.venv/bin/python scripts/subject_anchors.py --run runs/seq-smollm2-cf-alphaedit-contexts \
+  --known ../shared/datasets/known_1000.json --out runs/alphaedit-sweep/anchors.jsonl \
+  --anchors 2000 --weights 0 1 0.1
