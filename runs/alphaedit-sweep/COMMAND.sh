@@ -51,3 +51,8 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
 .venv/bin/python scripts/subject_anchors.py --run runs/seq-smollm2-cf-alphaedit-contexts \
   --known ../shared/datasets/known_1000.json --out runs/alphaedit-sweep/anchors.jsonl \
   --anchors 2000 --weights 0 1 0.1
+# The reference's z step size for Llama-3 (hparams/AlphaEdit/Llama3-8B.json: v_lr 0.1), 2026-12-01;
+# its own file, since z's cache holds one z at a time (~10 min for z on a CPU).
+.venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-vlr.jsonl \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --known ../shared/datasets/known_1000.json --n 100 --grid "alphaedit:v_lr=0.1" "memit:v_lr=0.1"
