@@ -139,6 +139,31 @@ def test_bad_patch_files(run, tiny_dir, corpus, tmp_path, fresh_tiny):
     assert code != 0 and "another model" in err
 
 
+def _every_command(parser, path=()):
+    """(argv prefix, parser) for the top level and every sub-command, however deep."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _every_command(sub, (*path, name))
+
+
+def test_every_help_page_prints(capsys):
+    """`--help` of the top level and of every sub-command prints its usage and exits 0 (a stray
+    `%` in a help string makes argparse raise instead: "95% intervals" once broke `factpatch --help`)."""
+    from factpatch.cli import build_parser, main
+
+    commands = [path for path, _ in _every_command(build_parser())]
+    assert len(commands) > 10 and ("eval",) in commands and ("study", "serve") in commands
+    for path in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([*path, "--help"])
+        assert exit_.value.code == 0, path
+        assert capsys.readouterr().out.startswith(f"usage: factpatch {' '.join(path)}".strip()), path
+
+
 def test_models_lists_embedded(run):
     code, out, _ = run("models", "--json")
     assert code == 0 and {row["name"] for row in json.loads(out)} == {"smollm2-135m", "gemma3-270m"}

@@ -24,7 +24,7 @@ examples:
 def register(commands) -> None:
     ev = commands.add_parser(
         "eval",
-        help="measure editing methods on CounterFact / zsRE (resumable, with 95% intervals)",
+        help="measure editing methods on CounterFact / zsRE (resumable, with 95 %% intervals)",
         description="Run each method on each case and write DIR/results.jsonl (one line per case and method, "
         "resumed on rerun), DIR/summary.json|.md|.csv and DIR/summary.png. `eval merge DIR... --out DIR` "
         "combines shards.",
