@@ -176,6 +176,13 @@ def test_models_table_says_how_each_layer_was_chosen(run):
         row = next(line for line in out.splitlines() if line.startswith(spec.name))
         assert row.split()[4:6] == [str(spec.edit_layer), str(spec.attn_layer)]
         assert f"layers chosen by {spec.edit_layer_source}" in out
+    assert "batch layers (MEMIT, AlphaEdit)" in out
+    code, out, _ = run("models", "--json")
+    ranges = {row["name"]: row["batch_layers"] for row in json.loads(out)}
+    assert ranges == {"smollm2-135m": [1, 2, 3, 4, 5], "gemma3-270m": [2, 3, 4, 5, 6]}
+    # the table shows the range an edit uses
+    smollm2 = next(line for line in run("models")[1].splitlines() if line.startswith("smollm2-135m"))
+    assert smollm2.split()[6] == "1-5"
 
 
 def _requests_file(tmp_path, lines):

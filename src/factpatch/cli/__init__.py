@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="factpatch",
-        description="Locate and edit factual associations in language models (ROME), with exact, revertible patches.",
+        description="Locate and edit factual associations in language models (ROME, MEMIT, AlphaEdit), with exact, revertible patches.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -30,17 +30,26 @@ def register(commands) -> None:
 def run_models(args) -> int:
     from ..core.models import describe_models
 
+    from ..editing.registry import default_layers
+
     rows = describe_models(args.cache_dir)
+    for row in rows:  # MEMIT and AlphaEdit share each model's range
+        layers = default_layers(row["name"], "memit")
+        row["batch_layers"] = list(layers) if layers else None
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<14} {'installed':<9} {'cached':<6} {'layers':>6} {'edit layer':>10} {'attn layer':>10}  description")
+    print(f"{'name':<14} {'installed':<9} {'cached':<6} {'layers':>6} {'edit layer':>10} {'attn layer':>10} "
+          f"{'batch layers':>12}  description")
     for row in rows:
+        batch = f"{row['batch_layers'][0]}-{row['batch_layers'][-1]}" if row["batch_layers"] else "?"
         print(
             f"{row['name']:<14} {'yes' if row['installed'] else 'no':<9} {'yes' if row['cached'] else 'no':<6} "
-            f"{row['layers'] or '?':>6} {row['edit_layer']:>10} {row['attn_layer']:>10}  {row['description']}"
+            f"{row['layers'] or '?':>6} {row['edit_layer']:>10} {row['attn_layer']:>10} {batch:>12}  {row['description']}"
         )
         print(f"{'':<14} layers chosen by {row['edit_layer_source']}")
+        print(f"{'':<14} batch layers (MEMIT, AlphaEdit): the five consecutive layers with the largest summed "
+              "MLP indirect effect in the same trace")
         if not row["installed"]:
             print(f"{'':<14} install: {row['install']}")
     return 0

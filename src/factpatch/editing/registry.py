@@ -193,6 +193,12 @@ MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
 }
 
 
+def default_layers(model_name: str, method: str) -> tuple[int, ...] | None:
+    """The layer range `method` writes in an embedded model by default (None: no per-model range)."""
+    layers = MODEL_DEFAULTS.get(model_name, {}).get(method, {}).get("layers")
+    return tuple(layers) if layers is not None else None
+
+
 def parse_methods(text: str) -> list[str]:
     """"rome,ft+l,none" -> ["rome", "ft+l", "none"], checked against the registry."""
     methods = [m.strip().lower() for m in (text or "").split(",") if m.strip()]
