@@ -164,6 +164,18 @@ def test_every_help_page_prints(capsys):
         assert capsys.readouterr().out.startswith(f"usage: factpatch {' '.join(path)}".strip()), path
 
 
+def test_python_dash_m_is_the_same_command_line():
+    import subprocess
+    import sys
+
+    import factpatch
+
+    done = subprocess.run([sys.executable, "-m", "factpatch", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"factpatch {factpatch.__version__}"
+    done = subprocess.run([sys.executable, "-m", "factpatch", "no-such-command"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
 def test_models_lists_embedded(run):
     code, out, _ = run("models", "--json")
     assert code == 0 and {row["name"] for row in json.loads(out)} == {"smollm2-135m", "gemma3-270m"}

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .. import __version__
 from ..core.errors import FactpatchError
 
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Locate and edit factual associations in language models (ROME, MEMIT, AlphaEdit), with exact, revertible patches.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--version", action="version", version=f"factpatch {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     models.register(commands)
     edit.register(commands)

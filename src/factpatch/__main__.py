@@ -1,0 +1,7 @@
+"""`python -m factpatch ...`: the same command line as `factpatch ...`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
