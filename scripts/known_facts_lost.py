@@ -27,6 +27,7 @@ import argparse
 import collections
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -67,15 +68,32 @@ def first_target_token(lm, prompt: str, target: str) -> int:
     return encode_target(lm.tokenizer, prompt, target)[1][0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@dataclass
+class RunFacts:
+    """A sequential run's first `edits` edits of one method, and the known facts it is scored on."""
+
+    run: Path
+    method: str
+    edits: int
+    patches: list[Path]  # the patch files of those edits, in order
+    cases: list  # the edited cases
+    lm: object  # the run's model, unedited
+    facts: list  # known_1000 facts the unedited model knows whose subject no edit touched
+
+
+def run_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line every script that reads a run's known facts takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run", type=Path)
     parser.add_argument("method")
     parser.add_argument("--edits", type=int, default=None, help="edits applied (default: every patch)")
     parser.add_argument("--known", type=Path, default=Path("../shared/datasets/known_1000.json"))
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return parser
 
+
+def load_run_facts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunFacts:
+    """The run's patches for `--edits`, its model (checked against the run's fingerprint) and the
+    known facts its "known facts kept" counts; a bad argument is a parser error."""
     config = json.loads((args.run / "config.json").read_text())
     batch = int(config["batch_size"])
     patches = sorted((args.run / args.method / "patches").glob("*.safetensors"))
@@ -87,13 +105,21 @@ def main() -> None:
     lm = load_model(config["model"])
     if lm.fingerprint != config["fingerprint"]:
         parser.error("the model's weights are not the run's")
-
     known = KnownFacts.check(lm, args.known)
     touched = {c.request.subject.strip().lower() for c in cases}
     facts = [f for f, k in zip(known.facts, known.known) if k and f.subject.strip().lower() not in touched]
+    return RunFacts(args.run, args.method, edits, patches[:n_patches], cases, lm, facts)
+
+
+def main() -> None:
+    parser = run_arguments(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    loaded = load_run_facts(parser, args)
+    lm, facts, cases, edits = loaded.lm, loaded.facts, loaded.cases, loaded.edits
     before = first_predictions(lm, [f.prompt for f in facts])
     stack = PatchStack(lm)
-    for path in patches[:n_patches]:
+    for path in loaded.patches:
         stack.apply(load_patch(path))
     after = first_predictions(lm, [f.prompt for f in facts])
     stack.revert()

@@ -25,7 +25,6 @@ A minute or two on a CPU.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -36,11 +35,10 @@ from tqdm.auto import tqdm
 
 from factpatch.core.cache import write_text_atomic
 from factpatch.core.hooks import body, unembed
-from factpatch.core.models import load_model, weights_fingerprint
+from factpatch.core.models import weights_fingerprint
 from factpatch.core.tokens import encode, encode_target, subject_token_range
 from factpatch.editing.patch import load_patch
-from factpatch.evaluation.data import load_dataset
-from factpatch.evaluation.health import KnownFacts
+from known_facts_lost import load_run_facts, run_arguments  # scripts/: the same run and facts
 
 logger = logging.getLogger("known_facts_where")
 
@@ -110,30 +108,13 @@ def first_token(lm, ids: torch.Tensor) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("method")
-    parser.add_argument("--edits", type=int, default=None, help="edits applied (default: every patch)")
-    parser.add_argument("--known", type=Path, default=Path("../shared/datasets/known_1000.json"))
+    parser = run_arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-
+    loaded = load_run_facts(parser, args)
+    lm, facts, edits = loaded.lm, loaded.facts, loaded.edits
     config = json.loads((args.run / "config.json").read_text())
-    batch = int(config["batch_size"])
-    patches = sorted((args.run / args.method / "patches").glob("*.safetensors"))
-    n_patches = len(patches) if args.edits is None else args.edits // batch
-    if n_patches > len(patches) or n_patches < 1:
-        parser.error(f"{args.run}/{args.method} has {len(patches)} patches of {batch} edits")
-    edits = n_patches * batch
-    cases = load_dataset(config["dataset"]["name"]).cases[:edits]
-    lm = load_model(config["model"])
-    if lm.fingerprint != config["fingerprint"]:
-        parser.error("the model's weights are not the run's")
-
-    known = KnownFacts.check(lm, args.known)
-    touched = {c.request.subject.strip().lower() for c in cases}
-    facts = [f for f, k in zip(known.facts, known.known) if k and f.subject.strip().lower() not in touched]
-    deltas = summed_deltas(lm, patches[:n_patches])
+    deltas = summed_deltas(lm, loaded.patches)
     # The summed ΔW is applied by hand here (not through the stack), so the edited model is W + ΣΔW
     # exactly as the hooks subtract it; the stack's own result differs only by float rounding.
     originals = {name: lm.model.get_submodule(name).weight.detach().clone() for name in deltas}
