@@ -29,7 +29,6 @@ def register(commands) -> None:
 
 def run_models(args) -> int:
     from ..core.models import describe_models
-
     from ..editing.registry import default_layers
 
     rows = describe_models(args.cache_dir)
