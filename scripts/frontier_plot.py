@@ -87,10 +87,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    measured = rows(args.sweep)
+    if not measured:
+        parser.error(f"no settings measured in {args.sweep}/*.jsonl")
     figure = Figure(figsize=(11, 4.6), layout="constrained")
     axes = figure.subplots(1, 2, sharex=True)
     shown = set()
-    for row in rows(args.sweep):
+    for row in measured:
         kept, total = row["known_kept"], row["known_total"]
         share = kept / total
         if share < args.min_kept:
