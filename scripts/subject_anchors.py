@@ -62,6 +62,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    saved = args.run / args.method / "targets" / "0000.safetensors"
+    if not (args.run / "config.json").is_file() or not saved.is_file():
+        parser.error(f"{args.run} is not a sequential run with {args.method}'s batch 0 targets ({saved})")
     config = json.loads((args.run / "config.json").read_text())
     batch = int(config["batch_size"])
     dataset = load_dataset(config["dataset"]["name"])
@@ -88,7 +91,7 @@ def main() -> None:
         parser.error("the model's weights are not the run's")
     params = method_params(lm, args.method, {})  # the defaults: batch 0's z does not depend on the rest
     editor = make_editor(lm, args.method, params, progress=False)
-    targets = TargetValues.load(args.run / args.method / "targets" / "0000.safetensors", requests)
+    targets = TargetValues.load(saved, requests)
     known = KnownFacts.check(lm, args.known)
 
     started = time.perf_counter()
