@@ -78,7 +78,15 @@ class RunFacts:
     patches: list[Path]  # the patch files of those edits, in order
     cases: list  # the edited cases
     lm: object  # the run's model, unedited
+    fingerprint: str  # the run's (and the unedited model's) weights fingerprint
     facts: list  # known_1000 facts the unedited model knows whose subject no edit touched
+
+    def write(self, kind: str, rows: list[dict], summary: dict) -> None:
+        """`<run>/known-<kind>-<method>-<edits>.jsonl` (one line a fact) and `.json` (the summary)."""
+        stem = self.run / f"known-{kind}-{self.method}-{self.edits}"
+        write_text_atomic(stem.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(stem.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+        logger.info("%s", json.dumps(summary, indent=2))
 
 
 def run_arguments(description: str) -> argparse.ArgumentParser:
@@ -108,7 +116,7 @@ def load_run_facts(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     known = KnownFacts.check(lm, args.known)
     touched = {c.request.subject.strip().lower() for c in cases}
     facts = [f for f, k in zip(known.facts, known.known) if k and f.subject.strip().lower() not in touched]
-    return RunFacts(args.run, args.method, edits, patches[:n_patches], cases, lm, facts)
+    return RunFacts(args.run, args.method, edits, patches[:n_patches], cases, lm, config["fingerprint"], facts)
 
 
 def main() -> None:
@@ -165,10 +173,7 @@ def main() -> None:
             for answer, n in collections.Counter(r["answer_now"] for r in lost).most_common(15)],
         "distinct_edited_objects": len(new_objects),
     }
-    stem = args.run / f"known-lost-{args.method}-{edits}"
-    write_text_atomic(stem.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
-    write_text_atomic(stem.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
-    logger.info("%s", json.dumps(summary, indent=2))
+    loaded.write("lost", rows, summary)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,12 @@ A minute or two on a CPU.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from factpatch.core.cache import write_text_atomic
 from factpatch.core.hooks import body, unembed
 from factpatch.core.models import weights_fingerprint
 from factpatch.core.tokens import encode, encode_target, subject_token_range
@@ -113,7 +111,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     loaded = load_run_facts(parser, args)
     lm, facts, edits = loaded.lm, loaded.facts, loaded.edits
-    config = json.loads((args.run / "config.json").read_text())
     deltas = summed_deltas(lm, loaded.patches)
     # The summed ΔW is applied by hand here (not through the stack), so the edited model is W + ΣΔW
     # exactly as the hooks subtract it; the stack's own result differs only by float rounding.
@@ -141,7 +138,7 @@ def main() -> None:
     finally:
         for name, weight in originals.items():
             lm.model.get_submodule(name).weight.data.copy_(weight)
-    if weights_fingerprint(lm.model) != config["fingerprint"]:
+    if weights_fingerprint(lm.model) != loaded.fingerprint:
         raise SystemExit("error: the weights did not come back")
 
     lost = [r for r in rows if not r["kept"]["edited"]]
@@ -154,10 +151,7 @@ def main() -> None:
         "kept_facts_lost_when": {c: sum(not r["kept"][c] for r in rows if r["kept"]["edited"]) for c in CONDITIONS if c != "edited"},
         "subject_ends_the_prompt": sum(r["subject_range"][1] == r["tokens"] for r in rows),
     }
-    stem = args.run / f"known-where-{args.method}-{edits}"
-    write_text_atomic(stem.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
-    write_text_atomic(stem.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
-    logger.info("%s", json.dumps(summary, indent=2))
+    loaded.write("where", rows, summary)
 
 
 if __name__ == "__main__":
