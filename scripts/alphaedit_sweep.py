@@ -9,6 +9,10 @@ gets right. One JSON line per setting, appended (a rerun skips the settings alre
         --dataset counterfact:../shared/datasets/counterfact-train.json \\
         --known ../shared/datasets/known_1000.json --n 100
 
+`--run RUN` takes the model, the cases and z from a sequential run (its first batch, the z it saved in
+`RUN/<method>/targets/0000.safetensors`), for the settings whose top layer is the run's: no z to
+compute, and the setting run's own first batch is the baseline row. Its rows go to `--out` as usual.
+
 `--corpus-tokens` sets how many self-sampled tokens C is estimated from (the setting is then
 recorded as `...@TOKENS`); `--corpus-path` estimates C from a text file instead (`...@NAME:TOKENS`). Settings are `--grid` entries, `method:key=value,key=value` (e.g. `alphaedit:nullspace_energy=0.01,L2=1`).
 """
@@ -28,6 +32,7 @@ import torch
 from factpatch.core.models import load_model
 from factpatch.editing import memit as memit_module
 from factpatch.editing.alphaedit import AlphaEditParams
+from factpatch.editing.memit import TargetValues
 from factpatch.editing.patch import applied
 from factpatch.core.errors import FactpatchError
 from factpatch.editing.registry import make_editor, method_params, parse_methods, parse_overrides
@@ -74,10 +79,19 @@ def cached_targets(path: Path):
     return compute
 
 
+# what z depends on besides the requests and the top layer (BatchEditParams.value_settings, the contexts)
+Z_SETTINGS = ("v_steps", "v_lr", "kl_weight", "weight_decay", "clamp_factor", "early_stop_nll", "essence_prompt",
+              "v_dtype", "prefixes", "prefix_starts", "seed")
+
+
+def same_z_settings(params: dict, run_hparams: dict) -> bool:
+    return all(json.dumps(params.get(k)) == json.dumps(run_hparams.get(k)) for k in Z_SETTINGS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", help="KIND:PATH (required unless --run gives it)")
     parser.add_argument("--known", required=True, type=Path)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--out", required=True, type=Path)
@@ -85,7 +99,16 @@ def main() -> None:
     parser.add_argument("--corpus-tokens", type=int, default=CorpusSpec().n_tokens,
                         help="self-sampled tokens behind C (default: factpatch's)")
     parser.add_argument("--corpus-path", type=Path, help="estimate C from this text file instead (scripts/entity_corpus.py)")
+    parser.add_argument("--run", type=Path, help="a sequential run: its model, first batch and saved z (see above)")
     args = parser.parse_args()
+    if args.run is not None:
+        config_path = args.run / "config.json"
+        if not config_path.is_file():
+            parser.exit(2, f"error: --run {args.run}: not a sequential run (no config.json)\n")
+        run_config = json.loads(config_path.read_text())
+        args.model, args.dataset, args.n = run_config["model"], run_config["dataset"]["name"], int(run_config["batch_size"])
+    elif args.dataset is None:
+        parser.exit(2, "error: --dataset or --run is required\n")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for entry in args.grid:  # every setting checked before the model loads
         method, overrides = parse_setting(entry)
@@ -105,6 +128,15 @@ def main() -> None:
     lm = load_model(args.model)
     cases = load_dataset(args.dataset).select(args.n)
     requests = [c.request for c in cases]
+    run_targets: dict[str, tuple[int, dict, TargetValues]] = {}  # method: (top layer, hparams, batch 0's z) of --run
+    if args.run is not None:
+        if lm.fingerprint != run_config["fingerprint"]:
+            parser.exit(2, f"error: --run {args.run}: the model's weights are not the run's\n")
+        for method in run_config["methods"]:
+            saved = args.run / method / "targets" / "0000.safetensors"
+            if saved.is_file():
+                layers = run_config["hparams"][method]["layers"]
+                run_targets[method] = (max(layers), run_config["hparams"][method], TargetValues.load(saved, requests))
     known = KnownFacts.check(lm, args.known)
     subjects = [r.subject for r in requests]
     corpus = CorpusSpec(path=args.corpus_path, n_tokens=args.corpus_tokens)
@@ -119,10 +151,15 @@ def main() -> None:
         params = method_params(lm, method, overrides)
         editor = make_editor(lm, method, params, progress=False, corpus=corpus)
         started = time.perf_counter()
-        patch = editor.patch(requests)
+        saved = run_targets.get(method)
+        if saved is not None and saved[0] == params.z_layer and same_z_settings(params.to_dict(), saved[1]):
+            patch, _ = editor.patch_and_targets(requests, targets=saved[2])
+            row_source = {"z_from": str(args.run / method)}
+        else:
+            patch, row_source = editor.patch(requests), {}
         seconds = time.perf_counter() - started
         row: dict = {"setting": setting, "model": lm.name, "n": len(cases), "corpus_tokens": corpus.n_tokens, "corpus": corpus.key(), "edit_seconds": round(seconds, 1),
-                     "params": params.to_dict()}
+                     "params": params.to_dict(), **row_source}
         if isinstance(params, AlphaEditParams):
             row["nullspace_rank"] = patch.meta.get("nullspace_rank")
         with applied(lm, [patch]):

@@ -75,6 +75,8 @@ def rows(sweep: Path) -> list[dict]:
             row = json.loads(line)
             if row.get("setting") == "none:" or ("weight" in row and row["weight"] == 0):
                 continue  # the unedited model (ES 24); w = 0 repeats the default row
+            if row.get("model", "smollm2-135m") != "smollm2-135m":
+                continue  # another model's sweep in the same folder (gemma3-layers.jsonl)
             found.append(row)
     return found
 

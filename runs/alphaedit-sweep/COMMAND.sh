@@ -56,3 +56,10 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
 .venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-vlr.jsonl \
   --dataset counterfact:../shared/datasets/counterfact-train.json \
   --known ../shared/datasets/known_1000.json --n 100 --grid "alphaedit:v_lr=0.1" "memit:v_lr=0.1"
+# Gemma 3 without its lowest layers (2026-12-01, second session: layer 2 leads the known facts lost
+# after 300 edits, docs/mass-editing.md "Gemma 3"): batch 0 from the z of the norm-mapped run (top
+# layer 6 in every setting), into layers 2-6 (the default; reproduces the run's first batch), 3-6, 4-6.
+# ~8 min a setting single-threaded beside the queue.
+.venv/bin/python scripts/alphaedit_sweep.py --run runs/seq-gemma3-cf-2000-postnorm \
+  --known ../shared/datasets/known_1000.json --out runs/alphaedit-sweep/gemma3-layers.jsonl \
+  --grid "alphaedit:" "alphaedit:layers=3-6" "alphaedit:layers=4-6"
