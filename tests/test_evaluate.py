@@ -385,3 +385,27 @@ def test_format_1_results_are_brought_up_to_date_from_their_raw_scores(lm, tmp_p
         assert record["metrics"]["EM"] == pytest.approx(metrics["EM"], abs=1e-5)
     assert run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"]), out, progress=False).new_records == 0
     assert "already format 2" in script.migrate(out)
+
+
+def test_against_unedited_pairs_the_cases_both_were_scored_on():
+    from factpatch.evaluation.run import against_unedited, against_unedited_lines
+
+    records = [
+        {"method": "none", "case_id": "a", "metrics": {"NS": 1.0, "fluency": 6.0}},
+        {"method": "none", "case_id": "b", "metrics": {"NS": 0.0, "fluency": 4.0}},
+        {"method": "none", "case_id": "c", "metrics": {"NS": 1.0, "fluency": 5.0}},  # memit has no record of c
+        {"method": "memit", "case_id": "a", "metrics": {"NS": 0.0, "fluency": 5.4}},
+        {"method": "memit", "case_id": "b", "metrics": {"NS": 0.0, "fluency": 3.6}},
+    ]
+    comparison = against_unedited(records, "counterfact", ["memit", "none"])
+    assert set(comparison) == {"memit"}
+    ns, ge = comparison["memit"]["NS"], comparison["memit"]["fluency"]
+    assert ns["as"] == "difference" and ns["n"] == 2 and ns["mean"] == pytest.approx(-0.5)  # not −2/3: c is left out
+    # each case's entropy is 0.9 of the unedited model's: every paired resample gives −10 %, so the
+    # interval has no width (two unpaired intervals would)
+    assert ge["as"] == "relative" and ge["mean"] == pytest.approx(-0.1)
+    assert ge["ci"] == pytest.approx([-0.1, -0.1])
+    lines = "\n".join(against_unedited_lines(comparison))
+    assert "memit: Neighborhood NS -50.0 points" in lines and "Fluency GE -10.0 %" in lines
+    assert against_unedited(records[3:], "counterfact", ["memit"]) == {}  # no unedited model in the run
+    assert against_unedited_lines({}) == []

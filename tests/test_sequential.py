@@ -209,11 +209,17 @@ def test_sequential_generations_name_their_prompts(fresh_tiny, tmp_path):
 
     lm = fresh_tiny("llama")
     dataset = load_dataset("builtin")
-    config = _config(["memit"], n=2, generation_cases=1, gen=GenerationSettings(max_length=24))
+    config = _config(["memit", "none"], n=2, generation_cases=1, gen=GenerationSettings(max_length=24))
     run_sequential(lm, dataset, config, tmp_path / "out", tmp_path, progress=False)
     records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    (generated,) = [r for r in records if "texts" in r]
+    generated, unedited = sorted((r for r in records if "texts" in r), key=lambda r: r["method"])
+    assert unedited["method"] == "none" and unedited["case_id"] == generated["case_id"]
     case = dataset.cases[generated["index"]]
     assert generated["generation"] == {"prompts": list(case.generation_prompts), "source": "dataset"}
     assert case.request.text not in generated["generation"]["prompts"]
-    assert "Generation: top-k 5, 24 tokens per text including the prompt" in (tmp_path / "out" / "summary.md").read_text()
+    summary_md = (tmp_path / "out" / "summary.md").read_text()
+    assert "Generation: top-k 5, 24 tokens per text including the prompt" in summary_md
+    # the damage targets are relative to the unedited model: a paired comparison in both summaries
+    against = json.loads((tmp_path / "out" / "summary.json").read_text())["against_unedited"]
+    assert set(against) == {"memit"} and against["memit"]["NS"]["n"] == 2 and against["memit"]["fluency"]["n"] == 1
+    assert "- memit: Neighborhood NS" in summary_md

@@ -490,6 +490,60 @@ def summarize(records: list[dict], kind: str, methods: list[str], n_boot: int = 
     return summary
 
 
+# Damage is judged against the unedited model on the same cases (issue 12: NS within 10 points of
+# its, generation entropy within 5 % of its). Two separate intervals say little about that; the
+# comparison is paired: the cases both were scored on are resampled together.
+# metric -> how the method's mean is set against the unedited model's
+AGAINST_UNEDITED = {
+    "counterfact": {"NS": "difference", "fluency": "relative"},
+    "zsre": {"specificity": "difference"},
+}
+
+
+def against_unedited(records: list[dict], kind: str, methods: list[str], baseline: str = "none",
+                     n_boot: int = 1000, seed: int = 0) -> dict:
+    """{method: {metric: {"mean", "ci", "n", "as"}}}: each method's mean minus the baseline's
+    ("difference") or its mean over the baseline's, minus 1 ("relative"), over the cases both
+    have the metric for, with a paired percentile-bootstrap 95 % interval. {} without the baseline."""
+    by_method: dict[str, dict[str, dict]] = {}
+    for r in records:
+        by_method.setdefault(r["method"], {})[r["case_id"]] = r["metrics"]
+    base = by_method.get(baseline)
+    if not base:
+        return {}
+    statistics_of = {"difference": lambda m, b: m - b, "relative": lambda m, b: m / b - 1.0}
+    out: dict[str, dict] = {}
+    for method in methods:
+        if method == baseline or method not in by_method:
+            continue
+        rows = {}
+        for name, how in AGAINST_UNEDITED[kind].items():
+            ids = sorted(i for i, m in by_method[method].items() if name in m and name in base.get(i, {}))
+            if not ids:
+                continue
+            columns = [[by_method[method][i][name] for i in ids], [base[i][name] for i in ids]]
+            rows[name] = {**bootstrap(columns, statistics_of[how], n_boot, seed).to_dict(), "as": how}
+        if rows:
+            out[method] = rows
+    return out
+
+
+def against_unedited_lines(comparison: dict, baseline: str = "none") -> list[str]:
+    """Markdown lines for summary.md: differences in points (×100), relative changes in %."""
+    if not comparison:
+        return []
+    lines = [f"Against the unedited model (`{baseline}`) on the same cases, paired 95 % intervals:", ""]
+    for method, rows in comparison.items():
+        parts = []
+        for name, e in rows.items():
+            lo, hi = e["ci"]
+            unit = " points" if e["as"] == "difference" else " %"
+            parts.append(f"{METRIC_LABELS[name]} {100 * e['mean']:+.1f}{unit} ({100 * lo:+.1f} to {100 * hi:+.1f}; "
+                         f"{e['n']} cases)")
+        lines.append(f"- {method}: " + "; ".join(parts))
+    return lines
+
+
 def cases_of(metrics: dict) -> int:
     """The n of a method's row: the most cases behind any of its metrics."""
     return max((m["n"] for m in metrics.values()), default=0)
@@ -588,6 +642,9 @@ def write_summaries(out_dir: Path, records: list[dict], description: dict) -> di
     generation_note = describe_generation(records, description.get("generation"))
     if generation_note:
         notes += [generation_note, ""]
+    comparison = against_unedited_lines(against_unedited(records, kind, list(description["methods"])))
+    if comparison:
+        notes += [*comparison, ""]
     write_text_atomic(out_dir / "summary.md", "\n".join(notes))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
     if summary:

@@ -51,6 +51,8 @@ from .metrics import bootstrap_mean
 from .run import (
     RESULTS,
     GenerationSettings,
+    against_unedited,
+    against_unedited_lines,
     case_generations,
     check_out_dir,
     describe_generation,
@@ -378,13 +380,16 @@ def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
         last = [h for h in health if h["method"] == method and h["edits"] == edits]
         if last:
             final_health[method] = {k: last[-1][k] for k in ("perplexity", "known_share") if k in last[-1]}
+    comparison = against_unedited(final, kind, description["methods"])
     write_text_atomic(out_dir / "summary.json", json.dumps(
-        {"config": description, "summary": summary, "health": final_health}, indent=2) + "\n")
+        {"config": description, "summary": summary, "health": final_health, "against_unedited": comparison},
+        indent=2) + "\n")
     table = summary_table(summary, kind)
     generation = describe_generation(final, description.get("generation"))
+    against = "\n".join(against_unedited_lines(comparison))
     write_text_atomic(out_dir / "summary.md", f"{description['n']} sequential edits in batches of "
                       f"{description['batch_size']} on {description['model']}\n\n{table}\n"
-                      + (f"\n{generation}\n" if generation else ""))
+                      + (f"\n{generation}\n" if generation else "") + (f"\n{against}\n" if against else ""))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
     write_curves(out_dir, description, records, health)
     return SequentialRun(out_dir, final, health, summary, final_health, time.perf_counter() - started)
