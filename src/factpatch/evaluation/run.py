@@ -491,8 +491,8 @@ def summarize(records: list[dict], kind: str, methods: list[str], n_boot: int = 
 
 
 # Damage is judged against the unedited model on the same cases (issue 12: NS within 10 points of
-# its, generation entropy within 5 % of its). Two separate intervals say little about that; the
-# comparison is paired: the cases both were scored on are resampled together.
+# the unedited model's, generation entropy within 5 %). Two separate intervals say little about
+# that; the comparison is paired: the cases both were scored on are resampled together.
 # metric -> how the method's mean is set against the unedited model's
 AGAINST_UNEDITED = {
     "counterfact": {"NS": "difference", "fluency": "relative"},
