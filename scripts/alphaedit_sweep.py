@@ -11,7 +11,7 @@ gets right. One JSON line per setting, appended (a rerun skips the settings alre
 
 `--run RUN` takes the model, the cases and z from a sequential run (its first batch, the z it saved in
 `RUN/<method>/targets/0000.safetensors`), for the settings whose top layer is the run's: no z to
-compute, and the run's own settings (`method:`) rebuild the run's first batch exactly. Its rows go to `--out` as usual.
+compute, and the run's own settings (`method:`) rebuild the run's first batch. Its rows go to `--out` as usual.
 
 `--corpus-tokens` sets how many self-sampled tokens C is estimated from (the setting is then
 recorded as `...@TOKENS`); `--corpus-path` estimates C from a text file instead (`...@NAME:TOKENS`). Settings are `--grid` entries, `method:key=value,key=value` (e.g. `alphaedit:nullspace_energy=0.01,L2=1`).
