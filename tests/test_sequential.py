@@ -195,6 +195,43 @@ def test_finished_method_without_its_patches_is_not_edited_again(fresh_tiny, tmp
         run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
 
 
+def test_unedited_model_is_scored_once_per_case_not_at_every_checkpoint(fresh_tiny, tmp_path, known_file, monkeypatch):
+    # `none` applies nothing: the model at every checkpoint is the unedited one, so a case scored at
+    # one checkpoint is recorded again at the next, and every untouched known fact is known.
+    from factpatch.evaluation import sequential
+    from factpatch.evaluation.health import KnownFacts
+    from factpatch.evaluation.run import score_case
+
+    lm = fresh_tiny("llama")
+    scored = []
+    real = sequential.edited_case_record
+
+    def counting(lm, method, edits, index, case, generate, config):
+        scored.append((edits, case.case_id))
+        return real(lm, method, edits, index, case, generate, config)
+
+    def no_passes(self, lm, subjects):
+        raise AssertionError("the unedited model's known facts need no pass")
+
+    monkeypatch.setattr(sequential, "edited_case_record", counting)
+    monkeypatch.setattr(KnownFacts, "kept", no_passes)
+    dataset = load_dataset("builtin")
+    config = SequentialSettings(["none"], 6, batch_size=2, checkpoint_every=2, known_path=known_file,
+                                perplexity_tokens=64, corpus=CorpusSpec(n_tokens=256))
+    run_sequential(lm, dataset, config, tmp_path / "out", tmp_path, progress=False)
+    ids = [c.case_id for c in dataset.select(6)]
+    assert scored == [(2, ids[0]), (2, ids[1]), (4, ids[2]), (4, ids[3]), (6, ids[4]), (6, ids[5])]
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["edits"], r["index"]) for r in records) == [(e, i) for e in (2, 4, 6) for i in range(e)]
+    for r in records:  # each record is what scoring the case on the unedited model gives
+        metrics, raw = score_case(lm, dataset.select(6)[r["index"]])
+        assert r["metrics"] == metrics and r["scores"] == json.loads(json.dumps(raw))
+    health = [json.loads(line) for line in (tmp_path / "out" / "health.jsonl").read_text().splitlines()]
+    assert [(h["method"], h["edits"]) for h in health] == [("unedited", 0), ("none", 2), ("none", 4), ("none", 6)]
+    assert all(h["known_kept"] == h["known_total"] for h in health if h["method"] == "none")
+    assert len({h["perplexity"] for h in health}) == 1
+
+
 def test_bad_sequential_settings_fail_before_any_work(tmp_path):
     with pytest.raises(FactpatchError, match="batch-size must be at least 1"):
         SequentialSettings(["memit"], 4, batch_size=0)

@@ -56,12 +56,16 @@ class KnownFacts:
         facts = load_facts(Path(path))
         return cls(facts, knows(lm, facts, progress=progress))
 
+    def untouched(self, edited_subjects: Sequence[str]) -> list:
+        """The known facts whose subject no edit touched: the ones `kept` counts."""
+        touched = {s.strip().lower() for s in edited_subjects}
+        return [f for f, k in zip(self.facts, self.known) if k and f.subject.strip().lower() not in touched]
+
     def kept(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[int, int]:
         """(still known, known before) over the known facts whose subject no edit touched."""
         from ..tracing.dataset import knows
 
-        touched = {s.strip().lower() for s in edited_subjects}
-        facts = [f for f, k in zip(self.facts, self.known) if k and f.subject.strip().lower() not in touched]
+        facts = self.untouched(edited_subjects)
         if not facts:
             return 0, 0
         return sum(knows(lm, facts, progress=False)), len(facts)
