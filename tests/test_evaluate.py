@@ -409,3 +409,13 @@ def test_against_unedited_pairs_the_cases_both_were_scored_on():
     assert "memit: Neighborhood NS -50.0 points" in lines and "Fluency GE -10.0 %" in lines
     assert against_unedited(records[3:], "counterfact", ["memit"]) == {}  # no unedited model in the run
     assert against_unedited_lines({}) == []
+
+
+def test_each_method_keeps_its_colour_in_every_figure():
+    from factpatch.editing.registry import METHODS
+    from factpatch.evaluation.run import method_color
+
+    colours = {m: method_color(m) for m in METHODS}
+    assert colours["none"] == "tab:gray"
+    assert len(set(colours.values())) == len(METHODS)  # no two methods share a colour
+    assert method_color("unknown-method") == "black"

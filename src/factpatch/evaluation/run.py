@@ -588,6 +588,15 @@ def summary_csv(summary: dict, kind: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def method_color(method: str) -> str:
+    """One colour per method in every figure (its place in the registry; the unedited model grey), so
+    two runs' figures can be read side by side."""
+    if method == "none":
+        return "tab:gray"
+    names = [m for m in METHODS if m != "none"]
+    return f"C{names.index(method) % 10}" if method in names else "black"
+
+
 def plot_summary(summary: dict, kind: str, path: Path, title: str) -> None:
     """Grouped bars with 95 % interval whiskers: the headline scores of each method."""
     import matplotlib
@@ -611,7 +620,7 @@ def plot_summary(summary: dict, kind: str, path: Path, title: str) -> None:
             err[0].append(100 * (e["mean"] - e["ci"][0]))
             err[1].append(100 * (e["ci"][1] - e["mean"]))
         n = cases_of(summary[method])
-        ax.bar(xs, ys, width, yerr=err, capsize=2, label=f"{method} (n={n})")
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=f"{method} (n={n})", color=method_color(method))
     ax.set_xticks(range(len(names)), [METRIC_LABELS[n] for n in names])
     ax.set_ylim(0, 105)
     ax.set_ylabel("score (×100), 95 % CI")

@@ -59,6 +59,7 @@ from .run import (
     case_generations,
     check_out_dir,
     describe_generation,
+    method_color,
     score_case,
     summarize,
     summary_csv,
@@ -504,7 +505,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
                 continue
             xs = [r["edits"] for r in points]
             ys = [r[name] for r in points]
-            line, = ax.plot(xs, ys, marker="o", markersize=3, label=method)
+            line, = ax.plot(xs, ys, marker="o", markersize=3, label=method, color=method_color(method))
             if f"{name}_lo" in points[0]:
                 ax.fill_between(xs, [r[f"{name}_lo"] for r in points], [r[f"{name}_hi"] for r in points],
                                 color=line.get_color(), alpha=0.15, linewidth=0)
