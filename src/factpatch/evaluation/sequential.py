@@ -278,7 +278,9 @@ def run_method(
                 edits = sum(len(x) for x in batches[: b + 1])
                 if edits in checkpoints:
                     bar.set_postfix_str(f"scoring {edits} edits")
-                    if unedited_records is None and not any(p.deltas for p in stack.applied):
+                    if any(p.deltas for p in stack.applied):
+                        unedited_records = None  # the model is edited: every case is scored on it
+                    elif unedited_records is None:
                         # the stack applies nothing (`none`): the model is the unedited one, as at every
                         # earlier checkpoint of this method, so what they scored holds here too
                         unedited_records = {r["case_id"]: r for r in store.load()
