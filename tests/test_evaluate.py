@@ -196,6 +196,15 @@ def test_paper_rows_put_the_unedited_fluency_in_the_unedited_row():
     assert "626" not in rows["| rome (paper, GPT-2 XL)"]
 
 
+def test_summary_intervals_with_negative_bounds_read_as_ranges():
+    """A magnitude row below zero must not print as "-2.6–-1.9" (an en dash read as a minus)."""
+    summary = {"rome": {"EM": {"mean": -0.023, "ci": [-0.026, -0.019], "n": 5},
+                        "ES": {"mean": 0.5, "ci": [0.4, 0.6], "n": 5}}}
+    table = ev.summary_table(summary, "counterfact")
+    assert "-2.3 (-2.6 to -1.9)" in table and "50.0 (40.0–60.0)" in table
+    assert "–-" not in table
+
+
 def test_generation_defaults_are_the_papers():
     """kmeng01/rome generate_fast as test_generation calls it: top-k 5, 100 tokens in all, every prompt."""
     gen = GenerationSettings()

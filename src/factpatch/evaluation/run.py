@@ -556,7 +556,10 @@ def _fmt(estimate: dict | None, name: str, decimals: int = 1) -> str:
     if not estimate:
         return "–"
     k = SCALE.get(name, 100.0)
-    return f"{estimate['mean'] * k:.{decimals}f} ({estimate['ci'][0] * k:.{decimals}f}–{estimate['ci'][1] * k:.{decimals}f})"
+    lo, hi = (f"{bound * k:.{decimals}f}" for bound in estimate["ci"])
+    # An en dash between two negative bounds reads as a minus ("-2.6–-1.9"): spell the range out.
+    between = " to " if lo.startswith("-") or hi.startswith("-") else "–"
+    return f"{estimate['mean'] * k:.{decimals}f} ({lo}{between}{hi})"
 
 
 def summary_table(summary: dict, kind: str, paper: bool = False) -> str:
