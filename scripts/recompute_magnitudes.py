@@ -29,6 +29,7 @@ from pathlib import Path
 from factpatch.core.cache import write_text_atomic
 from factpatch.evaluation import run as single
 from factpatch.evaluation import sequential
+from factpatch.evaluation import summary as report
 from factpatch.evaluation.metrics import TargetScore, counterfact_case_metrics
 
 GROUPS = ("rewrite", "paraphrase", "neighborhood")
@@ -86,26 +87,26 @@ def write_summary_files(run_dir: Path, out_dir: Path, records: list[dict], descr
     kind = "counterfact"
     if description.get("protocol") == "sequential":
         final = [r for r in records if r["edits"] == description["n"]]
-        summary = single.summarize(final, kind, description["methods"])
+        summary = report.summarize(final, kind, description["methods"])
         stored = json.loads((run_dir / "summary.json").read_text())
         stored.update({"config": description, "summary": summary})
         write_text_atomic(out_dir / "summary.json", json.dumps(stored, indent=2) + "\n")
         write_text_atomic(out_dir / "summary.md", f"{description['n']} sequential edits in batches of "
-                          f"{description['batch_size']} on {description['model']}\n\n{single.summary_table(summary, kind)}\n")
-        write_text_atomic(out_dir / "summary.csv", single.summary_csv(summary, kind))
+                          f"{description['batch_size']} on {description['model']}\n\n{report.summary_table(summary, kind)}\n")
+        write_text_atomic(out_dir / "summary.csv", report.summary_csv(summary, kind))
         return
     if description.get("n") is not None:  # a run's summary covers its first n cases (run_eval's selection)
         order = sorted({(r["index"], r["case_id"]) for r in records})[: description["n"]]
         keep = {case_id for _, case_id in order}
         records = [r for r in records if r["case_id"] in keep]
-    summary = single.summarize(records, kind, list(description["methods"]))
+    summary = report.summarize(records, kind, list(description["methods"]))
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     md = (out_dir / "summary.md").read_text().split("\n")
     table_start = next(i for i, line in enumerate(md) if line.startswith("| Method"))
     table_end = next((i for i in range(table_start, len(md)) if not md[i].startswith("|")), len(md))
-    md[table_start:table_end] = single.summary_table(summary, kind).split("\n")
+    md[table_start:table_end] = report.summary_table(summary, kind).split("\n")
     write_text_atomic(out_dir / "summary.md", "\n".join(md))
-    write_text_atomic(out_dir / "summary.csv", single.summary_csv(summary, kind))
+    write_text_atomic(out_dir / "summary.csv", report.summary_csv(summary, kind))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from factpatch.evaluation.run import CONFIG, RESULTS, result_store, summarize, summary_table
+from factpatch.evaluation.run import CONFIG, RESULTS, result_store
+from factpatch.evaluation.summary import summarize, summary_table
 
 
 def main(argv: list[str] | None = None) -> int:

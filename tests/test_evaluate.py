@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 
 from factpatch.evaluation import run as ev
+from factpatch.evaluation import summary as report
 from factpatch.cli import main
 from factpatch.evaluation.compare import CompareSettings, compare_case, compare_texts, to_html, to_markdown, write_outputs
 from factpatch.evaluation.data import load_dataset
 from factpatch.core.errors import FactpatchError
-from factpatch.evaluation.run import EvalSettings, GenerationSettings, merge_runs, run_eval
+from factpatch.evaluation.generation import GenerationSettings
+from factpatch.evaluation.run import EvalSettings, merge_runs, run_eval
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FLAT = f"counterfact:{FIXTURES / 'counterfact-flat.json'}"
@@ -191,7 +193,7 @@ def model_dir(tmp_path_factory, tiny_models):
 def test_paper_rows_put_the_unedited_fluency_in_the_unedited_row():
     estimate = {"mean": 0.3, "ci": [0.2, 0.4], "n": 3}
     summary = {"rome": {"fluency": estimate, "consistency": estimate}}
-    rows = {line.split(" | ")[0]: line for line in ev.summary_table(summary, "counterfact", paper=True).splitlines()}
+    rows = {line.split(" | ")[0]: line for line in report.summary_table(summary, "counterfact", paper=True).splitlines()}
     assert "~626" in rows["| none (paper, GPT-2 XL)"] and "31.9" in rows["| none (paper, GPT-2 XL)"]
     assert "626" not in rows["| rome (paper, GPT-2 XL)"]
 
@@ -200,7 +202,7 @@ def test_summary_intervals_with_negative_bounds_read_as_ranges():
     """A magnitude row below zero must not print as "-2.6–-1.9" (an en dash read as a minus)."""
     summary = {"rome": {"EM": {"mean": -0.023, "ci": [-0.026, -0.019], "n": 5},
                         "ES": {"mean": 0.5, "ci": [0.4, 0.6], "n": 5}}}
-    table = ev.summary_table(summary, "counterfact")
+    table = report.summary_table(summary, "counterfact")
     assert "-2.3 (-2.6 to -1.9)" in table and "50.0 (40.0–60.0)" in table
     assert "–-" not in table
 
@@ -397,7 +399,7 @@ def test_format_1_results_are_brought_up_to_date_from_their_raw_scores(lm, tmp_p
 
 
 def test_against_unedited_pairs_the_cases_both_were_scored_on():
-    from factpatch.evaluation.run import against_unedited, against_unedited_lines
+    from factpatch.evaluation.summary import against_unedited, against_unedited_lines
 
     records = [
         {"method": "none", "case_id": "a", "metrics": {"NS": 1.0, "fluency": 6.0}},
@@ -422,7 +424,7 @@ def test_against_unedited_pairs_the_cases_both_were_scored_on():
 
 def test_each_method_keeps_its_colour_in_every_figure():
     from factpatch.editing.registry import METHODS
-    from factpatch.evaluation.run import method_color
+    from factpatch.evaluation.summary import method_color
 
     colours = {m: method_color(m) for m in METHODS}
     assert colours["none"] == "tab:gray"

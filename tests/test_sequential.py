@@ -242,7 +242,7 @@ def test_bad_sequential_settings_fail_before_any_work(tmp_path):
 
 
 def test_sequential_generations_name_their_prompts(fresh_tiny, tmp_path):
-    from factpatch.evaluation.run import GenerationSettings
+    from factpatch.evaluation.generation import GenerationSettings
 
     lm = fresh_tiny("llama")
     dataset = load_dataset("builtin")

@@ -157,7 +157,7 @@ def run_eval(args) -> int:
 
 
 def _generation_settings(args):
-    from ..evaluation.run import GenerationSettings
+    from ..evaluation.generation import GenerationSettings
 
     return GenerationSettings(
         top_k=args.top_k, max_length=args.max_length, max_new_tokens=args.max_new_tokens, max_prompts=args.max_prompts
@@ -196,7 +196,7 @@ def _run_sequential(args, methods, overrides, cluster=None) -> int:
 
 
 def _sequential_report(run, config) -> str:
-    from ..evaluation.run import summary_table
+    from ..evaluation.summary import summary_table
 
     kind = "counterfact" if any("ES" in r["metrics"] for r in run.records) else "zsre"
     lines = [f"{config.n} sequential edits in batches of {config.batch_size}: every edited case scored on the final model",
@@ -220,7 +220,7 @@ def run_merge(args) -> int:
 
 
 def _report(run) -> str:
-    from ..evaluation.run import summary_table
+    from ..evaluation.summary import summary_table
 
     config = json.loads((run.out_dir / "config.json").read_text())
     cases = len({r["case_id"] for r in run.records})

@@ -1,1 +1,2 @@
-"""Evaluation beyond one edit at a time: sequential runs of many edits, and what they damage."""
+"""Evaluation: the paper's metrics for one edit at a time and for sequential runs of many, what
+edits damage beyond their facts, and the summaries written beside the records."""

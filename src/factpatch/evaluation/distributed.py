@@ -204,7 +204,7 @@ class Worker:
     def evaluate(self, chunk: list[tuple[int, list[str]]]) -> tuple[list[dict], float]:
         """Records for each (data-set index, methods) of the chunk, exactly as run_eval makes them."""
         from ..editing.registry import make_editor
-        from . import run
+        from . import generation, run
 
         self._check()
         began = time.perf_counter()
@@ -214,7 +214,7 @@ class Worker:
         for index, methods in chunk:
             ctx = run.CaseContext(task["dataset"].cases[index], index)
             if task["tfidf"] is not None:
-                ctx.reference = run.reference_texts(self.lm, ctx.case, config.gen, run.case_seed(config.seed, index))
+                ctx.reference = generation.reference_texts(self.lm, ctx.case, config.gen, generation.case_seed(config.seed, index))
             for method in methods:
                 if method not in task["editors"]:
                     editor = make_editor(self.lm, method, task["params"][method], self.cache_dir, False)

@@ -51,16 +51,13 @@ from ..editing.stats import CorpusSpec
 from .data import Case, Dataset
 from .health import KnownFacts, perplexity, perplexity_text
 from .metrics import bootstrap_mean
-from .run import (
-    RESULTS,
-    GenerationSettings,
+from .generation import GenerationSettings, case_generations
+from .run import RESULTS, check_out_dir, score_case
+from .summary import (
     against_unedited,
     against_unedited_lines,
-    case_generations,
-    check_out_dir,
     describe_generation,
     method_color,
-    score_case,
     summarize,
     summary_csv,
     summary_table,
