@@ -4,14 +4,15 @@
 # started again each session; it logs to runs/QUEUE.log what ended when.
 #     (setsid nohup runs/QUEUE.sh > /dev/null 2>&1 &)
 # Pause it for benchmarks and CI with: kill -STOP / -CONT on its `factpatch eval` process.
-# Order (issue 12): Gemma 3's unedited model on the same cases (scores only, ~40 min: the
-# comparison every checkpoint needs), then its AlphaEdit with the update mapped through its
-# post-MLP norm (batch 7 onward of 20 at the end of 2026-12-01; ~14 min a batch on the AMD host);
-# the SmolLM2 run's last method (ROME, ~5 h), which completes that figure; then preserve_contexts to
-# 2,000 edits, then Gemma 3's MEMIT and ROME. MEMIT 1,000 is done; runs/seq-gemma3-cf-2000 (without
-# the mapping) is kept as the record of the collapse (docs/mass-editing.md, "Gemma 3"). Each
-# continues across sessions from what is committed (z of MEMIT/AlphaEdit batches, ROME's patches:
-# .gitignore).
+# Order (issue 12), as of 2026-12-01 20:30 UTC: Gemma 3's AlphaEdit with the update mapped through
+# its post-MLP norm (batch 15 onward of 20, then the 2,000-edit checkpoint; ~10 min a batch on the
+# AMD host), then Gemma 3's MEMIT (~4 h: the second model's AlphaEdit-against-MEMIT comparison, the
+# shorter of the two lines still owed), then the SmolLM2 run's last method (ROME, ~5 h on the Xeon,
+# about twice on the AMD host), which completes that figure; then preserve_contexts to 2,000 edits,
+# then Gemma 3's ROME. Gemma's unedited model (`none`) is done on all 2,000 cases. MEMIT 1,000 is
+# done; runs/seq-gemma3-cf-2000 (without the mapping) is kept as the record of the collapse
+# (docs/mass-editing.md, "Gemma 3"). Each continues across sessions from what is committed (z of
+# MEMIT/AlphaEdit batches, ROME's patches: .gitignore).
 set -u
 cd "$(dirname "$0")/.."
 log=runs/QUEUE.log
@@ -21,8 +22,11 @@ step() {  # name, then the environment and command
   env "$@" > "runs/${name%% *}/QUEUE.out" 2>&1
   echo "$(date -u +%FT%TZ) end $name (exit $?)" >> "$log"
 }
-step "seq-gemma3-cf-2000-postnorm none" METHODS=none runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
+# A queue started while an earlier one's run is still going (the earlier script stopped to change
+# the order) waits for that run rather than run beside it.
+while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
 step "seq-gemma3-cf-2000-postnorm alphaedit" METHODS=alphaedit runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
+step "seq-gemma3-cf-2000-postnorm memit" METHODS=memit runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
 step "seq-smollm2-cf-2000" runs/seq-smollm2-cf-2000/COMMAND.sh
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
 step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
