@@ -10,6 +10,7 @@ from factpatch.editing.patch import applied, load_patch
 from factpatch.editing.stats import CorpusSpec
 from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.sequential import SequentialSettings, run_sequential
+from factpatch.evaluation.status import run_progress
 from factpatch.core.models import weights_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -112,8 +113,18 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     curves = (tmp_path / "killed" / "curves.csv").read_text().splitlines()
     assert [row.split(",")[:2] for row in curves[1:]] == [["alphaedit", "0"], ["alphaedit", "2"]]
     assert (tmp_path / "killed" / "curves.png").stat().st_size > 1000
+    # `factpatch eval status` on the killed run: what is done, what the rerun has left
+    halfway = run_progress(tmp_path / "killed").methods[0]
+    assert (halfway.method, halfway.done, halfway.planned) == ("alphaedit", 1, 2) and not halfway.complete
+    assert (halfway.checkpoints_scored, halfway.checkpoints_planned) == ((2,), (2, 4))
+    first = [json.loads(x) for x in (tmp_path / "killed" / "results.jsonl").read_text().splitlines()]
+    assert halfway.latest["ES"] == pytest.approx(sum(r["metrics"]["ES"] for r in first) / len(first))
+    batch = json.loads((tmp_path / "killed" / "batches.jsonl").read_text().splitlines()[0])
+    assert halfway.seconds_left == pytest.approx(batch["seconds"])  # one batch left at the first one's pace
     monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", real)
     run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+    done = run_progress(tmp_path / "killed")
+    assert done.complete and done.methods[0].checkpoints_scored == (2, 4) and done.methods[0].seconds_left == 0
     whole = _stack_fingerprint(lm, tmp_path / "whole" / "alphaedit" / "patches")
     assert _stack_fingerprint(lm, tmp_path / "killed" / "alphaedit" / "patches") == whole
     second = load_patch(sorted((tmp_path / "killed" / "alphaedit" / "patches").glob("*.safetensors"))[1])

@@ -1,4 +1,4 @@
-"""`factpatch eval` (and `eval merge`) and `factpatch compare`: thin layers over factpatch.evaluation."""
+"""`factpatch eval` (and `eval merge`, `eval status`) and `factpatch compare`: thin layers over factpatch.evaluation."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ examples:
   factpatch eval --methods rome,none --dataset counterfact:cf.json --out runs/cf --ray auto --workers 8
   factpatch eval --sequential --methods alphaedit,memit,rome --dataset counterfact:cf.json --n 2000 \\
       --batch-size 100 --checkpoint-every 500 --known known_1000.json --out runs/seq
+  factpatch eval status runs/seq          (what a run has done and has left; safe beside the run)
 """
 
 
@@ -27,7 +28,7 @@ def register(commands) -> None:
         help="measure editing methods on CounterFact / zsRE (resumable, with 95 %% intervals)",
         description="Run each method on each case and write DIR/results.jsonl (one line per case and method, "
         "resumed on rerun), DIR/summary.json|.md|.csv and DIR/summary.png. `eval merge DIR... --out DIR` "
-        "combines shards.",
+        "combines shards; `eval status DIR` says what a run has done and has left.",
         epilog=EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,12 +69,16 @@ def register(commands) -> None:
     _add_threads(ev)
     add_ray_options(ev)
     ev.set_defaults(func=run_eval)
-    sub = ev.add_subparsers(dest="eval_command", metavar="merge")
+    sub = ev.add_subparsers(dest="eval_command", metavar="merge|status")
     merge = sub.add_parser("merge", help="combine result directories (shards, or methods run apart)")
     merge.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     merge.add_argument("--out", dest="merge_out", type=Path, required=True, help="new directory for the merged results")
     merge.add_argument("--quiet", action="store_true")
     merge.set_defaults(func=run_merge)
+    status = sub.add_parser("status", help="what a result directory's run has done and has left (reads, never writes)")
+    status.add_argument("status_dir", type=Path, metavar="DIR")
+    status.add_argument("--json", action="store_true", help="the same as one JSON object")
+    status.set_defaults(func=run_status)
 
     cmp = commands.add_parser(
         "compare",
@@ -216,6 +221,14 @@ def run_merge(args) -> int:
 
     run = merge_runs(args.dirs, args.merge_out)
     print(_report(run))
+    return 0
+
+
+def run_status(args) -> int:
+    from ..evaluation.status import progress_lines, run_progress
+
+    progress = run_progress(args.status_dir)
+    print(json.dumps(progress.to_dict(), indent=2) if args.json else "\n".join(progress_lines(progress)))
     return 0
 
 

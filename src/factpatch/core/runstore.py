@@ -28,8 +28,10 @@ class RunStore:
         self.path = Path(path)
         self.required = tuple(required)
 
-    def load(self) -> list[dict]:
-        """Every complete record. A torn last line is cut from the file so appending resumes cleanly."""
+    def load(self, repair: bool = True) -> list[dict]:
+        """Every complete record. A torn last line is cut from the file so appending resumes cleanly;
+        with `repair=False` (a reader beside a running writer, whose last line may be half-written
+        *now*) it is only left out, and the file is not touched."""
         if not self.path.exists():
             return []
         raw = self.path.read_bytes()
@@ -45,6 +47,8 @@ class RunStore:
                         raise FactpatchError(
                             f"{self.path} line {number} is corrupt; move the file away to start over"
                         ) from None
+                    if not repair:
+                        break
                     logger.warning("%s: dropping an incomplete last line (interrupted write)", self.path)
                     with open(self.path, "r+b") as handle:
                         handle.truncate(offset)
@@ -52,7 +56,7 @@ class RunStore:
                 if not isinstance(record, dict) or any(k not in record for k in self.required):
                     raise FactpatchError(f"{self.path} line {number} is not a record of this run")
                 records.append(record)
-                if last:  # complete but unterminated: terminate it so the next append starts a line
+                if last and repair:  # complete but unterminated: terminate it so the next append starts a line
                     with open(self.path, "ab") as handle:
                         handle.write(b"\n")
             offset += len(line) + 1

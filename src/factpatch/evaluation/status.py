@@ -1,0 +1,198 @@
+"""How far a result directory has got: `factpatch eval status DIR`.
+
+Long runs (a sequential run of 2,000 edits is hours of CPU, often across several sessions) are
+resumed by rerunning their command; this says what that command still has to do before it is
+run. It reads the files a run writes — config.json, batches.jsonl, health.jsonl, results.jsonl —
+and writes nothing, so it can be used beside the run it describes: a last line that run is
+writing at that moment is left out, not cut (`RunStore.load(repair=False)`).
+
+For a sequential run, per method: the batches done of those planned, the checkpoints scored and
+the means over the cases edited so far at the latest of them (with known facts kept and
+perplexity), and what the batches left take at the pace of the last few. The time to score the
+checkpoints left is not in that estimate (it depends on how many cases each one scores). For a
+single-edit run: the records per method against the cases selected, and the time left at the
+median pace per case.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import FactpatchError
+from ..core.runstore import RunStore
+
+RECENT_BATCHES = 5  # the pace of the last few batches: a run slows as its stack grows (AlphaEdit's K_p)
+LATEST_METRICS = ("ES", "PS", "NS", "efficacy", "paraphrase", "specificity")
+
+
+@dataclass(frozen=True)
+class MethodProgress:
+    method: str
+    done: int  # sequential: batches written; single-edit: cases scored
+    planned: int  # batches (n / batch size, rounded up) or cases selected
+    checkpoints_scored: tuple[int, ...] = ()  # sequential: edit counts whose scoring is complete
+    checkpoints_planned: tuple[int, ...] = ()
+    latest: dict | None = None  # at the latest scored checkpoint: {"edits", metric means, "known_share", "perplexity"}
+    seconds_each: float | None = None  # median seconds a batch (last RECENT_BATCHES) or a case
+
+    @property
+    def complete(self) -> bool:
+        scored = set(self.checkpoints_scored) >= set(self.checkpoints_planned)
+        return self.done >= self.planned and scored
+
+    @property
+    def seconds_left(self) -> float | None:
+        """The batches (cases) left at the recent pace; None when there is no pace to go by."""
+        left = max(self.planned - self.done, 0)
+        if left == 0:
+            return 0.0
+        return None if self.seconds_each is None else left * self.seconds_each
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    out_dir: Path
+    protocol: str  # "sequential" or "single"
+    model: str
+    dataset: str
+    n: int | None
+    batch_size: int | None
+    methods: tuple[MethodProgress, ...]
+
+    @property
+    def complete(self) -> bool:
+        return all(m.complete for m in self.methods)
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir), "protocol": self.protocol, "model": self.model,
+            "dataset": self.dataset, "n": self.n, "batch_size": self.batch_size, "complete": self.complete,
+            "methods": [{**m.__dict__, "checkpoints_scored": list(m.checkpoints_scored),
+                         "checkpoints_planned": list(m.checkpoints_planned), "complete": m.complete,
+                         "seconds_left": m.seconds_left} for m in self.methods],
+        }
+
+
+def planned_checkpoints(n: int, batch_size: int, every: int | None) -> tuple[int, ...]:
+    """The edit counts a sequential run scores at (SequentialSettings.checkpoints, from its config)."""
+    ends = list(range(batch_size, n, batch_size)) + [n]
+    return tuple(e for e in ends if e == n or (every is not None and e % every == 0))
+
+
+def run_progress(out_dir: Path) -> RunProgress:
+    """What the run in `out_dir` has done and has left (see the module docstring)."""
+    out_dir = Path(out_dir)
+    config_path = out_dir / "config.json"
+    if not config_path.is_file():
+        raise FactpatchError(f"{out_dir} is not a result directory (no config.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError:
+        raise FactpatchError(f"{config_path} is not valid JSON") from None
+    if not isinstance(config, dict) or "methods" not in config or "dataset" not in config:
+        raise FactpatchError(f"{config_path} is not the configuration of a factpatch eval run")
+    if config.get("protocol") == "sequential":
+        return _sequential_progress(out_dir, config)
+    return _single_progress(out_dir, config)
+
+
+def _read(path: Path, required: tuple[str, ...]) -> list[dict]:
+    return RunStore(path, required=required).load(repair=False)
+
+
+def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
+    n, batch_size = config["n"], config["batch_size"]
+    planned_batches = math.ceil(n / batch_size)
+    checkpoints = planned_checkpoints(n, batch_size, config.get("checkpoint_every"))
+    batches = _read(out_dir / "batches.jsonl", ("method", "batch"))
+    health = _read(out_dir / "health.jsonl", ("method", "edits"))
+    records = _read(out_dir / "results.jsonl", ("method", "edits", "case_id"))
+    methods = []
+    for method in config["methods"]:
+        mine = {b["batch"]: b for b in batches if b["method"] == method and b["batch"] < planned_batches}
+        # a checkpoint is scored when its health line is written: after every case record of it
+        scored = tuple(sorted({h["edits"] for h in health if h["method"] == method and h["edits"] in checkpoints}))
+        latest = None
+        if scored:
+            edits = scored[-1]
+            rows = [r["metrics"] for r in records if r["method"] == method and r["edits"] == edits]
+            latest = {"edits": edits, "cases": len(rows)}
+            for name in LATEST_METRICS:
+                values = [m[name] for m in rows if name in m]
+                if values:
+                    latest[name] = sum(values) / len(values)
+            entry = next(h for h in health if h["method"] == method and h["edits"] == edits)
+            latest.update({k: entry[k] for k in ("known_share", "perplexity") if entry.get(k) is not None})
+        recent = [mine[b]["seconds"] for b in sorted(mine)[-RECENT_BATCHES:] if mine[b].get("seconds") is not None]
+        pace = statistics.median(recent) if recent else None
+        methods.append(MethodProgress(method, len(mine), planned_batches, scored, checkpoints, latest, pace))
+    return RunProgress(out_dir, "sequential", config["model"], config["dataset"]["name"], n, batch_size,
+                       tuple(methods))
+
+
+def _single_progress(out_dir: Path, config: dict) -> RunProgress:
+    n_cases = config["dataset"].get("n_cases")
+    if n_cases is None:
+        raise FactpatchError(f"{out_dir}/config.json does not say how many cases its data set has")
+    selected = list(range(n_cases))[: config.get("n")]
+    shard = config.get("shard")
+    if shard:
+        selected = selected[shard[0]:: shard[1]]
+    records = _read(out_dir / "results.jsonl", ("case_id", "method"))
+    methods = []
+    for method in config["methods"]:
+        rows = [r for r in records if r["method"] == method]
+        seconds = [r["edit_seconds"] + r["eval_seconds"] for r in rows if "edit_seconds" in r and "eval_seconds" in r]
+        done = len({r["case_id"] for r in rows})
+        methods.append(MethodProgress(method, done, len(selected),
+                                      seconds_each=statistics.median(seconds) if seconds else None))
+    return RunProgress(out_dir, "single", config["model"], config["dataset"]["name"], config.get("n"), None,
+                       tuple(methods))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def progress_lines(progress: RunProgress) -> list[str]:
+    """The report `factpatch eval status` prints."""
+    if progress.protocol == "sequential":
+        head = (f"{progress.out_dir}: {progress.model} on {progress.dataset}, {progress.n:,} sequential edits "
+                f"in batches of {progress.batch_size}")
+    else:
+        head = f"{progress.out_dir}: {progress.model} on {progress.dataset}, single edits"
+    lines = [head]
+    for m in progress.methods:
+        if progress.protocol == "single":
+            state = "complete" if m.complete else f"{_duration(m.seconds_left)} left at {m.seconds_each or 0:.1f} s a case"
+            lines.append(f"  {m.method}: {m.done}/{m.planned} cases; {state}")
+            continue
+        scored = f" ({', '.join(f'{e:,}' for e in m.checkpoints_scored)} edits)" if m.checkpoints_scored else ""
+        line = (f"  {m.method}: {m.done}/{m.planned} batches; {len(m.checkpoints_scored)} of "
+                f"{len(m.checkpoints_planned)} checkpoints scored{scored}")
+        if m.latest is not None:
+            means = " / ".join(f"{100 * m.latest[k]:.1f}" for k in LATEST_METRICS if k in m.latest)
+            names = "/".join(k for k in LATEST_METRICS if k in m.latest)
+            line += f"; at {m.latest['edits']:,} edits {names} {means}"
+            if "known_share" in m.latest:
+                line += f", known facts kept {100 * m.latest['known_share']:.1f} %"
+            if "perplexity" in m.latest:
+                line += f", perplexity {m.latest['perplexity']:.2f}"
+        if m.complete:
+            line += "; complete"
+        elif m.done < m.planned:
+            pace = "" if m.seconds_each is None else f" at {m.seconds_each:.0f} s a batch"
+            line += f"; batches left: {_duration(m.seconds_left)}{pace}, then the checkpoints' scoring"
+        else:
+            line += "; every batch written, checkpoints left to score"
+        lines.append(line)
+    lines.append("complete: the summaries are final" if progress.complete
+                 else "rerun the run's command to continue it (it resumes where it stopped)")
+    return lines

@@ -1,0 +1,87 @@
+"""`factpatch eval status`: what a result directory's run has done and has left, read without
+writing — it is used beside the run it describes. (A real killed and resumed sequential run is
+checked in test_sequential.py.)"""
+
+import json
+
+import pytest
+
+from factpatch.cli import main
+from factpatch.core.errors import FactpatchError
+from factpatch.evaluation.status import planned_checkpoints, progress_lines, run_progress
+
+
+def _lines(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture()
+def sequential_dir(tmp_path):
+    """A sequential run of 6 edits in batches of 2, killed after alphaedit's second batch."""
+    out = tmp_path / "seq"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({
+        "protocol": "sequential", "model": "tiny", "dataset": {"name": "builtin", "n_cases": 8},
+        "methods": ["alphaedit", "memit"], "n": 6, "batch_size": 2, "checkpoint_every": 4}))
+    _lines(out / "batches.jsonl", [{"method": "alphaedit", "batch": 0, "seconds": 10.0},
+                                   {"method": "alphaedit", "batch": 1, "seconds": 30.0}])
+    _lines(out / "results.jsonl", [{"method": "alphaedit", "edits": 4, "case_id": str(i), "metrics": {"ES": es, "PS": 0.5, "NS": 1.0}}
+                                   for i, es in enumerate([1.0, 1.0, 0.0, 1.0])])
+    _lines(out / "health.jsonl", [{"method": "unedited", "edits": 0, "perplexity": 9.0, "known_share": 1.0},
+                                  {"method": "alphaedit", "edits": 4, "perplexity": 9.5, "known_share": 0.75}])
+    return out
+
+
+def test_sequential_progress_counts_batches_and_checkpoints_and_prices_what_is_left(sequential_dir):
+    progress = run_progress(sequential_dir)
+    alpha, memit = progress.methods
+    assert (alpha.done, alpha.planned, alpha.checkpoints_scored, alpha.checkpoints_planned) == (2, 3, (4,), (4, 6))
+    assert alpha.latest == {"edits": 4, "cases": 4, "ES": 0.75, "PS": 0.5, "NS": 1.0, "known_share": 0.75, "perplexity": 9.5}
+    assert alpha.seconds_left == 20.0  # one batch left at the median of the recent ones
+    assert (memit.done, memit.latest, memit.seconds_left) == (0, None, None)  # nothing to go by yet
+    assert not progress.complete
+    text = "\n".join(progress_lines(progress))
+    assert "alphaedit: 2/3 batches; 1 of 2 checkpoints scored (4 edits)" in text
+    assert "ES/PS/NS 75.0 / 50.0 / 100.0, known facts kept 75.0 %" in text and "rerun the run's command" in text
+
+
+def test_status_leaves_a_half_written_last_line_alone(sequential_dir):
+    """The run may be writing its next line at that moment: left out of the count, never cut."""
+    path = sequential_dir / "batches.jsonl"
+    torn = path.read_text() + '{"method": "alphaedit", "ba'
+    path.write_text(torn)
+    assert run_progress(sequential_dir).methods[0].done == 2
+    assert path.read_text() == torn
+
+
+def test_checkpoints_are_the_runs_own():
+    assert planned_checkpoints(2000, 100, 500) == (500, 1000, 1500, 2000)
+    assert planned_checkpoints(250, 100, None) == (250,)  # the last batch may be short; the end is always scored
+
+
+def test_single_edit_progress_counts_the_selected_cases(tmp_path):
+    out = tmp_path / "single"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({
+        "model": "tiny", "dataset": {"name": "builtin", "n_cases": 10}, "methods": ["rome", "none"],
+        "n": 6, "shard": [0, 2]}))  # cases 0, 2, 4
+    _lines(out / "results.jsonl", [{"case_id": "0", "method": "rome", "edit_seconds": 4.0, "eval_seconds": 1.0},
+                                   {"case_id": "2", "method": "rome", "edit_seconds": 6.0, "eval_seconds": 1.0}])
+    rome, none = run_progress(out).methods
+    assert (rome.done, rome.planned, rome.seconds_left) == (2, 3, 6.0)
+    assert (none.done, none.planned) == (0, 3) and not run_progress(out).complete
+
+
+def test_status_of_a_directory_that_holds_no_run_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(FactpatchError, match="not a result directory"):
+        run_progress(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2")
+    assert main(["eval", "status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not valid JSON" in err and "\n" not in err
+
+
+def test_status_json_is_the_report_as_data(sequential_dir, capsys):
+    assert main(["eval", "status", str(sequential_dir), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["complete"] is False and data["methods"][0]["seconds_left"] == 20.0
