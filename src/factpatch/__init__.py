@@ -1,6 +1,8 @@
-"""factpatch: locate and edit factual associations in GPT-style language models (ROME).
+"""factpatch: locate and edit factual associations in GPT-style language models.
 
-Meng, Bau, Andonian, Belinkov: "Locating and Editing Factual Associations in GPT", NeurIPS 2022.
+Causal tracing and ROME (Meng, Bau, Andonian, Belinkov: "Locating and Editing Factual Associations
+in GPT", NeurIPS 2022); MEMIT (Meng et al., ICLR 2023) and AlphaEdit (Fang et al., ICLR 2025) for
+many edits. Every edit is a patch that applies, stacks and reverts exactly.
 """
 
 from .api import EditManyResult, EditResult, edit, edit_many, probabilities
