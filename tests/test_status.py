@@ -8,7 +8,8 @@ import pytest
 
 from factpatch.cli import main
 from factpatch.core.errors import FactpatchError
-from factpatch.evaluation.status import planned_checkpoints, progress_lines, run_progress
+from factpatch.evaluation.sequential import checkpoints_of
+from factpatch.evaluation.status import progress_lines, run_progress
 
 
 def _lines(path, records):
@@ -55,8 +56,8 @@ def test_status_leaves_a_half_written_last_line_alone(sequential_dir):
 
 
 def test_checkpoints_are_the_runs_own():
-    assert planned_checkpoints(2000, 100, 500) == (500, 1000, 1500, 2000)
-    assert planned_checkpoints(250, 100, None) == (250,)  # the last batch may be short; the end is always scored
+    assert checkpoints_of(2000, 100, 500) == [500, 1000, 1500, 2000]
+    assert checkpoints_of(250, 100, None) == [250]  # the last batch may be short; the end is always scored
 
 
 def test_single_edit_progress_counts_the_selected_cases(tmp_path):

@@ -106,9 +106,14 @@ class SequentialSettings:
 
     def checkpoints(self) -> list[int]:
         """Edit counts at which the model is scored (always including the last)."""
-        ends = list(range(self.batch_size, self.n, self.batch_size)) + [self.n]
-        every = self.checkpoint_every
-        return [e for e in ends if e == self.n or (every is not None and e % every == 0)]
+        return checkpoints_of(self.n, self.batch_size, self.checkpoint_every)
+
+
+def checkpoints_of(n: int, batch_size: int, every: int | None) -> list[int]:
+    """The edit counts a run of `n` edits in batches of `batch_size` is scored at: every `every`
+    edits that end a batch, and always the last (a run's config.json holds all three)."""
+    ends = list(range(batch_size, n, batch_size)) + [n]
+    return [e for e in ends if e == n or (every is not None and e % every == 0)]
 
 
 def describe(lm: LoadedModel, dataset: Dataset, config: SequentialSettings, hparams: dict) -> dict:

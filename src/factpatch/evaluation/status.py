@@ -4,7 +4,7 @@ Long runs (a sequential run of 2,000 edits is hours of CPU, often across several
 resumed by rerunning their command; this says what that command still has to do before it is
 run. It reads the files a run writes — config.json, batches.jsonl, health.jsonl, results.jsonl —
 and writes nothing, so it can be used beside the run it describes: a last line that run is
-writing at that moment is left out, not cut (`RunStore.load(repair=False)`).
+writing at that moment is left out, not cut (`core.runstore.RunStore.load(repair=False)`).
 
 For a sequential run, per method: the batches done of those planned, the checkpoints scored and
 the means over the cases edited so far at the latest of them (with known facts kept and
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import FactpatchError
-from ..core.runstore import RunStore
+from .run import CONFIG, RESULTS, result_store
+from .sequential import BATCHES, HEALTH, batch_store, case_store, checkpoints_of, health_store
 
 RECENT_BATCHES = 5  # the pace of the last few batches: a run slows as its stack grows (AlphaEdit's K_p)
 LATEST_METRICS = ("ES", "PS", "NS", "efficacy", "paraphrase", "specificity")
@@ -77,16 +78,10 @@ class RunProgress:
         }
 
 
-def planned_checkpoints(n: int, batch_size: int, every: int | None) -> tuple[int, ...]:
-    """The edit counts a sequential run scores at (SequentialSettings.checkpoints, from its config)."""
-    ends = list(range(batch_size, n, batch_size)) + [n]
-    return tuple(e for e in ends if e == n or (every is not None and e % every == 0))
-
-
 def run_progress(out_dir: Path) -> RunProgress:
     """What the run in `out_dir` has done and has left (see the module docstring)."""
     out_dir = Path(out_dir)
-    config_path = out_dir / "config.json"
+    config_path = out_dir / CONFIG
     if not config_path.is_file():
         raise FactpatchError(f"{out_dir} is not a result directory (no config.json)")
     try:
@@ -100,17 +95,13 @@ def run_progress(out_dir: Path) -> RunProgress:
     return _single_progress(out_dir, config)
 
 
-def _read(path: Path, required: tuple[str, ...]) -> list[dict]:
-    return RunStore(path, required=required).load(repair=False)
-
-
 def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
     n, batch_size = config["n"], config["batch_size"]
     planned_batches = math.ceil(n / batch_size)
-    checkpoints = planned_checkpoints(n, batch_size, config.get("checkpoint_every"))
-    batches = _read(out_dir / "batches.jsonl", ("method", "batch"))
-    health = _read(out_dir / "health.jsonl", ("method", "edits"))
-    records = _read(out_dir / "results.jsonl", ("method", "edits", "case_id"))
+    checkpoints = tuple(checkpoints_of(n, batch_size, config.get("checkpoint_every")))
+    batches = batch_store(out_dir / BATCHES).load(repair=False)
+    health = health_store(out_dir / HEALTH).load(repair=False)
+    records = case_store(out_dir / RESULTS).load(repair=False)
     methods = []
     for method in config["methods"]:
         mine = {b["batch"]: b for b in batches if b["method"] == method and b["batch"] < planned_batches}
@@ -142,7 +133,7 @@ def _single_progress(out_dir: Path, config: dict) -> RunProgress:
     shard = config.get("shard")
     if shard:
         selected = selected[shard[0]:: shard[1]]
-    records = _read(out_dir / "results.jsonl", ("case_id", "method"))
+    records = result_store(out_dir / RESULTS).load(repair=False)
     methods = []
     for method in config["methods"]:
         rows = [r for r in records if r["method"] == method]
