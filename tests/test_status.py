@@ -80,6 +80,9 @@ def test_status_of_a_directory_that_holds_no_run_is_one_line_and_exit_2(tmp_path
     assert main(["eval", "status", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "not valid JSON" in err and "\n" not in err
+    (tmp_path / "config.json").write_text(json.dumps({"protocol": "sequential", "methods": ["memit"], "dataset": {}}))
+    assert main(["eval", "status", str(tmp_path)]) == 2  # no n, no batch size: not a run factpatch wrote
+    assert "not the configuration of a factpatch eval run" in capsys.readouterr().err
 
 
 def test_status_json_is_the_report_as_data(sequential_dir, capsys):

@@ -88,11 +88,15 @@ def run_progress(out_dir: Path) -> RunProgress:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError:
         raise FactpatchError(f"{config_path} is not valid JSON") from None
-    if not isinstance(config, dict) or "methods" not in config or "dataset" not in config:
-        raise FactpatchError(f"{config_path} is not the configuration of a factpatch eval run")
-    if config.get("protocol") == "sequential":
-        return _sequential_progress(out_dir, config)
-    return _single_progress(out_dir, config)
+    not_a_run = FactpatchError(f"{config_path} is not the configuration of a factpatch eval run")
+    if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict) or "methods" not in config:
+        raise not_a_run
+    try:
+        if config.get("protocol") == "sequential":
+            return _sequential_progress(out_dir, config)
+        return _single_progress(out_dir, config)
+    except (KeyError, TypeError):  # a field the run always writes is missing or of another type
+        raise not_a_run from None
 
 
 def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
