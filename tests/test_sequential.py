@@ -271,3 +271,22 @@ def test_sequential_generations_name_their_prompts(fresh_tiny, tmp_path):
     against = json.loads((tmp_path / "out" / "summary.json").read_text())["against_unedited"]
     assert set(against) == {"memit"} and against["memit"]["NS"]["n"] == 2 and against["memit"]["fluency"]["n"] == 1
     assert "- memit: Neighborhood NS" in summary_md
+
+
+def test_sequential_zsre_run_scores_its_own_metrics_and_curves(fresh_tiny, tmp_path):
+    from pathlib import Path
+
+    lm = fresh_tiny("llama")
+    dataset = load_dataset(f"zsre:{Path(__file__).parent / 'fixtures' / 'zsre.json'}")
+    run = run_sequential(lm, dataset, _config(["alphaedit", "none"], n=2), tmp_path / "out", tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    edited = [r for r in records if r["method"] == "alphaedit"]
+    assert sorted(r["index"] for r in edited) == [0, 1]
+    assert all(set(r["metrics"]) >= {"efficacy", "paraphrase", "specificity"} and "ES" not in r["metrics"] for r in edited)
+    assert run.summary["alphaedit"]["efficacy"]["n"] == 2
+    curves = (tmp_path / "out" / "curves.csv").read_text().splitlines()
+    header = curves[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in curves[1:]]
+    assert {r["method"] for r in rows} == {"alphaedit", "none"}
+    assert "ES" not in header and all(r["efficacy"] != "" for r in rows if r["edits"] != "0")
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000

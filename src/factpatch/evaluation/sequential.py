@@ -402,7 +402,7 @@ def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
     started = time.perf_counter()
     records = case_store(out_dir / RESULTS).load()
     health = health_store(out_dir / HEALTH).load()
-    kind = "counterfact" if any("ES" in r["metrics"] for r in records) else "zsre"
+    kind = description["dataset"]["kind"]
     final = [r for r in records if r["edits"] == description["n"]]
     summary = summarize(final, kind, description["methods"])
     final_health = {}
@@ -433,7 +433,7 @@ def write_curves(out_dir: Path, description: dict, records: list[dict] | None = 
     health = health_store(out_dir / HEALTH).load() if health is None else health
     if not records:
         return
-    kind = "counterfact" if any("ES" in r["metrics"] for r in records) else "zsre"
+    kind = description["dataset"]["kind"]
     curves = curve_rows(records, health, kind, description["methods"])
     write_text_atomic(out_dir / "curves.csv", curves_csv(curves))
     if curves:
