@@ -7,7 +7,7 @@
 # Order (issue 12), as of 2026-12-01 20:30 UTC: Gemma 3's AlphaEdit with the update mapped through
 # its post-MLP norm (batch 15 onward of 20, then the 2,000-edit checkpoint; ~10 min a batch on the
 # AMD host), then Gemma 3's MEMIT (~4 h: the second model's AlphaEdit-against-MEMIT comparison, the
-# shorter of the two lines still owed), then the SmolLM2 run's last method (ROME, ~5 h on the Xeon,
+# shorter of the two lines still owed), then zsRE sequential on SmolLM2 (~1 h), then the SmolLM2 run's last method (ROME, ~5 h on the Xeon,
 # about twice on the AMD host), which completes that figure; then preserve_contexts to 2,000 edits,
 # then Gemma 3's ROME. Gemma's unedited model (`none`) is done on all 2,000 cases. MEMIT 1,000 is
 # done; runs/seq-gemma3-cf-2000 (without the mapping) is kept as the record of the collapse
@@ -27,6 +27,8 @@ step() {  # name, then the environment and command
 while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
 step "seq-gemma3-cf-2000-postnorm alphaedit" METHODS=alphaedit runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
 step "seq-gemma3-cf-2000-postnorm memit" METHODS=memit runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
+# zsRE, sequential (the AlphaEdit paper's second table; ~1 h): 500 cases on SmolLM2
+step "seq-smollm2-zsre-500" runs/seq-smollm2-zsre-500/COMMAND.sh
 step "seq-smollm2-cf-2000" runs/seq-smollm2-cf-2000/COMMAND.sh
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
 step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
