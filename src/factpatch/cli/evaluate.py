@@ -1,4 +1,4 @@
-"""`factpatch eval` (and `eval merge`, `eval status`) and `factpatch compare`: thin layers over factpatch.evaluation."""
+"""`factpatch eval` (and `eval merge`, `eval status`, `eval curves`) and `factpatch compare`: thin layers over factpatch.evaluation."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ examples:
   factpatch eval --sequential --methods alphaedit,memit,rome --dataset counterfact:cf.json --n 2000 \\
       --batch-size 100 --checkpoint-every 500 --known known_1000.json --out runs/seq
   factpatch eval status runs/seq          (what a run has done and has left; safe beside the run)
+  factpatch eval curves runs/seq-a runs/seq-b --names smollm2,gemma3 --out both.pdf   (runs on one figure)
 """
 
 
@@ -28,7 +29,8 @@ def register(commands) -> None:
         help="measure editing methods on CounterFact / zsRE (resumable, with 95 %% intervals)",
         description="Run each method on each case and write DIR/results.jsonl (one line per case and method, "
         "resumed on rerun), DIR/summary.json|.md|.csv and DIR/summary.png. `eval merge DIR... --out DIR` "
-        "combines shards; `eval status DIR` says what a run has done and has left.",
+        "combines shards; `eval status DIR` says what a run has done and has left; `eval curves DIR... --out FIG` "
+        "draws sequential runs on one figure.",
         epilog=EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -69,7 +71,7 @@ def register(commands) -> None:
     _add_threads(ev)
     add_ray_options(ev)
     ev.set_defaults(func=run_eval)
-    sub = ev.add_subparsers(dest="eval_command", metavar="merge|status")
+    sub = ev.add_subparsers(dest="eval_command", metavar="merge|status|curves")
     merge = sub.add_parser("merge", help="combine result directories (shards, or methods run apart)")
     merge.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     merge.add_argument("--out", dest="merge_out", type=Path, required=True, help="new directory for the merged results")
@@ -79,6 +81,20 @@ def register(commands) -> None:
     status.add_argument("status_dir", type=Path, metavar="DIR")
     status.add_argument("--json", action="store_true", help="the same as one JSON object")
     status.set_defaults(func=run_status)
+    curves = sub.add_parser(
+        "curves", help="sequential runs' curves on one figure: metric against edits, a line style per run",
+        description="Each metric of one or more sequential runs against the number of edits, with 95 %% intervals: "
+        "a method keeps its colour in every run, each run has its own line style. Reads, never writes the runs.")
+    curves.add_argument("curve_dirs", nargs="+", type=Path, metavar="DIR", help="result directories of eval --sequential")
+    curves.add_argument("--out", dest="curves_out", type=Path, required=True, metavar="FIG",
+                        help="the figure: .png, .svg or .pdf")
+    curves.add_argument("--names", default=None, help="comma-separated label per DIR (default: the directory names)")
+    curves.add_argument("--methods", dest="curve_methods", default=None,
+                        help="comma-separated methods to draw (default: each run's own)")
+    curves.add_argument("--csv", dest="curves_csv", type=Path, default=None, metavar="FILE",
+                        help="also write the points (run, method, edits, means and intervals) as CSV")
+    curves.add_argument("--title", default=None)
+    curves.set_defaults(func=run_curves)
 
     cmp = commands.add_parser(
         "compare",
@@ -196,14 +212,13 @@ def _run_sequential(args, methods, overrides, cluster=None) -> int:
         run = run_sequential_ray(lm, args.model, dataset, config, args.out, cluster, args.cache_dir, not args.quiet).run
     else:
         run = run_sequential(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
-    print(_sequential_report(run, config))
+    print(_sequential_report(run, config, dataset.kind))
     return 0
 
 
-def _sequential_report(run, config) -> str:
+def _sequential_report(run, config, kind: str) -> str:
     from ..evaluation.summary import summary_table
 
-    kind = "counterfact" if any("ES" in r["metrics"] for r in run.records) else "zsre"
     lines = [f"{config.n} sequential edits in batches of {config.batch_size}: every edited case scored on the final model",
              "", summary_table(run.summary, kind), ""]
     for method, health in run.final_health.items():
@@ -229,6 +244,22 @@ def run_status(args) -> int:
 
     progress = run_progress(args.status_dir)
     print(json.dumps(progress.to_dict(), indent=2) if args.json else "\n".join(progress_lines(progress)))
+    return 0
+
+
+def run_curves(args) -> int:
+    from ..core.errors import FactpatchError
+    from ..evaluation.curves import figure_format, load_run_curves, plot_runs
+
+    figure_format(args.curves_out)
+    names = args.names.split(",") if args.names else [None] * len(args.curve_dirs)
+    if len(names) != len(args.curve_dirs):
+        raise FactpatchError(f"--names gives {len(names)} names for {len(args.curve_dirs)} directories")
+    methods = [m.strip() for m in args.curve_methods.split(",")] if args.curve_methods else None
+    runs = [load_run_curves(d, name, methods) for d, name in zip(args.curve_dirs, names)]
+    path = plot_runs(runs, args.curves_out, args.curves_csv, args.title)
+    points = sum(1 for run in runs for row in run.rows if row["edits"] > 0)
+    print(f"{path}: {points} checkpoints of {len(runs)} run(s)" + (f"; points in {args.curves_csv}" if args.curves_csv else ""))
     return 0
 
 

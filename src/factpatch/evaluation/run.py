@@ -135,6 +135,20 @@ def check_out_dir(out_dir: Path, description: dict) -> dict:
     return check_identity(out_dir, CONFIG, description, _differences, _with_methods_of_both)
 
 
+def read_config(out_dir: Path) -> dict:
+    """The description the run in `out_dir` was made under (its config.json), or one clear error."""
+    config_path = Path(out_dir) / CONFIG
+    if not config_path.is_file():
+        raise FactpatchError(f"{out_dir} is not a result directory (no {CONFIG})")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError:
+        raise FactpatchError(f"{config_path} is not valid JSON") from None
+    if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict) or "methods" not in config:
+        raise FactpatchError(f"{config_path} is not the configuration of a factpatch eval run")
+    return config
+
+
 def result_store(path: Path) -> RunStore:
     """`results.jsonl`: one JSON line per (case, method), appended and fsynced as each finishes."""
     return RunStore(path, required=("case_id", "method"))
@@ -365,13 +379,7 @@ def merge_runs(dirs: list[Path], out_dir: Path) -> EvalRun:
     for directory in map(Path, dirs):
         if directory.resolve() == out_dir.resolve():
             raise FactpatchError(f"--out {out_dir} is one of the directories being merged")
-        config_path = directory / CONFIG
-        if not config_path.is_file():
-            raise FactpatchError(f"{directory} is not an eval result directory (no {CONFIG})")
-        try:
-            descriptions.append(json.loads(config_path.read_text()))
-        except json.JSONDecodeError:
-            raise FactpatchError(f"{config_path} is not valid JSON") from None
+        descriptions.append(read_config(directory))
         all_records.append(result_store(directory / RESULTS).load())
     first = descriptions[0]
     methods: list[str] = []

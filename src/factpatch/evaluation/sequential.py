@@ -50,14 +50,13 @@ from ..editing.request import EditRequest, conflicting
 from ..editing.stats import CorpusSpec
 from .data import Case, Dataset
 from .health import KnownFacts, perplexity, perplexity_text
-from .metrics import bootstrap_mean
+from .curves import curve_rows, curves_csv, plot_curves, run_title
 from .generation import GenerationSettings, case_generations
 from .run import RESULTS, check_out_dir, score_case
 from .summary import (
     against_unedited,
     against_unedited_lines,
     describe_generation,
-    method_color,
     summarize,
     summary_csv,
     summary_table,
@@ -433,95 +432,7 @@ def write_curves(out_dir: Path, description: dict, records: list[dict] | None = 
     health = health_store(out_dir / HEALTH).load() if health is None else health
     if not records:
         return
-    kind = description["dataset"]["kind"]
-    curves = curve_rows(records, health, kind, description["methods"])
+    curves = curve_rows(records, health, description["dataset"]["kind"], description["methods"])
     write_text_atomic(out_dir / "curves.csv", curves_csv(curves))
     if curves:
-        plot_curves(curves, out_dir / "curves.png", f"{description['model']}: sequential edits, batches of "
-                    f"{description['batch_size']}")
-
-
-CURVE_METRICS = {"counterfact": ("ES", "PS", "NS"), "zsre": ("efficacy", "paraphrase", "specificity")}
-
-
-def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list[str]) -> list[dict]:
-    """One row per (method, checkpoint): each metric's mean and 95 % interval over the cases
-    edited so far, and the health measures."""
-    rows = []
-    baseline = next((h for h in health if h["method"] == "unedited"), None)
-    for method in methods:
-        points = sorted({r["edits"] for r in records if r["method"] == method})
-        for edits in points:
-            chosen = sorted((r for r in records if r["method"] == method and r["edits"] == edits), key=lambda r: r["index"])
-            row = {"method": method, "edits": edits, "cases": len(chosen)}
-            for name in CURVE_METRICS[kind]:
-                values = [r["metrics"][name] for r in chosen if name in r["metrics"]]
-                if values:
-                    estimate = bootstrap_mean(values)
-                    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = estimate.mean, estimate.lo, estimate.hi
-            h = next((h for h in health if h["method"] == method and h["edits"] == edits), None)
-            if h is not None:
-                row["perplexity"] = h["perplexity"]
-                if h.get("known_share") is not None:
-                    row["known_share"] = h["known_share"]
-            rows.append(row)
-    if baseline is not None and rows:
-        for method in [m for m in methods if any(r["method"] == m for r in rows)]:  # methods run so far
-            # before any edit every fact the model knows is still known: the kept share starts at 1
-            rows.append({"method": method, "edits": 0, "cases": 0, "perplexity": baseline["perplexity"],
-                         **({"known_share": 1.0} if baseline.get("known_share") is not None else {})})
-    return sorted(rows, key=lambda r: (methods.index(r["method"]), r["edits"]))
-
-
-def curves_csv(rows: list[dict]) -> str:
-    import csv
-    import io
-
-    present = {k for row in rows for k in row}
-    metrics = [c for m in (*CURVE_METRICS["counterfact"], *CURVE_METRICS["zsre"]) for c in (m, f"{m}_lo", f"{m}_hi")]
-    columns = [c for c in ("method", "edits", "cases", *metrics, "known_share", "perplexity") if c in present]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
-def plot_curves(rows: list[dict], path: Path, title: str) -> None:
-    """The figure people look at: each metric against the number of edits, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..core.cache import atomic_path
-
-    metrics = [m for m in ("ES", "PS", "NS", "efficacy", "paraphrase", "specificity") if any(m in r for r in rows)]
-    panels = metrics + [m for m in ("known_share", "perplexity") if any(m in r for r in rows)]
-    labels = {"known_share": "known facts kept", "perplexity": "perplexity (fixed text)"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    for ax, name in zip(axes[0], panels):
-        for method in methods:
-            points = [r for r in rows if r["method"] == method and name in r]
-            if not points:
-                continue
-            xs = [r["edits"] for r in points]
-            ys = [r[name] for r in points]
-            line, = ax.plot(xs, ys, marker="o", markersize=3, label=method, color=method_color(method))
-            if f"{name}_lo" in points[0]:
-                ax.fill_between(xs, [r[f"{name}_lo"] for r in points], [r[f"{name}_hi"] for r in points],
-                                color=line.get_color(), alpha=0.15, linewidth=0)
-        ax.set_title(labels.get(name, name), fontsize=9)
-        ax.set_xlabel("edits", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if name not in ("perplexity",):
-            ax.set_ylim(-0.02, 1.02)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
-    plt.close(fig)
-
+        plot_curves(curves, out_dir / "curves.png", run_title(description))

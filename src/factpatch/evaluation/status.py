@@ -16,14 +16,13 @@ median pace per case.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import FactpatchError
-from .run import CONFIG, RESULTS, result_store
+from .run import CONFIG, RESULTS, read_config, result_store
 from .sequential import BATCHES, HEALTH, batch_store, case_store, checkpoints_of, health_store
 
 RECENT_BATCHES = 5  # the pace of the last few batches: a run slows as its stack grows (AlphaEdit's K_p)
@@ -81,22 +80,13 @@ class RunProgress:
 def run_progress(out_dir: Path) -> RunProgress:
     """What the run in `out_dir` has done and has left (see the module docstring)."""
     out_dir = Path(out_dir)
-    config_path = out_dir / CONFIG
-    if not config_path.is_file():
-        raise FactpatchError(f"{out_dir} is not a result directory (no config.json)")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError:
-        raise FactpatchError(f"{config_path} is not valid JSON") from None
-    not_a_run = FactpatchError(f"{config_path} is not the configuration of a factpatch eval run")
-    if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict) or "methods" not in config:
-        raise not_a_run
+    config = read_config(out_dir)
     try:
         if config.get("protocol") == "sequential":
             return _sequential_progress(out_dir, config)
         return _single_progress(out_dir, config)
     except (KeyError, TypeError):  # a field the run always writes is missing or of another type
-        raise not_a_run from None
+        raise FactpatchError(f"{out_dir / CONFIG} is not the configuration of a factpatch eval run") from None
 
 
 def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:

@@ -1,0 +1,170 @@
+"""Curves of sequential runs: each metric against the number of edits.
+
+A sequential run writes its own curves (DIR/curves.csv and curves.png) at every checkpoint. To
+compare runs — two models, or a setting against the default — `factpatch eval curves DIR... --out
+FIG` puts several on one figure: a method keeps its colour in every run (`summary.method_color`)
+and each run has its own line style, so "the same method on two models" and "two methods on one
+model" read alike. Every point is a mean over the cases edited so far with its 95 % bootstrap
+interval (shaded), recomputed from the records (results.jsonl, health.jsonl), so an unfinished
+run can be plotted beside the run that writes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.cache import atomic_path, write_text_atomic
+from ..core.errors import FactpatchError
+from .metrics import bootstrap_mean
+from .run import RESULTS, read_config
+from .summary import method_color
+
+CURVE_METRICS = {"counterfact": ("ES", "PS", "NS"), "zsre": ("efficacy", "paraphrase", "specificity")}
+HEALTH_MEASURES = ("known_share", "perplexity")
+PANEL_TITLES = {"known_share": "known facts kept", "perplexity": "perplexity (fixed text)"}
+LINE_STYLES = ("-", "--", ":", "-.")  # one per run on a figure of several
+FIGURE_FORMATS = (".png", ".svg", ".pdf")
+
+
+def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list[str]) -> list[dict]:
+    """One row per (method, checkpoint): each metric's mean and 95 % interval over the cases
+    edited so far, and the health measures."""
+    rows = []
+    baseline = next((h for h in health if h["method"] == "unedited"), None)
+    for method in methods:
+        points = sorted({r["edits"] for r in records if r["method"] == method})
+        for edits in points:
+            chosen = sorted((r for r in records if r["method"] == method and r["edits"] == edits), key=lambda r: r["index"])
+            row = {"method": method, "edits": edits, "cases": len(chosen)}
+            for name in CURVE_METRICS[kind]:
+                values = [r["metrics"][name] for r in chosen if name in r["metrics"]]
+                if values:
+                    estimate = bootstrap_mean(values)
+                    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = estimate.mean, estimate.lo, estimate.hi
+            h = next((h for h in health if h["method"] == method and h["edits"] == edits), None)
+            if h is not None:
+                row["perplexity"] = h["perplexity"]
+                if h.get("known_share") is not None:
+                    row["known_share"] = h["known_share"]
+            rows.append(row)
+    if baseline is not None and rows:
+        for method in [m for m in methods if any(r["method"] == m for r in rows)]:  # methods run so far
+            # before any edit every fact the model knows is still known: the kept share starts at 1
+            rows.append({"method": method, "edits": 0, "cases": 0, "perplexity": baseline["perplexity"],
+                         **({"known_share": 1.0} if baseline.get("known_share") is not None else {})})
+    return sorted(rows, key=lambda r: (methods.index(r["method"]), r["edits"]))
+
+
+def curves_csv(rows: list[dict]) -> str:
+    """The rows as CSV, the columns present in any of them (a `run` column for several runs)."""
+    present = {k for row in rows for k in row}
+    metrics = [c for m in (*CURVE_METRICS["counterfact"], *CURVE_METRICS["zsre"]) for c in (m, f"{m}_lo", f"{m}_hi")]
+    columns = [c for c in ("run", "method", "edits", "cases", *metrics, *HEALTH_MEASURES) if c in present]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def plot_curves(rows: list[dict], path: Path, title: str) -> None:
+    """The figure people look at: each metric against the number of edits, one line per method
+    (per run and method where the rows carry a `run`). The format follows the suffix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    image_format = figure_format(path)
+    metrics = [m for kind in CURVE_METRICS.values() for m in kind if any(m in r for r in rows)]
+    panels = metrics + [m for m in HEALTH_MEASURES if any(m in r for r in rows)]
+    runs = list(dict.fromkeys(r.get("run") for r in rows))
+    lines = list(dict.fromkeys((r.get("run"), r["method"]) for r in rows))
+    # one legend beside the panels (inside one it hides a curve); every panel on the same edits axis
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.6, 3.0), squeeze=False, sharex=True,
+                             layout="constrained")
+    for ax, name in zip(axes[0], panels):
+        for run, method in lines:
+            points = [r for r in rows if r.get("run") == run and r["method"] == method and name in r]
+            if not points:
+                continue
+            xs = [r["edits"] for r in points]
+            label = method if run is None else f"{run}: {method}"
+            ax.plot(xs, [r[name] for r in points], marker="o", markersize=3, label=label, color=method_color(method),
+                    linestyle=LINE_STYLES[runs.index(run) % len(LINE_STYLES)])
+            if f"{name}_lo" in points[0]:
+                ax.fill_between(xs, [r[f"{name}_lo"] for r in points], [r[f"{name}_hi"] for r in points],
+                                color=method_color(method), alpha=0.15, linewidth=0)
+        ax.set_title(PANEL_TITLES.get(name, name), fontsize=9)
+        ax.set_xlabel("edits", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if name != "perplexity":
+            ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_xlim(left=0)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=image_format, dpi=150)
+    plt.close(fig)
+
+
+def figure_format(path: Path) -> str:
+    """The image format a figure's suffix names, or one clear error (before any work is done)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise FactpatchError(f"{path}: a figure is written as {', '.join(FIGURE_FORMATS)}, not {suffix or 'no suffix'!r}")
+    return suffix[1:]
+
+
+def run_title(description: dict) -> str:
+    return f"{description['model']}: sequential edits, batches of {description['batch_size']}"
+
+
+@dataclass(frozen=True)
+class RunCurves:
+    name: str  # the run's label on a figure of several
+    description: dict  # its config.json
+    rows: list[dict]  # curve_rows, each with "run": name
+
+
+def load_run_curves(out_dir: Path, name: str | None = None, methods: list[str] | None = None) -> RunCurves:
+    """The curves of the sequential run in `out_dir` (its methods, or those of `methods` it has),
+    read without writing: safe beside the run."""
+    from .sequential import HEALTH, case_store, health_store  # sequential draws its own curves with this module
+
+    out_dir = Path(out_dir)
+    description = read_config(out_dir)
+    if description.get("protocol") != "sequential":
+        raise FactpatchError(f"{out_dir} holds a single-edit run: curves are drawn from sequential runs (eval --sequential)")
+    chosen = list(description["methods"]) if methods is None else [m for m in methods if m in description["methods"]]
+    if not chosen:
+        raise FactpatchError(f"{out_dir} has none of the methods {', '.join(methods or [])} (it has "
+                             f"{', '.join(description['methods'])})")
+    records = case_store(out_dir / RESULTS).load(repair=False)
+    health = health_store(out_dir / HEALTH).load(repair=False)
+    name = name or out_dir.name
+    rows = [{"run": name, **row} for row in curve_rows(records, health, description["dataset"]["kind"], chosen)]
+    return RunCurves(name, description, rows)
+
+
+def plot_runs(runs: list[RunCurves], path: Path, csv_path: Path | None = None, title: str | None = None) -> Path:
+    """Several runs' curves on one figure (and, with `csv_path`, their rows in one CSV)."""
+    if not runs:
+        raise FactpatchError("eval curves needs at least one result directory")
+    names = [run.name for run in runs]
+    if len(set(names)) < len(names):
+        raise FactpatchError(f"two runs are named alike ({', '.join(names)}): name them with --names")
+    rows = [row for run in runs for row in run.rows]
+    if not any(row["edits"] > 0 for row in rows):
+        raise FactpatchError(f"no checkpoint has been scored yet in {', '.join(names)}")
+    if title is None:
+        title = run_title(runs[0].description) if len(runs) == 1 else "sequential edits: " + ", ".join(names)
+    plot_curves(rows, path, title)
+    if csv_path is not None:
+        write_text_atomic(Path(csv_path), curves_csv(rows))
+    return Path(path)

@@ -1,0 +1,91 @@
+"""`factpatch eval curves`: several sequential runs on one figure, drawn from their records
+without writing to them. (A run's own curves.csv/png are checked in test_sequential.py.)"""
+
+import json
+
+import pytest
+
+from factpatch.cli import main
+from factpatch.core.errors import FactpatchError
+from factpatch.evaluation.curves import load_run_curves, plot_runs
+
+
+def _lines(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _run(tmp_path, name, kind="counterfact", es=(1.0, 0.0, 1.0, 1.0), protocol="sequential"):
+    """A sequential run of 4 edits in batches of 2 with checkpoints at 2 and 4: alphaedit and none."""
+    out = tmp_path / name
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({
+        "protocol": protocol, "model": f"model-{name}", "dataset": {"name": "x", "kind": kind, "n_cases": 8},
+        "methods": ["alphaedit", "none"], "n": 4, "batch_size": 2, "checkpoint_every": 2}))
+    metric = "ES" if kind == "counterfact" else "efficacy"
+    records = []
+    for edits in (2, 4):
+        for i in range(edits):
+            records.append({"method": "alphaedit", "edits": edits, "index": i, "case_id": str(i), "metrics": {metric: es[i]}})
+            records.append({"method": "none", "edits": edits, "index": i, "case_id": str(i), "metrics": {metric: 0.0}})
+    _lines(out / "results.jsonl", records)
+    _lines(out / "health.jsonl", [{"method": "unedited", "edits": 0, "perplexity": 9.0, "known_share": 1.0}]
+           + [{"method": m, "edits": e, "perplexity": 9.0 + e, "known_share": 1 - e / 10} for m in ("alphaedit", "none")
+              for e in (2, 4)])
+    return out
+
+
+def test_two_runs_on_one_figure_with_their_points_in_one_csv(tmp_path):
+    first, second = _run(tmp_path, "a"), _run(tmp_path, "b", es=(0.0, 0.0, 1.0, 0.0))
+    before = {p: p.read_bytes() for d in (first, second) for p in d.iterdir()}
+    runs = [load_run_curves(first, "SmolLM2"), load_run_curves(second, "Gemma", methods=["alphaedit"])]
+    plot_runs(runs, tmp_path / "both.png", tmp_path / "both.csv")
+    assert {p: p.read_bytes() for d in (first, second) for p in d.iterdir()} == before  # the runs are only read
+    assert (tmp_path / "both.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header, *lines = (tmp_path / "both.csv").read_text().splitlines()
+    rows = [dict(zip(header.split(","), line.split(","))) for line in lines]
+    assert header.startswith("run,method,edits,cases,ES,ES_lo,ES_hi")
+    points = {(r["run"], r["method"], r["edits"]): r for r in rows}
+    assert set(points) == {("SmolLM2", m, e) for m in ("alphaedit", "none") for e in ("0", "2", "4")} | {
+        ("Gemma", "alphaedit", e) for e in ("0", "2", "4")}  # the second run drew only the method asked for
+    assert float(points["SmolLM2", "alphaedit", "4"]["ES"]) == 0.75  # the mean over the 4 cases edited so far
+    assert float(points["SmolLM2", "alphaedit", "2"]["ES"]) == 0.5 and float(points["Gemma", "alphaedit", "4"]["ES"]) == 0.25
+    assert float(points["Gemma", "alphaedit", "0"]["known_share"]) == 1.0  # before any edit every known fact is kept
+    assert float(points["Gemma", "alphaedit", "4"]["perplexity"]) == 13.0
+
+
+def test_curves_of_a_zsre_run_and_vector_formats(tmp_path):
+    run = load_run_curves(_run(tmp_path, "z", kind="zsre"))
+    assert run.name == "z" and {r["efficacy"] for r in run.rows if r["method"] == "alphaedit" and r["edits"] == 4} == {0.75}
+    plot_runs([run], tmp_path / "z.svg")
+    assert b"<svg" in (tmp_path / "z.svg").read_bytes()[:500]
+    plot_runs([run], tmp_path / "z.pdf")
+    assert (tmp_path / "z.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_cli_draws_runs_and_refuses_bad_input_in_one_line(tmp_path, capsys):
+    first, second = _run(tmp_path, "a"), _run(tmp_path, "b")
+    assert main(["eval", "curves", str(first), str(second), "--names", "one,two", "--out", str(tmp_path / "f.png"),
+                 "--csv", str(tmp_path / "f.csv")]) == 0
+    assert "f.png: 8 checkpoints of 2 run(s)" in capsys.readouterr().out
+    single = _run(tmp_path, "single", protocol=None)
+    cases = [
+        ([str(first), "--out", str(tmp_path / "f.jpg")], "a figure is written as .png, .svg, .pdf"),
+        ([str(tmp_path / "missing"), "--out", str(tmp_path / "g.png")], "is not a result directory"),
+        ([str(single), "--out", str(tmp_path / "g.png")], "holds a single-edit run"),
+        ([str(first), str(second), "--names", "x", "--out", str(tmp_path / "g.png")], "--names gives 1 names for 2"),
+        ([str(first), str(second), "--names", "x,x", "--out", str(tmp_path / "g.png")], "two runs are named alike"),
+        ([str(first), "--methods", "memit", "--out", str(tmp_path / "g.png")], "has none of the methods memit"),
+    ]
+    for args, message in cases:
+        assert main(["eval", "curves", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("g.*")) and not (tmp_path / "f.jpg").exists()
+
+
+def test_a_run_without_a_scored_checkpoint_has_no_curves(tmp_path):
+    out = _run(tmp_path, "early")
+    (out / "results.jsonl").write_text("")
+    (out / "health.jsonl").write_text("")
+    with pytest.raises(FactpatchError, match="no checkpoint has been scored yet in early"):
+        plot_runs([load_run_curves(out)], tmp_path / "e.png")
