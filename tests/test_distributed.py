@@ -60,8 +60,12 @@ def _lines(directory: Path) -> list[dict]:
     return [json.loads(line) for line in (directory / "results.jsonl").read_text().splitlines()]
 
 
+def _untimed(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in TIMING}
+
+
 def _by_key(records: list[dict]) -> dict:
-    return {(r["case_id"], r["method"]): {k: v for k, v in r.items() if k not in TIMING} for r in records}
+    return {(r["case_id"], r["method"]): _untimed(r) for r in records}
 
 
 def _config(**kw):
@@ -184,8 +188,9 @@ def test_sequential_scoring_on_workers_matches_in_process(local_ray, model_dir, 
                                 RaySettings(workers=2), cache, progress=False)
     assert spread.stats.tasks == 2 + 4  # every edited case at both checkpoints, on the workers
     key = lambda r: (r["method"], r["edits"], r["case_id"])
-    records = lambda d: {key(r): r for r in map(json.loads, (d / "results.jsonl").read_text().splitlines())}
+    records = lambda d: {key(r): _untimed(r) for r in map(json.loads, (d / "results.jsonl").read_text().splitlines())}
     assert records(tmp_path / "ray") == records(tmp_path / "alone")
+    assert all("eval_seconds" in r for r in map(json.loads, (tmp_path / "ray" / "results.jsonl").read_text().splitlines()))
     assert spread.run.summary == alone.summary
 
 

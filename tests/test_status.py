@@ -26,7 +26,8 @@ def sequential_dir(tmp_path):
         "methods": ["alphaedit", "memit"], "n": 6, "batch_size": 2, "checkpoint_every": 4}))
     _lines(out / "batches.jsonl", [{"method": "alphaedit", "batch": 0, "seconds": 10.0},
                                    {"method": "alphaedit", "batch": 1, "seconds": 30.0}])
-    _lines(out / "results.jsonl", [{"method": "alphaedit", "edits": 4, "case_id": str(i), "metrics": {"ES": es, "PS": 0.5, "NS": 1.0}}
+    _lines(out / "results.jsonl", [{"method": "alphaedit", "edits": 4, "case_id": str(i), "index": i,
+                                    "metrics": {"ES": es, "PS": 0.5, "NS": 1.0}}
                                    for i, es in enumerate([1.0, 1.0, 0.0, 1.0])])
     _lines(out / "health.jsonl", [{"method": "unedited", "edits": 0, "perplexity": 9.0, "known_share": 1.0},
                                   {"method": "alphaedit", "edits": 4, "perplexity": 9.5, "known_share": 0.75}])
@@ -44,6 +45,34 @@ def test_sequential_progress_counts_batches_and_checkpoints_and_prices_what_is_l
     text = "\n".join(progress_lines(progress))
     assert "alphaedit: 2/3 batches; 1 of 2 checkpoints scored (4 edits)" in text
     assert "ES/PS/NS 75.0 / 50.0 / 100.0, known facts kept 75.0 %" in text and "rerun the run's command" in text
+    # records written before scorings were timed: what is left to score is counted, its time unknown
+    assert (alpha.cases_to_score, alpha.scoring_seconds_left, memit.cases_to_score) == (6, None, 10)
+    assert "then scoring 6 cases at the checkpoints left: unknown time" in text
+
+
+def test_checkpoints_left_are_priced_at_the_runs_scoring_pace(sequential_dir):
+    """Scoring a case costs the same whichever method edited the model: one pace for the run,
+    the known facts' check after each checkpoint on top; `none` scores each case only once."""
+    config = json.loads((sequential_dir / "config.json").read_text())
+    config["methods"].append("none")
+    (sequential_dir / "config.json").write_text(json.dumps(config))
+    _lines(sequential_dir / "results.jsonl", [
+        *({"method": "alphaedit", "edits": 4, "case_id": str(i), "index": i, "metrics": {"ES": 1.0}, "eval_seconds": 2.0}
+          for i in range(4)),
+        *({"method": "none", "edits": 4, "case_id": str(i), "index": i, "metrics": {"ES": 0.0}, "eval_seconds": 2.0}
+          for i in range(4))])
+    _lines(sequential_dir / "health.jsonl", [
+        {"method": "unedited", "edits": 0, "perplexity": 9.0, "known_share": 1.0, "seconds": 50.0},
+        {"method": "alphaedit", "edits": 4, "perplexity": 9.5, "known_share": 0.75, "seconds": 5.0},
+        {"method": "none", "edits": 4, "perplexity": 9.0, "known_share": 1.0, "seconds": 1.0}])
+    alpha, memit, none = run_progress(sequential_dir).methods
+    assert (alpha.cases_to_score, alpha.scoring_seconds_left) == (6, 6 * 2.0 + 5.0)  # checkpoint 6: every case again
+    assert (memit.cases_to_score, memit.scoring_seconds_left) == (10, 10 * 2.0 + 2 * 5.0)  # 4 and 6
+    assert (none.cases_to_score, none.scoring_seconds_left) == (2, 2 * 2.0 + 1.0)  # only cases 4 and 5 are new
+    config["generation_cases"] = 1  # the final checkpoint also generates texts: no pace for them yet
+    (sequential_dir / "config.json").write_text(json.dumps(config))
+    alpha = run_progress(sequential_dir).methods[0]
+    assert (alpha.cases_to_score, alpha.scoring_seconds_left) == (6, None)
 
 
 def test_status_leaves_a_half_written_last_line_alone(sequential_dir):

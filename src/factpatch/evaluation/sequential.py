@@ -17,6 +17,7 @@ Layout of DIR (everything resumable; a killed run continues from the last comple
                                       these in seconds a batch: the same bits on the same code
     results.jsonl                     one line per (method, checkpoint, case): metrics and raw scores
     health.jsonl                      one line per (method, checkpoint): known facts kept, perplexity
+                                      (and, as each case record, the seconds it took)
     batches.jsonl                     one line per (method, batch): seconds, z steps, null-space ranks
     summary.json|.md|.csv             the final checkpoint, with 95 % bootstrap intervals
     curves.csv, curves.png            every checkpoint, every method
@@ -299,7 +300,10 @@ def run_method(
 
 def edited_case_record(lm, method: str, edits: int, index: int, case: Case, generate: bool,
                        config: SequentialSettings) -> dict:
-    """One edited case scored on the model as it is now (with its generations if `generate`)."""
+    """One edited case scored on the model as it is now (with its generations if `generate`).
+    `eval_seconds` is what scoring it took (as in a single-edit run's records): `factpatch eval status`
+    prices the checkpoints left by it."""
+    started = time.perf_counter()
     metrics, raw = score_case(lm, case)
     record = {"method": method, "edits": edits, "case_id": case.case_id, "index": index, "metrics": metrics,
               "scores": raw}
@@ -308,6 +312,7 @@ def edited_case_record(lm, method: str, edits: int, index: int, case: Case, gene
         record["metrics"]["fluency"] = generated["fluency"]
         record["generation"] = {"prompts": generated["prompts"], "source": generated["source"]}
         record["texts"] = generated["texts"]
+    record["eval_seconds"] = round(time.perf_counter() - started, 3)
     return record
 
 
@@ -343,6 +348,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
         if unedited_records is not None:
             unedited_records[record["case_id"]] = record
     if (method, edits) not in health_done:
+        started = time.perf_counter()
         entry = {"method": method, "edits": edits, "patches": [p.id for p in stack.applied],
                  "perplexity": round(perplexity(lm, ppl_ids), 4)}
         if known is not None:
@@ -351,6 +357,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
             else:
                 kept, total = known.kept(lm, edited_subjects)
             entry.update({"known_kept": kept, "known_total": total, "known_share": kept / total if total else None})
+        entry["seconds"] = round(time.perf_counter() - started, 3)
         health_log.append(entry)
         health_done.add((method, edits))
 

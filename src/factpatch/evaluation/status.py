@@ -8,8 +8,9 @@ writing at that moment is left out, not cut (`core.runstore.RunStore.load(repair
 
 For a sequential run, per method: the batches done of those planned, the checkpoints scored and
 the means over the cases edited so far at the latest of them (with known facts kept and
-perplexity), and what the batches left take at the pace of the last few. The time to score the
-checkpoints left is not in that estimate (it depends on how many cases each one scores). For a
+perplexity), what the batches left take at the pace of the last few, and the case scorings the
+checkpoints left need with their time at the run's scoring pace (each case record says what its
+scoring took; a run whose records predate that has the count without the time). For a
 single-edit run: the records per method against the cases selected, and the time left at the
 median pace per case.
 """
@@ -38,6 +39,8 @@ class MethodProgress:
     checkpoints_planned: tuple[int, ...] = ()
     latest: dict | None = None  # at the latest scored checkpoint: {"edits", metric means, "known_share", "perplexity"}
     seconds_each: float | None = None  # median seconds a batch (last RECENT_BATCHES) or a case
+    cases_to_score: int = 0  # sequential: case scorings the checkpoints left need
+    scoring_seconds_left: float | None = None  # their time (and the health measures') at the run's pace so far
 
     @property
     def complete(self) -> bool:
@@ -114,9 +117,49 @@ def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
             latest.update({k: entry[k] for k in ("known_share", "perplexity") if entry.get(k) is not None})
         recent = [mine[b]["seconds"] for b in sorted(mine)[-RECENT_BATCHES:] if mine[b].get("seconds") is not None]
         pace = statistics.median(recent) if recent else None
-        methods.append(MethodProgress(method, len(mine), planned_batches, scored, checkpoints, latest, pace))
+        left = [e for e in checkpoints if e not in scored]
+        cases, seconds = _scoring_left(method, left, records, health, config)
+        methods.append(MethodProgress(method, len(mine), planned_batches, scored, checkpoints, latest, pace,
+                                      cases, seconds))
     return RunProgress(out_dir, "sequential", config["model"], config["dataset"]["name"], n, batch_size,
                        tuple(methods))
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _scoring_left(method: str, left: list[int], records: list[dict], health: list[dict],
+                  config: dict) -> tuple[int, float | None]:
+    """The case scorings the checkpoints `left` still need, and their time at the run's pace.
+
+    Scoring a case costs the same whichever method edited the model, so the pace is the median over
+    every timed record of the run (records written before scorings were timed have none: then the
+    time is unknown); a case whose texts are generated has a pace of its own. `none` scores each
+    case once, and its known facts are not checked again (sequential._checkpoint)."""
+    mine = [r for r in records if r["method"] == method]
+    timed = [r for r in records if r.get("eval_seconds") is not None]
+    scoring_pace = _median([r["eval_seconds"] for r in timed if "texts" not in r])
+    generation_pace = _median([r["eval_seconds"] for r in timed if "texts" in r])
+    # known facts are checked again after every edited method's checkpoint, never after none's
+    alike = ("none",) if method == "none" else tuple({h["method"] for h in health} - {"none", "unedited"})
+    health_pace = _median([h["seconds"] for h in health if h["method"] in alike and h.get("seconds") is not None]) or 0.0
+    cases = generations = 0
+    scored_once = {r["index"] for r in mine}
+    for edits in left:
+        if method == "none":
+            new = [i for i in range(edits) if i not in scored_once]
+            scored_once.update(new)
+            cases += len(new)
+        else:
+            cases += edits - len({r["index"] for r in mine if r["edits"] == edits})
+    if left and left[-1] == config["n"]:  # the final checkpoint also generates the first cases' texts
+        generations = config.get("generation_cases", 0) - sum(1 for r in mine if r["edits"] == config["n"] and "texts" in r)
+        cases -= max(generations, 0)
+    if scoring_pace is None or (generations > 0 and generation_pace is None):
+        return cases + max(generations, 0), None
+    seconds = cases * scoring_pace + max(generations, 0) * (generation_pace or 0.0) + len(left) * health_pace
+    return cases + max(generations, 0), seconds
 
 
 def _single_progress(out_dir: Path, config: dict) -> RunProgress:
@@ -172,11 +215,15 @@ def progress_lines(progress: RunProgress) -> list[str]:
                 line += f", perplexity {m.latest['perplexity']:.2f}"
         if m.complete:
             line += "; complete"
-        elif m.done < m.planned:
-            pace = "" if m.seconds_each is None else f" at {m.seconds_each:.0f} s a batch"
-            line += f"; batches left: {_duration(m.seconds_left)}{pace}, then the checkpoints' scoring"
         else:
-            line += "; every batch written, checkpoints left to score"
+            if m.done < m.planned:
+                pace = "" if m.seconds_each is None else f" at {m.seconds_each:.0f} s a batch"
+                line += f"; batches left: {_duration(m.seconds_left)}{pace}, then"
+            else:
+                line += "; every batch written;"
+            scoring = ("unknown time (no scoring of this run was timed yet)" if m.scoring_seconds_left is None
+                       else _duration(m.scoring_seconds_left))
+            line += f" scoring {m.cases_to_score:,} cases at the checkpoints left: {scoring}"
         lines.append(line)
     lines.append("complete: the summaries are final" if progress.complete
                  else "rerun the run's command to continue it (it resumes where it stopped)")
