@@ -84,12 +84,13 @@ def run_progress(out_dir: Path) -> RunProgress:
     """What the run in `out_dir` has done and has left (see the module docstring)."""
     out_dir = Path(out_dir)
     config = read_config(out_dir)
-    try:
-        if config.get("protocol") == "sequential":
-            return _sequential_progress(out_dir, config)
-        return _single_progress(out_dir, config)
-    except (KeyError, TypeError):  # a field the run always writes is missing or of another type
-        raise FactpatchError(f"{out_dir / CONFIG} is not the configuration of a factpatch eval run") from None
+    sequential = config.get("protocol") == "sequential"
+    # the fields every run writes, checked here so that a missing one is this one line, not a traceback
+    needed = {"model": str, "methods": list, **({"n": int, "batch_size": int} if sequential else {})}
+    if (any(not isinstance(config.get(key), kind) for key, kind in needed.items())
+            or not isinstance(config["dataset"].get("name"), str)):
+        raise FactpatchError(f"{out_dir / CONFIG} is not the configuration of a factpatch eval run")
+    return _sequential_progress(out_dir, config) if sequential else _single_progress(out_dir, config)
 
 
 def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
