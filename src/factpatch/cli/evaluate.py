@@ -83,13 +83,13 @@ def register(commands) -> None:
     status.set_defaults(func=run_status)
     curves = sub.add_parser(
         "curves", help="sequential runs' curves on one figure: metric against edits, a line style per run",
-        description="Each metric of one or more sequential runs against the number of edits, with 95 %% intervals: "
+        description="Each metric of one or more sequential runs against the number of edits, with 95 % intervals: "
         "a method keeps its colour in every run, each run has its own line style. Reads, never writes the runs.")
     curves.add_argument("curve_dirs", nargs="+", type=Path, metavar="DIR", help="result directories of eval --sequential")
     curves.add_argument("--out", dest="curves_out", type=Path, required=True, metavar="FIG",
                         help="the figure: .png, .svg or .pdf")
-    curves.add_argument("--names", default=None, help="comma-separated label per DIR (default: the directory names)")
-    curves.add_argument("--methods", dest="curve_methods", default=None,
+    curves.add_argument("--names", default=None, metavar="A,B", help="comma-separated label per DIR (default: the directory names)")
+    curves.add_argument("--methods", dest="curve_methods", default=None, metavar="M,M",
                         help="comma-separated methods to draw (default: each run's own)")
     curves.add_argument("--csv", dest="curves_csv", type=Path, default=None, metavar="FILE",
                         help="also write the points (run, method, edits, means and intervals) as CSV")
