@@ -106,7 +106,11 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
         if name != "perplexity":
             ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_xlim(left=0)
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    legend = {}  # every line once, from whichever panel has it (a zsRE run has no ES panel line)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=7)
     fig.suptitle(title, fontsize=9)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=image_format, dpi=150)
