@@ -168,7 +168,8 @@ def plot_runs(runs: list[RunCurves], path: Path, csv_path: Path | None = None, t
         raise FactpatchError(f"no checkpoint has been scored yet in {', '.join(names)}")
     if title is None:
         title = run_title(runs[0].description) if len(runs) == 1 else "sequential edits: " + ", ".join(names)
-    plot_curves(rows, path, title)
+    # one run: its lines are named by method alone, as in the run's own curves.png
+    plot_curves(rows if len(runs) > 1 else [{k: v for k, v in r.items() if k != "run"} for r in rows], path, title)
     if csv_path is not None:
         write_text_atomic(Path(csv_path), curves_csv(rows))
     return Path(path)
