@@ -4,7 +4,7 @@ A sequential run writes its own curves (DIR/curves.csv and curves.png) at every 
 compare runs — two models, or a setting against the default — `factpatch eval curves DIR... --out
 FIG` puts several on one figure: a method keeps its colour in every run (`summary.method_color`)
 and each run has its own line style, so "the same method on two models" and "two methods on one
-model" read alike. Every point is a mean over the cases edited so far with its 95 % bootstrap
+model" read alike; runs that all draw one method (settings compared) get a colour each. Every point is a mean over the cases edited so far with its 95 % bootstrap
 interval (shaded), recomputed from the records (results.jsonl, health.jsonl), so an unfinished
 run can be plotted beside the run that writes it.
 """
@@ -85,6 +85,11 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     panels = metrics + [m for m in HEALTH_MEASURES if any(m in r for r in rows)]
     runs = list(dict.fromkeys(r.get("run") for r in rows))
     lines = list(dict.fromkeys((r.get("run"), r["method"]) for r in rows))
+    # runs of one method (settings compared): a colour per run; otherwise a colour per method
+    by_run = len(runs) > 1 and len({method for _, method in lines}) == 1
+
+    def colour(run, method):
+        return f"C{runs.index(run) % 10}" if by_run else method_color(method)
     # one legend beside the panels (inside one it hides a curve); every panel on the same edits axis
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.6, 3.0), squeeze=False, sharex=True,
                              layout="constrained")
@@ -95,11 +100,11 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
                 continue
             xs = [r["edits"] for r in points]
             label = method if run is None else f"{run}: {method}"
-            ax.plot(xs, [r[name] for r in points], marker="o", markersize=3, label=label, color=method_color(method),
+            ax.plot(xs, [r[name] for r in points], marker="o", markersize=3, label=label, color=colour(run, method),
                     linestyle=LINE_STYLES[runs.index(run) % len(LINE_STYLES)])
             if f"{name}_lo" in points[0]:
                 ax.fill_between(xs, [r[f"{name}_lo"] for r in points], [r[f"{name}_hi"] for r in points],
-                                color=method_color(method), alpha=0.15, linewidth=0)
+                                color=colour(run, method), alpha=0.15, linewidth=0)
         ax.set_title(PANEL_TITLES.get(name, name), fontsize=9)
         ax.set_xlabel("edits", fontsize=8)
         ax.tick_params(labelsize=7)
