@@ -53,6 +53,14 @@ def test_two_runs_on_one_figure_with_their_points_in_one_csv(tmp_path):
     assert float(points["Gemma", "alphaedit", "4"]["perplexity"]) == 13.0
 
 
+def test_curves_over_a_fixed_set_of_cases(tmp_path):
+    """How the first edits hold as later batches land: the means over cases 0-1 only."""
+    run = load_run_curves(_run(tmp_path, "a"), cases=range(0, 2))
+    edited = {r["edits"]: r for r in run.rows if r["method"] == "alphaedit" and r["edits"] > 0}
+    assert {e: (r["cases"], r["ES"]) for e, r in edited.items()} == {2: (2, 0.5), 4: (2, 0.5)}
+    assert load_run_curves(tmp_path / "a", cases=range(2, 4)).rows[1]["edits"] == 4  # cases 2-3 exist only from 4 edits
+
+
 def test_curves_of_a_zsre_run_and_vector_formats(tmp_path):
     run = load_run_curves(_run(tmp_path, "z", kind="zsre"))
     assert run.name == "z" and {r["efficacy"] for r in run.rows if r["method"] == "alphaedit" and r["edits"] == 4} == {0.75}
@@ -75,6 +83,7 @@ def test_cli_draws_runs_and_refuses_bad_input_in_one_line(tmp_path, capsys):
         ([str(first), str(second), "--names", "x", "--out", str(tmp_path / "g.png")], "--names gives 1 names for 2"),
         ([str(first), str(second), "--names", "x,x", "--out", str(tmp_path / "g.png")], "two runs are named alike"),
         ([str(first), "--methods", "memit", "--out", str(tmp_path / "g.png")], "has none of the methods memit"),
+        ([str(first), "--cases", "9-3", "--out", str(tmp_path / "g.png")], "--cases takes A-B"),
     ]
     for args, message in cases:
         assert main(["eval", "curves", *args]) == 2

@@ -91,6 +91,9 @@ def register(commands) -> None:
     curves.add_argument("--names", default=None, metavar="A,B", help="comma-separated label per DIR (default: the directory names)")
     curves.add_argument("--methods", dest="curve_methods", default=None, metavar="M,M",
                         help="comma-separated methods to draw (default: each run's own)")
+    curves.add_argument("--cases", dest="curve_cases", default=None, metavar="A-B",
+                        help="means over the cases at positions A to B only (e.g. 0-499: how the first 500 edits "
+                        "hold as later batches land)")
     curves.add_argument("--csv", dest="curves_csv", type=Path, default=None, metavar="FILE",
                         help="also write the points (run, method, edits, means and intervals) as CSV")
     curves.add_argument("--title", default=None)
@@ -249,14 +252,15 @@ def run_status(args) -> int:
 
 def run_curves(args) -> int:
     from ..core.errors import FactpatchError
-    from ..evaluation.curves import figure_format, load_run_curves, plot_runs
+    from ..evaluation.curves import case_range, figure_format, load_run_curves, plot_runs
 
     figure_format(args.curves_out)
+    cases = case_range(args.curve_cases) if args.curve_cases else None
     names = args.names.split(",") if args.names else [None] * len(args.curve_dirs)
     if len(names) != len(args.curve_dirs):
         raise FactpatchError(f"--names gives {len(names)} names for {len(args.curve_dirs)} directories")
     methods = [m.strip() for m in args.curve_methods.split(",")] if args.curve_methods else None
-    runs = [load_run_curves(d, name, methods) for d, name in zip(args.curve_dirs, names)]
+    runs = [load_run_curves(d, name, methods, cases) for d, name in zip(args.curve_dirs, names)]
     path = plot_runs(runs, args.curves_out, args.curves_csv, args.title)
     points = sum(1 for run in runs for row in run.rows if row["edits"] > 0)
     print(f"{path}: {points} checkpoints of {len(runs)} run(s)" + (f"; points in {args.curves_csv}" if args.curves_csv else ""))

@@ -139,11 +139,26 @@ class RunCurves:
     name: str  # the run's label on a figure of several
     description: dict  # its config.json
     rows: list[dict]  # curve_rows, each with "run": name
+    cases: range | None = None  # the positions the means are over (None: every case edited so far)
 
 
-def load_run_curves(out_dir: Path, name: str | None = None, methods: list[str] | None = None) -> RunCurves:
+def case_range(text: str) -> range:
+    """"A-B": the cases at positions A to B of a run (both included), as `--cases` names them."""
+    first, sep, last = text.partition("-")
+    try:
+        cases = range(int(first), int(last) + 1) if sep else range(int(first), int(first) + 1)
+    except ValueError:
+        cases = range(0)
+    if not cases or cases.start < 0:
+        raise FactpatchError(f"--cases takes A-B, the first and last position of the cases to draw (0-499), not {text!r}")
+    return cases
+
+
+def load_run_curves(out_dir: Path, name: str | None = None, methods: list[str] | None = None,
+                    cases: range | None = None) -> RunCurves:
     """The curves of the sequential run in `out_dir` (its methods, or those of `methods` it has),
-    read without writing: safe beside the run."""
+    read without writing: safe beside the run. With `cases`, the means are over the cases at those
+    positions only — how a fixed set of edits holds as later batches land."""
     from .sequential import HEALTH, case_store, health_store  # sequential draws its own curves with this module
 
     out_dir = Path(out_dir)
@@ -155,10 +170,12 @@ def load_run_curves(out_dir: Path, name: str | None = None, methods: list[str] |
         raise FactpatchError(f"{out_dir} has none of the methods {', '.join(methods or [])} (it has "
                              f"{', '.join(description['methods'])})")
     records = case_store(out_dir / RESULTS).load(repair=False)
+    if cases is not None:
+        records = [r for r in records if r["index"] in cases]
     health = health_store(out_dir / HEALTH).load(repair=False)
     name = name or out_dir.name
     rows = [{"run": name, **row} for row in curve_rows(records, health, description["dataset"]["kind"], chosen)]
-    return RunCurves(name, description, rows)
+    return RunCurves(name, description, rows, cases)
 
 
 def plot_runs(runs: list[RunCurves], path: Path, csv_path: Path | None = None, title: str | None = None) -> Path:
@@ -173,6 +190,8 @@ def plot_runs(runs: list[RunCurves], path: Path, csv_path: Path | None = None, t
         raise FactpatchError(f"no checkpoint has been scored yet in {', '.join(names)}")
     if title is None:
         title = run_title(runs[0].description) if len(runs) == 1 else "sequential edits: " + ", ".join(names)
+        if len({run.cases for run in runs}) == 1 and runs[0].cases is not None:
+            title += f"; cases {runs[0].cases.start}–{runs[0].cases.stop - 1} only"
     # one run: its lines are named by method alone, as in the run's own curves.png
     plot_curves(rows if len(runs) > 1 else [{k: v for k, v in r.items() if k != "run"} for r in rows], path, title)
     if csv_path is not None:
