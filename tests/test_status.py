@@ -71,8 +71,15 @@ def test_checkpoints_left_are_priced_at_the_runs_scoring_pace(sequential_dir):
     assert (none.cases_to_score, none.scoring_seconds_left) == (2, 2 * 2.0 + 1.0)  # only cases 4 and 5 are new
     config["generation_cases"] = 1  # the final checkpoint also generates texts: no pace for them yet
     (sequential_dir / "config.json").write_text(json.dumps(config))
-    alpha = run_progress(sequential_dir).methods[0]
+    alpha, _, none = run_progress(sequential_dir).methods
     assert (alpha.cases_to_score, alpha.scoring_seconds_left) == (6, None)
+    assert (none.cases_to_score, none.scoring_seconds_left) == (3, None)  # none generates case 0's texts anew
+    with open(sequential_dir / "results.jsonl", "a") as handle:  # a generation timed: its own pace
+        handle.write(json.dumps({"method": "memit", "edits": 6, "case_id": "0", "index": 0, "metrics": {"ES": 1.0},
+                                 "texts": ["..."], "eval_seconds": 10.0}) + "\n")
+    _, memit, none = run_progress(sequential_dir).methods
+    assert (memit.cases_to_score, memit.scoring_seconds_left) == (9, 9 * 2.0 + 2 * 5.0)
+    assert (none.cases_to_score, none.scoring_seconds_left) == (3, 2 * 2.0 + 10.0 + 1.0)
 
 
 def test_status_leaves_a_half_written_last_line_alone(sequential_dir):

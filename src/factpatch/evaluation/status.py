@@ -145,22 +145,24 @@ def _scoring_left(method: str, left: list[int], records: list[dict], health: lis
     # known facts are checked again after every edited method's checkpoint, never after none's
     alike = ("none",) if method == "none" else tuple({h["method"] for h in health} - {"none", "unedited"})
     health_pace = _median([h["seconds"] for h in health if h["method"] in alike and h.get("seconds") is not None]) or 0.0
-    cases = generations = 0
+    n = config["n"]
+    generate = set()  # cases whose texts the final checkpoint still has to generate
+    if left and left[-1] == n:
+        have_texts = {r["index"] for r in mine if r["edits"] == n and "texts" in r}
+        generate = set(range(min(config.get("generation_cases", 0), n))) - have_texts
+    plain = 0
     scored_once = {r["index"] for r in mine}
     for edits in left:
-        if method == "none":
-            new = [i for i in range(edits) if i not in scored_once]
-            scored_once.update(new)
-            cases += len(new)
+        if method == "none":  # a case scored at an earlier checkpoint is recorded again, not scored
+            todo = set(range(edits)) - scored_once
+            scored_once |= todo
         else:
-            cases += edits - len({r["index"] for r in mine if r["edits"] == edits})
-    if left and left[-1] == config["n"]:  # the final checkpoint also generates the first cases' texts
-        generations = config.get("generation_cases", 0) - sum(1 for r in mine if r["edits"] == config["n"] and "texts" in r)
-        cases -= max(generations, 0)
-    if scoring_pace is None or (generations > 0 and generation_pace is None):
-        return cases + max(generations, 0), None
-    seconds = cases * scoring_pace + max(generations, 0) * (generation_pace or 0.0) + len(left) * health_pace
-    return cases + max(generations, 0), seconds
+            todo = set(range(edits)) - {r["index"] for r in mine if r["edits"] == edits}
+        plain += len(todo - generate) if edits == n else len(todo)
+    cases = plain + len(generate)
+    if scoring_pace is None or (generate and generation_pace is None):
+        return cases, None
+    return cases, plain * scoring_pace + len(generate) * (generation_pace or 0.0) + len(left) * health_pace
 
 
 def _single_progress(out_dir: Path, config: dict) -> RunProgress:
