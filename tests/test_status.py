@@ -69,15 +69,18 @@ def test_checkpoints_left_are_priced_at_the_runs_scoring_pace(sequential_dir):
     assert (alpha.cases_to_score, alpha.scoring_seconds_left) == (6, 6 * 2.0 + 5.0)  # checkpoint 6: every case again
     assert (memit.cases_to_score, memit.scoring_seconds_left) == (10, 10 * 2.0 + 2 * 5.0)  # 4 and 6
     assert (none.cases_to_score, none.scoring_seconds_left) == (2, 2 * 2.0 + 1.0)  # only cases 4 and 5 are new
-    config["generation_cases"] = 1  # the final checkpoint also generates texts: no pace for them yet
-    (sequential_dir / "config.json").write_text(json.dumps(config))
-    alpha, _, none = run_progress(sequential_dir).methods
-    assert (alpha.cases_to_score, alpha.scoring_seconds_left) == (6, None)
-    assert (none.cases_to_score, none.scoring_seconds_left) == (3, None)  # none generates case 0's texts anew
+    config["generation_cases"] = 1  # the final checkpoint also generates texts: no pace for them yet,
+    (sequential_dir / "config.json").write_text(json.dumps(config))  # so the time leaves them out and says so
+    progress = run_progress(sequential_dir)
+    alpha, _, none = progress.methods
+    assert (alpha.cases_to_score, alpha.scoring_seconds_left, alpha.untimed_generations) == (6, 5 * 2.0 + 5.0, 1)
+    assert (none.cases_to_score, none.scoring_seconds_left, none.untimed_generations) == (3, 2 * 2.0 + 1.0, 1)  # none generates case 0's texts anew
+    assert "scoring 6 cases at the checkpoints left: 0 min, plus 1 cases' texts, whose generation this run has not timed" in "\n".join(progress_lines(progress))
     with open(sequential_dir / "results.jsonl", "a") as handle:  # a generation timed: its own pace
         handle.write(json.dumps({"method": "memit", "edits": 6, "case_id": "0", "index": 0, "metrics": {"ES": 1.0},
                                  "texts": ["..."], "eval_seconds": 10.0}) + "\n")
     _, memit, none = run_progress(sequential_dir).methods
+    assert memit.untimed_generations == none.untimed_generations == 0
     assert (memit.cases_to_score, memit.scoring_seconds_left) == (9, 9 * 2.0 + 2 * 5.0)
     assert (none.cases_to_score, none.scoring_seconds_left) == (3, 2 * 2.0 + 10.0 + 1.0)
 

@@ -41,6 +41,7 @@ class MethodProgress:
     seconds_each: float | None = None  # median seconds a batch (last RECENT_BATCHES) or a case
     cases_to_score: int = 0  # sequential: case scorings the checkpoints left need
     scoring_seconds_left: float | None = None  # their time (and the health measures') at the run's pace so far
+    untimed_generations: int = 0  # of those, cases whose texts are generated at a pace not timed yet (not in the time)
 
     @property
     def complete(self) -> bool:
@@ -119,9 +120,9 @@ def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
         recent = [mine[b]["seconds"] for b in sorted(mine)[-RECENT_BATCHES:] if mine[b].get("seconds") is not None]
         pace = statistics.median(recent) if recent else None
         left = [e for e in checkpoints if e not in scored]
-        cases, seconds = _scoring_left(method, left, records, health, config)
+        cases, seconds, untimed = _scoring_left(method, left, records, health, config)
         methods.append(MethodProgress(method, len(mine), planned_batches, scored, checkpoints, latest, pace,
-                                      cases, seconds))
+                                      cases, seconds, untimed))
     return RunProgress(out_dir, "sequential", config["model"], config["dataset"]["name"], n, batch_size,
                        tuple(methods))
 
@@ -131,8 +132,9 @@ def _median(values: list[float]) -> float | None:
 
 
 def _scoring_left(method: str, left: list[int], records: list[dict], health: list[dict],
-                  config: dict) -> tuple[int, float | None]:
-    """The case scorings the checkpoints `left` still need, and their time at the run's pace.
+                  config: dict) -> tuple[int, float | None, int]:
+    """The case scorings the checkpoints `left` still need, their time at the run's pace, and how
+    many of them generate texts at a pace no record has timed yet (left out of the time).
 
     Scoring a case costs the same whichever method edited the model, so the pace is the median over
     every timed record of the run (records written before scorings were timed have none: then the
@@ -160,9 +162,10 @@ def _scoring_left(method: str, left: list[int], records: list[dict], health: lis
             todo = set(range(edits)) - {r["index"] for r in mine if r["edits"] == edits}
         plain += len(todo - generate) if edits == n else len(todo)
     cases = plain + len(generate)
-    if scoring_pace is None or (generate and generation_pace is None):
-        return cases, None
-    return cases, plain * scoring_pace + len(generate) * (generation_pace or 0.0) + len(left) * health_pace
+    if scoring_pace is None:
+        return cases, None, 0
+    untimed = len(generate) if generation_pace is None else 0
+    return cases, plain * scoring_pace + (len(generate) - untimed) * (generation_pace or 0.0) + len(left) * health_pace, untimed
 
 
 def _single_progress(out_dir: Path, config: dict) -> RunProgress:
@@ -226,6 +229,8 @@ def progress_lines(progress: RunProgress) -> list[str]:
                 line += "; every batch written;"
             scoring = ("unknown time (no scoring of this run was timed yet)" if m.scoring_seconds_left is None
                        else _duration(m.scoring_seconds_left))
+            if m.untimed_generations:
+                scoring += f", plus {m.untimed_generations:,} cases' texts, whose generation this run has not timed yet"
             line += f" scoring {m.cases_to_score:,} cases at the checkpoints left: {scoring}"
         lines.append(line)
     lines.append("complete: the summaries are final" if progress.complete
