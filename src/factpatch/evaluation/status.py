@@ -164,8 +164,10 @@ def _scoring_left(method: str, left: list[int], records: list[dict], health: lis
     cases = plain + len(generate)
     if scoring_pace is None:
         return cases, None, 0
-    untimed = len(generate) if generation_pace is None else 0
-    return cases, plain * scoring_pace + (len(generate) - untimed) * (generation_pace or 0.0) + len(left) * health_pace, untimed
+    seconds = plain * scoring_pace + len(left) * health_pace
+    if generation_pace is None:
+        return cases, seconds, len(generate)
+    return cases, seconds + len(generate) * generation_pace, 0
 
 
 def _single_progress(out_dir: Path, config: dict) -> RunProgress:
