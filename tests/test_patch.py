@@ -69,6 +69,29 @@ def test_revert_one_equals_applying_the_others(fresh_tiny):
     assert [p.id for p in stack.applied] == [patches[0].id, patches[2].id]
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])  # gpt2: Conv1D, the delta stored transposed
+def test_relative_change_is_the_stack_s_distance_from_the_original_weights(fresh_tiny, family):
+    lm = fresh_tiny(family)
+    stack = PatchStack(lm)
+    assert stack.relative_change() == {}  # nothing applied, nothing moved
+    first, second, elsewhere = _rank_one(lm, 1, 0), _rank_one(lm, 1, 1), _rank_one(lm, 2, 2)
+    name = first.deltas[0].param
+    original = lm.model.get_parameter(name).detach().clone().double()
+    for patch in (first, second, elsewhere):
+        stack.apply(patch)
+    together = first.deltas[0].tensor().double() + second.deltas[0].tensor().double()
+    change = stack.relative_change()
+    assert set(change) == {name, elsewhere.deltas[0].param}
+    # the two patches on one matrix count together, not each on its own
+    assert change[name] == pytest.approx(float(together.norm() / original.norm()), rel=1e-5)
+    assert change[name] != pytest.approx(float(first.deltas[0].tensor().double().norm() / original.norm()), rel=1e-3)
+    stack.revert(second.id)
+    assert stack.relative_change()[name] == pytest.approx(
+        float(first.deltas[0].tensor().double().norm() / original.norm()), rel=1e-5)
+    stack.revert()
+    assert stack.relative_change() == {}
+
+
 def test_context_manager_reverts_even_on_error(fresh_tiny):
     lm = fresh_tiny("gemma3")
     original = _snapshot(lm)

@@ -68,6 +68,17 @@ def test_sequential_run_scores_every_case_at_every_checkpoint(fresh_tiny, tmp_pa
     assert [(b["method"], b["batch"], b["edits"]) for b in batches] == [
         ("memit", 0, 2), ("memit", 1, 2), ("rome", 0, 2), ("rome", 1, 2)]
     assert all(b["seconds"] > 0 for b in batches)
+    # each batch record says how far the stack so far has moved every matrix it edited: recomputed here
+    for record in batches:
+        patches = [load_patch(p) for p in sorted((tmp_path / "out" / record["method"] / "patches").glob("*.safetensors"))]
+        with applied(lm, patches[: record["batch"] + 1]) as stack:
+            expected = stack.relative_change()
+        assert set(record["weight_change"]) == set(expected) and expected
+        assert all(record["weight_change"][k] == pytest.approx(v, abs=2e-6) and v > 0 for k, v in expected.items())
+    rows = [dict(zip(header, line.split(","))) for line in curves[1:]]
+    memit_rows = {int(r["edits"]): float(r["weight_change"]) for r in rows if r["method"] == "memit"}
+    last_memit = [b for b in batches if b["method"] == "memit"][-1]
+    assert memit_rows[0] == 0.0 and memit_rows[4] == pytest.approx(max(last_memit["weight_change"].values()), rel=1e-4)
 
 
 def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path):
@@ -290,3 +301,36 @@ def test_sequential_zsre_run_scores_its_own_metrics_and_curves(fresh_tiny, tmp_p
     assert {r["method"] for r in rows} == {"alphaedit", "none"}
     assert "ES" not in header and all(r["efficacy"] != "" for r in rows if r["edits"] != "0")
     assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
+
+
+def test_weight_change_of_an_older_run_is_filled_in_from_its_patches(fresh_tiny, tmp_path):
+    """scripts/weight_change.py: batch records written before they carried weight_change get the
+    numbers the run itself would have written, and the curves gain the panel's column."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "weight_change", Path(__file__).resolve().parents[1] / "scripts" / "weight_change.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    lm = fresh_tiny("llama")
+    out = tmp_path / "out"
+    run_sequential(lm, load_dataset("builtin"), _config(["memit", "none"]), out, tmp_path, progress=False)
+    written = (out / "batches.jsonl").read_text()
+    old = [json.loads(line) for line in written.splitlines()]
+    assert all("weight_change" in r for r in old if r["method"] == "memit")
+    assert not any("weight_change" in r for r in old if r["method"] == "none")  # nothing edited, nothing moved
+    (out / "batches.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "weight_change"}) + "\n"
+                                               for r in old))
+    run_sequential(lm, load_dataset("builtin"), _config(["memit", "none"]), out, tmp_path, progress=False)
+    assert "weight_change" not in (out / "curves.csv").read_text().splitlines()[0]
+    assert script.fill_in(out, None, lm) == 2
+    filled = [json.loads(line) for line in (out / "batches.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in filled] == [r["batch"] for r in old]
+    for new, recorded in zip(filled, old):
+        assert set(new) == set(recorded)
+        for name, value in recorded.get("weight_change", {}).items():
+            assert new["weight_change"][name] == pytest.approx(value, abs=2e-6)
+    assert "weight_change" in (out / "curves.csv").read_text().splitlines()[0]
+    assert script.fill_in(out, None, lm) == 0  # nothing left to fill: the file is not rewritten
+

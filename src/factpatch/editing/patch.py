@@ -252,6 +252,12 @@ def _parameter(lm: LoadedModel, name: str) -> torch.nn.Parameter:
         raise FactpatchError(f"patch touches {name!r}, which this model does not have") from exc
 
 
+def relative_change(original: torch.Tensor, current: torch.Tensor) -> float:
+    """‖W − W₀‖_F / ‖W₀‖_F, in float64 so that a change of one part in 10⁷ is not rounding."""
+    original, current = original.double(), current.double()
+    return float(torch.linalg.norm(current - original) / torch.linalg.norm(original))
+
+
 class PatchStack:
     """Patches applied to one model, in order, with the original bits of every touched weight."""
 
@@ -289,6 +295,13 @@ class PatchStack:
                 if delta.param not in self.originals:
                     self.originals[delta.param] = param.detach().clone()
                 param.add_(delta.tensor().to(param.device, param.dtype))
+
+    def relative_change(self) -> dict[str, float]:
+        """‖W − W₀‖_F / ‖W₀‖_F of every weight the stack touches: how far the applied patches
+        together have moved each matrix from its original (the norm growth that Liu et al. 2026,
+        "Norm Anchors Make Model Edits Last", find before a sequential run collapses)."""
+        return {name: relative_change(original, _parameter(self.lm, name).detach())
+                for name, original in self.originals.items()}
 
     def revert(self, patch_id: str | None = None) -> list[Patch]:
         """Revert one patch (by id or id prefix) or, with None, all of them. Returns what was removed."""

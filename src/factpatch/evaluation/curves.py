@@ -23,16 +23,21 @@ from .run import RESULTS, read_config
 from .summary import method_color
 
 CURVE_METRICS = {"counterfact": ("ES", "PS", "NS"), "zsre": ("efficacy", "paraphrase", "specificity")}
-HEALTH_MEASURES = ("known_share", "perplexity")
-PANEL_TITLES = {"known_share": "known facts kept", "perplexity": "perplexity (fixed text)"}
+HEALTH_MEASURES = ("known_share", "perplexity", "weight_change")
+PANEL_TITLES = {"known_share": "known facts kept", "perplexity": "perplexity (fixed text)",
+                "weight_change": "edited weights: largest ‖W−W₀‖/‖W₀‖"}
+UNBOUNDED = ("perplexity", "weight_change")  # panels not drawn on the 0–1 scale of the shares
 LINE_STYLES = ("-", "--", ":", "-.")  # one per run on a figure of several
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
 
-def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list[str]) -> list[dict]:
+def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list[str],
+               batches: list[dict] | None = None) -> list[dict]:
     """One row per (method, checkpoint): each metric's mean and 95 % interval over the cases
-    edited so far, and the health measures."""
+    edited so far, the health measures, and (from `batches`, the batch records) how far the
+    stack has moved the edited matrix that moved most."""
     rows = []
+    change = weight_change_by_edits(batches or [])
     baseline = next((h for h in health if h["method"] == "unedited"), None)
     for method in methods:
         points = sorted({r["edits"] for r in records if r["method"] == method})
@@ -49,13 +54,28 @@ def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list
                 row["perplexity"] = h["perplexity"]
                 if h.get("known_share") is not None:
                     row["known_share"] = h["known_share"]
+            if (method, edits) in change:
+                row["weight_change"] = change[method, edits]
             rows.append(row)
     if baseline is not None and rows:
         for method in [m for m in methods if any(r["method"] == m for r in rows)]:  # methods run so far
             # before any edit every fact the model knows is still known: the kept share starts at 1
             rows.append({"method": method, "edits": 0, "cases": 0, "perplexity": baseline["perplexity"],
-                         **({"known_share": 1.0} if baseline.get("known_share") is not None else {})})
+                         **({"known_share": 1.0} if baseline.get("known_share") is not None else {}),
+                         **({"weight_change": 0.0} if any(m == method for m, _ in change) else {})})
     return sorted(rows, key=lambda r: (methods.index(r["method"]), r["edits"]))
+
+
+def weight_change_by_edits(batches: list[dict]) -> dict[tuple[str, int], float]:
+    """(method, edits so far) -> the largest ‖W−W₀‖/‖W₀‖ over the matrices its stack has edited,
+    from the batch records that carry it (runs before 2026-12-02 do not)."""
+    change, edits = {}, {}
+    for record in sorted(batches, key=lambda r: (r["method"], r["batch"])):
+        method = record["method"]
+        edits[method] = edits.get(method, 0) + record["edits"]
+        if record.get("weight_change"):
+            change[method, edits[method]] = max(record["weight_change"].values())
+    return change
 
 
 def curves_csv(rows: list[dict]) -> str:
@@ -108,7 +128,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
         ax.set_title(PANEL_TITLES.get(name, name), fontsize=9)
         ax.set_xlabel("edits", fontsize=8)
         ax.tick_params(labelsize=7)
-        if name != "perplexity":
+        if name not in UNBOUNDED:
             ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_xlim(left=0)
     legend = {}  # every line once, from whichever panel has it (a zsRE run has no ES panel line)
@@ -159,7 +179,7 @@ def load_run_curves(out_dir: Path, name: str | None = None, methods: list[str] |
     """The curves of the sequential run in `out_dir` (its methods, or those of `methods` it has),
     read without writing: safe beside the run. With `cases`, the means are over the cases at those
     positions only — how a fixed set of edits holds as later batches land."""
-    from .sequential import HEALTH, case_store, health_store  # sequential draws its own curves with this module
+    from .sequential import BATCHES, HEALTH, batch_store, case_store, health_store  # sequential draws its curves here
 
     out_dir = Path(out_dir)
     description = read_config(out_dir)
@@ -173,8 +193,9 @@ def load_run_curves(out_dir: Path, name: str | None = None, methods: list[str] |
     if cases is not None:
         records = [r for r in records if r["index"] in cases]
     health = health_store(out_dir / HEALTH).load(repair=False)
+    batches = batch_store(out_dir / BATCHES).load(repair=False)
     name = name or out_dir.name
-    rows = [{"run": name, **row} for row in curve_rows(records, health, description["dataset"]["kind"], chosen)]
+    rows = [{"run": name, **row} for row in curve_rows(records, health, description["dataset"]["kind"], chosen, batches)]
     return RunCurves(name, description, rows, cases)
 
 

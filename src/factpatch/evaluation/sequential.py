@@ -18,7 +18,8 @@ Layout of DIR (everything resumable; a killed run continues from the last comple
     results.jsonl                     one line per (method, checkpoint, case): metrics and raw scores
     health.jsonl                      one line per (method, checkpoint): known facts kept, perplexity
                                       (and, as each case record, the seconds it took)
-    batches.jsonl                     one line per (method, batch): seconds, z steps, null-space ranks
+    batches.jsonl                     one line per (method, batch): seconds, z steps, null-space ranks,
+                                      ‖W − W₀‖/‖W₀‖ of every matrix the stack has edited so far
     summary.json|.md|.csv             the final checkpoint, with 95 % bootstrap intervals
     curves.csv, curves.png            every checkpoint, every method
 
@@ -148,10 +149,13 @@ def batch_store(path: Path) -> RunStore:
     return RunStore(path, required=("method", "batch"))
 
 
-def batch_record(method: str, batch: int, patch) -> dict:
+def batch_record(method: str, batch: int, patch, stack: PatchStack) -> dict:
+    """What batch `batch` cost and did; `stack` holds it and every earlier batch, applied."""
     steps = patch.meta.get("v_steps_run")
     record = {"method": method, "batch": batch, "edits": len(patch.requests), "patch": patch.id,
               "seconds": patch.meta.get("batch_seconds")}
+    if stack.originals:  # how far the stack so far has moved each edited matrix (`none` edits none)
+        record["weight_change"] = {name: round(change, 6) for name, change in stack.relative_change().items()}
     if isinstance(steps, list) and steps:
         record["z_steps_mean"] = round(sum(steps) / len(steps), 2)
     conflicts = conflicting([EditRequest.from_dict(r) for r in patch.requests])
@@ -272,9 +276,9 @@ def run_method(
                     editor.prepare()
                     patch = edit_batch(editor, requests, stack, b, target_dir, recorded.get(b))
                     save_patch(patch, patch_dir / f"{b:04d}-{patch.id}.safetensors")
-                if b not in logged:
-                    batch_log.append(batch_record(method, b, patch))
                 stack.apply(patch)
+                if b not in logged:
+                    batch_log.append(batch_record(method, b, patch, stack))
                 edited_subjects += [r.subject for r in requests]
                 bar.update(len(batch))
                 edits = sum(len(x) for x in batches[: b + 1])
@@ -439,7 +443,8 @@ def write_curves(out_dir: Path, description: dict, records: list[dict] | None = 
     health = health_store(out_dir / HEALTH).load() if health is None else health
     if not records:
         return
-    curves = curve_rows(records, health, description["dataset"]["kind"], description["methods"])
+    batches = batch_store(out_dir / BATCHES).load()
+    curves = curve_rows(records, health, description["dataset"]["kind"], description["methods"], batches)
     write_text_atomic(out_dir / "curves.csv", curves_csv(curves))
     if curves:
         plot_curves(curves, out_dir / "curves.png", run_title(description))
