@@ -321,7 +321,7 @@ def test_editors_write_a_data_sets_conflicting_cases_and_user_input_is_refused(f
         patch = editor.patch(pair)
     assert [r["target_new"] for r in patch.requests] == ["Rome", "Berlin", "basketball"]
     assert any("asked for two targets" in r.message for r in caplog.records)
-    assert batch_record("memit", 0, patch)["conflicting_requests"] == 1  # batches.jsonl says so
+    assert batch_record("memit", 0, patch, PatchStack(lm))["conflicting_requests"] == 1  # batches.jsonl says so
     with pytest.raises(FactpatchError, match="asked for two targets"):
         edit_many(lm, pair, "memit", params=params, progress=False)
 
