@@ -248,6 +248,8 @@ def test_unedited_model_is_scored_once_per_case_not_at_every_checkpoint(fresh_ti
     for r in records:  # each record is what scoring the case on the unedited model gives
         metrics, raw = score_case(lm, dataset.select(6)[r["index"]])
         assert r["metrics"] == metrics and r["scores"] == json.loads(json.dumps(raw))
+    batches = [json.loads(line) for line in (tmp_path / "out" / "batches.jsonl").read_text().splitlines()]
+    assert len(batches) == 3 and not any("weight_change" in b for b in batches)  # nothing edited, nothing moved
     health = [json.loads(line) for line in (tmp_path / "out" / "health.jsonl").read_text().splitlines()]
     assert [(h["method"], h["edits"]) for h in health] == [("unedited", 0), ("none", 2), ("none", 4), ("none", 6)]
     assert all(h["known_kept"] == h["known_total"] for h in health if h["method"] == "none")
@@ -309,28 +311,28 @@ def test_weight_change_of_an_older_run_is_filled_in_from_its_patches(fresh_tiny,
     import importlib.util
     from pathlib import Path
 
+    from factpatch.evaluation.run import read_config
+    from factpatch.evaluation.sequential import write_curves
+
     spec = importlib.util.spec_from_file_location(
         "weight_change", Path(__file__).resolve().parents[1] / "scripts" / "weight_change.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     lm = fresh_tiny("llama")
     out = tmp_path / "out"
-    run_sequential(lm, load_dataset("builtin"), _config(["memit", "none"]), out, tmp_path, progress=False)
-    written = (out / "batches.jsonl").read_text()
-    old = [json.loads(line) for line in written.splitlines()]
-    assert all("weight_change" in r for r in old if r["method"] == "memit")
-    assert not any("weight_change" in r for r in old if r["method"] == "none")  # nothing edited, nothing moved
+    run_sequential(lm, load_dataset("builtin"), _config(["memit"]), out, tmp_path, progress=False)
+    old = [json.loads(line) for line in (out / "batches.jsonl").read_text().splitlines()]
+    assert len(old) == 2 and all(r["weight_change"] for r in old)
     (out / "batches.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "weight_change"}) + "\n"
                                                for r in old))
-    run_sequential(lm, load_dataset("builtin"), _config(["memit", "none"]), out, tmp_path, progress=False)
+    write_curves(out, read_config(out))  # as a run before 2026-12-02 drew them
     assert "weight_change" not in (out / "curves.csv").read_text().splitlines()[0]
     assert script.fill_in(out, None, lm) == 2
     filled = [json.loads(line) for line in (out / "batches.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in filled] == [r["batch"] for r in old]
     for new, recorded in zip(filled, old):
-        assert set(new) == set(recorded)
-        for name, value in recorded.get("weight_change", {}).items():
+        assert set(new) == set(recorded) and set(new["weight_change"]) == set(recorded["weight_change"])
+        for name, value in recorded["weight_change"].items():
             assert new["weight_change"][name] == pytest.approx(value, abs=2e-6)
     assert "weight_change" in (out / "curves.csv").read_text().splitlines()[0]
     assert script.fill_in(out, None, lm) == 0  # nothing left to fill: the file is not rewritten
-
