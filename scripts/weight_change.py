@@ -40,6 +40,8 @@ def fill_in(run: Path, methods: list[str] | None, lm: LoadedModel | None = None)
     """Adds weight_change to the batch records of `run` that lack it; returns how many it filled.
     `lm`: the run's model, already loaded (default: loaded by the name in its config.json)."""
     description = read_config(run)
+    if description.get("protocol") != "sequential":
+        raise FactpatchError(f"{run} holds a single-edit run: only sequential runs have batches (eval --sequential)")
     store = batch_store(run / BATCHES)
     before = store.path.read_bytes()
     records = store.load(repair=False)

@@ -336,3 +336,7 @@ def test_weight_change_of_an_older_run_is_filled_in_from_its_patches(fresh_tiny,
             assert new["weight_change"][name] == pytest.approx(value, abs=2e-6)
     assert "weight_change" in (out / "curves.csv").read_text().splitlines()[0]
     assert script.fill_in(out, None, lm) == 0  # nothing left to fill: the file is not rewritten
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "protocol": "single"}))
+    with pytest.raises(FactpatchError, match="single-edit run"):
+        script.fill_in(out, None, lm)
