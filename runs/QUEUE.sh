@@ -4,15 +4,13 @@
 # started again each session; it logs to runs/QUEUE.log what ended when.
 #     (setsid nohup runs/QUEUE.sh > /dev/null 2>&1 &)
 # Pause it for benchmarks and CI with: kill -STOP / -CONT on its `factpatch eval` process.
-# Order (issue 12), as of 2026-12-01 20:30 UTC: Gemma 3's AlphaEdit with the update mapped through
-# its post-MLP norm (batch 15 onward of 20, then the 2,000-edit checkpoint; ~10 min a batch on the
-# AMD host), then Gemma 3's MEMIT (~4 h: the second model's AlphaEdit-against-MEMIT comparison, the
-# shorter of the two lines still owed), then zsRE sequential on SmolLM2 (~1 h), then the SmolLM2 run's last method (ROME, ~5 h on the Xeon,
-# about twice on the AMD host), which completes that figure; then preserve_contexts to 2,000 edits,
-# then Gemma 3's ROME. Gemma's unedited model (`none`) is done on all 2,000 cases. MEMIT 1,000 is
-# done; runs/seq-gemma3-cf-2000 (without the mapping) is kept as the record of the collapse
-# (docs/mass-editing.md, "Gemma 3"). Each continues across sessions from what is committed (z of
-# MEMIT/AlphaEdit batches, ROME's patches: .gitignore).
+# Order (issue 12), as of 2026-12-02 06:40 UTC: Gemma 3's AlphaEdit and MEMIT are complete (their
+# steps only check that, ~2 min each); zsRE sequential on SmolLM2 (AlphaEdit and `none` done, MEMIT
+# ~1 h 15 min), then SmolLM2's ROME (19 of 20 batches left, ~12 min each on the AMD host, then the
+# checkpoints' scoring), which completes that figure; then preserve_contexts to 2,000 edits, then
+# Gemma 3's ROME. MEMIT 1,000 is done; runs/seq-gemma3-cf-2000 (without the mapping) is kept as the
+# record of the collapse (docs/mass-editing.md, "Gemma 3"). Each continues across sessions from what
+# is committed (z of MEMIT/AlphaEdit batches, ROME's patches: .gitignore).
 set -u
 cd "$(dirname "$0")/.."
 log=runs/QUEUE.log
