@@ -10,7 +10,8 @@ from tiny import FAMILIES, PARALLEL_FAMILIES
 from factpatch.api import edit_many
 from factpatch.evaluation.sequential import batch_record
 from factpatch.editing.alphaedit import KEYS_ATTACHMENT, alphaedit_solve, null_space_projector, preserved_keys
-from factpatch.editing.memit import compute_targets, memit_solve, read_at_subject
+from factpatch.editing.anchor import anchor_norm, anchored_targets
+from factpatch.editing.memit import compute_targets, memit_solve, mlp_split_at_subject, read_at_subject
 from factpatch.core.blocks import mlp_contribution, mlp_out_change_for
 from factpatch.core.hooks import act_name
 from factpatch.editing.patch import PatchStack, WeightDelta, applied, load_patch, save_patch
@@ -398,3 +399,73 @@ def test_damping_keeps_out_directions_the_norm_barely_passes(fresh_tiny):
     assert float(damped.norm()) < 0.5 * float(y.norm())
     made = _post(lm, 1, y + damped) - _post(lm, 1, y)  # ... and still makes the open half of R
     assert float((made - wanted)[:, d // 2 :].norm()) < 0.05 * float(wanted[:, d // 2 :].norm())
+
+
+# ----------------------------------------------------------------------------- norm anchoring (NAS)
+
+
+def test_anchoring_rescales_each_v_star_to_the_anchor_and_skips_the_long_ones():
+    g = torch.Generator().manual_seed(0)
+    r, H = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    v_star = torch.randn(4, 6, generator=g) * torch.tensor([[1.0], [2.0], [3.0], [10.0]])
+    Z, skipped = anchored_targets(r + v_star, H, r, a=2.5, skip_factor=2.0)
+    assert skipped.tolist() == [False, False, bool(v_star[2].norm() > 5.0), True]
+    kept = ~skipped
+    assert torch.allclose((Z - r)[kept].norm(dim=-1), torch.full((int(kept.sum()),), 2.5))
+    assert torch.allclose(torch.nn.functional.cosine_similarity((Z - r)[kept], v_star[kept]), torch.ones(int(kept.sum())))
+    assert torch.equal(Z[skipped], H[skipped])  # not written: z' = h_L
+    norms = torch.arange(1.0, 21.0)  # 20 values: the largest 5 % is one of them
+    assert anchor_norm(norms, 0.05) == pytest.approx(10.0) and anchor_norm(norms, 0.0) == pytest.approx(10.5)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "gptj"])
+def test_norm_anchoring_writes_every_edit_at_the_unedited_models_anchor(fresh_tiny, family, tmp_path):
+    lm = _sharpened(fresh_tiny, family)
+    params = method_params(lm, "alphaedit", {**FAST, "L2": "1e-4", "norm_anchor": "true"})
+    editor = make_editor(lm, "alphaedit", params, tmp_path, progress=False, corpus=CORPUS)
+    found, written, meta = editor.targets(REQUESTS, None, None)
+    L = EDITED[-1]
+    # r, what precedes L's MLP, read independently: resid_mid (sequential blocks, through Gemma's
+    # post-norm), or h_L less W_proj's output (GPT-J: attention and MLP side by side)
+    if lm.adapter.sequential:
+        r = read_at_subject(lm, REQUESTS, [""], [act_name("resid_mid", L)])[act_name("resid_mid", L)][:, 0]
+    else:
+        read = read_at_subject(lm, REQUESTS, [""], [act_name("resid_post", L), act_name("mlp_out", L)])
+        r = read[act_name("resid_post", L)][:, 0] - read[act_name("mlp_out", L)][:, 0]
+    v_star = (found.Z - r).norm(dim=-1)
+    assert meta["norm_anchor"] == pytest.approx(float(v_star.mean()), rel=1e-4)  # 3 requests: none trimmed
+    assert meta["v_star_norm"] == pytest.approx(v_star.tolist(), rel=1e-3)
+    kept = [i for i in range(3) if i not in meta["norm_anchor_skipped"]]
+    assert kept and torch.allclose((written.Z - r)[kept].norm(dim=-1), torch.tensor(meta["norm_anchor"]).expand(len(kept)),
+                                   rtol=1e-4)
+    assert not torch.equal(written.Z, found.Z)
+    # the stack's first batch carries the anchor; a later batch, on the edited model, uses it
+    loose = method_params(lm, "alphaedit", {**FAST, "L2": "1e-4", "norm_anchor": "true", "norm_anchor_skip": "1e9"})
+    editor = make_editor(lm, "alphaedit", loose, tmp_path, progress=False, corpus=CORPUS)
+    with applied(lm, []) as stack:
+        first, first_targets = editor.patch_and_targets(REQUESTS[:2], stack)
+        assert torch.allclose(first_targets.Z, found.Z[:2], atol=1e-5)  # what a run saves: z as found
+        stack.apply(first)
+        later = editor.patch(REQUESTS[2:], stack)
+        _, later_written, _ = editor.targets(REQUESTS[2:], stack, None)
+        _, r_later = mlp_split_at_subject(lm, REQUESTS[2:], L)
+    anchor = first.meta["norm_anchor"]
+    assert later.meta["norm_anchor"] == anchor != pytest.approx(later.meta["v_star_norm"][0], rel=1e-3)
+    assert float((later_written.Z - r_later).norm()) == pytest.approx(anchor, rel=1e-4)
+
+
+def test_norm_anchoring_skips_what_it_cannot_anchor_and_refuses_a_stack_without_an_anchor(fresh_tiny, tmp_path):
+    lm = _sharpened(fresh_tiny, "llama")
+    plain = method_params(lm, "alphaedit", {**FAST, "L2": "1e-4"})
+    tiny_anchor = method_params(lm, "alphaedit", {**FAST, "L2": "1e-4", "norm_anchor": "true", "norm_anchor_value": "1e-6"})
+    written = make_editor(lm, "alphaedit", plain, tmp_path, progress=False, corpus=CORPUS).patch(REQUESTS)
+    skipped = make_editor(lm, "alphaedit", tiny_anchor, tmp_path, progress=False, corpus=CORPUS).patch(REQUESTS)
+    assert skipped.meta["norm_anchor_skipped"] == [0, 1, 2] and skipped.meta["norm_anchor"] == 1e-6
+    for d_skip, d_written in zip(skipped.deltas, written.deltas, strict=True):  # every z' = h_L: nothing to write
+        assert float(d_skip.tensor().norm()) < 1e-4 * float(d_written.tensor().norm())
+    anchored = method_params(lm, "alphaedit", {**FAST, "norm_anchor": "true"})
+    with applied(lm, [written]) as stack:
+        with pytest.raises(FactpatchError, match="norm_anchor_value"):
+            make_editor(lm, "alphaedit", anchored, tmp_path, progress=False, corpus=CORPUS).patch(REQUESTS[:1], stack)
+    with pytest.raises(FactpatchError, match="norm_anchor_skip"):
+        method_params(lm, "alphaedit", {"norm_anchor_skip": "0"})

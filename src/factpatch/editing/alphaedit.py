@@ -151,10 +151,11 @@ class AlphaEditor(BatchEditor):
             P = self.P(layer).to(K.device)
             return alphaedit_solve(K, P, preserved_keys(stack, layer, K.shape[0]).to(K.device), params.L2)
 
+        found, written, anchoring = self.targets(requests, stack, targets)
         result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, keys_after=True,
-                                    targets=targets, context_keys=params.preserve_contexts)
+                                    targets=written, context_keys=params.preserve_contexts)
         ranks = {str(layer): self._P[layer][1] for layer in params.layers}
         meta = batch_meta(self.lm, self.name, params, requests, result, nullspace_rank=ranks,
-                          preserved_edits=sum(len(p.requests) for p in (stack.applied if stack else [])))
+                          preserved_edits=sum(len(p.requests) for p in (stack.applied if stack else [])), **anchoring)
         attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}
-        return Patch(result.deltas, meta, attachments), result.targets
+        return Patch(result.deltas, meta, attachments), found

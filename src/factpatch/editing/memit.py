@@ -34,12 +34,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..core.blocks import mlp_out_change_for
+from ..core.blocks import mlp_contribution, mlp_out_change_for
 from ..core.cache import atomic_path
 from ..core.errors import FactpatchError
 from ..core.hooks import act_name, run_with_cache, start_at_layer
 from ..core.models import LoadedModel
 from ..core.tokens import pad_id, pad_right, subject_last_index
+from .anchor import ANCHOR_META, anchor_norm, anchored_targets, stack_anchor
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, key_second_moments
@@ -90,8 +91,20 @@ class BatchEditParams:
     # The precision of z's optimisation (core.models.PRECISIONS): float32 as the reference; bfloat16
     # is faster on CPUs with bf16 units and moves the results a little (BENCHMARKS.md).
     v_dtype: str = "float32"
+    # Norm anchoring of z (anchor.py; NAS, Liu et al. 2026): off, as in MEMIT and AlphaEdit. On, every
+    # request's MLP part v* = z − r is rescaled to one norm a, and one beyond `norm_anchor_skip` · a
+    # is not written. a: `norm_anchor_value`, else the one the stack's first anchored batch carries,
+    # else — on an unedited model — this batch's mean ‖v*‖ without its largest `norm_anchor_trim`.
+    norm_anchor: bool = False
+    norm_anchor_value: float | None = None
+    norm_anchor_skip: float = 2.0  # NAS: v* longer than twice the anchor is skipped
+    norm_anchor_trim: float = 0.05  # NAS: the mean leaves out the largest 5 % (upper quantile 0.95)
 
     def __post_init__(self):
+        if not self.norm_anchor_skip > 0 or not 0 <= self.norm_anchor_trim < 1:
+            raise FactpatchError("norm_anchor_skip must be positive and norm_anchor_trim in [0, 1)")
+        if self.norm_anchor_value is not None and not self.norm_anchor_value > 0:
+            raise FactpatchError("norm_anchor_value must be positive")
         if self.layers is not None:
             if not self.layers:
                 raise FactpatchError("the layer range is empty")
@@ -224,6 +237,15 @@ def read_at_subject(
 ) -> dict[str, torch.Tensor]:
     """One read of `names` at the subject's last token (SubjectReader): {name: (n, n_prefixes, dim)}."""
     return SubjectReader(lm, requests, prefixes, chunk_rows).read(names)
+
+
+def mlp_split_at_subject(lm: LoadedModel, requests: Sequence[EditRequest], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, r), each (n, d_model): block `layer`'s output at the subject's last token of the bare
+    prompt, and what precedes the MLP's part of it, h − v₀ (v₀ = mlp_post(W_proj's output))."""
+    h_name, out_name = act_name("resid_post", layer), act_name("mlp_out", layer)
+    read = read_at_subject(lm, requests, [""], [h_name, out_name])
+    h = read[h_name][:, 0]
+    return h, h - mlp_contribution(lm, layer, read[out_name][:, 0])
 
 
 def context_weights(spec: PrefixSpec) -> torch.Tensor:
@@ -417,6 +439,33 @@ class BatchEditor:
     def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
         return self.patch_and_targets(requests, stack)[0]
 
+    def targets(self, requests: Sequence[EditRequest], stack: PatchStack | None,
+                found: TargetValues | None) -> tuple[TargetValues, TargetValues, dict]:
+        """(found, written, meta): step 1's targets (`found`, or computed on the model as it is),
+        the targets the layers are written from — the same, or norm-anchored (anchor.py) — and
+        what the anchoring did, for the patch's metadata."""
+        if found is None:
+            found = compute_targets(self.lm, requests, self.params, self.prefixes, self.progress)
+        elif found.Z.shape[0] != len(requests):
+            raise FactpatchError(f"{found.Z.shape[0]} targets for {len(requests)} requests")
+        params = self.params
+        if not params.norm_anchor:
+            return found, found, {}
+        H, r = mlp_split_at_subject(self.lm, requests, params.z_layer)
+        v_star_norm = (found.Z - r).norm(dim=-1)  # (n,)
+        a = params.norm_anchor_value or stack_anchor(stack)
+        if a is None:
+            if stack is not None and stack.applied:
+                raise FactpatchError(f"{self.name}: norm_anchor needs the unedited model's anchor, and no patch of "
+                                     "the stack carries one: set norm_anchor_value")
+            a = anchor_norm(v_star_norm, params.norm_anchor_trim)
+        Z, skipped = anchored_targets(found.Z, H, r, a, params.norm_anchor_skip)
+        logger.info("norm anchor %.3f: ‖v*‖ from %.3f to %.3f, %d of %d not written", a, float(v_star_norm.min()),
+                    float(v_star_norm.max()), int(skipped.sum()), len(requests))
+        meta = {ANCHOR_META: round(a, 6), "v_star_norm": [round(float(x), 4) for x in v_star_norm],
+                "norm_anchor_skipped": [int(i) for i in skipped.nonzero().flatten()]}
+        return found, dataclasses.replace(found, Z=Z), meta
+
     def patch_and_targets(self, requests: Sequence[EditRequest], stack: PatchStack | None = None,
                           targets: TargetValues | None = None) -> tuple[Patch, TargetValues]:
         """`patch`, and the step-1 targets it was written from; given `targets` (saved by an
@@ -436,5 +485,6 @@ class MemitEditor(BatchEditor):
         def solve(layer: int, K: torch.Tensor) -> torch.Tensor:
             return memit_solve(K, self.C(layer).to(K.device), params.lam(K.shape[0]))
 
-        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, targets=targets)
-        return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result)), result.targets
+        found, written, anchoring = self.targets(requests, stack, targets)
+        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, targets=written)
+        return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result, **anchoring)), found
