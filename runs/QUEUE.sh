@@ -4,9 +4,9 @@
 # started again each session; it logs to runs/QUEUE.log what ended when.
 #     (setsid nohup runs/QUEUE.sh > /dev/null 2>&1 &)
 # Pause it for benchmarks and CI with: kill -STOP / -CONT on its `factpatch eval` process.
-# Order (issue 12), as of 2026-12-02 06:40 UTC: Gemma 3's AlphaEdit and MEMIT are complete (their
-# steps only check that, ~2 min each); zsRE sequential on SmolLM2 (AlphaEdit and `none` done, MEMIT
-# ~1 h 15 min), then SmolLM2's ROME (19 of 20 batches left, ~12 min each on the AMD host, then the
+# Order (issue 12), as of 2026-12-02 08:20 UTC: Gemma 3's AlphaEdit and MEMIT are complete (the
+# last step, Gemma 3's ROME, finds them so); zsRE sequential on SmolLM2 (MEMIT's last batch and scoring), then
+# AlphaEdit with norm anchoring to 500 edits (~1 h), then SmolLM2's ROME (19 of 20 batches left, ~12 min each on the AMD host, then the
 # checkpoints' scoring), which completes that figure; then preserve_contexts to 2,000 edits, then
 # Gemma 3's ROME. MEMIT 1,000 is done; runs/seq-gemma3-cf-2000 (without the mapping) is kept as the
 # record of the collapse (docs/mass-editing.md, "Gemma 3"). Each continues across sessions from what
@@ -23,10 +23,10 @@ step() {  # name, then the environment and command
 # A queue started while an earlier one's run is still going (the earlier script stopped to change
 # the order) waits for that run rather than run beside it.
 while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
-step "seq-gemma3-cf-2000-postnorm alphaedit" METHODS=alphaedit runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
-step "seq-gemma3-cf-2000-postnorm memit" METHODS=memit runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
 # zsRE, sequential (the AlphaEdit paper's second table; ~1 h): 500 cases on SmolLM2
 step "seq-smollm2-zsre-500" runs/seq-smollm2-zsre-500/COMMAND.sh
+# norm anchoring (NAS) on AlphaEdit, 500 edits (~1 h): whether it changes the decay the 2,000-edit run shows
+step "seq-smollm2-cf-alphaedit-nas" runs/seq-smollm2-cf-alphaedit-nas/COMMAND.sh
 step "seq-smollm2-cf-2000" runs/seq-smollm2-cf-2000/COMMAND.sh
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
 step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh

@@ -299,7 +299,8 @@ class PatchStack:
     def relative_change(self) -> dict[str, float]:
         """‖W − W₀‖_F / ‖W₀‖_F of every weight the stack touches: how far the applied patches
         together have moved each matrix from its original (the norm growth that Liu et al. 2026,
-        "Norm Anchors Make Model Edits Last", find before a sequential run collapses)."""
+        "Toward Ultra-Long-Horizon Sequential Model Editing", arXiv 2602.02543, find before a
+        sequential run collapses)."""
         return {name: relative_change(original, _parameter(self.lm, name).detach())
                 for name, original in self.originals.items()}
 
