@@ -75,6 +75,11 @@ def test_sequential_run_scores_every_case_at_every_checkpoint(fresh_tiny, tmp_pa
             expected = stack.relative_change()
         assert set(record["weight_change"]) == set(expected) and expected
         assert all(record["weight_change"][k] == pytest.approx(v, abs=2e-6) and v > 0 for k, v in expected.items())
+        # MEMIT's records also say what its batch asked of L's MLP, ‖v*‖ (editing/anchor.py); ROME's do not
+        norms = patches[record["batch"]].meta.get("v_star_norm")
+        assert (record.get("v_star_norm_mean"), record.get("v_star_norm_max")) == (
+            (pytest.approx(sum(norms) / 2, abs=1e-4), max(norms)) if record["method"] == "memit" else (None, None))
+        assert record["method"] == "rome" or all(n > 0 for n in norms)
     rows = [dict(zip(header, line.split(","))) for line in curves[1:]]
     memit_rows = {int(r["edits"]): float(r["weight_change"]) for r in rows if r["method"] == "memit"}
     last_memit = [b for b in batches if b["method"] == "memit"][-1]

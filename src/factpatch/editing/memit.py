@@ -443,16 +443,19 @@ class BatchEditor:
                 found: TargetValues | None) -> tuple[TargetValues, TargetValues, dict]:
         """(found, written, meta): step 1's targets (`found`, or computed on the model as it is),
         the targets the layers are written from — the same, or norm-anchored (anchor.py) — and
-        what the anchoring did, for the patch's metadata."""
+        for the patch's metadata each request's ‖v*‖ (the size of what it asks of L's MLP, which
+        NAS finds growing over sequential runs; recorded with or without anchoring) and what the
+        anchoring did."""
         if found is None:
             found = compute_targets(self.lm, requests, self.params, self.prefixes, self.progress)
         elif found.Z.shape[0] != len(requests):
             raise FactpatchError(f"{found.Z.shape[0]} targets for {len(requests)} requests")
         params = self.params
-        if not params.norm_anchor:
-            return found, found, {}
         H, r = mlp_split_at_subject(self.lm, requests, params.z_layer)
         v_star_norm = (found.Z - r).norm(dim=-1)  # (n,)
+        meta: dict = {"v_star_norm": [round(float(x), 4) for x in v_star_norm]}
+        if not params.norm_anchor:
+            return found, found, meta
         a = params.norm_anchor_value or stack_anchor(stack)
         if a is None:
             if stack is not None and stack.applied:
@@ -462,8 +465,7 @@ class BatchEditor:
         Z, skipped = anchored_targets(found.Z, H, r, a, params.norm_anchor_skip)
         logger.info("norm anchor %.3f: ‖v*‖ from %.3f to %.3f, %d of %d not written", a, float(v_star_norm.min()),
                     float(v_star_norm.max()), int(skipped.sum()), len(requests))
-        meta = {ANCHOR_META: round(a, 6), "v_star_norm": [round(float(x), 4) for x in v_star_norm],
-                "norm_anchor_skipped": [int(i) for i in skipped.nonzero().flatten()]}
+        meta.update({ANCHOR_META: round(a, 6), "norm_anchor_skipped": [int(i) for i in skipped.nonzero().flatten()]})
         return found, dataclasses.replace(found, Z=Z), meta
 
     def patch_and_targets(self, requests: Sequence[EditRequest], stack: PatchStack | None = None,

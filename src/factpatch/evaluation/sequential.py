@@ -161,9 +161,15 @@ def batch_record(method: str, batch: int, patch, stack: PatchStack) -> dict:
     conflicts = conflicting([EditRequest.from_dict(r) for r in patch.requests])
     if conflicts:  # cases of the data set that ask for two targets for one fact, edited together
         record["conflicting_requests"] = len(conflicts)
-    for key in ("nullspace_rank", "preserved_edits"):
+    for key in ("nullspace_rank", "preserved_edits", "norm_anchor"):
         if key in patch.meta:
             record[key] = patch.meta[key]
+    norms = patch.meta.get("v_star_norm")
+    if isinstance(norms, list) and norms:  # what the batch asked of L's MLP (editing/anchor.py)
+        record["v_star_norm_mean"] = round(sum(norms) / len(norms), 4)
+        record["v_star_norm_max"] = max(norms)
+    if "norm_anchor_skipped" in patch.meta:
+        record["norm_anchor_skipped"] = len(patch.meta["norm_anchor_skipped"])
     return record
 
 
