@@ -310,9 +310,9 @@ def test_sequential_zsre_run_scores_its_own_metrics_and_curves(fresh_tiny, tmp_p
     assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
 
 
-def test_weight_change_of_an_older_run_is_filled_in_from_its_patches(fresh_tiny, tmp_path):
-    """scripts/weight_change.py: batch records written before they carried weight_change get the
-    numbers the run itself would have written, and the curves gain the panel's column."""
+def test_batch_records_of_an_older_run_are_filled_in_from_its_patches(fresh_tiny, tmp_path):
+    """scripts/fill_batch_records.py: batch records written before they carried weight_change and
+    ‖v*‖ get the numbers the run itself would have written, and the curves gain the panel's column."""
     import importlib.util
     from pathlib import Path
 
@@ -320,7 +320,7 @@ def test_weight_change_of_an_older_run_is_filled_in_from_its_patches(fresh_tiny,
     from factpatch.evaluation.sequential import write_curves
 
     spec = importlib.util.spec_from_file_location(
-        "weight_change", Path(__file__).resolve().parents[1] / "scripts" / "weight_change.py")
+        "fill_batch_records", Path(__file__).resolve().parents[1] / "scripts" / "fill_batch_records.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     lm = fresh_tiny("llama")
@@ -328,7 +328,9 @@ def test_weight_change_of_an_older_run_is_filled_in_from_its_patches(fresh_tiny,
     run_sequential(lm, load_dataset("builtin"), _config(["memit"]), out, tmp_path, progress=False)
     old = [json.loads(line) for line in (out / "batches.jsonl").read_text().splitlines()]
     assert len(old) == 2 and all(r["weight_change"] for r in old)
-    (out / "batches.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "weight_change"}) + "\n"
+    added = {"weight_change", "v_star_norm_mean", "v_star_norm_max"}
+    assert all(added <= set(r) for r in old)
+    (out / "batches.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k not in added}) + "\n"
                                                for r in old))
     write_curves(out, read_config(out))  # as a run before 2026-12-02 drew them
     assert "weight_change" not in (out / "curves.csv").read_text().splitlines()[0]
@@ -339,6 +341,9 @@ def test_weight_change_of_an_older_run_is_filled_in_from_its_patches(fresh_tiny,
         assert set(new) == set(recorded) and set(new["weight_change"]) == set(recorded["weight_change"])
         for name, value in recorded["weight_change"].items():
             assert new["weight_change"][name] == pytest.approx(value, abs=2e-6)
+        # ‖v*‖ from the saved z, read on the model with the earlier batches applied: as the run found it
+        assert new["v_star_norm_mean"] == pytest.approx(recorded["v_star_norm_mean"], abs=2e-4)
+        assert new["v_star_norm_max"] == pytest.approx(recorded["v_star_norm_max"], abs=2e-4)
     assert "weight_change" in (out / "curves.csv").read_text().splitlines()[0]
     assert script.fill_in(out, None, lm) == 0  # nothing left to fill: the file is not rewritten
     config = json.loads((out / "config.json").read_text())

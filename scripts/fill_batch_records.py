@@ -1,16 +1,19 @@
-"""How far each batch of a sequential run moved the edited matrices, for runs recorded before
-batches.jsonl carried it (2026-12-02).
+"""Fills in the batch records of sequential runs made before batches.jsonl carried these fields.
 
-    python scripts/weight_change.py runs/seq-gemma3-cf-2000-postnorm [--methods memit,alphaedit]
+    python scripts/fill_batch_records.py runs/seq-gemma3-cf-2000-postnorm [--methods memit,alphaedit]
 
-A sequential run now records, with every batch, ‖W − W₀‖_F / ‖W₀‖_F of every matrix its stack has
-edited so far (`weight_change` in batches.jsonl; `eval curves` draws the largest as a panel). For
-a batch record without it, this applies the method's patches (METHOD/patches/, in order) to the
-run's model and adds it: the same numbers the run would have written. Records that have it, or
-whose patch is not on disk, are left as they were. batches.jsonl is rewritten whole (a temporary
-file, then a rename), so do not run this beside the run that appends to it; it refuses if the
-file changed while it worked. Then the run's curves.csv/png are redrawn. Seconds a batch, mostly
-loading the patches.
+A sequential run now records, with every batch,
+- `weight_change`: ‖W − W₀‖_F / ‖W₀‖_F of every matrix its stack has edited so far (since
+  2026-12-02 morning; `eval curves` draws the largest as a panel), and
+- `v_star_norm_mean` / `v_star_norm_max`: ‖v*‖ = ‖z − r‖ of the batch's requests, what each asks of
+  the last edited layer's MLP (editing/anchor.py; MEMIT and AlphaEdit, since 2026-12-02 noon).
+For a batch record without them, this applies the method's patches (METHOD/patches/, in order) to
+the run's model and adds them: the same numbers the run would have written (‖v*‖ needs the
+batch's saved z, METHOD/targets/NNNN.safetensors, read on the model with the earlier batches
+applied). Records that have them, or whose patch is not on disk, are left as they were.
+batches.jsonl is rewritten whole (a temporary file, then a rename), so do not run this beside the
+run that appends to it; it refuses if the file changed while it worked. Then the run's
+curves.csv/png are redrawn. Seconds a batch, mostly loading the patches.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from pathlib import Path
 from factpatch.core.cache import write_text_atomic
 from factpatch.core.errors import FactpatchError
 from factpatch.core.models import LoadedModel, load_model
+from factpatch.editing.memit import TargetValues, mlp_split_at_subject
 from factpatch.editing.patch import PatchStack, load_patch
+from factpatch.editing.request import EditRequest
 from factpatch.evaluation.run import read_config
-from factpatch.evaluation.sequential import BATCHES, batch_store, write_curves
+from factpatch.evaluation.sequential import BATCHES, TARGETS, batch_store, write_curves
 
-logger = logging.getLogger("weight_change")
+logger = logging.getLogger("fill_batch_records")
 
 
 def patch_files(run: Path, method: str) -> dict[str, Path]:
@@ -36,9 +41,22 @@ def patch_files(run: Path, method: str) -> dict[str, Path]:
     return {p.stem.split("-", 1)[1]: p for p in sorted((run / method / "patches").glob("[0-9]*-*.safetensors"))}
 
 
+def v_star_norms(lm: LoadedModel, patch, targets_file: Path) -> list[float]:
+    """‖z − r‖ of each request of a batch, from its saved z, on the model as the batch found it."""
+    requests = [EditRequest.from_dict(r) for r in patch.requests]
+    Z = TargetValues.load(targets_file, requests).Z
+    _, r = mlp_split_at_subject(lm, requests, patch.meta["layers"][-1])
+    return [round(float(x), 4) for x in (Z - r).norm(dim=-1)]
+
+
+def _missing(record: dict) -> bool:
+    return "weight_change" not in record or "v_star_norm_mean" not in record
+
+
 def fill_in(run: Path, methods: list[str] | None, lm: LoadedModel | None = None) -> int:
-    """Adds weight_change to the batch records of `run` that lack it; returns how many it filled.
-    `lm`: the run's model, already loaded (default: loaded by the name in its config.json)."""
+    """Adds weight_change, and ‖v*‖ where the batch's z is on disk, to the batch records of `run`
+    that lack them; returns how many records it changed. `lm`: the run's model, already loaded
+    (default: loaded by the name in its config.json)."""
     description = read_config(run)
     if description.get("protocol") != "sequential":
         raise FactpatchError(f"{run} holds a single-edit run: only sequential runs have batches (eval --sequential)")
@@ -49,7 +67,7 @@ def fill_in(run: Path, methods: list[str] | None, lm: LoadedModel | None = None)
     filled = 0
     for method in wanted:
         mine = sorted((r for r in records if r["method"] == method), key=lambda r: r["batch"])
-        if all("weight_change" in r for r in mine):
+        if not any(_missing(r) for r in mine):
             continue
         files = patch_files(run, method)
         if lm is None:
@@ -63,10 +81,19 @@ def fill_in(run: Path, methods: list[str] | None, lm: LoadedModel | None = None)
                     logger.warning("%s batch %d: patch %s is not on disk; this and later batches stay as they are",
                                    method, record["batch"], record["patch"])
                     break
-                stack.apply(load_patch(files[record["patch"]]))
+                patch = load_patch(files[record["patch"]])
+                changed = False
+                z_file = run / method / TARGETS / f"{record['batch']:04d}.safetensors"
+                if "v_star_norm_mean" not in record and z_file.exists():  # before the batch is applied
+                    norms = v_star_norms(lm, patch, z_file)
+                    record["v_star_norm_mean"] = round(sum(norms) / len(norms), 4)
+                    record["v_star_norm_max"] = max(norms)
+                    changed = True
+                stack.apply(patch)
                 if "weight_change" not in record and stack.originals:
                     record["weight_change"] = {k: round(v, 6) for k, v in stack.relative_change().items()}
-                    filled += 1
+                    changed = True
+                filled += changed
         finally:
             stack.revert()
     if filled:
@@ -88,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except FactpatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logger.info("%s: weight_change added to %d batch records", args.run, filled)
+    logger.info("%s: %d batch records filled in", args.run, filled)
     return 0
 
 
