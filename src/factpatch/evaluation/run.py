@@ -66,22 +66,33 @@ class EvalSettings:
             raise FactpatchError("no methods to evaluate")
 
 
-def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalSettings, hparams: dict[str, dict]) -> dict:
-    """What identifies a run: results made under two different descriptions are never mixed.
-    (Round-tripped through JSON so that it compares equal to the stored copy.)"""
+def run_description(lm: LoadedModel, dataset: Dataset, methods, hparams: dict[str, dict], format_version: int,
+                    **fields) -> dict:
+    """What identifies a run — model, data set, methods and their settings, and the protocol's
+    `fields`: results made under two different descriptions are never mixed. (Round-tripped
+    through JSON so that it compares equal to the stored copy.)"""
     description = {
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version,
+        **({"protocol": fields.pop("protocol")} if "protocol" in fields else {}),
         "model": lm.name,
         "fingerprint": lm.fingerprint,
         "dataset": {"name": dataset.name, **dataset.identity()},
-        "methods": list(config.methods),
+        "methods": list(methods),
         "hparams": hparams,
-        "n": config.n,
-        "shard": list(config.shard) if config.shard else None,
-        "generation": dataclasses.asdict(config.gen) if config.generation else None,
-        "seed": config.seed,
+        **fields,
     }
     return json.loads(json.dumps(description))
+
+
+def describe_config(lm: LoadedModel, dataset: Dataset, config: EvalSettings, hparams: dict[str, dict]) -> dict:
+    """The description of a single-edit run (run_description)."""
+    return run_description(
+        lm, dataset, config.methods, hparams, FORMAT_VERSION,
+        n=config.n,
+        shard=list(config.shard) if config.shard else None,
+        generation=dataclasses.asdict(config.gen) if config.generation else None,
+        seed=config.seed,
+    )
 
 
 # Not part of a run's identity: `n` only chooses how many cases (a prefix of the data set) to run,

@@ -54,7 +54,7 @@ from .data import Case, Dataset
 from .health import KnownFacts, perplexity, perplexity_text
 from .curves import curve_rows, curves_csv, plot_curves, run_title
 from .generation import GenerationSettings, case_generations
-from .run import RESULTS, check_out_dir, score_case
+from .run import RESULTS, check_out_dir, run_description, score_case
 from .summary import (
     against_unedited,
     against_unedited_lines,
@@ -118,30 +118,25 @@ def checkpoints_of(n: int, batch_size: int, every: int | None) -> list[int]:
 
 
 def describe(lm: LoadedModel, dataset: Dataset, config: SequentialSettings, hparams: dict) -> dict:
+    """The description of a sequential run (run.run_description)."""
     import hashlib
 
     known = None
     if config.known_path is not None:
         known = hashlib.sha256(Path(config.known_path).read_bytes()).hexdigest()
-    description = {
-        "format_version": FORMAT_VERSION,
-        "protocol": "sequential",
-        "model": lm.name,
-        "fingerprint": lm.fingerprint,
-        "dataset": {"name": dataset.name, **dataset.identity()},
-        "methods": list(config.methods),
-        "hparams": hparams,
-        "n": config.n,
-        "batch_size": config.batch_size,
-        "checkpoint_every": config.checkpoint_every,
-        "generation_cases": config.generation_cases,
-        "generation": dataclasses.asdict(config.gen),
-        "known_sha256": known,
-        "perplexity_tokens": config.perplexity_tokens,
-        "seed": config.seed,
-        "corpus": {**config.corpus.key(), "n_tokens": config.corpus.n_tokens},
-    }
-    return json.loads(json.dumps(description))
+    return run_description(
+        lm, dataset, config.methods, hparams, FORMAT_VERSION,
+        protocol="sequential",
+        n=config.n,
+        batch_size=config.batch_size,
+        checkpoint_every=config.checkpoint_every,
+        generation_cases=config.generation_cases,
+        generation=dataclasses.asdict(config.gen),
+        known_sha256=known,
+        perplexity_tokens=config.perplexity_tokens,
+        seed=config.seed,
+        corpus={**config.corpus.key(), "n_tokens": config.corpus.n_tokens},
+    )
 
 
 def batch_store(path: Path) -> RunStore:
