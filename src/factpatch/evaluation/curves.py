@@ -23,7 +23,9 @@ from .run import RESULTS, read_config
 from .summary import method_color
 
 CURVE_METRICS = {"counterfact": ("ES", "PS", "NS"), "zsre": ("efficacy", "paraphrase", "specificity")}
-HEALTH_MEASURES = ("known_share", "perplexity", "weight_change")
+HEALTH_MEASURES = ("known_share", "perplexity")  # the rest of the model, at each checkpoint
+STACK_MEASURES = ("weight_change",)  # the edited weights themselves, from the batch records
+PANEL_MEASURES = HEALTH_MEASURES + STACK_MEASURES  # drawn after the metrics, in this order
 PANEL_TITLES = {"known_share": "known facts kept", "perplexity": "perplexity (fixed text)",
                 "weight_change": "edited weights: largest ‖W−W₀‖/‖W₀‖"}
 UNBOUNDED = ("perplexity", "weight_change")  # panels not drawn on the 0–1 scale of the shares
@@ -82,7 +84,7 @@ def curves_csv(rows: list[dict]) -> str:
     """The rows as CSV, the columns present in any of them (a `run` column for several runs)."""
     present = {k for row in rows for k in row}
     metrics = [c for m in (*CURVE_METRICS["counterfact"], *CURVE_METRICS["zsre"]) for c in (m, f"{m}_lo", f"{m}_hi")]
-    columns = [c for c in ("run", "method", "edits", "cases", *metrics, *HEALTH_MEASURES) if c in present]
+    columns = [c for c in ("run", "method", "edits", "cases", *metrics, *PANEL_MEASURES) if c in present]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -102,7 +104,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     path = Path(path)
     image_format = figure_format(path)
     metrics = [m for kind in CURVE_METRICS.values() for m in kind if any(m in r for r in rows)]
-    panels = metrics + [m for m in HEALTH_MEASURES if any(m in r for r in rows)]
+    panels = metrics + [m for m in PANEL_MEASURES if any(m in r for r in rows)]
     runs = list(dict.fromkeys(r.get("run") for r in rows))
     lines = list(dict.fromkeys((r.get("run"), r["method"]) for r in rows))
     # runs of one method (settings compared): a colour per run; otherwise a colour per method
