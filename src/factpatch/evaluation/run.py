@@ -73,7 +73,6 @@ def run_description(lm: LoadedModel, dataset: Dataset, methods, hparams: dict[st
     through JSON so that it compares equal to the stored copy.)"""
     description = {
         "format_version": format_version,
-        **({"protocol": fields.pop("protocol")} if "protocol" in fields else {}),
         "model": lm.name,
         "fingerprint": lm.fingerprint,
         "dataset": {"name": dataset.name, **dataset.identity()},
