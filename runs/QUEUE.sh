@@ -6,7 +6,7 @@
 # Pause it for benchmarks and CI with: kill -STOP / -CONT on its `factpatch eval` process.
 # Order (issue 12), as of 2026-12-02 08:20 UTC: Gemma 3's AlphaEdit and MEMIT are complete (the
 # last step, Gemma 3's ROME, finds them so); zsRE sequential on SmolLM2 (MEMIT's last batch and scoring), then
-# AlphaEdit with norm anchoring to 500 edits (~1 h), then SmolLM2's ROME (19 of 20 batches left, ~12 min each on the AMD host, then the
+# AlphaEdit with norm anchoring to 500 edits (both done 2026-12-02; their steps only check), then SmolLM2's ROME (19 of 20 batches left, ~12 min each on the AMD host, then the
 # checkpoints' scoring), which completes that figure; then preserve_contexts to 2,000 edits, then
 # Gemma 3's ROME. MEMIT 1,000 is done; runs/seq-gemma3-cf-2000 (without the mapping) is kept as the
 # record of the collapse (docs/mass-editing.md, "Gemma 3"). Each continues across sessions from what
@@ -25,7 +25,7 @@ step() {  # name, then the environment and command
 while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
 # zsRE, sequential (the AlphaEdit paper's second table; ~1 h): 500 cases on SmolLM2
 step "seq-smollm2-zsre-500" runs/seq-smollm2-zsre-500/COMMAND.sh
-# norm anchoring (NAS) on AlphaEdit, 500 edits (~1 h): whether it changes the decay the 2,000-edit run shows
+# norm anchoring (NAS) on AlphaEdit, 500 edits: done 2026-12-02 (no gain; docs/mass-editing.md)
 step "seq-smollm2-cf-alphaedit-nas" runs/seq-smollm2-cf-alphaedit-nas/COMMAND.sh
 step "seq-smollm2-cf-2000" runs/seq-smollm2-cf-2000/COMMAND.sh
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
