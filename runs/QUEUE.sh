@@ -6,7 +6,7 @@
 # Pause it for benchmarks and CI with: kill -STOP / -CONT on its `factpatch eval` process.
 # Order (issue 12), as of 2026-12-02 08:20 UTC: Gemma 3's AlphaEdit and MEMIT are complete (the
 # last step, Gemma 3's ROME, finds them so); zsRE sequential on SmolLM2 (MEMIT's last batch and scoring), then
-# AlphaEdit with norm anchoring to 500 edits (both done 2026-12-02; their steps only check), then SmolLM2's ROME (19 of 20 batches left, ~12 min each on the AMD host, then the
+# AlphaEdit with norm anchoring to 500 edits (both done 2026-12-02; their steps only check), then SmolLM2's ROME (17 of 20 batches left at 09:30 UTC, ~12–14 min each on the AMD host, then the
 # checkpoints' scoring), which completes that figure; then preserve_contexts to 2,000 edits, then
 # Gemma 3's ROME. MEMIT 1,000 is done; runs/seq-gemma3-cf-2000 (without the mapping) is kept as the
 # record of the collapse (docs/mass-editing.md, "Gemma 3"). Each continues across sessions from what
