@@ -165,6 +165,11 @@ def test_method_names_and_settings_are_checked(tiny_models):
     for bad in ("ft.lr", "lr=1", "mend.lr=1"):
         with pytest.raises(FactpatchError, match="bad --set"):
             parse_overrides([bad])
+    # values the settings themselves refuse are refused here too, before any model is loaded
+    with pytest.raises(FactpatchError, match="bad --set for alphaedit: L2 must be positive"):
+        parse_overrides(["alphaedit.layers=1-5", "alphaedit.L2=-1"])
+    with pytest.raises(FactpatchError, match="bad --set for memit: layers must be distinct and ascending"):
+        parse_overrides(["memit.layers=[3, 1]"])
     params = method_params(lm, "ft+l", {"lr": "1e-3", "norm_constraint": "none", "layer": "2"})
     assert params == FineTuneParams(layer=2, lr=1e-3, norm_constraint=None)
     with pytest.raises(FactpatchError, match="unknown setting 'speed'"):

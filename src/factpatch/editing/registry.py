@@ -314,6 +314,14 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict[str, str]]:
             raise FactpatchError(f"bad --set {item!r}: unknown method {method!r}")
         _coerce(METHODS[method].params_cls, key.strip(), value)  # fail now, before a model is loaded
         out.setdefault(method, {})[key.strip()] = value
+    for method, values in out.items():  # and values the settings refuse (a negative α), also before
+        cls = METHODS[method].params_cls
+        try:
+            cls(**{key: _coerce(cls, key, value) for key, value in values.items()})
+        except FactpatchError as exc:
+            raise FactpatchError(f"bad --set for {method}: {exc}") from None
+        except TypeError:  # settings that need the model's values to be made: checked when it is loaded
+            pass
     return out
 
 
