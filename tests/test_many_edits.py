@@ -419,11 +419,13 @@ def test_anchoring_rescales_each_v_star_to_the_anchor_and_skips_the_long_ones():
 
 
 @pytest.mark.parametrize("family", ["gemma3", "gptj"])
-def test_norm_anchoring_writes_every_edit_at_the_unedited_models_anchor(fresh_tiny, family, tmp_path):
+def test_norm_anchoring_writes_every_edit_at_the_unedited_models_anchor(fresh_tiny, family, tmp_path, caplog):
     lm = _sharpened(fresh_tiny, family)
     params = method_params(lm, "alphaedit", {**FAST, "L2": "1e-4", "norm_anchor": "true"})
     editor = make_editor(lm, "alphaedit", params, tmp_path, progress=False, corpus=CORPUS)
-    found, written, meta = editor.targets(REQUESTS, None, None)
+    with caplog.at_level("WARNING", logger="factpatch.editing.memit"):
+        found, written, meta = editor.targets(REQUESTS, None, None)
+    assert any("from this batch's 3 request(s) only" in r.message for r in caplog.records)  # a thin anchor is said so
     L = EDITED[-1]
     # r, what precedes L's MLP, read independently: resid_mid (sequential blocks, through Gemma's
     # post-norm), or h_L less W_proj's output (GPT-J: attention and MLP side by side)

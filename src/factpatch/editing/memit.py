@@ -57,6 +57,10 @@ from .values import (
 
 logger = logging.getLogger(__name__)
 
+# Below this many requests the first batch's mean ‖v*‖ is a thin estimate of the anchor (anchor.py);
+# NAS uses 1,000, factpatch's sequential runs 100.
+MIN_ANCHOR_REQUESTS = 20
+
 
 @dataclass(frozen=True)
 class BatchEditParams:
@@ -462,6 +466,9 @@ class BatchEditor:
                 raise FactpatchError(f"{self.name}: norm_anchor needs the unedited model's anchor, and no patch of "
                                      "the stack carries one: set norm_anchor_value")
             a = anchor_norm(v_star_norm, params.norm_anchor_trim)
+            if len(requests) < MIN_ANCHOR_REQUESTS:
+                logger.warning("norm anchor from this batch's %d request(s) only: a later batch anchors to it too; "
+                               "norm_anchor_value sets it outright (NAS takes it from 1,000)", len(requests))
         Z, skipped = anchored_targets(found.Z, H, r, a, params.norm_anchor_skip)
         logger.info("norm anchor %.3f: ‖v*‖ from %.3f to %.3f, %d of %d not written", a, float(v_star_norm.min()),
                     float(v_star_norm.max()), int(skipped.sum()), len(requests))
