@@ -159,6 +159,8 @@ class Patch:
         requests = self.requests
         layers = self.layers
         where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}" if layers else "no layer"
+        if not requests and self.meta.get("applies_on") is not None:
+            return f"{self.id} {self.meta.get('method', '?')} {where}: a correction of {len(self.meta['applies_on'])} patches"
         if len(requests) == 1:
             request = requests[0]
             what = request.get("prompt", "?").replace("{}", request.get("subject", "?"))
@@ -267,6 +269,13 @@ class PatchStack:
         self.originals: dict[str, torch.Tensor] = {}
 
     def check(self, patch: Patch, force: bool = False) -> None:
+        below = patch.meta.get("applies_on")
+        if below is not None and [p.id for p in self.applied] != list(below):
+            # a correction computed from one stack's weights (editing.restrain) means nothing on another
+            raise FactpatchError(
+                f"patch {patch.id} was made for the stack {', '.join(below) or '(none)'}; "
+                f"here {', '.join(p.id for p in self.applied) or 'no patch'} is applied"
+            )
         if patch.fingerprint != self.lm.fingerprint:
             message = (
                 f"patch {patch.id} was made on another model (fingerprint {patch.fingerprint[:12]}, "
@@ -315,6 +324,11 @@ class PatchStack:
                     f"no applied patch matches {patch_id!r}" if not matches else f"{patch_id!r} matches several patches"
                 )
             removed, keep = matches, [p for p in self.applied if p is not matches[0]]
+            for position, patch in enumerate(keep):
+                below = patch.meta.get("applies_on")
+                if below is not None and [p.id for p in keep[:position]] != list(below):
+                    raise FactpatchError(f"patch {patch.id} was made for the stack that {matches[0].id} is part of; "
+                                         f"revert {patch.id} first")
         with torch.no_grad():
             for name, original in self.originals.items():
                 _parameter(self.lm, name).copy_(original)
