@@ -11,7 +11,7 @@ same cases' records of the unrestrained stack at that checkpoint (the run's `res
 the comparison, paired over cases; `--check N` first rescores N of them on the unrestrained stack
 and stops if they differ from the run's (so both sides are the same measurement).
 Writes `prune-METHOD-EDITS.json` (summary) and `.jsonl` (one line a case and α) in the run
-directory. Minutes on a CPU (a case takes ~0.25 s to score on SmolLM2): run it alone.
+directory, keeping the other α's results of earlier calls. Minutes on a CPU (a case takes ~0.25 s to score on SmolLM2): run it alone.
 """
 
 from __future__ import annotations
@@ -118,6 +118,14 @@ def main() -> None:
         "restrained": results,
     }
     stem = args.run / f"prune-{args.method}-{loaded.edits}"
+    # results of other α from earlier calls stay; this call's α replace theirs
+    done = {r["base"] for r in results}
+    if stem.with_suffix(".json").is_file():
+        earlier = json.loads(stem.with_suffix(".json").read_text())
+        summary["restrained"] = sorted([r for r in earlier["restrained"] if r["base"] not in done] + results,
+                                       key=lambda r: r["base"])
+        with open(stem.with_suffix(".jsonl")) as handle:
+            rows = [r for r in map(json.loads, handle) if r["base"] not in done] + rows
     write_text_atomic(stem.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     write_text_atomic(stem.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
 

@@ -99,3 +99,24 @@ def test_restraint_patch_applies_on_its_stack_only_and_reverts_exactly(fresh_tin
 def test_bad_base_is_refused():
     with pytest.raises(FactpatchError, match="above 1"):
         PruneParams(base=1.0)
+
+
+def test_command_line_writes_a_correction_that_applies_on_its_stack_only(run, tiny_dir, tmp_path):
+    from factpatch.core.models import load_model
+
+    lm = load_model(str(tiny_dir))
+    param = f"{lm.adapter.mlp_out_path(1)}.weight"
+    weight = lm.model.get_parameter(param)
+    sigma_hat = float(torch.linalg.matrix_norm(weight.detach().double(), ord=2))
+    g = torch.Generator().manual_seed(1)
+    big = save_patch(_delta_patch(lm, param, torch.randn(*weight.shape, generator=g) * sigma_hat, 0), tmp_path / "big.safetensors")
+    base = max(1.2, math.exp(2 / sigma_hat))
+    code, out, err = run("patch", "restrain", "--model", tiny_dir, big, "--base", base, "--save", tmp_path / "r.safetensors")
+    assert code == 0, err
+    assert "singular values of the change above the original's largest" in out and "a correction of 1 patches" in out
+    code, out, err = run("patch", "apply", "--model", tiny_dir, big, tmp_path / "r.safetensors", "--out", tmp_path / "m")
+    assert code == 0, err
+    code, out, err = run("patch", "apply", "--model", tiny_dir, tmp_path / "r.safetensors", "--out", tmp_path / "m2")
+    assert code == 2 and "was made for the stack" in err and not (tmp_path / "m2").exists()
+    code, out, err = run("patch", "restrain", "--model", tiny_dir, big, "--base", "0.5", "--save", tmp_path / "x.safetensors")
+    assert code == 2 and "above 1" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x.safetensors").exists()

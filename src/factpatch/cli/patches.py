@@ -1,4 +1,4 @@
-"""`factpatch patch show | apply | revert | diff`."""
+"""`factpatch patch show | apply | revert | diff | restrain`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from . import add_common
 
 def register(commands) -> None:
     patch = commands.add_parser("patch", help="inspect, apply, revert and compare patch files")
-    sub = patch.add_subparsers(dest="patch_command", metavar="{show,apply,revert,diff}", required=True)
+    sub = patch.add_subparsers(dest="patch_command", metavar="{show,apply,revert,diff,restrain}", required=True)
 
     show = sub.add_parser("show", help="print a patch file's metadata")
     show.add_argument("files", nargs="+", type=Path)
@@ -44,6 +44,20 @@ def register(commands) -> None:
     diff.add_argument("a", type=Path)
     diff.add_argument("b", type=Path)
     diff.set_defaults(func=run_diff)
+
+    restrain = sub.add_parser(
+        "restrain", help="PRUNE: a patch that restrains what a stack of patches did to each matrix",
+        description="Applies the patches in order and writes PRUNE's correction of the stack (Ma et al., ICLR "
+        "2025): the singular values of each edited matrix's accumulated change above the original matrix's "
+        "largest one are pulled back logarithmically. The correction applies on top of exactly that stack "
+        "(`factpatch patch apply A.patch B.patch R.patch --out DIR`) and reverts like any patch "
+        "(docs/mass-editing.md, \"PRUNE\").",
+    )
+    add_common(restrain)
+    restrain.add_argument("files", nargs="+", type=Path, metavar="PATCH")
+    restrain.add_argument("--save", type=Path, required=True, help="where to write the correction patch")
+    restrain.add_argument("--base", type=float, default=1.2, help="α of log_α: larger restrains harder (default 1.2, the reference's)")
+    restrain.set_defaults(func=run_restrain)
 
 
 def run_show(args) -> int:
@@ -115,4 +129,27 @@ def run_diff(args) -> int:
         da, db = deltas_a[param].flatten().double(), deltas_b[param].flatten().double()
         cosine = float(torch.dot(da, db) / (da.norm() * db.norm()).clamp_min(1e-300))
         print(f"{param}: |A| {float(da.norm()):.4g}, |B| {float(db.norm()):.4g}, |A-B| {float((da - db).norm()):.4g}, cosine {cosine:.4f}")
+    return 0
+
+
+def run_restrain(args) -> int:
+    from ..core.models import load_model
+    from ..editing.patch import load_patch, restore_stack, save_patch
+    from ..editing.restrain import PruneParams, restraint_patch
+
+    params = PruneParams(base=args.base)  # a bad --base fails before the model loads
+    patches = [load_patch(path) for path in args.files]
+    lm = load_model(args.model, args.cache_dir)
+    stack = restore_stack(lm)
+    for patch in patches:
+        stack.apply(patch)
+    correction = restraint_patch(lm, stack, params)
+    save_patch(correction, args.save)
+    for name, found in correction.meta["restrained"].items():
+        if found["restrained"]:
+            print(f"{name}: {found['restrained']} singular values of the change above the original's largest "
+                  f"({found['sigma_max_original']:.4g}); the largest {found['largest_before']:.4g} -> {found['largest_after']:.4g}")
+        else:
+            print(f"{name}: nothing above the original's largest singular value ({found['sigma_max_original']:.4g})")
+    print(f"wrote {args.save}: {correction.describe()}")
     return 0
