@@ -222,6 +222,31 @@ def test_finished_method_without_its_patches_is_not_edited_again(fresh_tiny, tmp
         run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
 
 
+def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, tmp_path, run):
+    import shutil
+
+    from factpatch.evaluation.sequential import rebuild_patches
+
+    lm = fresh_tiny("llama")
+    run_sequential(lm, load_dataset("builtin"), _config(["alphaedit"]), tmp_path / "out", tmp_path, progress=False)
+    patches = tmp_path / "out" / "alphaedit" / "patches"
+    names = sorted(p.name for p in patches.iterdir())
+    whole = _stack_fingerprint(lm, patches)
+    shutil.rmtree(patches)
+    written = rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False)
+    assert sorted(p.name for p in written) == names  # the ids the batch records hold
+    assert _stack_fingerprint(lm, patches) == whole
+    assert rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False) == []  # nothing missing
+    (patches / names[1]).unlink()
+    (tmp_path / "out" / "alphaedit" / "targets" / "0001.safetensors").unlink()
+    with pytest.raises(FactpatchError, match="neither its patch nor its saved z"):
+        rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False)
+    with pytest.raises(FactpatchError, match="no sequential run of memit"):
+        rebuild_patches(lm, tmp_path / "out", "memit", tmp_path, progress=False)
+    code, _, err = run("eval", "rebuild", tmp_path / "nothing", "--methods", "alphaedit")
+    assert code == 2 and "not a result directory" in err
+
+
 def test_unedited_model_is_scored_once_per_case_not_at_every_checkpoint(fresh_tiny, tmp_path, known_file, monkeypatch):
     # `none` applies nothing: the model at every checkpoint is the unedited one, so a case scored at
     # one checkpoint is recorded again at the next, and every untouched known fact is known.

@@ -71,7 +71,7 @@ def register(commands) -> None:
     _add_threads(ev)
     add_ray_options(ev)
     ev.set_defaults(func=run_eval)
-    sub = ev.add_subparsers(dest="eval_command", metavar="merge|status|curves")
+    sub = ev.add_subparsers(dest="eval_command", metavar="merge|status|curves|rebuild")
     merge = sub.add_parser("merge", help="combine result directories (shards, or methods run apart)")
     merge.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     merge.add_argument("--out", dest="merge_out", type=Path, required=True, help="new directory for the merged results")
@@ -98,6 +98,16 @@ def register(commands) -> None:
                         help="also write the points (run, method, edits, means and intervals) as CSV")
     curves.add_argument("--title", default=None)
     curves.set_defaults(func=run_curves)
+    rebuild = sub.add_parser(
+        "rebuild", help="write a sequential run's missing MEMIT/AlphaEdit patch files from the z its batches saved",
+        description="Patch stacks are not versioned; each MEMIT/AlphaEdit batch's z is (METHOD/targets/). This "
+        "rebuilds the missing patch files in order, with the run's recorded settings, and checks each against the "
+        "id its batch record holds (seconds to a minute a batch instead of minutes). Edits and scores nothing else.")
+    rebuild.add_argument("rebuild_dir", type=Path, metavar="DIR", help="a result directory of eval --sequential")
+    rebuild.add_argument("--methods", dest="rebuild_methods", required=True, metavar="M,M", help="comma-separated")
+    rebuild.add_argument("--cache-dir", type=Path, default=None)
+    rebuild.add_argument("--quiet", action="store_true")
+    rebuild.set_defaults(func=run_rebuild)
 
     cmp = commands.add_parser(
         "compare",
@@ -247,6 +257,20 @@ def run_status(args) -> int:
 
     progress = run_progress(args.status_dir)
     print(json.dumps(progress.to_dict(), indent=2) if args.json else "\n".join(progress_lines(progress)))
+    return 0
+
+
+def run_rebuild(args) -> int:
+    from ..core.models import load_model
+    from ..editing.registry import parse_methods
+    from ..evaluation.run import read_config
+    from ..evaluation.sequential import rebuild_patches
+
+    methods = parse_methods(args.rebuild_methods)
+    lm = load_model(read_config(args.rebuild_dir)["model"], args.cache_dir)
+    for method in methods:
+        written = rebuild_patches(lm, args.rebuild_dir, method, args.cache_dir, not args.quiet)
+        print(f"{method}: {len(written)} patch files rebuilt in {args.rebuild_dir / method / 'patches'}")
     return 0
 
 

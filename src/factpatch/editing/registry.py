@@ -355,6 +355,21 @@ def method_params(lm: LoadedModel, name: str, overrides: dict | None = None, pre
     return params
 
 
+def params_from_record(name: str, recorded: dict):
+    """Method `name`'s settings as a run's config.json recorded them (`to_dict()`; JSON turned its
+    tuples into lists); fields added since take their defaults, as `_as_recorded` assumes."""
+    spec = METHODS[name]
+
+    def as_tuples(value):
+        return tuple(as_tuples(v) for v in value) if isinstance(value, list) else value
+
+    fields = {f.name for f in dataclasses.fields(spec.params_cls)}
+    try:
+        return spec.params_cls(**{key: as_tuples(value) for key, value in recorded.items() if key in fields})
+    except (TypeError, ValueError) as exc:
+        raise FactpatchError(f"the recorded settings of {name} do not make its settings: {exc}") from None
+
+
 def make_editor(
     lm: LoadedModel, name: str, params=None, cache_dir: Path | None = None, progress: bool = True,
     corpus: CorpusSpec | None = None,

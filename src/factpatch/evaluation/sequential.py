@@ -46,7 +46,7 @@ from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, weights_fingerprint
 from ..core.runstore import RunStore
 from ..editing.memit import TargetValues
-from ..editing.patch import Patch, PatchStack, load_patch, save_patch
+from ..editing.patch import Patch, PatchStack, applied, load_patch, save_patch
 from ..editing.registry import make_editor, method_params
 from ..editing.request import EditRequest, conflicting
 from ..editing.stats import CorpusSpec
@@ -215,6 +215,55 @@ def edit_batch(editor, requests: list[EditRequest], stack: PatchStack, b: int, t
     patch.meta.update(batch=b, batch_seconds=round(time.perf_counter() - started, 3))
     targets.save(saved, requests)
     return patch
+
+
+def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path | None = None,
+                    progress: bool = True) -> list[Path]:
+    """Write the patch files of `method`'s batches that a run directory lacks (they are not
+    versioned: docs/mass-editing.md), rebuilt from the z each batch saved, in order on the stack of
+    the batches before it, with the run's recorded settings. Each rebuilt patch must have the id
+    its batch record holds, or nothing more is written. Returns the files written."""
+    from .data import load_dataset
+    from .run import read_config
+    from ..editing.registry import params_from_record
+
+    out_dir = Path(out_dir)
+    config = read_config(out_dir)
+    if config.get("protocol") != "sequential" or method not in config.get("hparams", {}):
+        raise FactpatchError(f"{out_dir} holds no sequential run of {method}")
+    if config["fingerprint"] != lm.fingerprint:
+        raise FactpatchError(f"{out_dir} was run on another model ({config['model']}) than the one loaded")
+    dataset = load_dataset(config["dataset"]["name"], config["dataset"].get("zsre_target", "paper"))
+    if dataset.sha256 != config["dataset"].get("sha256"):
+        raise FactpatchError(f"{config['dataset']['name']} is not the data set {out_dir} was run on")
+    recorded = {r["batch"]: r for r in batch_store(out_dir / BATCHES).load() if r["method"] == method}
+    size = int(config["batch_size"])
+    cases = dataset.select(size * len(recorded))
+    corpus = config["corpus"]
+    spec = CorpusSpec(None if corpus["corpus"] == "self-sampled" else Path(corpus["corpus"]),
+                      corpus["n_tokens"], corpus.get("seed", 0))
+    editor = make_editor(lm, method, params_from_record(method, config["hparams"][method]), cache_dir, progress, spec)
+    patch_dir, target_dir = out_dir / method / "patches", out_dir / method / TARGETS
+    on_disk = {path.name.split("-", 1)[1].removesuffix(".safetensors"): path for path in _patch_files(patch_dir)}
+    written: list[Path] = []
+    with applied(lm, []) as stack:
+        for b in tqdm(sorted(recorded), desc=f"{method}: rebuilding patches", unit="batch", disable=not progress):
+            want = recorded[b]["patch"]
+            if want in on_disk:
+                stack.apply(load_patch(on_disk[want]))
+                continue
+            if not (target_dir / f"{b:04d}.safetensors").exists():
+                raise FactpatchError(f"batch {b} of {method} has neither its patch nor its saved z in {out_dir}")
+            requests = [c.request for c in cases[b * size : (b + 1) * size]]
+            editor.prepare()
+            patch = edit_batch(editor, requests, stack, b, target_dir, recorded[b])
+            if patch.id != want:
+                raise FactpatchError(f"batch {b} of {method} rebuilt as patch {patch.id}, recorded as {want}: "
+                                     "not the run's weights (another code version or machine?); nothing more written")
+            patch_dir.mkdir(parents=True, exist_ok=True)
+            written.append(save_patch(patch, patch_dir / f"{b:04d}-{patch.id}.safetensors"))
+            stack.apply(patch)
+    return written
 
 
 def method_complete(method: str, cases: list[Case], config: SequentialSettings, done: set,
