@@ -28,6 +28,12 @@ step "seq-smollm2-zsre-500" runs/seq-smollm2-zsre-500/COMMAND.sh
 # norm anchoring (NAS) on AlphaEdit, 500 edits: done 2026-12-02 (no gain; docs/mass-editing.md)
 step "seq-smollm2-cf-alphaedit-nas" runs/seq-smollm2-cf-alphaedit-nas/COMMAND.sh
 step "seq-smollm2-cf-2000" runs/seq-smollm2-cf-2000/COMMAND.sh
+# PRUNE on ROME's stack at each later checkpoint (docs/mass-editing.md, "PRUNE on sequential ROME";
+# ~10-25 min each, the scoring of every edited case); only once the run has them
+for n in 1000 1500 2000; do
+  [ -f "runs/seq-smollm2-cf-2000/prune-rome-$n.json" ] || step "seq-smollm2-cf-2000 prune $n" \
+    .venv/bin/python scripts/restrain_stack.py runs/seq-smollm2-cf-2000 rome --edits "$n" --base 1.2 --check 5
+done
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
 step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
 step "seq-gemma3-cf-2000-postnorm all" runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
