@@ -164,6 +164,39 @@ def test_every_help_page_prints(capsys):
         assert capsys.readouterr().out.startswith(f"usage: factpatch {' '.join(path)}".strip()), path
 
 
+def test_sigterm_unwinds_and_leaves_no_temporary_file(monkeypatch, tmp_path, capsys):
+    """`kill` on a running command ends it as Ctrl-C would: the write under way is dropped with
+    its temporary file (by default SIGTERM ends the process before any `finally`), exit 143, one
+    line; and the default handler is back afterwards."""
+    import argparse
+    import os
+    import signal
+    import time
+
+    import factpatch.cli as cli
+    from factpatch.core.cache import atomic_path
+
+    result = tmp_path / "result.json"
+
+    def killed_while_writing(args):
+        with atomic_path(result) as tmp:
+            tmp.write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler raises here, long before
+        return 0
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.set_defaults(func=killed_while_writing, quiet=True)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    started = time.monotonic()
+    assert cli.main([]) == 143
+    assert time.monotonic() - started < 20
+    assert capsys.readouterr().err.strip() == "terminated"
+    assert list(tmp_path.iterdir()) == []  # neither the result nor its temporary file
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_python_dash_m_is_the_same_command_line():
     import subprocess
     import sys

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import __version__
@@ -88,6 +92,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (`kill`, `timeout`, a scheduler stopping the job) raised where the command is.
+
+    By default SIGTERM ends the process on the spot, so a run killed while writing leaves its
+    temporary file beside the result and a study transaction open. Raised instead, it unwinds like
+    Ctrl-C: every `finally` and cleanup runs (temporary files removed, transactions rolled back,
+    patches reverted), and what a run had committed is what a resume finds. A BaseException, so no
+    `except Exception` on the way swallows it."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises `Terminated` while the block runs, where it would have killed the process;
+    a handler someone else installed, or a call off the main thread (where Python cannot set
+    handlers), is left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -105,13 +138,17 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     try:
-        return int(args.func(args) or 0)
+        with sigterm_unwinds():
+            return int(args.func(args) or 0)
     except FactpatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         # whoever read the output stopped (`| head`): end quietly, with the shell's status for SIGPIPE,
         # and point stdout at /dev/null so the interpreter's last flush does not fail again
