@@ -86,12 +86,20 @@ def test_sequential_run_scores_every_case_at_every_checkpoint(fresh_tiny, tmp_pa
     assert memit_rows[0] == 0.0 and memit_rows[4] == pytest.approx(max(last_memit["weight_change"].values()), rel=1e-4)
 
 
-def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path):
+def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path, monkeypatch):
     # Methods edit independently from the unedited model, so a run can take them one at a time
     # (a long queue reordered, a method added to a finished run); one refused only if its settings changed.
+    from factpatch.evaluation import sequential
+    from factpatch.evaluation.run import read_config
+
+    drawn = []
+    real_plot = sequential.plot_curves
+    monkeypatch.setattr(sequential, "plot_curves", lambda rows, path, title: (drawn.append(len(rows)),
+                                                                             real_plot(rows, path, title)))
     lm = fresh_tiny("llama")
     dataset = load_dataset("builtin")
     run_sequential(lm, dataset, _config(["rome"]), tmp_path / "out", tmp_path, progress=False)
+    assert len(drawn) == 2  # at each of the two checkpoints; the run's end finds the same points drawn
     before = (tmp_path / "out" / "results.jsonl").read_text()
     run = run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
     assert (tmp_path / "out" / "results.jsonl").read_text().startswith(before)  # rome's records stay, not rerun
@@ -99,6 +107,12 @@ def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["methods"] == ["rome", "memit"]
     methods = {line.split(",")[0] for line in (tmp_path / "out" / "curves.csv").read_text().splitlines()[1:]}
     assert methods == {"rome", "memit"}
+    assert len(drawn) == 4 and drawn[-1] > drawn[1]  # redrawn with memit's points
+    run_sequential(lm, dataset, _config(["rome", "memit"]), tmp_path / "out", tmp_path, progress=False)
+    assert len(drawn) == 4  # nothing left to do: nothing redrawn
+    (tmp_path / "out" / "curves.png").unlink()
+    sequential.write_curves(tmp_path / "out", read_config(tmp_path / "out"))
+    assert len(drawn) == 5 and (tmp_path / "out" / "curves.png").exists()  # a missing figure is drawn
     other = _config(["memit"])
     other.overrides["memit"] = {**FAST["memit"], "v_steps": "4"}
     with pytest.raises(FactpatchError, match="differs in hparams"):

@@ -488,13 +488,23 @@ def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
 
 def write_curves(out_dir: Path, description: dict, records: list[dict] | None = None,
                  health: list[dict] | None = None) -> None:
-    """curves.csv and curves.png from every checkpoint recorded so far (also of an unfinished run)."""
+    """curves.csv and curves.png from every checkpoint recorded so far (also of an unfinished run).
+
+    The figure is drawn from the CSV's points and the run's title alone, so when the points are
+    those already on disk beside a figure (the last checkpoint has just drawn them, or a resumed run
+    found nothing left to do) it is not drawn again: a draw takes seconds, and a sequential run's
+    end would otherwise draw the same figure twice. `factpatch eval curves DIR --out DIR/curves.png`
+    redraws it outright."""
     records = case_store(out_dir / RESULTS).load() if records is None else records
     health = health_store(out_dir / HEALTH).load() if health is None else health
     if not records:
         return
     batches = batch_store(out_dir / BATCHES).load()
     curves = curve_rows(records, health, description["dataset"]["kind"], description["methods"], batches)
-    write_text_atomic(out_dir / "curves.csv", curves_csv(curves))
-    if curves:
-        plot_curves(curves, out_dir / "curves.png", run_title(description))
+    text = curves_csv(curves)
+    csv_path, figure = out_dir / "curves.csv", out_dir / "curves.png"
+    if figure.exists() and csv_path.is_file() and csv_path.read_text() == text:
+        return
+    if curves:  # the figure first: a run killed between the two leaves a CSV that differs, so it redraws
+        plot_curves(curves, figure, run_title(description))
+    write_text_atomic(csv_path, text)
