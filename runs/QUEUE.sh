@@ -4,13 +4,15 @@
 # started again each session; it logs to runs/QUEUE.log what ended when.
 #     (setsid nohup runs/QUEUE.sh > /dev/null 2>&1 &)
 # Pause it for benchmarks and CI with: kill -STOP / -CONT on its `factpatch eval` process.
-# Order (issue 12), as of 2026-12-02 08:20 UTC: Gemma 3's AlphaEdit and MEMIT are complete (the
-# last step, Gemma 3's ROME, finds them so); zsRE sequential on SmolLM2 (MEMIT's last batch and scoring), then
-# AlphaEdit with norm anchoring to 500 edits (both done 2026-12-02; their steps only check), then SmolLM2's ROME (17 of 20 batches left at 09:30 UTC, ~12–14 min each on the AMD host, then the
-# checkpoints' scoring), which completes that figure; then preserve_contexts to 2,000 edits, then
-# Gemma 3's ROME. MEMIT 1,000 is done; runs/seq-gemma3-cf-2000 (without the mapping) is kept as the
-# record of the collapse (docs/mass-editing.md, "Gemma 3"). Each continues across sessions from what
-# is committed (z of MEMIT/AlphaEdit batches, ROME's patches: .gitignore).
+# Order (issue 12), as of 2026-12-02 15:10 UTC: Gemma 3's AlphaEdit and MEMIT are complete (the
+# last step, Gemma 3's ROME, finds them so); zsRE sequential on SmolLM2 and AlphaEdit with norm
+# anchoring to 500 edits are done (their steps only check); then SmolLM2's ROME (1,000 of 2,000
+# edits and their checkpoints done; its batches now take ~30 min each on the AMD host, up from ~12
+# for the first ones; then the 1,500 and 2,000 checkpoints' scoring), which completes that figure;
+# then PRUNE on ROME's stack at 1,500 and 2,000 (1,000 done out of order); then preserve_contexts to
+# 2,000 edits, then Gemma 3's ROME. MEMIT 1,000 is done; runs/seq-gemma3-cf-2000 (without the
+# mapping) is kept as the record of the collapse (docs/mass-editing.md, "Gemma 3"). Each continues
+# across sessions from what is committed (z of MEMIT/AlphaEdit batches, ROME's patches: .gitignore).
 set -u
 cd "$(dirname "$0")/.."
 log=runs/QUEUE.log
