@@ -100,6 +100,8 @@ def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path,
     dataset = load_dataset("builtin")
     run_sequential(lm, dataset, _config(["rome"]), tmp_path / "out", tmp_path, progress=False)
     assert len(drawn) == 2  # at each of the two checkpoints; the run's end finds the same points drawn
+    rome_batches = [json.loads(line) for line in (tmp_path / "out" / "batches.jsonl").read_text().splitlines()]
+    assert len(rome_batches) == 2 and all(r["z_steps_mean"] >= 1 for r in rome_batches)  # each edit's v* steps, averaged
     before = (tmp_path / "out" / "results.jsonl").read_text()
     run = run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
     assert (tmp_path / "out" / "results.jsonl").read_text().startswith(before)  # rome's records stay, not rerun

@@ -397,10 +397,14 @@ def one_after_another(
     first = patches[0].meta
     layers = sorted({layer for p in patches for layer in p.layers})
     modules = sorted({m for p in patches for m in (p.meta.get("modules") or [p.meta.get("module")]) if m})
+    each = {}
+    steps = [p.meta.get("v_steps_run") for p in patches]
+    if all(isinstance(n, int) for n in steps):  # each request's optimisation steps, as a batch method records them
+        each["v_steps_run"] = steps
     meta = make_meta(
         lm, first["method"], layers, modules, list(requests),
         hparams=first.get("hparams"), edit_seconds=round(sum(p.meta.get("edit_seconds", 0.0) for p in patches), 3),
-        order="one after another",
+        order="one after another", **each,
     )
     return merged(patches, meta)
 
