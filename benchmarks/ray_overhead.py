@@ -39,7 +39,8 @@ import torch
 from factpatch.core.models import load_model
 from factpatch.editing.registry import make_editor, method_params, parse_methods
 from factpatch.evaluation.data import load_dataset
-from factpatch.evaluation.distributed import RaySettings, run_eval_ray
+from factpatch.evaluation.distributed import run_eval_ray
+from factpatch.evaluation.ray_pool import RaySettings
 from factpatch.evaluation.run import EvalSettings, run_eval
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "counterfact-train.json"

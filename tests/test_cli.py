@@ -189,12 +189,17 @@ def test_sigterm_unwinds_and_leaves_no_temporary_file(monkeypatch, tmp_path, cap
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.set_defaults(func=killed_while_writing, quiet=True)
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    started = time.monotonic()
-    assert cli.main([]) == 143
+    # a Ray session earlier in this process (tests/test_distributed.py) leaves its own handler behind
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        started = time.monotonic()
+        assert cli.main([]) == 143
+    finally:
+        after = signal.signal(signal.SIGTERM, previous)
     assert time.monotonic() - started < 20
     assert capsys.readouterr().err.strip() == "terminated"
     assert list(tmp_path.iterdir()) == []  # neither the result nor its temporary file
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert after is signal.SIG_DFL
 
 
 def test_python_dash_m_is_the_same_command_line():

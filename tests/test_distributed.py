@@ -26,7 +26,8 @@ from tiny import build_tiny
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'factpatch[ray]' (make test installs it)")
 
-from factpatch.evaluation.distributed import RaySettings, run_eval_ray, run_sequential_ray, trace_dataset_ray  # noqa: E402
+from factpatch.evaluation.distributed import run_eval_ray, run_sequential_ray, trace_dataset_ray  # noqa: E402
+from factpatch.evaluation.ray_pool import RaySettings  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,7 +106,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_counts_nothing_twice(local_ra
             killed.append(slot.info.pid)
 
     settings = RaySettings(workers=2)
-    with caplog.at_level(logging.WARNING, logger="factpatch.evaluation.distributed"):
+    with caplog.at_level(logging.WARNING, logger="factpatch.evaluation.ray_pool"):
         run = run_eval_ray(str(model_dir), dataset, _config(methods=["none", "ft+l"], n=6), tmp_path / "out", settings,
                            tmp_path / "cache", progress=False, on_result=kill_first_worker)
     assert killed

@@ -58,7 +58,7 @@ def ray_settings(args):
         if args.workers is not None or args.threads_per_worker is not None:
             raise FactpatchError("--workers and --threads-per-worker go with --ray")
         return None
-    from ..evaluation.distributed import RaySettings, check_reachable, require_ray
+    from ..evaluation.ray_pool import RaySettings, check_reachable, require_ray
 
     threads = 1 if args.threads_per_worker is None else args.threads_per_worker
     settings = RaySettings(args.ray, args.workers, threads)
