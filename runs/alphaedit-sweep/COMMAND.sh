@@ -63,3 +63,8 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
 .venv/bin/python scripts/alphaedit_sweep.py --run runs/seq-gemma3-cf-2000-postnorm \
   --known ../shared/datasets/known_1000.json --out runs/alphaedit-sweep/gemma3-layers.jsonl \
   --grid "alphaedit:" "alphaedit:layers=3-6" "alphaedit:layers=4-6"
+# ENCORE's most-probable early stopping, approximated (2026-12-02): z of each request stops once its
+# NLL term is below 0.7 (P(o*) ≈ 0.5) instead of 0.05; its own file (its own z, ~10 min beside the queue).
+.venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-stop07.jsonl \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --known ../shared/datasets/known_1000.json --n 100 --grid "alphaedit:early_stop_nll=0.7" "memit:early_stop_nll=0.7"
