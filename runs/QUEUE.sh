@@ -36,6 +36,8 @@ for n in 1000 1500 2000; do
   [ -f "runs/seq-smollm2-cf-2000/prune-rome-$n.json" ] || step "seq-smollm2-cf-2000 prune $n" \
     .venv/bin/python scripts/restrain_stack.py runs/seq-smollm2-cf-2000 rome --edits "$n" --base 1.2 --check 5
 done
+# ENCORE's early stop of z on AlphaEdit, 500 edits (one batch: docs/mass-editing.md; ~1 h alone)
+step "seq-smollm2-cf-alphaedit-mpes" runs/seq-smollm2-cf-alphaedit-mpes/COMMAND.sh
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
 step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
 step "seq-gemma3-cf-2000-postnorm all" runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
