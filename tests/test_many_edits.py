@@ -288,6 +288,37 @@ def test_a_requests_z_does_not_depend_on_its_batch(fresh_tiny, tmp_path, monkeyp
         torch.testing.assert_close(alone.Z[0], together.Z[i], rtol=1e-4, atol=1e-5)
 
 
+def test_most_probable_early_stop_ends_each_z_where_o_star_first_wins(fresh_tiny, tmp_path):
+    """ENCORE's early stop: a request stops at the first step where every token of o* is the argmax
+    in every context — the same trajectory as without it, cut there; one that never gets there runs on."""
+    lm = _sharpened(fresh_tiny, "llama")
+    # the subject ends the prompt, so δ sits where o* is read and can make it the argmax on a random model
+    requests = [EditRequest("We talked about {}", "Eiffel Tower", "Rome"),
+                EditRequest("Then came {}", "Lionel Messi", "tennis"),
+                EditRequest("A song by {}", "Danielle Darrieux", "Japan")]
+    settings = {**FAST, "group_size": "3", "early_stop_nll": "0", "v_steps": "25"}
+    params = method_params(lm, "memit", settings)
+    prefixes = make_editor(lm, "memit", params, tmp_path, progress=False, corpus=CORPUS).prefixes
+    full = compute_targets(lm, requests, params, prefixes, progress=False)
+    stopping = method_params(lm, "memit", {**settings, "early_stop_most_probable": "true"})
+    assert stopping.early_stop_most_probable is True
+    cut = compute_targets(lm, requests, stopping, prefixes, progress=False)
+    stopped_early = 0
+    for i in range(len(requests)):
+        wins = [h["most_probable"] for h in full.losses[i]]
+        first = wins.index(True) if True in wins else None
+        if first is None or first == len(wins) - 1:
+            assert cut.steps[i] == full.steps[i]
+        else:
+            stopped_early += 1
+            assert cut.steps[i] == first < full.steps[i]
+            assert cut.losses[i][-1]["most_probable"] and not any(h["most_probable"] for h in cut.losses[i][:-1])
+            assert cut.losses[i][-1]["nll"] > full.losses[i][-1]["nll"]  # a z less sure of o*
+        for a, b in zip(cut.losses[i], full.losses[i]):
+            assert a["nll"] == pytest.approx(b["nll"], rel=1e-3, abs=1e-5)
+    assert stopped_early > 0
+
+
 def test_a_patch_file_written_before_batches_existed_still_loads_and_applies(tiny_models, tmp_path):
     """The format-1 layout of a single ROME edit, as earlier versions wrote it (no `layers`,
     `requests` or attachments)."""

@@ -77,6 +77,10 @@ class BatchEditParams:
     # on small models the KL and decay terms keep the total above 0.05 (measured.md), so the
     # reference test would run every request for all steps without changing what is learnt.
     early_stop_nll: float = 0.05
+    # Off, as in the reference methods. On, a request also stops once o* is the most probable
+    # continuation in every context (ENCORE's MPES, Gupta et al. 2025): a smaller z that writes
+    # less and harms less (docs/mass-editing.md, "Stopping z once the new object is likely").
+    early_stop_most_probable: bool = False
     prefixes: tuple[tuple[int, int], ...] = ((5, 10),)  # MEMIT's get_context_templates: 5 of 10 tokens
     prefix_starts: tuple[str, ...] = ("The", "Therefore", "Because", "I", "You")  # MEMIT's start words
     essence_prompt: str = "{} is a"
@@ -135,7 +139,7 @@ class BatchEditParams:
         return ValueSettings(
             steps=self.v_steps, lr=self.v_lr, kl_weight=self.kl_weight, weight_decay=self.weight_decay,
             clamp_factor=self.clamp_factor, early_stop_nll=self.early_stop_nll, essence_prompt=self.essence_prompt,
-            dtype=self.v_dtype,
+            dtype=self.v_dtype, stop_when_most_probable=self.early_stop_most_probable,
         )
 
 

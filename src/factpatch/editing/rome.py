@@ -65,6 +65,10 @@ class ROMEParams:
     # keep it above that (measured.md: it never fired), so we stop on the NLL term alone, i.e.
     # when the geometric-mean probability of o* over the contexts exceeds e^-0.05 ≈ 0.95.
     early_stop_nll: float = 0.05
+    # Off, as in the reference methods. On, a request also stops once o* is the most probable
+    # continuation in every context (ENCORE's MPES, Gupta et al. 2025): a smaller z that writes
+    # less and harms less (docs/mass-editing.md, "Stopping z once the new object is likely").
+    early_stop_most_probable: bool = False
     prefixes: tuple[tuple[int, int], ...] = ((10, 5), (10, 10))  # (count, tokens): public ROME's 10×5 + 10×10
     essence_prompt: str = "{} is a"
     seed: int = 0  # prefix sampling
@@ -115,7 +119,7 @@ def value_settings(hp: ROMEParams) -> ValueSettings:
     return ValueSettings(
         steps=hp.v_steps, lr=hp.v_lr, kl_weight=hp.kl_weight, weight_decay=hp.weight_decay,
         clamp_factor=hp.clamp_factor, early_stop_nll=hp.early_stop_nll, essence_prompt=hp.essence_prompt,
-        dtype=hp.v_dtype,
+        dtype=hp.v_dtype, stop_when_most_probable=hp.early_stop_most_probable,
     )
 
 
