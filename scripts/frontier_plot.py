@@ -38,7 +38,7 @@ FAMILIES = {
     "layers 3–5 only": ("tab:green", "^"),
     "other subjects' keys in K_p": ("tab:red", "v"),
     "z step 0.1 (the reference's Llama-3)": ("tab:gray", "X"),
-    "z stopped at P(o*) ≈ 0.5 (ENCORE's MPES)": ("tab:olive", "*"),
+    "z stopped once o* is likely (ENCORE's MPES; NLL < 0.7)": ("tab:olive", "*"),
 }
 
 
@@ -46,8 +46,8 @@ def family(row: dict) -> str:
     setting = row.get("setting", "")
     if "weight" in row:
         return "other subjects' keys in K_p"
-    if "early_stop_nll=" in setting:
-        return "z stopped at P(o*) ≈ 0.5 (ENCORE's MPES)"
+    if "early_stop_nll=" in setting or "early_stop_most_probable" in setting:
+        return "z stopped once o* is likely (ENCORE's MPES; NLL < 0.7)"
     if "v_lr=0.1" in setting:
         return "z step 0.1 (the reference's Llama-3)"
     if "layers=3-5" in setting:
@@ -64,7 +64,8 @@ def label(row: dict) -> str:
         return f"w {row['weight']:g}"
     method, _, rest = row["setting"].partition(":")
     rest = rest.split("@")[0].replace("nullspace_energy=", "").replace("lambda_per_dim=", "λ/d ")
-    rest = rest.replace("layers=3-5", "").replace("v_lr=0.1", "").replace("early_stop_nll=0.7", "").strip(",")
+    rest = rest.replace("layers=3-5", "").replace("v_lr=0.1", "").replace("early_stop_nll=0.7", "NLL < 0.7")
+    rest = rest.replace("early_stop_most_probable=true", "MPES").strip(",")
     rest = rest.replace(",L2=", ", α ")
     if method == "memit":
         return f"MEMIT {rest}".strip()

@@ -68,3 +68,9 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
 .venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-stop07.jsonl \
   --dataset counterfact:../shared/datasets/counterfact-train.json \
   --known ../shared/datasets/known_1000.json --n 100 --grid "alphaedit:early_stop_nll=0.7" "memit:early_stop_nll=0.7"
+# ... and ENCORE's rule itself (factpatch's early_stop_most_probable, 2026-12-02): each request stops
+# at the first step where o* is the argmax in every context; its own file (its own z).
+.venv/bin/python scripts/alphaedit_sweep.py --out runs/alphaedit-sweep/smollm2-mpes.jsonl \
+  --dataset counterfact:../shared/datasets/counterfact-train.json \
+  --known ../shared/datasets/known_1000.json --n 100 \
+  --grid "alphaedit:early_stop_most_probable=true" "memit:early_stop_most_probable=true"
