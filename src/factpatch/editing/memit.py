@@ -139,7 +139,7 @@ class BatchEditParams:
         return ValueSettings(
             steps=self.v_steps, lr=self.v_lr, kl_weight=self.kl_weight, weight_decay=self.weight_decay,
             clamp_factor=self.clamp_factor, early_stop_nll=self.early_stop_nll, essence_prompt=self.essence_prompt,
-            dtype=self.v_dtype, stop_when_most_probable=self.early_stop_most_probable,
+            dtype=self.v_dtype, early_stop_most_probable=self.early_stop_most_probable,
         )
 
 

@@ -119,7 +119,7 @@ def value_settings(hp: ROMEParams) -> ValueSettings:
     return ValueSettings(
         steps=hp.v_steps, lr=hp.v_lr, kl_weight=hp.kl_weight, weight_decay=hp.weight_decay,
         clamp_factor=hp.clamp_factor, early_stop_nll=hp.early_stop_nll, essence_prompt=hp.essence_prompt,
-        dtype=hp.v_dtype, stop_when_most_probable=hp.early_stop_most_probable,
+        dtype=hp.v_dtype, early_stop_most_probable=hp.early_stop_most_probable,
     )
 
 

@@ -305,7 +305,7 @@ class ValueSettings:
     dtype: str = "float32"  # the weights the optimisation runs on (core.models.PRECISIONS)
     # Also stop a request once every token of o* is the most probable one in every context (ENCORE's
     # most-probable early stopping, Gupta et al. 2025): z no more likely than it needs to be.
-    stop_when_most_probable: bool = False
+    early_stop_most_probable: bool = False
 
     def __post_init__(self):
         if self.steps < 1:
@@ -347,7 +347,7 @@ class ValueResult:
     steps: list[int]  # Adam steps taken per request
     p_first: list[float]  # geometric-mean P(o*) over the contexts before the first step
     p_last: list[float]  # ... at the final δ
-    losses: list[list[dict]] = field(default_factory=list)  # per request, per step: nll, kl, decay, p_target, most_probable
+    losses: list[list[dict]] = field(default_factory=list)  # per request, per step: nll, kl, decay, p_target (and most_probable when it stops on it)
 
 
 def optimize_deltas(
@@ -429,19 +429,24 @@ def optimize_deltas(
                 decay = settings.weight_decay * delta.norm(dim=-1) / norms_a**2  # (a,)
                 loss = nll + settings.kl_weight * kl + decay  # (a,)
                 p_target = torch.exp(-nll.detach() * target_length)  # geometric mean over contexts
-                # o* most probable: every target token the argmax at its position, in every context
-                missed = (log_probs[:n_t].detach().argmax(dim=-1) != rewrite.target_ids).float()  # (N_t,)
-                most_probable = torch.zeros(len(active), device=device).index_add(0, rewrite.target_request, missed) == 0
-                rows = torch.stack([nll.detach(), kl.detach(), decay.detach(), p_target, most_probable.float()]).T.tolist()  # (a, 5)
+                columns = {"nll": nll, "kl": kl, "decay": decay, "p_target": p_target}
+                if settings.early_stop_most_probable:  # an argmax over (N_t, V) a step: only when asked
+                    # o* most probable: every target token the argmax at its position, in every context
+                    missed = (log_probs[:n_t].detach().argmax(dim=-1) != rewrite.target_ids).float()  # (N_t,)
+                    won = torch.zeros(len(active), device=device).index_add(0, rewrite.target_request, missed) == 0  # (a,)
+                    columns["most_probable"] = won
+                rows = torch.stack([c.detach().float() for c in columns.values()]).T.tolist()  # (a, columns)
                 for i in torch.nonzero(~done).flatten().tolist():
                     r = int(active[i])
-                    history[r].append(dict(zip(("nll", "kl", "decay", "p_target"), rows[i][:4]),
-                                           most_probable=bool(rows[i][4])))
+                    record = dict(zip(columns, rows[i]))
+                    if "most_probable" in record:
+                        record["most_probable"] = bool(record["most_probable"])
+                    history[r].append(record)
                     if step == 0:
                         p_first[r] = rows[i][3]
                 done |= nll.detach() < settings.early_stop_nll
-                if settings.stop_when_most_probable:
-                    done |= most_probable
+                if settings.early_stop_most_probable:
+                    done |= won
                 if bool(done.all()) or step == settings.steps:
                     break
                 frozen_delta = delta.detach()[done].clone()
