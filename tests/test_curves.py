@@ -98,3 +98,22 @@ def test_a_run_without_a_scored_checkpoint_has_no_curves(tmp_path):
     (out / "health.jsonl").write_text("")
     with pytest.raises(FactpatchError, match="no checkpoint has been scored yet in early"):
         plot_runs([load_run_curves(out)], tmp_path / "e.png")
+
+
+def _png_size(path):
+    header = path.read_bytes()[16:24]  # the IHDR chunk: width, height as big-endian 32-bit
+    return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
+
+
+def test_more_than_four_panels_go_on_two_rows(tmp_path):
+    """A figure for a page: ES/PS/NS with known facts and perplexity is five panels, 3 + 2, not one
+    row of five; three panels stay on one row."""
+    from factpatch.evaluation.curves import plot_curves
+
+    def rows(measures):
+        return [{"method": "alphaedit", "edits": e, **{m: 0.5 for m in measures}} for e in (100, 200)]
+    plot_curves(rows(["ES", "PS", "NS", "known_share", "perplexity"]), tmp_path / "five.png", "t")
+    plot_curves(rows(["ES", "PS", "NS"]), tmp_path / "three.png", "t")
+    (w5, h5), (w3, h3) = _png_size(tmp_path / "five.png"), _png_size(tmp_path / "three.png")
+    assert h5 > 1.7 * h3  # two rows of panels
+    assert w5 < 1.3 * w3  # three columns, as wide as the three-panel row

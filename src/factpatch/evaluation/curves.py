@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,10 +113,16 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
 
     def colour(run, method):
         return f"C{runs.index(run) % 10}" if by_run else method_color(method)
-    # one legend beside the panels (inside one it hides a curve); every panel on the same edits axis
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.6, 3.0), squeeze=False, sharex=True,
-                             layout="constrained")
-    for ax, name in zip(axes[0], panels):
+    # one legend beside the panels (inside one it hides a curve); every panel on the same edits axis.
+    # More than four panels go on two rows: a single row of six is too wide for a page.
+    columns = len(panels) if len(panels) <= 4 else math.ceil(len(panels) / 2)
+    rows_of_panels = math.ceil(len(panels) / columns)
+    fig, grid = plt.subplots(rows_of_panels, columns, figsize=(3.2 * columns + 1.6, 2.8 * rows_of_panels + 0.2),
+                             squeeze=False, sharex=True, layout="constrained")
+    axes = list(grid.flat)
+    for ax in axes[len(panels):]:  # an odd number of panels leaves the last cell empty
+        ax.set_visible(False)
+    for index, (ax, name) in enumerate(zip(axes, panels)):
         for run, method in lines:
             points = [r for r in rows if r.get("run") == run and r["method"] == method and name in r]
             if not points:
@@ -128,13 +135,15 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
                 ax.fill_between(xs, [r[f"{name}_lo"] for r in points], [r[f"{name}_hi"] for r in points],
                                 color=colour(run, method), alpha=0.15, linewidth=0)
         ax.set_title(PANEL_TITLES.get(name, name), fontsize=9)
-        ax.set_xlabel("edits", fontsize=8)
+        if index + columns >= len(panels):  # the lowest panel of its column
+            ax.set_xlabel("edits", fontsize=8)
+            ax.xaxis.set_tick_params(labelbottom=True)  # sharex hides it above an empty cell
         ax.tick_params(labelsize=7)
         if name not in UNBOUNDED:
             ax.set_ylim(-0.02, 1.02)
-    axes[0][0].set_xlim(left=0)
+    axes[0].set_xlim(left=0)
     legend = {}  # every line once, from whichever panel has it (a zsRE run has no ES panel line)
-    for ax in axes[0]:
+    for ax in axes[: len(panels)]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=7)
