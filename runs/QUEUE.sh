@@ -38,6 +38,9 @@ for n in 1000 1500 2000; do
 done
 # ENCORE's early stop of z on AlphaEdit, 500 edits (one batch: docs/mass-editing.md; ~1 h alone)
 step "seq-smollm2-cf-alphaedit-mpes" runs/seq-smollm2-cf-alphaedit-mpes/COMMAND.sh
+# MEMIT with the earlier edits' keys in its solve (recursive least squares; what AlphaEdit's null
+# space adds to the same K_p term), 500 edits (~1 h alone)
+step "seq-smollm2-cf-memit-preserve" runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
 step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
 step "seq-gemma3-cf-2000-postnorm all" runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh

@@ -9,7 +9,8 @@ from tiny import FAMILIES, PARALLEL_FAMILIES
 
 from factpatch.api import edit_many
 from factpatch.evaluation.sequential import batch_record
-from factpatch.editing.alphaedit import KEYS_ATTACHMENT, alphaedit_solve, null_space_projector, preserved_keys
+from factpatch.editing.alphaedit import alphaedit_solve, null_space_projector
+from factpatch.editing.memit import KEYS_ATTACHMENT, preserved_keys
 from factpatch.editing.anchor import anchor_norm, anchored_targets
 from factpatch.editing.memit import compute_targets, memit_solve, mlp_split_at_subject, read_at_subject
 from factpatch.core.blocks import mlp_contribution, mlp_out_change_for
@@ -71,6 +72,24 @@ def test_memit_with_one_key_is_rome_scaled_by_the_lambda_weighting():
     # as λ → 0 the edited matrix maps k to v, as ROME's does
     torch.testing.assert_close((W.double() + R.double() @ memit_solve(k[:, None], C, 1e-6).double().T) @ k.double(),
                                v.double(), rtol=1e-4, atol=1e-4)
+
+
+def test_memit_preserving_edits_keeps_the_stack_one_least_squares_fit_of_every_batch():
+    """With K_p K_pᵀ in the solve, two batches written one after the other give the weights one
+    solve over both batches gives (recursive least squares); MEMIT's own sequential solve does not."""
+    d_in, d_out, lam = 10, 6, 0.7
+    g = torch.Generator().manual_seed(5)
+    C, W0 = _random_spd(d_in, 6).double(), torch.randn(d_out, d_in, generator=g, dtype=torch.float64)
+    K1, K2 = torch.randn(d_in, 3, generator=g, dtype=torch.float64), torch.randn(d_in, 4, generator=g, dtype=torch.float64)
+    V1, V2 = torch.randn(d_out, 3, generator=g, dtype=torch.float64), torch.randn(d_out, 4, generator=g, dtype=torch.float64)
+
+    def write(W, K, V, preserved=None):  # Δ = R · solveᵀ with R = V − W K, the residual on the current weights
+        return W + (V - W @ K) @ memit_solve(K, C, lam, preserved).double().T
+
+    at_once = write(W0, torch.cat([K1, K2], 1), torch.cat([V1, V2], 1))
+    W1 = write(W0, K1, V1)
+    torch.testing.assert_close(write(W1, K2, V2, K1 @ K1.T), at_once, rtol=1e-4, atol=1e-4)
+    assert float((write(W1, K2, V2) - at_once).norm()) > 1e-2 * float(at_once.norm())  # each batch alone: another fit
 
 
 def test_null_space_projector_keeps_the_low_energy_directions():
@@ -148,6 +167,23 @@ def test_sequential_alphaedit_protects_the_first_batch(fresh_tiny, tmp_path):
     blind = editor.patch(REQUESTS[2:], None)
     layer1 = lambda p: next(d for d in p.deltas if ".1." in d.param).tensor()  # noqa: E731
     assert float((layer1(protected) @ K1).norm()) < 0.2 * float((layer1(blind) @ K1).norm())
+    assert protected.meta["preserved_edits"] == 2
+
+
+def test_sequential_memit_preserving_edits_protects_the_first_batch(fresh_tiny, tmp_path):
+    lm = fresh_tiny("llama")
+    params = method_params(lm, "memit", {**FAST, "lambda_per_dim": "1e-3", "preserve_edits": "true"})
+    editor = make_editor(lm, "memit", params, tmp_path, progress=False, corpus=CORPUS)
+    stack = PatchStack(lm)
+    first = edit_many(lm, REQUESTS[:2], "memit", stack, params, tmp_path, False, corpus=CORPUS).patch
+    assert set(first.attachments) == {KEYS_ATTACHMENT.format(layer=l) for l in EDITED}
+    K1 = first.attachments["keys.1"]
+    protected = editor.patch(REQUESTS[2:], stack)
+    blind = make_editor(lm, "memit", method_params(lm, "memit", {**FAST, "lambda_per_dim": "1e-3"}), tmp_path,
+                        progress=False, corpus=CORPUS).patch(REQUESTS[2:], stack)
+    assert not blind.attachments and "preserved_edits" not in blind.meta  # MEMIT's own solve, as before
+    layer1 = lambda p: next(d for d in p.deltas if ".1." in d.param).tensor()  # noqa: E731
+    assert float((layer1(protected) @ K1).norm()) < 0.05 * float((layer1(blind) @ K1).norm())
     assert protected.meta["preserved_edits"] == 2
 
 

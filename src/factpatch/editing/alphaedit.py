@@ -33,14 +33,20 @@ from safetensors.torch import load_file, save_file
 from ..core.cache import atomic_path, stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel
-from .memit import BatchEditor, BatchEditParams, TargetValues, batch_meta, spread_over_layers
+from .memit import (
+    KEYS_ATTACHMENT,
+    BatchEditor,
+    BatchEditParams,
+    TargetValues,
+    batch_meta,
+    preserved_keys,
+    spread_over_layers,
+)
 from .patch import Patch, PatchStack
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, stats_dir
 
 logger = logging.getLogger(__name__)
-
-KEYS_ATTACHMENT = "keys.{layer}"
 
 
 @dataclass(frozen=True)
@@ -94,17 +100,6 @@ def alphaedit_solve(K: torch.Tensor, P: torch.Tensor, preserved: torch.Tensor, a
     K64, P64 = K.to(torch.float64), P.to(torch.float64)
     A = P64 @ (K64 @ K64.T + preserved.to(torch.float64)) + alpha * torch.eye(K.shape[0], dtype=torch.float64)
     return torch.linalg.solve(A, P64 @ K64).to(torch.float32)  # (d_in, n)
-
-
-def preserved_keys(stack: PatchStack | None, layer: int, dim: int) -> torch.Tensor:
-    """K_p K_pᵀ at `layer`: Σ K Kᵀ over the keys every applied patch carries for it."""
-    total = torch.zeros(dim, dim, dtype=torch.float64)
-    for patch in stack.applied if stack is not None else []:
-        K = patch.attachments.get(KEYS_ATTACHMENT.format(layer=layer))
-        if K is not None:
-            K = K.to(torch.float64)
-            total += K @ K.T
-    return total
 
 
 # ----------------------------------------------------------------------------- the editor

@@ -16,6 +16,14 @@ l ∈ 𝓛 = {l_1 < … < L}, each layer taking a share of the change:
        Δ_l = R K_lᵀ (λ C_l + K_l K_lᵀ)⁻¹          (C_l = E[k kᵀ], λ = mom2_update_weight)
    Δ_l has rank ≤ n and is stored as the factors R and (λ C_l + K_l K_lᵀ)⁻¹ K_l.
 
+With `preserve_edits` the earlier edits of the stack join the solve:
+       Δ_l = R K_lᵀ (λ C_l + K_p K_pᵀ + K_l K_lᵀ)⁻¹     (K_p: every earlier batch's keys at l)
+   so that, batch after batch, the stack is the least-squares solution over *all* edits so far
+   anchored at the unedited W (recursive least squares, as RLSEdit, Wang et al. 2026, frame
+   lifelong editing): min_W Σ_s ‖W K_s − V_s‖² + λ ‖(W − W₀) C^½‖², whose update for the next
+   batch is exactly this Δ. Without it each batch re-anchors at the weights it found, and λ C
+   bounds only that batch's change (sequential MEMIT as the AlphaEdit paper runs it).
+
 AlphaEdit (alphaedit.py) shares steps 1 and 2 and replaces the solve.
 """
 
@@ -56,6 +64,10 @@ from .values import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The keys a batch wrote each layer for, as the patch carries them (AlphaEdit's K_p; MEMIT's with
+# preserve_edits): (d_in, n) at `keys.<layer>`.
+KEYS_ATTACHMENT = "keys.{layer}"
 
 # Below this many requests the first batch's mean ‖v*‖ is a thin estimate of the anchor (anchor.py);
 # NAS uses 1,000, factpatch's sequential runs 100.
@@ -153,6 +165,11 @@ class MEMITParams(BatchEditParams):
     # a fixed 15,000 there would shrink every layer's write ~10×. `mom2_update_weight` sets λ outright.
     lambda_per_dim: float = 1.0
     mom2_update_weight: float | None = None
+    # Earlier edits' keys in the solve (K_p K_pᵀ, as AlphaEdit's, without its projection): the
+    # stack stays the least-squares fit of every edit so far (module doc). Off by default: MEMIT's
+    # paper and the AlphaEdit paper's sequential baseline solve each batch alone. The patch then
+    # carries its keys (n columns a layer), as AlphaEdit's do.
+    preserve_edits: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -166,14 +183,28 @@ class MEMITParams(BatchEditParams):
 # ----------------------------------------------------------------------------- pure math
 
 
-def memit_solve(K: torch.Tensor, C: torch.Tensor, lam: float) -> torch.Tensor:
-    """(λ C + K Kᵀ)⁻¹ K, so that Δ = R · resultᵀ = R Kᵀ (λ C + K Kᵀ)⁻¹.
+def memit_solve(K: torch.Tensor, C: torch.Tensor, lam: float, preserved: torch.Tensor | None = None) -> torch.Tensor:
+    """(λ C + K_p K_pᵀ + K Kᵀ)⁻¹ K, so that Δ = R · resultᵀ = R Kᵀ (λ C + K_p K_pᵀ + K Kᵀ)⁻¹.
 
-    K: (d_in, n) keys, C: (d_in, d_in). Solved in float64 (as the reference does), returned float32.
+    K: (d_in, n) keys, C: (d_in, d_in), preserved = K_p K_pᵀ: (d_in, d_in) or None (MEMIT's own
+    solve). Solved in float64 (as the reference does), returned float32.
     """
     K64 = K.to(torch.float64)
     A = lam * C.to(torch.float64) + K64 @ K64.T  # (d_in, d_in)
+    if preserved is not None:
+        A = A + preserved.to(torch.float64)
     return torch.linalg.solve(A, K64).to(torch.float32)  # (d_in, n)
+
+
+def preserved_keys(stack: PatchStack | None, layer: int, dim: int) -> torch.Tensor:
+    """K_p K_pᵀ at `layer`: Σ K Kᵀ over the keys every applied patch carries for it."""
+    total = torch.zeros(dim, dim, dtype=torch.float64)
+    for patch in stack.applied if stack is not None else []:
+        K = patch.attachments.get(KEYS_ATTACHMENT.format(layer=layer))
+        if K is not None:
+            K = K.to(torch.float64)
+            total += K @ K.T
+    return total
 
 
 def layer_share(Z: torch.Tensor, H: torch.Tensor, layers_left: int) -> torch.Tensor:
@@ -496,8 +527,15 @@ class MemitEditor(BatchEditor):
         assert isinstance(params, MEMITParams)
 
         def solve(layer: int, K: torch.Tensor) -> torch.Tensor:
-            return memit_solve(K, self.C(layer).to(K.device), params.lam(K.shape[0]))
+            preserved = preserved_keys(stack, layer, K.shape[0]).to(K.device) if params.preserve_edits else None
+            return memit_solve(K, self.C(layer).to(K.device), params.lam(K.shape[0]), preserved)
 
         found, written, anchoring = self.targets(requests, stack, targets)
-        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, targets=written)
-        return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result, **anchoring)), found
+        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, targets=written,
+                                    keys_after=params.preserve_edits)
+        if not params.preserve_edits:
+            return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result, **anchoring)), found
+        meta = batch_meta(self.lm, self.name, params, requests, result, **anchoring,
+                          preserved_edits=sum(len(p.requests) for p in (stack.applied if stack else [])))
+        attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}
+        return Patch(result.deltas, meta, attachments), found
