@@ -120,7 +120,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     fig, grid = plt.subplots(rows_of_panels, columns, figsize=(3.2 * columns + 1.6, 2.8 * rows_of_panels + 0.2),
                              squeeze=False, sharex=True, layout="constrained")
     axes = list(grid.flat)
-    for ax in axes[len(panels):]:  # an odd number of panels leaves the last cell empty
+    for ax in axes[len(panels):]:  # an odd number of panels leaves the last cell empty (for the legend)
         ax.set_visible(False)
     for index, (ax, name) in enumerate(zip(axes, panels)):
         for run, method in lines:
@@ -146,7 +146,12 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     for ax in axes[: len(panels)]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=7)
+    if len(axes) > len(panels):  # an empty cell holds the legend
+        axes[-1].set_visible(True)
+        axes[-1].axis("off")
+        axes[-1].legend(list(legend.values()), list(legend), loc="center", fontsize=8)
+    else:
+        fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=7)
     fig.suptitle(title, fontsize=9)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=image_format, dpi=150)
