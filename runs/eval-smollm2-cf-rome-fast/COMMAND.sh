@@ -8,5 +8,5 @@ cd "$(dirname "$0")/../.."
 .venv/bin/factpatch eval --quiet --model smollm2-135m --methods rome --preset fast \
   --dataset counterfact:../shared/datasets/counterfact-train.json --n 100 \
   --out runs/eval-smollm2-cf-rome-fast
-.venv/bin/python scripts/same_cases.py runs/eval-smollm2-cf-rome-topk runs/eval-smollm2-cf-rome-fast \
+.venv/bin/factpatch eval paired runs/eval-smollm2-cf-rome-topk runs/eval-smollm2-cf-rome-fast \
   --method rome --json runs/eval-smollm2-cf-rome-fast/same-cases.json

@@ -71,7 +71,7 @@ def register(commands) -> None:
     _add_threads(ev)
     add_ray_options(ev)
     ev.set_defaults(func=run_eval)
-    sub = ev.add_subparsers(dest="eval_command", metavar="merge|status|curves|rebuild")
+    sub = ev.add_subparsers(dest="eval_command", metavar="merge|status|curves|paired|blocks|rebuild")
     merge = sub.add_parser("merge", help="combine result directories (shards, or methods run apart)")
     merge.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     merge.add_argument("--out", dest="merge_out", type=Path, required=True, help="new directory for the merged results")
@@ -98,6 +98,30 @@ def register(commands) -> None:
                         help="also write the points (run, method, edits, means and intervals) as CSV")
     curves.add_argument("--title", default=None)
     curves.set_defaults(func=run_curves)
+    pair = sub.add_parser(
+        "paired", help="two methods or two runs on the cases both scored: each metric's paired difference B - A",
+        description="Each metric's mean on each side and the mean of the per-case differences B - A, each with its "
+        "bootstrap 95 %% interval, over the cases both sides scored. The sides: one directory and two methods "
+        "(--method, --method-b), or two directories. Reads, never writes the runs.")
+    pair.add_argument("pair_dirs", nargs="+", type=Path, metavar="DIR", help="A's directory, and B's if it is another")
+    pair.add_argument("--method", dest="pair_method", required=True, help="A's method")
+    pair.add_argument("--method-b", dest="pair_method_b", default=None, help="B's method (default: A's)")
+    pair.add_argument("--edits", dest="pair_edits", type=int, default=None, metavar="N",
+                      help="a sequential run's checkpoint (default: the latest both sides have scored)")
+    pair.add_argument("--cases", dest="pair_cases", default=None, metavar="A-B", help="the cases at positions A to B only")
+    pair.add_argument("--json", dest="pair_json", type=Path, default=None, metavar="FILE", help="also write the result as JSON")
+    pair.set_defaults(func=run_paired)
+    block = sub.add_parser(
+        "blocks", help="a sequential run's cases in blocks of edit order: how the oldest edits hold against the newest",
+        description="One method's means with 95 %% intervals over each block of consecutive cases (positions 0 to "
+        "SIZE-1, SIZE to 2 SIZE-1, ...) at one checkpoint. Reads, never writes the run.")
+    block.add_argument("blocks_dir", type=Path, metavar="DIR")
+    block.add_argument("--method", dest="blocks_method", required=True)
+    block.add_argument("--edits", dest="blocks_edits", type=int, default=None, metavar="N",
+                       help="the checkpoint (default: the method's latest)")
+    block.add_argument("--size", type=int, default=100, help="cases a block (default 100: a batch of the default run)")
+    block.add_argument("--csv", dest="blocks_csv", type=Path, default=None, metavar="FILE", help="also write the rows as CSV")
+    block.set_defaults(func=run_blocks)
     rebuild = sub.add_parser(
         "rebuild", help="write a sequential run's missing MEMIT/AlphaEdit patch files from the z its batches saved",
         description="Patch stacks are not versioned; each MEMIT/AlphaEdit batch's z is (METHOD/targets/). This "
@@ -288,6 +312,56 @@ def run_curves(args) -> int:
     path = plot_runs(runs, args.curves_out, args.curves_csv, args.title)
     points = sum(1 for run in runs for row in run.rows if row["edits"] > 0)
     print(f"{path}: {points} checkpoints of {len(runs)} run(s)" + (f"; points in {args.curves_csv}" if args.curves_csv else ""))
+    return 0
+
+
+def run_paired(args) -> int:
+    from ..core.cache import write_text_atomic
+    from ..core.errors import FactpatchError
+    from ..evaluation.breakdown import checkpoints, estimate_text, load_side, paired
+    from ..evaluation.curves import case_range
+
+    if len(args.pair_dirs) > 2:
+        raise FactpatchError(f"eval paired compares two sides: one or two directories, not {len(args.pair_dirs)}")
+    dir_a, dir_b = args.pair_dirs[0], args.pair_dirs[-1]
+    method_b = args.pair_method_b or args.pair_method
+    if dir_a == dir_b and method_b == args.pair_method:
+        raise FactpatchError("both sides are the same: give a second directory or --method-b")
+    cases = case_range(args.pair_cases) if args.pair_cases else None
+    edits = args.pair_edits
+    if edits is None:
+        at_a, at_b = checkpoints(dir_a, args.pair_method), checkpoints(dir_b, method_b)
+        if at_a and at_b:  # two sequential runs: the latest checkpoint both have
+            common = sorted(set(at_a) & set(at_b))
+            if not common:
+                raise FactpatchError(f"{args.pair_method} in {dir_a} and {method_b} in {dir_b} share no checkpoint")
+            edits = common[-1]
+    result = paired(load_side(dir_a, args.pair_method, edits if checkpoints(dir_a, args.pair_method) else None, cases),
+                    load_side(dir_b, method_b, edits if checkpoints(dir_b, method_b) else None, cases))
+    print(f"{result.cases} cases scored on both sides; A = {result.a.label}, B = {result.b.label}")
+    for name, m in result.metrics.items():
+        print(f"  {name}: A {estimate_text(m.a)}   B {estimate_text(m.b)}   B - A {estimate_text(m.b_minus_a, signed=True)}")
+    if args.pair_json is not None:
+        write_text_atomic(args.pair_json, json.dumps(result.to_dict(), indent=1) + "\n")
+        print(f"written {args.pair_json}")
+    return 0
+
+
+def run_blocks(args) -> int:
+    from ..core.cache import write_text_atomic
+    from ..evaluation.breakdown import blocks, blocks_csv, estimate_text, load_side
+
+    side = load_side(args.blocks_dir, args.blocks_method, args.blocks_edits)
+    rows = blocks(side, args.size)
+    print(f"{side.label}: {len(side.metrics)} cases in {len(rows)} block(s) of {args.size}, oldest first")
+    for block in rows:
+        n = next(iter(block.metrics.values())).n if block.metrics else 0
+        means = "   ".join(f"{name} {estimate_text(block.metrics[name])}" for name in side.headline
+                           if name in block.metrics)
+        print(f"  {block.first}-{block.last} ({n}): {means}")
+    if args.blocks_csv is not None:
+        write_text_atomic(args.blocks_csv, blocks_csv(side, rows))
+        print(f"written {args.blocks_csv}")
     return 0
 
 

@@ -1,0 +1,182 @@
+"""A result directory's cases broken down: two sides on the same cases, and a run's cases in blocks.
+
+Means over different cases do not compare well (CounterFact's cases differ far more than the
+methods do), so "is A better than B" is answered here on the cases both have scored, by the
+paired difference of each metric with its bootstrap 95 % interval (`factpatch eval paired`).
+The two sides are two directories (a setting against the default), or two methods of one
+directory (a sequential run's methods at one checkpoint: every method there edited the same
+cases in the same order).
+
+A sequential run's edits decay as later batches land; the mean over every case hides which ones.
+`factpatch eval blocks` gives each block of consecutive positions (the first 500 edits, the next
+500, ...) its own means at one checkpoint: how the oldest edits hold against the newest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import FactpatchError
+from .metrics import Estimate, bootstrap_mean
+from .run import RESULTS, read_config, result_store
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: the per-case metrics of one method in one directory."""
+
+    directory: Path
+    method: str
+    edits: int | None  # the sequential run's checkpoint these records were scored at (None: a single-edit run)
+    metrics: dict[str, dict[str, float]]  # case id -> metric -> value
+    positions: dict[str, int]  # case id -> position in the run (the order it was edited in)
+    kind: str = "counterfact"  # the dataset's kind: which metrics are the headline ones
+
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """The metrics a curve or table leads with (ES/PS/NS; zsRE's three accuracies)."""
+        from .curves import CURVE_METRICS
+
+        return CURVE_METRICS.get(self.kind, ())
+
+    @property
+    def label(self) -> str:
+        at = f" at {self.edits} edits" if self.edits is not None else ""
+        return f"{self.directory} {self.method}{at}"
+
+
+def _records(directory: Path) -> tuple[dict, list[dict]]:
+    from .sequential import case_store  # sequential imports this package's run module; import late
+
+    config = read_config(directory)
+    sequential = config.get("protocol") == "sequential"
+    store = case_store(directory / RESULTS) if sequential else result_store(directory / RESULTS)
+    return config, store.load(repair=False)  # read-only: safe beside the run that writes them
+
+
+def checkpoints(directory: Path, method: str) -> list[int]:
+    """The checkpoints (numbers of edits) at which a sequential run has scored `method`."""
+    _, records = _records(Path(directory))
+    return sorted({r["edits"] for r in records if r["method"] == method and "edits" in r})
+
+
+def load_side(directory: Path, method: str, edits: int | None = None, cases: range | None = None) -> Side:
+    """`method`'s per-case metrics in `directory`; for a sequential run, at checkpoint `edits`
+    (default: its latest), and with `cases` only the cases at those positions."""
+    directory = Path(directory)
+    config, records = _records(directory)
+    if method not in config.get("methods", []):
+        raise FactpatchError(f"{directory} has no method {method!r} (it has {', '.join(config.get('methods', []))})")
+    rows = [r for r in records if r["method"] == method]
+    sequential = config.get("protocol") == "sequential"
+    if not sequential and edits is not None:
+        raise FactpatchError(f"{directory} is a single-edit run: --edits names a sequential run's checkpoint")
+    if sequential:
+        scored = sorted({r["edits"] for r in rows})
+        if not scored:
+            raise FactpatchError(f"{directory} has scored no checkpoint of {method} yet")
+        if edits is None:
+            edits = scored[-1]
+        elif edits not in scored:
+            raise FactpatchError(f"{directory} has no {method} checkpoint at {edits} edits "
+                                 f"(it has {', '.join(map(str, scored))})")
+        rows = [r for r in rows if r["edits"] == edits]
+    if cases is not None:
+        rows = [r for r in rows if r.get("index") in cases]
+        if not rows:
+            raise FactpatchError(f"{directory} has no {method} case at positions {cases.start}-{cases.stop - 1}")
+    metrics = {r["case_id"]: {k: float(v) for k, v in r["metrics"].items() if isinstance(v, (int, float))}
+               for r in rows}
+    positions = {r["case_id"]: int(r["index"]) for r in rows if "index" in r}
+    return Side(directory, method, edits, metrics, positions, config.get("dataset", {}).get("kind", "counterfact"))
+
+
+@dataclass(frozen=True)
+class PairedMetric:
+    a: Estimate
+    b: Estimate
+    b_minus_a: Estimate  # the mean of the per-case differences, and its interval
+
+    def to_dict(self) -> dict:
+        return {"a": self.a.to_dict(), "b": self.b.to_dict(), "b_minus_a": self.b_minus_a.to_dict()}
+
+
+@dataclass(frozen=True)
+class Paired:
+    a: Side
+    b: Side
+    cases: int  # scored on both sides
+    metrics: dict[str, PairedMetric]
+
+    def to_dict(self) -> dict:
+        return {"a": str(self.a.directory), "b": str(self.b.directory), "method": self.a.method,
+                "method_b": self.b.method, "edits": self.a.edits, "edits_b": self.b.edits, "cases": self.cases,
+                "metrics": {name: m.to_dict() for name, m in self.metrics.items()}}
+
+
+def paired(a: Side, b: Side, seed: int = 0) -> Paired:
+    """Each metric both sides have, on the cases both have scored: A's and B's means and B − A,
+    each with its bootstrap 95 % interval (the difference resampled by case, so what the cases
+    share cancels)."""
+    shared = [case for case in a.metrics if case in b.metrics]
+    if not shared:
+        raise FactpatchError(f"{a.label} and {b.label} share no case")
+    names = [name for name in a.metrics[shared[0]] if all(name in a.metrics[c] and name in b.metrics[c] for c in shared)]
+    out = {}
+    for name in names:
+        first = [a.metrics[c][name] for c in shared]
+        second = [b.metrics[c][name] for c in shared]
+        out[name] = PairedMetric(bootstrap_mean(first, seed=seed), bootstrap_mean(second, seed=seed),
+                                 bootstrap_mean([y - x for x, y in zip(first, second)], seed=seed))
+    return Paired(a, b, len(shared), out)
+
+
+@dataclass(frozen=True)
+class Block:
+    first: int  # positions first..last, both included
+    last: int
+    metrics: dict[str, Estimate]
+
+
+def blocks(side: Side, size: int, seed: int = 0) -> list[Block]:
+    """The side's cases in blocks of `size` consecutive positions (edit order), each metric's mean
+    and 95 % interval per block; a block none of whose cases was scored is left out."""
+    if size < 1:
+        raise FactpatchError(f"a block holds at least one case, not {size}")
+    if len(side.positions) < len(side.metrics):
+        raise FactpatchError(f"{side.directory}'s records do not say the cases' positions: blocks need them")
+    by_block: dict[int, list[str]] = {}
+    for case, position in side.positions.items():
+        by_block.setdefault(position // size, []).append(case)
+    out = []
+    for number in sorted(by_block):
+        cases = by_block[number]
+        names = [n for n in side.metrics[cases[0]] if all(n in side.metrics[c] for c in cases)]
+        out.append(Block(number * size, number * size + size - 1,
+                         {n: bootstrap_mean([side.metrics[c][n] for c in cases], seed=seed) for n in names}))
+    return out
+
+
+def blocks_csv(side: Side, rows: list[Block]) -> str:
+    names = list(dict.fromkeys(n for block in rows for n in block.metrics))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "edits", "first", "last", "cases"]
+                    + [f"{n}{suffix}" for n in names for suffix in ("", "_lo", "_hi")])
+    for block in rows:
+        cases = next(iter(block.metrics.values())).n if block.metrics else 0
+        values = []
+        for n in names:
+            e = block.metrics.get(n)
+            values += [f"{e.mean:.6g}", f"{e.lo:.6g}", f"{e.hi:.6g}"] if e else ["", "", ""]
+        writer.writerow([side.method, "" if side.edits is None else side.edits, block.first, block.last, cases] + values)
+    return buffer.getvalue()
+
+
+def estimate_text(e: Estimate, scale: float = 100.0, signed: bool = False) -> str:
+    """"85.9 (84.3–87.4)": a mean and its interval, ×100 as the docs give shares."""
+    sign = "+" if signed else ""
+    return f"{scale * e.mean:{sign}.1f} ({scale * e.lo:{sign}.1f} to {scale * e.hi:{sign}.1f})"
