@@ -117,3 +117,17 @@ def test_more_than_four_panels_go_on_two_rows(tmp_path):
     (w5, h5), (w3, h3) = _png_size(tmp_path / "five.png"), _png_size(tmp_path / "three.png")
     assert h5 > 1.7 * h3  # two rows of panels
     assert w5 < 1.3 * w3  # three columns, as wide as the three-panel row
+
+
+def test_a_perplexity_that_spans_a_decade_is_drawn_on_a_log_axis(tmp_path):
+    """A collapsed method's perplexity (163 against 9) would flatten the others' to one line."""
+    from factpatch.evaluation.curves import plot_curves
+
+    def rows(collapsed):
+        return [{"method": "rome", "edits": 0, "perplexity": 9.0}, {"method": "rome", "edits": 100, "perplexity": collapsed},
+                {"method": "alphaedit", "edits": 100, "perplexity": 10.0}]
+    plot_curves(rows(163.0), tmp_path / "log.svg", "t")
+    plot_curves(rows(13.0), tmp_path / "linear.svg", "t")
+    assert "perplexity (fixed text), log scale" in (tmp_path / "log.svg").read_text()
+    linear = (tmp_path / "linear.svg").read_text()
+    assert "perplexity (fixed text)" in linear and "log scale" not in linear

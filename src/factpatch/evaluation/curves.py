@@ -30,6 +30,8 @@ PANEL_MEASURES = HEALTH_MEASURES + STACK_MEASURES  # drawn after the metrics, in
 PANEL_TITLES = {"known_share": "known facts kept", "perplexity": "perplexity (fixed text)",
                 "weight_change": "edited weights: largest ‖W−W₀‖/‖W₀‖"}
 UNBOUNDED = ("perplexity", "weight_change")  # panels not drawn on the 0–1 scale of the shares
+LOG_SCALE_RATIO = 10.0  # a perplexity panel whose largest value is this many times its smallest is drawn on a log
+# axis: a collapsed method (ROME's 163 after 2,000 edits against the unedited 9) would flatten the others to one line
 LINE_STYLES = ("-", "--", ":", "-.")  # one per run on a figure of several
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
@@ -141,6 +143,9 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
         ax.tick_params(labelsize=7)
         if name not in UNBOUNDED:
             ax.set_ylim(-0.02, 1.02)
+        elif name == "perplexity" and _spans_decades(rows, name):
+            ax.set_yscale("log")
+            ax.set_title(f"{PANEL_TITLES[name]}, log scale", fontsize=9)
     axes[0].set_xlim(left=0)
     legend = {}  # every line once, from whichever panel has it (a zsRE run has no ES panel line)
     for ax in axes[: len(panels)]:
@@ -156,6 +161,11 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=image_format, dpi=150)
     plt.close(fig)
+
+
+def _spans_decades(rows: list[dict], name: str) -> bool:
+    values = [r[name] for r in rows if isinstance(r.get(name), (int, float)) and r[name] > 0]
+    return bool(values) and max(values) >= LOG_SCALE_RATIO * min(values)
 
 
 def figure_format(path: Path) -> str:
