@@ -1,4 +1,4 @@
-"""`factpatch patch show | apply | revert | diff | restrain`."""
+"""`factpatch patch show | apply | revert | diff | norms | restrain`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from . import add_common
 
 def register(commands) -> None:
     patch = commands.add_parser("patch", help="inspect, apply, revert and compare patch files")
-    sub = patch.add_subparsers(dest="patch_command", metavar="{show,apply,revert,diff,restrain}", required=True)
+    sub = patch.add_subparsers(dest="patch_command", metavar="{show,apply,revert,diff,norms,restrain}", required=True)
 
     show = sub.add_parser("show", help="print a patch file's metadata")
     show.add_argument("files", nargs="+", type=Path)
@@ -44,6 +44,19 @@ def register(commands) -> None:
     diff.add_argument("a", type=Path)
     diff.add_argument("b", type=Path)
     diff.set_defaults(func=run_diff)
+
+    norms = sub.add_parser(
+        "norms", help="how far a stack of patches moves each matrix, and whether its deltas add up or cancel",
+        description="For each matrix the patches touch, in stack order: each delta's ‖Δ‖/‖W₀‖, and after each patch "
+        "‖ΣΔ‖/‖W₀‖ beside the orthogonal sum √(Σ‖Δ‖²)/‖W₀‖ (equal when the deltas are mutually orthogonal; above "
+        "it they pile up, below it they cancel). A ROME patch has one delta per edit. Reads the model's weights; "
+        "changes nothing.")
+    add_common(norms)
+    norms.add_argument("files", nargs="+", type=Path, metavar="PATCH", help="patch files, in the order they apply")
+    norms.add_argument("--json", dest="norms_json", type=Path, default=None, metavar="FILE",
+                       help="also write every delta's norm and the totals after each patch as JSON")
+    norms.add_argument("--force", action="store_true", help="measure patches made on another model")
+    norms.set_defaults(func=run_norms)
 
     restrain = sub.add_parser(
         "restrain", help="PRUNE: a patch that restrains what a stack of patches did to each matrix",
@@ -129,6 +142,42 @@ def run_diff(args) -> int:
         da, db = deltas_a[param].flatten().double(), deltas_b[param].flatten().double()
         cosine = float(torch.dot(da, db) / (da.norm() * db.norm()).clamp_min(1e-300))
         print(f"{param}: |A| {float(da.norm()):.4g}, |B| {float(db.norm()):.4g}, |A-B| {float((da - db).norm()):.4g}, cosine {cosine:.4f}")
+    return 0
+
+
+def run_norms(args) -> int:
+    import logging
+    import statistics
+
+    from ..core.cache import write_text_atomic
+    from ..core.errors import FactpatchError
+    from ..core.models import load_model
+    from ..editing.norms import stack_norms
+    from ..editing.patch import load_patch
+
+    patches = [load_patch(path) for path in args.files]  # a bad file fails before the model loads
+    lm = load_model(args.model, args.cache_dir)
+    for path, patch in zip(args.files, patches):
+        if patch.fingerprint != lm.fingerprint:
+            message = f"{path} was made on another model than {lm.name} (fingerprints differ)"
+            if not args.force:
+                raise FactpatchError(message + "; use --force to measure it anyway")
+            logging.getLogger(__name__).warning("%s; measuring anyway (--force)", message)
+    params = dict(lm.model.named_parameters())
+    touched = {delta.param for patch in patches for delta in patch.deltas}
+    result = stack_norms({name: params[name] for name in touched if name in params}, patches)
+    for step, patch in zip(result.after_patch, patches):
+        changes = ", ".join(f"{name} {step.weight_change[name]:.3f} ({step.orthogonal_sum[name]:.3f}; "
+                            f"{step.deltas_so_far[name]} deltas)" for name in step.weight_change)
+        print(f"{patch.id} {patch.meta.get('method', '?')}: |W-W0|/|W0| (orthogonal sum; deltas so far): {changes}")
+    for name, values in result.per_delta.items():
+        print(f"{name}: {len(values)} deltas, each |D|/|W0| median {statistics.median(values):.4f}, "
+              f"largest {max(values):.4f}")
+    if args.norms_json is not None:
+        record = {"model": lm.name, "fingerprint": lm.fingerprint, "patches": [str(p) for p in args.files],
+                  **result.to_dict()}
+        write_text_atomic(args.norms_json, json.dumps(record, indent=1) + "\n")
+        print(f"written {args.norms_json}")
     return 0
 
 
