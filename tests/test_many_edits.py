@@ -539,3 +539,29 @@ def test_norm_anchoring_skips_what_it_cannot_anchor_and_refuses_a_stack_without_
             make_editor(lm, "alphaedit", anchored, tmp_path, progress=False, corpus=CORPUS).patch(REQUESTS[:1], stack)
     with pytest.raises(FactpatchError, match="norm_anchor_skip"):
         method_params(lm, "alphaedit", {"norm_anchor_skip": "0"})
+
+
+def test_statistics_needed_on_top_of_a_stack_are_the_unedited_models(fresh_tiny, tmp_path):
+    """C, the prefixes and the corpus they come from are cached under the model's fingerprint, which
+    names the unedited weights: an editor that first needs them with patches applied (a resumed
+    sequential run, `edit --patch` on an empty cache) computes them with the patches taken off, and
+    leaves the stack's weights exactly as they were."""
+    from factpatch.editing.stats import key_second_moments
+
+    lm = fresh_tiny("llama")
+    first = method_params(lm, "memit", {**FAST, "layers": "0-1"})
+    stack = PatchStack(lm)
+    edit_many(lm, REQUESTS[:2], "memit", stack, first, tmp_path / "first", False, corpus=CORPUS)
+    edited = weights_fingerprint(lm.model)
+    on_edited = key_second_moments(lm, [2], CORPUS, tmp_path / "edited", progress=False)[2]  # what the bug cached
+    later = method_params(lm, "memit", {**FAST, "layers": "1-2"})
+    editor = make_editor(lm, "memit", later, tmp_path / "later", progress=False, corpus=CORPUS)
+    editor.prepare(stack)
+    assert weights_fingerprint(lm.model) == edited  # the stack is back, bit for bit
+    blind = make_editor(lm, "memit", later, tmp_path / "blind", progress=False, corpus=CORPUS)
+    blind.prepare()  # not told of the stack: the edited model's statistics
+    assert torch.equal(blind.C(2), on_edited)
+    stack.revert()
+    on_unedited = key_second_moments(lm, [2], CORPUS, tmp_path / "unedited", progress=False)[2]
+    assert torch.equal(editor.C(2), on_unedited)
+    assert not torch.allclose(on_edited, on_unedited)  # the patches at layers 0-1 move the keys at layer 2

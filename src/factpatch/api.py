@@ -73,7 +73,7 @@ def edit(
     request = with_true_object(lm, request)
     stack = stack if stack is not None else PatchStack(lm)
     editor = RomeEditor(lm, hp, cache_dir, progress, corpus)
-    editor.prepare()  # statistics and prefixes: computed once and cached, not part of the edit time
+    editor.prepare(stack)  # statistics and prefixes: computed once and cached, not part of the edit time
     texts = list(dict.fromkeys([request.text, *probes]))
     targets = [request.target_new, request.target_true]
     before = probabilities(lm, texts, targets)
@@ -135,8 +135,8 @@ def edit_many(
     check_batch(requests)
     params = params if params is not None else method_params(lm, method, overrides, preset)
     editor = make_editor(lm, method, params, cache_dir, progress, corpus)
-    editor.prepare()
     stack = stack if stack is not None else PatchStack(lm)
+    editor.prepare(stack)
     before = _prompt_probabilities(lm, requests)
     started = time.perf_counter()
     patch = editor.patch(requests, stack)

@@ -139,6 +139,7 @@ class AlphaEditor(BatchEditor):
     def patch_and_targets(self, requests: Sequence[EditRequest], stack: PatchStack | None = None,
                           targets: TargetValues | None = None) -> tuple[Patch, TargetValues]:
         check_batch(requests, allow_conflicts=True)  # user input was checked where it was read
+        self.prepare(stack)
         params = self.params
         assert isinstance(params, AlphaEditParams) and params.layers is not None
 

@@ -146,7 +146,7 @@ class FineTuneEditor:
         self.layer = lm.check_layer(params.layer)
         self.module = lm.adapter.mlp_out_path(self.layer)
 
-    def prepare(self) -> None:
+    def prepare(self, stack: PatchStack | None = None) -> None:
         return None
 
     def param_names(self) -> list[str]:
@@ -185,7 +185,7 @@ class NoEditor:
     def __init__(self, lm: LoadedModel, params: NoParams):
         self.lm, self.params = lm, params
 
-    def prepare(self) -> None:
+    def prepare(self, stack: PatchStack | None = None) -> None:
         return None
 
     def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:

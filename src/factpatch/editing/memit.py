@@ -49,7 +49,7 @@ from ..core.hooks import act_name, run_with_cache, start_at_layer
 from ..core.models import LoadedModel
 from ..core.tokens import pad_id, pad_right, subject_last_index
 from .anchor import ANCHOR_META, anchor_norm, anchored_targets, stack_anchor
-from .patch import Patch, PatchStack, WeightDelta, applied, make_meta
+from .patch import Patch, PatchStack, WeightDelta, applied, make_meta, unedited
 from .request import EditRequest, check_batch
 from .stats import CorpusSpec, key_second_moments
 from .values import (
@@ -457,9 +457,11 @@ class BatchEditor:
         self._C: dict[int, torch.Tensor] | None = None
         self._prefixes: list[str] | None = None
 
-    def prepare(self) -> None:
-        if self._C is None:
-            assert self.params.layers is not None
+    def prepare(self, stack: PatchStack | None = None) -> None:
+        if self._C is not None:
+            return
+        assert self.params.layers is not None
+        with unedited(stack):  # C and the prefixes are cached as the unedited model's: computed on its weights
             self._C = key_second_moments(self.lm, list(self.params.layers), self.corpus, self.cache_dir, self.progress)
             self._prefixes = sample_prefixes(self.lm, self.params.prefix_spec(), self.cache_dir)
 
@@ -523,6 +525,7 @@ class MemitEditor(BatchEditor):
     def patch_and_targets(self, requests: Sequence[EditRequest], stack: PatchStack | None = None,
                           targets: TargetValues | None = None) -> tuple[Patch, TargetValues]:
         check_batch(requests, allow_conflicts=True)  # user input was checked where it was read
+        self.prepare(stack)
         params = self.params
         assert isinstance(params, MEMITParams)
 

@@ -18,11 +18,12 @@ the weights that applying the others in order would.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -338,6 +339,27 @@ class PatchStack:
             self._add(patch)
             self.applied.append(patch)
         return removed
+
+
+@contextlib.contextmanager
+def unedited(stack: PatchStack | None) -> Iterator[None]:
+    """Inside the block the model holds the weights the stack was applied to; after it, the same
+    patches again, in order — the same bits, as applying them in order always gives.
+
+    For work whose result is cached under the model's fingerprint, which names the unedited weights:
+    an editor's key statistics C, its context prefixes and a corpus it samples (`Editor.prepare`).
+    Computed on an edited model they would be that model's and then served, from the cache, to
+    every later run of the unedited one."""
+    if stack is None or not stack.applied:
+        yield
+        return
+    patches = stack.revert()
+    try:
+        yield
+    finally:
+        for patch in patches:  # checked when first applied; _add records the originals again
+            stack._add(patch)
+            stack.applied.append(patch)
 
 
 class applied:

@@ -45,8 +45,9 @@ class Editor(Protocol):
     name: str
     params: object  # the method's hyper-parameter dataclass
 
-    def prepare(self) -> None:
-        """One-time work before the first edit (key statistics, prefixes); idempotent."""
+    def prepare(self, stack: PatchStack | None = None) -> None:
+        """One-time work before the first edit (key statistics, prefixes); idempotent. Done on the
+        weights under `stack`'s patches (editing.patch.unedited): it is cached as the unedited model's."""
 
     def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
         """The edit of `requests` as one patch; the model is left exactly as it was."""

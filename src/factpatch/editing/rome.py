@@ -35,7 +35,7 @@ import torch
 
 from ..core.hooks import act_name, run_with_cache
 from ..core.models import LoadedModel
-from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another
+from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another, unedited
 from .request import EditRequest
 from .stats import CorpusSpec, key_second_moment
 from .values import (
@@ -243,9 +243,11 @@ class RomeEditor:
         self.corpus = corpus if corpus is not None else CorpusSpec()
         self._C: torch.Tensor | None = None
 
-    def prepare(self) -> None:
-        if self._C is None:
-            assert self.params.layer is not None
+    def prepare(self, stack: PatchStack | None = None) -> None:
+        if self._C is not None:
+            return
+        assert self.params.layer is not None
+        with unedited(stack):  # C and the prefixes are cached as the unedited model's: computed on its weights
             self._C = key_second_moment(self.lm, self.params.layer, self.corpus, self.cache_dir, self.progress)
             context_prefixes(self.lm, self.params, self.cache_dir)
 
@@ -255,4 +257,5 @@ class RomeEditor:
         return to_patch(self.lm, compute_edit(self.lm, request, self._C, self.params, self.cache_dir))
 
     def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
+        self.prepare(stack)
         return one_after_another(self.lm, requests, self.edit_one, self.progress)

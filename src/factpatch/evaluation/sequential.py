@@ -255,7 +255,7 @@ def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path
             if not (target_dir / f"{b:04d}.safetensors").exists():
                 raise FactpatchError(f"batch {b} of {method} has neither its patch nor its saved z in {out_dir}")
             requests = [c.request for c in cases[b * size : (b + 1) * size]]
-            editor.prepare()
+            editor.prepare(stack)
             patch = edit_batch(editor, requests, stack, b, target_dir, recorded[b])
             if patch.id != want:
                 raise FactpatchError(f"batch {b} of {method} rebuilt as patch {patch.id}, recorded as {want}: "
@@ -323,7 +323,7 @@ def run_method(
                     if patch.requests != [r.to_dict() for r in requests]:
                         raise FactpatchError(f"{existing[b]} does not hold batch {b} of this run; use another --out")
                 else:
-                    editor.prepare()
+                    editor.prepare(stack)
                     patch = edit_batch(editor, requests, stack, b, target_dir, recorded.get(b))
                     save_patch(patch, patch_dir / f"{b:04d}-{patch.id}.safetensors")
                 stack.apply(patch)

@@ -147,7 +147,7 @@ def run_edit(host: ModelHost, settings: LabSettings, params: dict, job: Job) -> 
         hp = _params_for(host, method, params["layer"])
         job.stage("key statistics (cached after the first edit at a layer)", 0.05)
         editor = make_editor(lm, method, hp, settings.cache_dir, False, settings.corpus)
-        editor.prepare()
+        editor.prepare(host.stack)
         groups = {"prompt": [request.text], "probes": params["probes"], "neighbours": params["neighbours"]}
         texts = list(dict.fromkeys(t for group in groups.values() for t in group))
         targets = [request.target_new, request.target_true]
