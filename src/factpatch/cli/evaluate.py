@@ -318,7 +318,7 @@ def run_curves(args) -> int:
 def run_paired(args) -> int:
     from ..core.cache import write_text_atomic
     from ..core.errors import FactpatchError
-    from ..evaluation.breakdown import checkpoints, estimate_text, load_side, paired
+    from ..evaluation.breakdown import compare_sides, estimate_text
     from ..evaluation.curves import case_range
 
     if len(args.pair_dirs) > 2:
@@ -328,16 +328,7 @@ def run_paired(args) -> int:
     if dir_a == dir_b and method_b == args.pair_method:
         raise FactpatchError("both sides are the same: give a second directory or --method-b")
     cases = case_range(args.pair_cases) if args.pair_cases else None
-    edits = args.pair_edits
-    if edits is None:
-        at_a, at_b = checkpoints(dir_a, args.pair_method), checkpoints(dir_b, method_b)
-        if at_a and at_b:  # two sequential runs: the latest checkpoint both have
-            common = sorted(set(at_a) & set(at_b))
-            if not common:
-                raise FactpatchError(f"{args.pair_method} in {dir_a} and {method_b} in {dir_b} share no checkpoint")
-            edits = common[-1]
-    result = paired(load_side(dir_a, args.pair_method, edits if checkpoints(dir_a, args.pair_method) else None, cases),
-                    load_side(dir_b, method_b, edits if checkpoints(dir_b, method_b) else None, cases))
+    result = compare_sides(dir_a, args.pair_method, dir_b, method_b, args.pair_edits, cases)
     print(f"{result.cases} cases scored on both sides; A = {result.a.label}, B = {result.b.label}")
     for name, m in result.metrics.items():
         print(f"  {name}: A {estimate_text(m.a)}   B {estimate_text(m.b)}   B - A {estimate_text(m.b_minus_a, signed=True)}")

@@ -134,6 +134,21 @@ def paired(a: Side, b: Side, seed: int = 0) -> Paired:
     return Paired(a, b, len(shared), out)
 
 
+def compare_sides(dir_a: Path, method_a: str, dir_b: Path, method_b: str, edits: int | None = None,
+                  cases: range | None = None) -> Paired:
+    """`paired` of two directories' methods. `edits` names the sequential sides' checkpoint (a
+    single-edit run has one record a case); by default, where both sides are sequential runs, the
+    latest checkpoint both have scored."""
+    at_a, at_b = checkpoints(dir_a, method_a), checkpoints(dir_b, method_b)
+    if edits is None and at_a and at_b:
+        common = sorted(set(at_a) & set(at_b))
+        if not common:
+            raise FactpatchError(f"{method_a} in {dir_a} and {method_b} in {dir_b} share no checkpoint")
+        edits = common[-1]
+    return paired(load_side(dir_a, method_a, edits if at_a else None, cases),
+                  load_side(dir_b, method_b, edits if at_b else None, cases))
+
+
 @dataclass(frozen=True)
 class Block:
     first: int  # positions first..last, both included
