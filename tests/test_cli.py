@@ -152,7 +152,8 @@ def _every_command(parser, path=()):
 
 def test_every_help_page_prints(capsys):
     """`--help` of the top level and of every sub-command prints its usage and exits 0 (a stray
-    `%` in a help string makes argparse raise instead: "95% intervals" once broke `factpatch --help`)."""
+    `%` in a help string makes argparse raise instead: "95% intervals" once broke `factpatch --help`),
+    and no page shows a doubled `%%` (a description is not %-formatted, so there it prints as is)."""
     from factpatch.cli import build_parser, main
 
     commands = [path for path, _ in _every_command(build_parser())]
@@ -161,7 +162,9 @@ def test_every_help_page_prints(capsys):
         with pytest.raises(SystemExit) as exit_:
             main([*path, "--help"])
         assert exit_.value.code == 0, path
-        assert capsys.readouterr().out.startswith(f"usage: factpatch {' '.join(path)}".strip()), path
+        page = capsys.readouterr().out
+        assert page.startswith(f"usage: factpatch {' '.join(path)}".strip()), path
+        assert "%%" not in page, path
 
 
 def test_sigterm_unwinds_and_leaves_no_temporary_file(monkeypatch, tmp_path, capsys):

@@ -101,7 +101,7 @@ def register(commands) -> None:
     pair = sub.add_parser(
         "paired", help="two methods or two runs on the cases both scored: each metric's paired difference B - A",
         description="Each metric's mean on each side and the mean of the per-case differences B - A, each with its "
-        "bootstrap 95 %% interval, over the cases both sides scored. The sides: one directory and two methods "
+        "bootstrap 95 % interval, over the cases both sides scored. The sides: one directory and two methods "
         "(--method, --method-b), or two directories. Reads, never writes the runs.")
     pair.add_argument("pair_dirs", nargs="+", type=Path, metavar="DIR", help="A's directory, and B's if it is another")
     pair.add_argument("--method", dest="pair_method", required=True, help="A's method")
@@ -113,7 +113,7 @@ def register(commands) -> None:
     pair.set_defaults(func=run_paired)
     block = sub.add_parser(
         "blocks", help="a sequential run's cases in blocks of edit order: how the oldest edits hold against the newest",
-        description="One method's means with 95 %% intervals over each block of consecutive cases (positions 0 to "
+        description="One method's means with 95 % intervals over each block of consecutive cases (positions 0 to "
         "SIZE-1, SIZE to 2 SIZE-1, ...) at one checkpoint. Reads, never writes the run.")
     block.add_argument("blocks_dir", type=Path, metavar="DIR")
     block.add_argument("--method", dest="blocks_method", required=True)
