@@ -12,6 +12,12 @@ the comparison, paired over cases; `--check N` first rescores N of them on the u
 and stops if they differ from the run's (so both sides are the same measurement).
 Writes `prune-METHOD-EDITS.json` (summary) and `.jsonl` (one line a case and α) in the run
 directory, keeping the other α's results of earlier calls. Minutes on a CPU (a case takes ~0.25 s to score on SmolLM2): run it alone.
+
+    python scripts/restrain_stack.py runs/seq-smollm2-cf-2000 rome --edits 2000 --blocks 500
+
+reads those records instead (no model, seconds): each block of SIZE consecutive cases in the run's
+edit order, as edited and restrained (`factpatch eval blocks` on the run's own records gives the
+first), printed and written to `prune-METHOD-EDITS-blocks.csv`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from factpatch.core.cache import default_cache_dir, write_text_atomic
 from factpatch.editing.patch import PatchStack, load_patch
 from factpatch.editing.restrain import PruneParams, restraint_patch
 from factpatch.evaluation.health import perplexity, perplexity_text
+from factpatch.evaluation.breakdown import Side, blocks, blocks_csv, estimate_text, load_side
 from factpatch.evaluation.metrics import bootstrap_mean
 from factpatch.evaluation.run import score_case
 from factpatch.tracing.dataset import knows
@@ -59,12 +66,44 @@ def estimate(values: list[float]) -> dict:
             "n": found.n}
 
 
+def report_blocks(run: Path, method: str, edits: int, size: int) -> str:
+    """The blocks of an earlier call's records: as edited (the run's checkpoint) and for each α
+    restrained, over the same cases in the run's order; returns them as CSV (method column
+    `METHOD` or `METHOD+prune(α)`)."""
+    edited = load_side(run, method, edits)
+    stem = run / f"prune-{method}-{edits}"
+    restrained: dict[float, dict[str, dict[str, float]]] = {}
+    with open(stem.with_suffix(".jsonl")) as handle:
+        for row in map(json.loads, handle):
+            restrained.setdefault(row["base"], {})[row["case_id"]] = row["metrics"]
+    sides = [edited] + [Side(run, f"{method}+prune({base:g})", edits, metrics, edited.positions, edited.kind)
+                        for base, metrics in sorted(restrained.items())]
+    out = ""
+    for side in sides:
+        rows = blocks(side, size)
+        print(f"{side.method} at {edits} edits, blocks of {size}, oldest first")
+        for block in rows:
+            print(f"  {block.first}-{block.last}: " + "   ".join(
+                f"{m} {estimate_text(block.metrics[m])}" for m in METRICS if m in block.metrics))
+        csv_text = blocks_csv(side, rows)
+        out += csv_text if not out else csv_text.split("\n", 1)[1]
+    return out
+
+
 def main() -> None:
     parser = run_arguments(__doc__.splitlines()[0])
     parser.add_argument("--base", type=float, action="append", help="PRUNE's α (repeatable; default 1.2)")
     parser.add_argument("--check", type=int, default=20, help="cases rescored on the unrestrained stack first")
+    parser.add_argument("--blocks", type=int, default=None, metavar="SIZE",
+                        help="report an earlier call's records in blocks of SIZE cases instead of scoring")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.blocks is not None:
+        if args.edits is None or not (args.run / f"prune-{args.method}-{args.edits}.jsonl").is_file():
+            parser.error(f"--blocks reads prune-{args.method}-EDITS.jsonl of an earlier call: give its --edits")
+        csv_text = report_blocks(args.run, args.method, args.edits, args.blocks)
+        write_text_atomic(args.run / f"prune-{args.method}-{args.edits}-blocks.csv", csv_text)
+        return
     bases = [PruneParams(base=b) for b in (args.base or [1.2])]
     loaded = load_run_facts(parser, args)
     lm, cases, facts = loaded.lm, loaded.cases, loaded.facts
