@@ -86,7 +86,7 @@ def test_cli_prints_and_writes_and_refuses_bad_input_in_one_line(tmp_path, capsy
     assert written["edits"] == 6 and written["metrics"]["ES"]["b_minus_a"]["mean"] == pytest.approx(-0.5)
     assert main(["eval", "blocks", str(run), "--method", "rome", "--size", "3", "--csv", str(tmp_path / "b.csv")]) == 0
     out = capsys.readouterr().out
-    assert "0-2 (3): ES 0.0" in out and "3-5 (3): ES 100.0" in out
+    assert "0-2 (3): ES 0.0" in out and "3-5 (3): ES 100.0" in out and "oldest edits first" in out
     assert (tmp_path / "b.csv").read_text().count("\n") == 3
     single = _single(tmp_path, "single", [1.0])
     cases = [
@@ -111,6 +111,10 @@ def test_a_single_edit_run_against_a_checkpoint_and_what_cannot_be_read(tmp_path
     # --edits names the sequential side's checkpoint; the single-edit run has one record a case
     assert main(["eval", "paired", str(single), str(run), "--method", "rome", "--edits", "3"]) == 0
     assert "3 cases scored on both sides" in capsys.readouterr().out
+    # blocks of a single-edit run do not speak of edits that are older: each case was edited alone
+    assert main(["eval", "blocks", str(single), "--method", "rome", "--size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "each case edited alone" in out and "oldest" not in out
     with pytest.raises(FactpatchError, match="single-edit run"):
         load_side(single, "rome", edits=3)
     (run / "results.jsonl").write_text("")

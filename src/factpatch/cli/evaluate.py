@@ -344,7 +344,9 @@ def run_blocks(args) -> int:
 
     side = load_side(args.blocks_dir, args.blocks_method, args.blocks_edits)
     rows = blocks(side, args.size)
-    print(f"{side.label}: {len(side.metrics)} cases in {len(rows)} block(s) of {args.size}, oldest first")
+    # a single-edit run edits every case on the unedited model: its blocks are the file's order only
+    order = "oldest edits first" if side.edits is not None else "in the dataset's order (each case edited alone)"
+    print(f"{side.label}: {len(side.metrics)} cases in {len(rows)} block(s) of {args.size}, {order}")
     for block in rows:
         n = next(iter(block.metrics.values())).n if block.metrics else 0
         means = "   ".join(f"{name} {estimate_text(block.metrics[name])}" for name in side.headline
