@@ -59,3 +59,12 @@ def test_named_records_and_scripts_exist(document):
     missing = [r for r in records if not glob.glob(str(ROOT / r))]
     missing += [s for s in scripts if not (ROOT / s).exists()]
     assert not missing, f"{document.relative_to(ROOT)} names what is not here: {sorted(set(missing))}"
+
+
+@pytest.mark.parametrize("document", [d for d in DOCUMENTS if "**Contents**" in d.read_text()], ids=lambda p: p.name)
+def test_a_contents_list_names_every_section_after_it(document):
+    text = document.read_text()
+    listed, after = text.split("**Contents**", 1)[1].split("\n## ", 1)
+    after = re.sub(r"^```.*?^```", "", "## " + after, flags=re.M | re.S)
+    sections = {heading_anchor(h) for h in re.findall(r"^##+ (.*)$", after, flags=re.M)}
+    assert sections == set(re.findall(r"\]\(#([^)]+)\)", listed))
