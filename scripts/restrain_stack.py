@@ -33,7 +33,7 @@ from factpatch.core.cache import default_cache_dir, write_text_atomic
 from factpatch.editing.patch import PatchStack, load_patch
 from factpatch.editing.restrain import PruneParams, restraint_patch
 from factpatch.evaluation.health import perplexity, perplexity_text
-from factpatch.evaluation.breakdown import Side, blocks, blocks_csv, estimate_text, load_side
+from factpatch.evaluation.breakdown import Side, blocks, blocks_csv, blocks_text, load_side
 from factpatch.evaluation.metrics import bootstrap_mean
 from factpatch.evaluation.run import score_case
 from factpatch.tracing.dataset import knows
@@ -81,10 +81,7 @@ def report_blocks(run: Path, method: str, edits: int, size: int) -> str:
     out = ""
     for side in sides:
         rows = blocks(side, size)
-        print(f"{side.method} at {edits} edits, blocks of {size}, oldest first")
-        for block in rows:
-            print(f"  {block.first}-{block.last}: " + "   ".join(
-                f"{m} {estimate_text(block.metrics[m])}" for m in METRICS if m in block.metrics))
+        print(blocks_text(side, rows, size))
         csv_text = blocks_csv(side, rows)
         out += csv_text if not out else csv_text.split("\n", 1)[1]
     return out

@@ -340,18 +340,11 @@ def run_paired(args) -> int:
 
 def run_blocks(args) -> int:
     from ..core.cache import write_text_atomic
-    from ..evaluation.breakdown import blocks, blocks_csv, estimate_text, load_side
+    from ..evaluation.breakdown import blocks, blocks_csv, blocks_text, load_side
 
     side = load_side(args.blocks_dir, args.blocks_method, args.blocks_edits)
     rows = blocks(side, args.size)
-    # a single-edit run edits every case on the unedited model: its blocks are the file's order only
-    order = "oldest edits first" if side.edits is not None else "in the dataset's order (each case edited alone)"
-    print(f"{side.label}: {len(side.metrics)} cases in {len(rows)} block(s) of {args.size}, {order}")
-    for block in rows:
-        n = next(iter(block.metrics.values())).n if block.metrics else 0
-        means = "   ".join(f"{name} {estimate_text(block.metrics[name])}" for name in side.headline
-                           if name in block.metrics)
-        print(f"  {block.first}-{block.last} ({n}): {means}")
+    print(blocks_text(side, rows, args.size))
     if args.blocks_csv is not None:
         write_text_atomic(args.blocks_csv, blocks_csv(side, rows))
         print(f"written {args.blocks_csv}")

@@ -191,6 +191,19 @@ def blocks_csv(side: Side, rows: list[Block]) -> str:
     return buffer.getvalue()
 
 
+def blocks_text(side: Side, rows: list[Block], size: int) -> str:
+    """The blocks as lines to read: a heading, then each block's headline means and intervals."""
+    # a single-edit run edits every case on the unedited model: its blocks are the file's order only
+    order = "oldest edits first" if side.edits is not None else "in the dataset's order (each case edited alone)"
+    lines = [f"{side.label}: {len(side.metrics)} cases in {len(rows)} block(s) of {size}, {order}"]
+    for block in rows:
+        n = next(iter(block.metrics.values())).n if block.metrics else 0
+        means = "   ".join(f"{name} {estimate_text(block.metrics[name])}" for name in side.headline
+                           if name in block.metrics)
+        lines.append(f"  {block.first}-{block.last} ({n}): {means}")
+    return "\n".join(lines)
+
+
 def estimate_text(e: Estimate, scale: float = 100.0, signed: bool = False) -> str:
     """"85.9 (84.3–87.4)": a mean and its interval, ×100 as the docs give shares."""
     sign = "+" if signed else ""
