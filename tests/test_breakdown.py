@@ -66,6 +66,28 @@ def test_paired_over_two_directories_on_the_cases_they_share(tmp_path):
     assert result.metrics["ES"].a.mean == pytest.approx(2 / 3) and result.metrics["ES"].b_minus_a.mean == pytest.approx(-1 / 3)
 
 
+def test_a_metric_of_a_sample_of_cases_is_paired_on_that_sample_and_entropy_also_relative(tmp_path, capsys):
+    """Generation entropy is measured on the first few edited cases only: it is compared where
+    both sides have it (not dropped because the other cases lack it), and relative to A as the
+    issue's "within 5 % of the unedited model's" is stated."""
+    run = _sequential(tmp_path)
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["edits"] == 6 and r["index"] < 2:
+            r["metrics"]["fluency"] = {"memit": 5.0, "rome": 4.0}[r["method"]] + 0.5 * r["index"]
+    _lines(run / "results.jsonl", records)
+    result = paired(load_side(run, "memit"), load_side(run, "rome"))
+    entropy = result.metrics["fluency"]
+    assert result.cases == 6 and entropy.a.n == 2 and result.metrics["ES"].a.n == 6
+    assert entropy.b_minus_a.mean == pytest.approx(-1.0)
+    assert entropy.relative.mean == pytest.approx(4.25 / 5.25 - 1)
+    assert result.metrics["ES"].relative is None
+    assert "relative" in result.to_dict()["metrics"]["fluency"]
+    assert main(["eval", "paired", str(run), "--method", "memit", "--method-b", "rome"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "fluency" in line)
+    assert "B - A -100.0" in line and "= -19.0" in line and line.endswith("(2 cases)")
+
+
 def test_blocks_show_which_edits_decayed(tmp_path):
     side = load_side(_sequential(tmp_path), "rome")
     rows = blocks(side, 3)

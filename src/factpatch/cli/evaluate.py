@@ -331,7 +331,12 @@ def run_paired(args) -> int:
     result = compare_sides(dir_a, args.pair_method, dir_b, method_b, args.pair_edits, cases)
     print(f"{result.cases} cases scored on both sides; A = {result.a.label}, B = {result.b.label}")
     for name, m in result.metrics.items():
-        print(f"  {name}: A {estimate_text(m.a)}   B {estimate_text(m.b)}   B - A {estimate_text(m.b_minus_a, signed=True)}")
+        line = f"  {name}: A {estimate_text(m.a)}   B {estimate_text(m.b)}   B - A {estimate_text(m.b_minus_a, signed=True)}"
+        if m.relative is not None:
+            line += f" = {estimate_text(m.relative, signed=True)} %"
+        if m.a.n != result.cases:  # measured on a sample of the cases
+            line += f"   ({m.a.n} cases)"
+        print(line)
     if args.pair_json is not None:
         write_text_atomic(args.pair_json, json.dumps(result.to_dict(), indent=1) + "\n")
         print(f"written {args.pair_json}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import FactpatchError
-from .metrics import Estimate, bootstrap_mean
+from .metrics import Estimate, bootstrap, bootstrap_mean
 from .run import RESULTS, read_config, result_store
 
 
@@ -94,14 +94,23 @@ def load_side(directory: Path, method: str, edits: int | None = None, cases: ran
     return Side(directory, method, edits, metrics, positions, config.get("dataset", {}).get("kind", "counterfact"))
 
 
+# Metrics whose change is judged relative to A (issue 12: generation entropy within 5 % of the
+# unedited model's), as the summary's comparison with the unedited model judges them.
+RELATIVE = ("fluency",)
+
+
 @dataclass(frozen=True)
 class PairedMetric:
     a: Estimate
     b: Estimate
     b_minus_a: Estimate  # the mean of the per-case differences, and its interval
+    relative: Estimate | None = None  # mean(B) / mean(A) - 1, resampled by case (RELATIVE metrics)
 
     def to_dict(self) -> dict:
-        return {"a": self.a.to_dict(), "b": self.b.to_dict(), "b_minus_a": self.b_minus_a.to_dict()}
+        out = {"a": self.a.to_dict(), "b": self.b.to_dict(), "b_minus_a": self.b_minus_a.to_dict()}
+        if self.relative is not None:
+            out["relative"] = self.relative.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -120,17 +129,22 @@ class Paired:
 def paired(a: Side, b: Side, seed: int = 0) -> Paired:
     """Each metric both sides have, on the cases both have scored: A's and B's means and B − A,
     each with its bootstrap 95 % interval (the difference resampled by case, so what the cases
-    share cancels)."""
+    share cancels). A metric measured on a sample of the cases only (generation entropy: the
+    first few edited cases) is compared on the cases where both sides have it, its estimates'
+    `n` saying how many; RELATIVE metrics also get mean(B) / mean(A) − 1."""
     shared = [case for case in a.metrics if case in b.metrics]
     if not shared:
         raise FactpatchError(f"{a.label} and {b.label} share no case")
-    names = [name for name in a.metrics[shared[0]] if all(name in a.metrics[c] and name in b.metrics[c] for c in shared)]
+    names = list(dict.fromkeys(name for c in shared for name in a.metrics[c] if name in b.metrics[c]))
     out = {}
     for name in names:
-        first = [a.metrics[c][name] for c in shared]
-        second = [b.metrics[c][name] for c in shared]
+        having = [c for c in shared if name in a.metrics[c] and name in b.metrics[c]]
+        first = [a.metrics[c][name] for c in having]
+        second = [b.metrics[c][name] for c in having]
+        relative = (bootstrap([second, first], lambda mb, ma: mb / ma - 1.0, seed=seed)
+                    if name in RELATIVE else None)
         out[name] = PairedMetric(bootstrap_mean(first, seed=seed), bootstrap_mean(second, seed=seed),
-                                 bootstrap_mean([y - x for x, y in zip(first, second)], seed=seed))
+                                 bootstrap_mean([y - x for x, y in zip(first, second)], seed=seed), relative)
     return Paired(a, b, len(shared), out)
 
 
