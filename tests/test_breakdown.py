@@ -142,3 +142,17 @@ def test_a_single_edit_run_against_a_checkpoint_and_what_cannot_be_read(tmp_path
     (run / "results.jsonl").write_text("")
     with pytest.raises(FactpatchError, match="scored no checkpoint"):
         load_side(run, "rome")
+
+
+def test_known_facts_compare_fact_by_fact_where_the_entries_name_them(tmp_path, capsys):
+    run = _sequential(tmp_path)
+    old = {"method": "memit", "edits": 6, "perplexity": 9.0, "known_kept": 3, "known_total": 4}
+    named = {"method": "rome", "edits": 6, "perplexity": 9.5, "known_kept": 1, "known_total": 4,
+             "known_checked": ["k0", "k1", "k2", "k3"], "known_lost": ["k1", "k2", "k3"]}
+    _lines(run / "health.jsonl", [old, named])
+    assert paired(load_side(run, "memit"), load_side(run, "rome")).known is None  # written before they named them
+    _lines(run / "health.jsonl", [{**old, "known_checked": ["k0", "k1", "k2", "k3"], "known_lost": ["k3"]}, named])
+    known = paired(load_side(run, "memit"), load_side(run, "rome")).known
+    assert (known.a.mean, known.b.mean, known.a.n) == (0.75, 0.25, 4) and known.b_minus_a.mean == pytest.approx(-0.5)
+    assert main(["eval", "paired", str(run), "--method", "memit", "--method-b", "rome"]) == 0
+    assert "known facts kept: A 75.0" in capsys.readouterr().out

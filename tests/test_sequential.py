@@ -391,3 +391,32 @@ def test_batch_records_of_an_older_run_are_filled_in_from_its_patches(fresh_tiny
     (out / "config.json").write_text(json.dumps({**config, "protocol": "single"}))
     with pytest.raises(FactpatchError, match="single-edit run"):
         script.fill_in(out, None, lm)
+
+
+def test_health_entries_name_the_facts_checked_and_lost_and_compare_fact_by_fact(fresh_tiny, tmp_path, known_file,
+                                                                                 monkeypatch):
+    """A checkpoint's health entry lists which known facts it checked and which are lost, so two
+    methods (or runs) at one checkpoint compare fact by fact, with an interval (`eval paired`).
+    The tiny model knows nothing, so `knows` is replaced: the unedited model knows both facts,
+    the edited one only fact 0."""
+    import factpatch.tracing.dataset as dataset
+    from factpatch.evaluation.breakdown import compare_sides
+
+    calls = []
+
+    def knows(lm, facts, batch_size=32, progress=True):
+        calls.append(len(facts))
+        return [len(calls) == 1 or f.id == "0" for f in facts]
+
+    monkeypatch.setattr(dataset, "knows", knows)
+    out = tmp_path / "out"
+    run_sequential(fresh_tiny("llama"), load_dataset("builtin"), _config(["memit", "none"], known_file, n=2), out,
+                   tmp_path, progress=False)
+    health = {(h["method"], h["edits"]): h for h in map(json.loads, (out / "health.jsonl").read_text().splitlines())}
+    edited, unedited = health[("memit", 2)], health[("none", 2)]
+    assert (edited["known_kept"], edited["known_total"]) == (1, 2)
+    assert edited["known_checked"] == unedited["known_checked"] == ["0", "1"]
+    assert edited["known_lost"] == ["1"] and unedited["known_lost"] == []
+    result = compare_sides(out, "none", out, "memit")
+    assert result.known.a.n == 2 and result.known.a.mean == 1.0 and result.known.b_minus_a.mean == pytest.approx(-0.5)
+    assert result.to_dict()["known_kept"]["b_minus_a"]["mean"] == pytest.approx(-0.5)

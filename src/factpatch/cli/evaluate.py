@@ -337,6 +337,10 @@ def run_paired(args) -> int:
         if m.a.n != result.cases:  # measured on a sample of the cases
             line += f"   ({m.a.n} cases)"
         print(line)
+    if result.known is not None:
+        k = result.known
+        print(f"  known facts kept: A {estimate_text(k.a)}   B {estimate_text(k.b)}   "
+              f"B - A {estimate_text(k.b_minus_a, signed=True)}   ({k.a.n} facts, paired by fact)")
     if args.pair_json is not None:
         write_text_atomic(args.pair_json, json.dumps(result.to_dict(), indent=1) + "\n")
         print(f"written {args.pair_json}")

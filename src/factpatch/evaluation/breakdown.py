@@ -34,6 +34,9 @@ class Side:
     metrics: dict[str, dict[str, float]]  # case id -> metric -> value
     positions: dict[str, int]  # case id -> position in the run (the order it was edited in)
     kind: str = "counterfact"  # the dataset's kind: which metrics are the headline ones
+    # fact id -> 1.0 still known / 0.0 lost, over the known facts whose subject no edit touched, at
+    # this checkpoint (a sequential run's health entry; None where the entry does not name its facts)
+    known: dict[str, float] | None = None
 
     @property
     def headline(self) -> tuple[str, ...]:
@@ -55,6 +58,16 @@ def _records(directory: Path) -> tuple[dict, list[dict]]:
     sequential = config.get("protocol") == "sequential"
     store = case_store(directory / RESULTS) if sequential else result_store(directory / RESULTS)
     return config, store.load(repair=False)  # read-only: safe beside the run that writes them
+
+
+def _known(directory: Path, method: str, edits: int) -> dict[str, float] | None:
+    from .health import known_by_fact
+    from .sequential import HEALTH, health_store
+
+    path = directory / HEALTH
+    entries = health_store(path).load(repair=False) if path.is_file() else []
+    found = [e for e in entries if e["method"] == method and e["edits"] == edits]
+    return known_by_fact(found[-1]) if found else None
 
 
 def checkpoints(directory: Path, method: str) -> list[int]:
@@ -91,7 +104,9 @@ def load_side(directory: Path, method: str, edits: int | None = None, cases: ran
     metrics = {r["case_id"]: {k: float(v) for k, v in r["metrics"].items() if isinstance(v, (int, float))}
                for r in rows}
     positions = {r["case_id"]: int(r["index"]) for r in rows if "index" in r}
-    return Side(directory, method, edits, metrics, positions, config.get("dataset", {}).get("kind", "counterfact"))
+    known = _known(directory, method, edits) if sequential else None
+    return Side(directory, method, edits, metrics, positions, config.get("dataset", {}).get("kind", "counterfact"),
+                known)
 
 
 # Metrics whose change is judged relative to A (issue 12: generation entropy within 5 % of the
@@ -119,11 +134,16 @@ class Paired:
     b: Side
     cases: int  # scored on both sides
     metrics: dict[str, PairedMetric]
+    # the share of known facts kept, fact by fact over the facts both sides checked (their n)
+    known: PairedMetric | None = None
 
     def to_dict(self) -> dict:
-        return {"a": str(self.a.directory), "b": str(self.b.directory), "method": self.a.method,
-                "method_b": self.b.method, "edits": self.a.edits, "edits_b": self.b.edits, "cases": self.cases,
-                "metrics": {name: m.to_dict() for name, m in self.metrics.items()}}
+        out = {"a": str(self.a.directory), "b": str(self.b.directory), "method": self.a.method,
+               "method_b": self.b.method, "edits": self.a.edits, "edits_b": self.b.edits, "cases": self.cases,
+               "metrics": {name: m.to_dict() for name, m in self.metrics.items()}}
+        if self.known is not None:
+            out["known_kept"] = self.known.to_dict()
+        return out
 
 
 def paired(a: Side, b: Side, seed: int = 0) -> Paired:
@@ -136,16 +156,23 @@ def paired(a: Side, b: Side, seed: int = 0) -> Paired:
     if not shared:
         raise FactpatchError(f"{a.label} and {b.label} share no case")
     names = list(dict.fromkeys(name for c in shared for name in a.metrics[c] if name in b.metrics[c]))
-    out = {}
-    for name in names:
-        having = [c for c in shared if name in a.metrics[c] and name in b.metrics[c]]
-        first = [a.metrics[c][name] for c in having]
-        second = [b.metrics[c][name] for c in having]
-        relative = (bootstrap([second, first], lambda mb, ma: mb / ma - 1.0, seed=seed)
-                    if name in RELATIVE else None)
-        out[name] = PairedMetric(bootstrap_mean(first, seed=seed), bootstrap_mean(second, seed=seed),
-                                 bootstrap_mean([y - x for x, y in zip(first, second)], seed=seed), relative)
-    return Paired(a, b, len(shared), out)
+    out = {name: _paired_values({c: a.metrics[c][name] for c in shared if name in a.metrics[c]},
+                                {c: b.metrics[c][name] for c in shared if name in b.metrics[c]},
+                                name in RELATIVE, seed)
+           for name in names}
+    return Paired(a, b, len(shared), out, _paired_values(a.known or {}, b.known or {}, False, seed))
+
+
+def _paired_values(a: dict[str, float], b: dict[str, float], relative: bool, seed: int) -> PairedMetric | None:
+    """A's and B's means and B − A (and with `relative` mean(B) / mean(A) − 1) over the keys both
+    have, resampled together; None where they share none."""
+    shared = [k for k in a if k in b]
+    if not shared:
+        return None
+    first, second = [a[k] for k in shared], [b[k] for k in shared]
+    return PairedMetric(bootstrap_mean(first, seed=seed), bootstrap_mean(second, seed=seed),
+                        bootstrap_mean([y - x for x, y in zip(first, second)], seed=seed),
+                        bootstrap([second, first], lambda mb, ma: mb / ma - 1.0, seed=seed) if relative else None)
 
 
 def compare_sides(dir_a: Path, method_a: str, dir_b: Path, method_b: str, edits: int | None = None,

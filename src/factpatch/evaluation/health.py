@@ -61,11 +61,32 @@ class KnownFacts:
         touched = {s.strip().lower() for s in edited_subjects}
         return [f for f, k in zip(self.facts, self.known) if k and f.subject.strip().lower() not in touched]
 
-    def kept(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[int, int]:
-        """(still known, known before) over the known facts whose subject no edit touched."""
+    def still_known(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> dict[str, bool]:
+        """Fact id -> whether the model still knows it, over the known facts whose subject no edit
+        touched (the ones `kept` counts)."""
         from ..tracing.dataset import knows
 
         facts = self.untouched(edited_subjects)
-        if not facts:
-            return 0, 0
-        return sum(knows(lm, facts, progress=False)), len(facts)
+        return dict(zip((f.id for f in facts), knows(lm, facts, progress=False))) if facts else {}
+
+    def kept(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[int, int]:
+        """(still known, known before) over the known facts whose subject no edit touched."""
+        known = self.still_known(lm, edited_subjects)
+        return sum(known.values()), len(known)
+
+
+def known_record(still_known: dict[str, bool]) -> dict:
+    """A health entry's known-facts fields: the counts, and which facts were checked and which of
+    them are lost, so that two entries over the same facts compare fact by fact (eval paired)."""
+    kept, total = sum(still_known.values()), len(still_known)
+    return {"known_kept": kept, "known_total": total, "known_share": kept / total if total else None,
+            "known_checked": sorted(still_known), "known_lost": sorted(i for i, k in still_known.items() if not k)}
+
+
+def known_by_fact(entry: dict) -> dict[str, float] | None:
+    """Fact id -> 1.0 kept / 0.0 lost from a health entry; None for an entry written before the
+    entries named their facts (2026-12-03)."""
+    if "known_checked" not in entry:
+        return None
+    lost = set(entry.get("known_lost", ()))
+    return {i: 0.0 if i in lost else 1.0 for i in entry["known_checked"]}

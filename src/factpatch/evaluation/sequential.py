@@ -51,7 +51,7 @@ from ..editing.registry import make_editor, method_params
 from ..editing.request import EditRequest, conflicting
 from ..editing.stats import CorpusSpec
 from .data import Case, Dataset
-from .health import KnownFacts, perplexity, perplexity_text
+from .health import KnownFacts, known_record, perplexity, perplexity_text
 from .curves import curve_rows, curves_csv, plot_curves, run_title
 from .generation import GenerationSettings, case_generations
 from .run import RESULTS, check_out_dir, run_description, score_case
@@ -406,11 +406,11 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
         entry = {"method": method, "edits": edits, "patches": [p.id for p in stack.applied],
                  "perplexity": round(perplexity(lm, ppl_ids), 4)}
         if known is not None:
-            if unedited_records is not None:
-                kept = total = len(known.untouched(edited_subjects))
+            if unedited_records is not None:  # the unedited model keeps every fact it knows
+                still = {f.id: True for f in known.untouched(edited_subjects)}
             else:
-                kept, total = known.kept(lm, edited_subjects)
-            entry.update({"known_kept": kept, "known_total": total, "known_share": kept / total if total else None})
+                still = known.still_known(lm, edited_subjects)
+            entry.update(known_record(still))
         entry["seconds"] = round(time.perf_counter() - started, 3)
         health_log.append(entry)
         health_done.add((method, edits))
