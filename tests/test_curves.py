@@ -131,3 +131,23 @@ def test_a_perplexity_that_spans_a_decade_is_drawn_on_a_log_axis(tmp_path):
     assert "perplexity (fixed text), log scale" in (tmp_path / "log.svg").read_text()
     linear = (tmp_path / "linear.svg").read_text()
     assert "perplexity (fixed text)" in linear and "log scale" not in linear
+
+
+def test_known_facts_kept_get_an_interval_where_the_entries_name_their_facts(tmp_path):
+    """Health entries from 2026-12-03 on list the facts checked and lost: the known-facts curve gets
+    a 95 % interval over the facts (CSV columns and a band); older entries keep their point alone."""
+    run = _run(tmp_path, "a")
+    health = [json.loads(line) for line in (run / "health.jsonl").read_text().splitlines()]
+    for entry in health:
+        if entry["method"] == "alphaedit" and entry["edits"] == 4:  # 6 of 10 facts kept
+            entry.update({"known_share": 0.6, "known_checked": [f"f{i}" for i in range(10)],
+                          "known_lost": ["f0", "f1", "f2", "f3"]})
+    _lines(run / "health.jsonl", health)
+    plot_runs([load_run_curves(run, "a")], tmp_path / "k.png", tmp_path / "k.csv")
+    header, *lines = (tmp_path / "k.csv").read_text().splitlines()
+    rows = {(r["method"], r["edits"]): r for r in (dict(zip(header.split(","), line.split(","))) for line in lines)}
+    assert "known_share_lo" in header.split(",")
+    point = rows["alphaedit", "4"]
+    assert float(point["known_share_lo"]) < 0.6 < float(point["known_share_hi"]) <= 1.0
+    assert rows["alphaedit", "2"]["known_share_lo"] == ""  # an entry that does not name its facts
+    assert (tmp_path / "k.png").stat().st_size > 1000

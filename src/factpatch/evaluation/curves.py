@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..core.cache import atomic_path, write_text_atomic
 from ..core.errors import FactpatchError
+from .health import known_by_fact
 from .metrics import bootstrap_mean
 from .run import RESULTS, read_config
 from .summary import method_color
@@ -59,6 +60,10 @@ def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list
                 row["perplexity"] = h["perplexity"]
                 if h.get("known_share") is not None:
                     row["known_share"] = h["known_share"]
+                    by_fact = known_by_fact(h)
+                    if by_fact:  # entries that name their facts (2026-12-03 on) get an interval over the facts
+                        estimate = bootstrap_mean(list(by_fact.values()))
+                        row["known_share_lo"], row["known_share_hi"] = estimate.lo, estimate.hi
             if (method, edits) in change:
                 row["weight_change"] = change[method, edits]
             rows.append(row)
@@ -87,7 +92,8 @@ def curves_csv(rows: list[dict]) -> str:
     """The rows as CSV, the columns present in any of them (a `run` column for several runs)."""
     present = {k for row in rows for k in row}
     metrics = [c for m in (*CURVE_METRICS["counterfact"], *CURVE_METRICS["zsre"]) for c in (m, f"{m}_lo", f"{m}_hi")]
-    columns = [c for c in ("run", "method", "edits", "cases", *metrics, *PANEL_MEASURES) if c in present]
+    measures = [c for m in PANEL_MEASURES for c in (m, f"{m}_lo", f"{m}_hi")]
+    columns = [c for c in ("run", "method", "edits", "cases", *metrics, *measures) if c in present]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -133,9 +139,10 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
             label = method if run is None else f"{run}: {method}"
             ax.plot(xs, [r[name] for r in points], marker="o", markersize=3, label=label, color=colour(run, method),
                     linestyle=LINE_STYLES[runs.index(run) % len(LINE_STYLES)])
-            if f"{name}_lo" in points[0]:
-                ax.fill_between(xs, [r[f"{name}_lo"] for r in points], [r[f"{name}_hi"] for r in points],
-                                color=colour(run, method), alpha=0.15, linewidth=0)
+            banded = [r for r in points if f"{name}_lo" in r]  # a run's older entries may have no interval
+            if banded:
+                ax.fill_between([r["edits"] for r in banded], [r[f"{name}_lo"] for r in banded],
+                                [r[f"{name}_hi"] for r in banded], color=colour(run, method), alpha=0.15, linewidth=0)
         ax.set_title(PANEL_TITLES.get(name, name), fontsize=9)
         if index + columns >= len(panels):  # the lowest panel of its column
             ax.set_xlabel("edits", fontsize=8)
