@@ -25,27 +25,30 @@ step() {  # name, then the environment and command
 # A queue started while an earlier one's run is still going (the earlier script stopped to change
 # the order) waits for that run rather than run beside it.
 while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
+# Steps whose runs are complete are kept below as comments (2026-12-03): each is resumable and a
+# rerun only checks, but the checks cost ~2 min each.
 # zsRE, sequential (the AlphaEdit paper's second table; ~1 h): 500 cases on SmolLM2
-step "seq-smollm2-zsre-500" runs/seq-smollm2-zsre-500/COMMAND.sh
+# done: step "seq-smollm2-zsre-500" runs/seq-smollm2-zsre-500/COMMAND.sh
 # norm anchoring (NAS) on AlphaEdit, 500 edits: done 2026-12-02 (no gain; docs/mass-editing.md)
-step "seq-smollm2-cf-alphaedit-nas" runs/seq-smollm2-cf-alphaedit-nas/COMMAND.sh
-step "seq-smollm2-cf-2000" runs/seq-smollm2-cf-2000/COMMAND.sh
+# done: step "seq-smollm2-cf-alphaedit-nas" runs/seq-smollm2-cf-alphaedit-nas/COMMAND.sh
+# done: step "seq-smollm2-cf-2000" runs/seq-smollm2-cf-2000/COMMAND.sh
 # PRUNE on ROME's stack at each later checkpoint (docs/mass-editing.md, "PRUNE on sequential ROME";
 # ~10-25 min each, the scoring of every edited case); only once the run has them
-for n in 1000 1500 2000; do
-  [ -f "runs/seq-smollm2-cf-2000/prune-rome-$n.json" ] || step "seq-smollm2-cf-2000 prune $n" \
-    .venv/bin/python scripts/restrain_stack.py runs/seq-smollm2-cf-2000 rome --edits "$n" --base 1.2 --check 5
-done
+# done: for n in 1000 1500 2000; do
+# done:   [ -f "runs/seq-smollm2-cf-2000/prune-rome-$n.json" ] || step "seq-smollm2-cf-2000 prune $n" \
+# done:     .venv/bin/python scripts/restrain_stack.py runs/seq-smollm2-cf-2000 rome --edits "$n" --base 1.2 --check 5
+# done: done
 # ENCORE's early stop of z on AlphaEdit, 500 edits (one batch: docs/mass-editing.md; ~1 h alone)
-step "seq-smollm2-cf-alphaedit-mpes" runs/seq-smollm2-cf-alphaedit-mpes/COMMAND.sh
+# done: step "seq-smollm2-cf-alphaedit-mpes" runs/seq-smollm2-cf-alphaedit-mpes/COMMAND.sh
 # MEMIT with the earlier edits' keys in its solve (recursive least squares; what AlphaEdit's null
 # space adds to the same K_p term), 500 edits (~1 h alone)
-step "seq-smollm2-cf-memit-preserve" runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
+# done: step "seq-smollm2-cf-memit-preserve" runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
-step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
-# Gemma 3's ROME (issue 12 asks for it beside AlphaEdit and MEMIT on both models; ~3.9 s an edit
-# alone in runs/eval-gemma3-cf, so ~2.5 h of batches and ~1 h scoring the checkpoints)
-step "seq-gemma3-cf-2000-postnorm all" runs/seq-gemma3-cf-2000-postnorm/COMMAND.sh
+# done: step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
+# Gemma 3's ROME (issue 12 asks for it beside AlphaEdit and MEMIT on both models). At the paper's
+# settings its first batch of 100 took ~45 min on 2026-12-03's host (~15 h for 2,000; that batch is
+# kept in the postnorm run's directory); with --preset fast (bfloat16 v*, 6 contexts), its own directory
+step "seq-gemma3-cf-2000-rome-fast" runs/seq-gemma3-cf-2000-rome-fast/COMMAND.sh
 # MEMIT with the earlier edits in its solve held at 500 edits where plain MEMIT decayed
 # (docs/mass-editing.md, "MEMIT with the earlier edits in its solve"): on to 2,000 (~2 h alone)
 step "seq-smollm2-cf-memit-preserve" N=2000 runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
