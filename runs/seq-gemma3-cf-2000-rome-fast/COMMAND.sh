@@ -3,7 +3,8 @@
 # same 2,000 CounterFact cases in the same order, batches of 100 one edit after another, every
 # edited case scored every 500 edits, known facts and perplexity after each), with `--preset fast`:
 # the v* optimisation in bfloat16 and MEMIT's 6 contexts instead of ROME's 21 (editing/registry.py,
-# measured on Gemma 3's first 20 cases at ES / PS the same and NS one case lower, 3.2× faster:
+# each change measured on Gemma 3's first 20 cases at ES and PS the same, NS one case lower; together
+# 3.2× faster:
 # runs/bench/rome-contexts-2026-12-01/, runs/bench/rome-fast-gemma3-2026-11-30/).
 # Why not the paper's settings: in the postnorm run's directory they took ~45 min for one batch of
 # 100 on 2026-12-03's host (~25–30 s an edit), ~15 h for the 2,000 edits; its first batch is kept there.
