@@ -182,10 +182,11 @@ def test_method_names_and_settings_are_checked(tiny_models):
         method_params(lm, "ft", {"steps": "0"})
 
 
-def test_a_preset_sits_under_the_users_settings(tiny_models):
+def test_a_preset_sits_under_the_users_settings(tiny_models, monkeypatch):
     """`--preset fast` gives every model a bfloat16 δ optimisation (and ROME 6 contexts) and
     SmolLM2 v_lr 2.0 as well (the model it was measured on); an override of the same field wins; other methods and the
     defaults are untouched; an unknown name is a clear error."""
+    monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: True)
     lm = tiny_models["llama"]
     fast = preset_settings("fast")
     six = "[[5, 10]]"  # ROME with MEMIT's contexts: the bare prompt and 5 prefixes of 10 tokens
@@ -208,10 +209,51 @@ def test_a_preset_sits_under_the_users_settings(tiny_models):
         preset_settings("quick")
 
 
-def test_a_patched_copy_of_an_embedded_model_gets_its_bases_settings(tiny_models):
+def test_the_preset_keeps_float32_where_bfloat16_is_emulated(tiny_models, monkeypatch, caplog):
+    """On a device without native bfloat16 (an AVX2-only CPU, where it was 11× slower) the preset
+    leaves v_dtype at float32, says so in the log, and keeps the rest; --set can still choose it."""
+    import logging
+
+    monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: False)
+    lm = tiny_models["llama"]
+    assert preset_settings("fast", bfloat16=False) == {"rome": {"prefixes": "[[5, 10]]"}, "memit": {}, "alphaedit": {}}
+    assert preset_settings("fast", "smollm2-135m", bfloat16=False)["memit"] == {"v_lr": "2.0"}
+    with caplog.at_level(logging.INFO, logger="factpatch"):
+        rome = method_params(lm, "rome", preset="fast")
+    assert (rome.v_dtype, rome.prefixes) == ("float32", ((5, 10),))
+    assert "preset fast keeps v_dtype of rome in float32" in caplog.text
+    assert method_params(lm, "memit", {"v_dtype": "bfloat16"}, preset="fast").v_dtype == "bfloat16"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="factpatch"):
+        method_params(lm, "rome")
+    assert "float32" not in caplog.text  # no preset, nothing to say
+
+
+def test_native_bfloat16_reads_the_devices_capability(monkeypatch):
+    """CPU: avx512_bf16 or AMX tiles; a PyTorch without the probes counts as no; CUDA asks CUDA."""
+    import torch
+
+    from factpatch.core.models import native_bfloat16
+
+    cpu = torch.device("cpu")
+    for bf16, amx, expected in ((True, False, True), (False, True, True), (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert native_bfloat16(cpu) is expected
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert native_bfloat16(cpu) is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert native_bfloat16(torch.device("cuda")) is True
+    assert native_bfloat16(torch.device("meta")) is False
+
+
+def test_a_patched_copy_of_an_embedded_model_gets_its_bases_settings(tiny_models, monkeypatch):
     """Per-model defaults and presets follow `embedded` (a model directory from `patch apply`
     names its base there), as the default edit layers do."""
     import dataclasses
+
+    monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: True)
 
     copy = dataclasses.replace(tiny_models["llama"], name="runs/edited", embedded="smollm2-135m")
     assert per_model_key(copy) == "smollm2-135m" and per_model_key(tiny_models["llama"]) == tiny_models["llama"].name

@@ -61,11 +61,12 @@ def test_generate_side_by_side(run, tiny_dir):
     assert json.loads(out)["before"] == json.loads(out)["after"]  # no patches: identical samples
 
 
-def test_edit_preset_under_set(run, tiny_dir, corpus, tmp_path):
+def test_edit_preset_under_set(run, tiny_dir, corpus, tmp_path, monkeypatch):
     """--preset fast sets the precision and ROME's contexts (and, on SmolLM2 only, the learning
     rate); --set of the same field still wins."""
     from factpatch.editing.patch import load_patch
 
+    monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: True)
     patch_file = tmp_path / "fast.safetensors"
     code, out, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--save", patch_file)
     assert code == 0, err
@@ -78,6 +79,21 @@ def test_edit_preset_under_set(run, tiny_dir, corpus, tmp_path):
     assert code == 0, err
     hparams = load_patch(patch_file).meta["hparams"]
     assert (hparams["v_lr"], hparams["v_dtype"]) == (1.5, "float32")
+
+
+def test_edit_preset_says_where_it_keeps_float32(run, tiny_dir, corpus, tmp_path, monkeypatch):
+    """On a CPU that emulates bfloat16 the preset's note says v_dtype stayed float32, and the patch
+    records float32; the contexts still come from the preset."""
+    from factpatch.editing.patch import load_patch
+
+    monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: False)
+    patch_file = tmp_path / "fast.safetensors"
+    code, out, err = run("edit", *_edit_args(tiny_dir, corpus), "--preset", "fast", "--save", patch_file)
+    assert code == 0, err
+    assert ("preset fast: prefixes ((5, 10),) (not the paper's settings); "
+            "v_dtype stays float32 (bfloat16 is emulated on this cpu)") in out
+    hparams = load_patch(patch_file).meta["hparams"]
+    assert (hparams["v_dtype"], hparams["prefixes"]) == ("float32", [[5, 10]])
 
 
 def test_edit_many_says_what_a_preset_set(run, tiny_dir, corpus, tmp_path):

@@ -269,9 +269,10 @@ def test_records_name_their_generation_prompts(lm, tmp_path):
            "1 cases with derived prompts" in md
 
 
-def test_cli_eval_records_what_a_preset_set(model_dir, tmp_path, capsys):
+def test_cli_eval_records_what_a_preset_set(model_dir, tmp_path, capsys, monkeypatch):
     """--preset reaches the editors and config.json records the settings it resolved to; the same
     directory refuses to continue without it (another configuration)."""
+    monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: True)
     out = tmp_path / "o"
     base = ["eval", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"), "--dataset", FLAT,
             "--methods", "rome", "--set", "rome.v_steps=2", "--out", str(out), "--quiet", "--n", "1"]

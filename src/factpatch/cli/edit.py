@@ -90,15 +90,17 @@ def _settings(args) -> dict[str, str]:
 
 def _preset_note(args, lm, params) -> str:
     """What `--preset` set, said beside the result: those are not the paper's settings."""
-    from ..editing.registry import per_model_key, preset_settings
+    from ..editing.registry import preset_for
 
     if not args.preset:
         return ""
-    keys = preset_settings(args.preset, per_model_key(lm)).get(args.method, {})
+    keys, emulated = preset_for(lm, args.preset, args.method)
+    emulated = [key for key in emulated if getattr(params, key) != "bfloat16"]  # not one --set chose
+    kept = f"; {', '.join(emulated)} stays float32 (bfloat16 is emulated on this {lm.device.type})" if emulated else ""
     if not keys:
-        return f"; preset {args.preset} sets nothing for {args.method}"
+        return f"; preset {args.preset} sets nothing for {args.method}{kept}"
     shown = ", ".join(f"{key} {getattr(params, key)}" for key in keys)
-    return f"; preset {args.preset}: {shown} (not the paper's settings)"
+    return f"; preset {args.preset}: {shown} (not the paper's settings){kept}"
 
 
 def run_edit(args) -> int:

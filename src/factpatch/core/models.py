@@ -293,6 +293,20 @@ class LoadedModel:
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 natively (`--preset fast` asks before choosing it).
+    A CPU without avx512_bf16 or AMX runs bfloat16 through float32 conversions: on such a host
+    (AMD EPYC, AVX2 only) a bfloat16 ROME edit took 11× as long as the float32 one, against 1.9–2.4×
+    faster on a Xeon with avx512_bf16 (BENCHMARKS.md; runs/bench/bf16-avx2-2026-12-03/). Other
+    devices (Arm CPUs, MPS) are unmeasured and count as not native."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # torch.cpu's private probes (PyTorch ≥ 2.1); absent ones count as no
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
 def check_precision(name: str, option: str) -> str:
     if name not in PRECISIONS:
         raise FactpatchError(f"{option} must be one of {', '.join(PRECISIONS)}, got {name!r}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..core.errors import FactpatchError
-from ..core.models import EMBEDDED, LoadedModel
+from ..core.models import EMBEDDED, LoadedModel, native_bfloat16
 from .alphaedit import AlphaEditor, AlphaEditParams
 from .finetune import AttnEditor, FineTuneEditor, FineTuneParams, NoEditor, NoParams
 from .memit import MemitEditor, MEMITParams
@@ -37,6 +38,8 @@ from .patch import Patch, PatchStack
 from .request import EditRequest
 from .rome import RomeEditor, ROMEParams
 from .stats import CorpusSpec
+
+logger = logging.getLogger(__name__)
 
 
 class Editor(Protocol):
@@ -280,6 +283,9 @@ class Preset:
 #   ES / PS / NS 100 / 98 / 72 against 98 / 96 / 72; on Gemma 3's first 20, 2.02 against 3.50 s,
 #   ES / PS the same (100 / 90), NS 40 against 45 (one case)
 #   (runs/bench/rome-contexts-2026-12-01/). MEMIT and AlphaEdit use these 6 already.
+# The bfloat16 part only where the device computes bfloat16 natively (core.models.native_bfloat16):
+# on a CPU that emulates it (AVX2 only) a bfloat16 ROME edit took 11× as long as float32
+# (runs/bench/bf16-avx2-2026-12-03/), so there the preset keeps float32 and says so.
 PRESETS: dict[str, Preset] = {
     "fast": Preset(
         {**{method: {"v_dtype": "bfloat16"} for method in ("rome", "memit", "alphaedit")},
@@ -289,9 +295,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def preset_settings(name: str | None, model: str | None = None) -> dict[str, dict[str, str]]:
+def preset_settings(name: str | None, model: str | None = None, *,
+                    bfloat16: bool = True) -> dict[str, dict[str, str]]:
     """The overrides of preset `name` (None: none) for `model` (a model name; others and None get
-    the preset's settings for every model), a fresh copy per method."""
+    the preset's settings for every model), a fresh copy per method. `bfloat16` False (a device
+    without native bfloat16: core.models.native_bfloat16) leaves out the settings that choose it."""
     if name is None:
         return {}
     if name not in PRESETS:
@@ -300,7 +308,19 @@ def preset_settings(name: str | None, model: str | None = None) -> dict[str, dic
     out = {method: dict(values) for method, values in preset.settings.items()}
     for method, values in preset.per_model.get(model or "", {}).items():
         out.setdefault(method, {}).update(values)
+    if not bfloat16:
+        out = {method: {key: value for key, value in values.items() if value != "bfloat16"}
+               for method, values in out.items()}
     return out
+
+
+def preset_for(lm: LoadedModel, name: str | None, method: str) -> tuple[dict[str, str], list[str]]:
+    """Preset `name`'s overrides of `method` on `lm` (its model and device), and the keys it leaves
+    at their defaults because `lm`'s device would emulate the bfloat16 they choose."""
+    native = native_bfloat16(lm.device)
+    wanted = preset_settings(name, per_model_key(lm)).get(method, {})
+    kept = preset_settings(name, per_model_key(lm), bfloat16=native).get(method, {})
+    return kept, [key for key in wanted if key not in kept]
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, str]]:
@@ -339,7 +359,12 @@ def method_params(lm: LoadedModel, name: str, overrides: dict | None = None, pre
     spec = METHODS[name]
     model = per_model_key(lm)
     values = {**spec.defaults(lm), **MODEL_DEFAULTS.get(model, {}).get(name, {})}
-    for key, value in {**preset_settings(preset, model).get(name, {}), **(overrides or {})}.items():
+    from_preset, emulated = preset_for(lm, preset, name)
+    if emulated:
+        logger.info("preset %s keeps %s of %s in float32: %s computes bfloat16 by emulation here, "
+                    "which was slower, not faster (runs/bench/bf16-avx2-2026-12-03/)",
+                    preset, ", ".join(emulated), name, lm.device)
+    for key, value in {**from_preset, **(overrides or {})}.items():
         values[key] = _coerce(spec.params_cls, key, value)
     if name == "rome":
         return hparams_for(lm, **values)
