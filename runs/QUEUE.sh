@@ -45,10 +45,11 @@ while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
 # done: step "seq-smollm2-cf-memit-preserve" runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
 # whether AlphaEdit's preserve_contexts becomes the default: its run taken on to 2,000 (~1 h of batches)
 # done: step "seq-smollm2-cf-alphaedit-contexts" N=2000 runs/seq-smollm2-cf-alphaedit-contexts/COMMAND.sh
+# MEMIT with the earlier edits in its solve held at 500 edits where plain MEMIT decayed (first since
+# 2026-12-03 09:45 UTC: ~2.2 h alone, so its checkpoints land within a session; Gemma 3's ROME takes many hours)
+# (docs/mass-editing.md, "MEMIT with the earlier edits in its solve"): on to 2,000 (~2 h alone)
+step "seq-smollm2-cf-memit-preserve" N=2000 runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
 # Gemma 3's ROME (issue 12 asks for it beside AlphaEdit and MEMIT on both models). At the paper's
 # settings its first batch of 100 took ~45 min on 2026-12-03's host (~15 h for 2,000; that batch is
 # kept in the postnorm run's directory); with MEMIT's 6 contexts for v* (float32; --preset fast's bfloat16 is slow on this AVX2-only host), its own directory
 step "seq-gemma3-cf-2000-rome-6ctx" runs/seq-gemma3-cf-2000-rome-6ctx/COMMAND.sh
-# MEMIT with the earlier edits in its solve held at 500 edits where plain MEMIT decayed
-# (docs/mass-editing.md, "MEMIT with the earlier edits in its solve"): on to 2,000 (~2 h alone)
-step "seq-smollm2-cf-memit-preserve" N=2000 runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
