@@ -155,4 +155,11 @@ def test_known_facts_compare_fact_by_fact_where_the_entries_name_them(tmp_path, 
     known = paired(load_side(run, "memit"), load_side(run, "rome")).known
     assert (known.a.mean, known.b.mean, known.a.n) == (0.75, 0.25, 4) and known.b_minus_a.mean == pytest.approx(-0.5)
     assert main(["eval", "paired", str(run), "--method", "memit", "--method-b", "rome"]) == 0
-    assert "known facts kept: A 75.0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "known facts kept: A 75.0" in out and "log-prob change" not in out  # the entries do not record it
+    change = {"k0": -0.25, "k1": -2.0, "k2": -3.0, "k3": -0.5}
+    _lines(run / "health.jsonl", [{**old, "known_checked": ["k0", "k1", "k2", "k3"], "known_lost": ["k3"],
+                                   "known_logprob_change": {k: 0.0 for k in change}},
+                                  {**named, "known_logprob_change": change}])
+    assert main(["eval", "paired", str(run), "--method", "memit", "--method-b", "rome"]) == 0
+    assert "answer log-prob change (nats): A +0.00 (+0.00 to +0.00)   B -1.44" in capsys.readouterr().out

@@ -395,20 +395,24 @@ def test_batch_records_of_an_older_run_are_filled_in_from_its_patches(fresh_tiny
 
 def test_health_entries_name_the_facts_checked_and_lost_and_compare_fact_by_fact(fresh_tiny, tmp_path, known_file,
                                                                                  monkeypatch):
-    """A checkpoint's health entry lists which known facts it checked and which are lost, so two
-    methods (or runs) at one checkpoint compare fact by fact, with an interval (`eval paired`).
-    The tiny model knows nothing, so `knows` is replaced: the unedited model knows both facts,
-    the edited one only fact 0."""
+    """A checkpoint's health entry lists which known facts it checked and which are lost, and how
+    far each answer's log-probability moved, so two methods (or runs) at one checkpoint compare
+    fact by fact, with an interval (`eval paired`). The tiny model knows nothing, so the answers'
+    scores are replaced: the unedited model knows both facts (log-probability −1 each), the edited
+    one fact 0 at −1.5 and fact 1 no more, at −4."""
     import factpatch.tracing.dataset as dataset
+    from factpatch.core.scoring import TargetTokens
     from factpatch.evaluation.breakdown import compare_sides
 
     calls = []
 
-    def knows(lm, facts, batch_size=32, progress=True):
+    def answer_scores(lm, facts, batch_size=32, progress=True):
         calls.append(len(facts))
-        return [len(calls) == 1 or f.id == "0" for f in facts]
+        if len(calls) == 1:
+            return [TargetTokens((-0.25, -0.75), (True, True)) for _ in facts]
+        return [TargetTokens((-1.5,), (True,)) if f.id == "0" else TargetTokens((-4.0,), (False,)) for f in facts]
 
-    monkeypatch.setattr(dataset, "knows", knows)
+    monkeypatch.setattr(dataset, "answer_scores", answer_scores)
     out = tmp_path / "out"
     run_sequential(fresh_tiny("llama"), load_dataset("builtin"), _config(["memit", "none"], known_file, n=2), out,
                    tmp_path, progress=False)
@@ -420,3 +424,7 @@ def test_health_entries_name_the_facts_checked_and_lost_and_compare_fact_by_fact
     result = compare_sides(out, "none", out, "memit")
     assert result.known.a.n == 2 and result.known.a.mean == 1.0 and result.known.b_minus_a.mean == pytest.approx(-0.5)
     assert result.to_dict()["known_kept"]["b_minus_a"]["mean"] == pytest.approx(-0.5)
+    assert edited["known_logprob_change"] == {"0": -0.5, "1": -3.0} and edited["known_logprob_change_mean"] == -1.75
+    assert unedited["known_logprob_change"] == {"0": 0.0, "1": 0.0}  # the unedited model, by definition
+    assert result.known_logprob.b_minus_a.mean == pytest.approx(-1.75) and result.known_logprob.a.n == 2
+    assert result.to_dict()["known_logprob_change"]["b"]["mean"] == pytest.approx(-1.75)

@@ -341,6 +341,11 @@ def run_paired(args) -> int:
         k = result.known
         print(f"  known facts kept: A {estimate_text(k.a)}   B {estimate_text(k.b)}   "
               f"B - A {estimate_text(k.b_minus_a, signed=True)}   ({k.a.n} facts, paired by fact)")
+    if result.known_logprob is not None:
+        k = result.known_logprob
+        print(f"  known facts' answer log-prob change (nats): A {estimate_text(k.a, 1.0, True, 2)}   "
+              f"B {estimate_text(k.b, 1.0, True, 2)}   B - A {estimate_text(k.b_minus_a, 1.0, True, 2)}   "
+              f"({k.a.n} facts, paired by fact)")
     if args.pair_json is not None:
         write_text_atomic(args.pair_json, json.dumps(result.to_dict(), indent=1) + "\n")
         print(f"written {args.pair_json}")

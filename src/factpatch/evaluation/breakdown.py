@@ -37,6 +37,9 @@ class Side:
     # fact id -> 1.0 still known / 0.0 lost, over the known facts whose subject no edit touched, at
     # this checkpoint (a sequential run's health entry; None where the entry does not name its facts)
     known: dict[str, float] | None = None
+    # fact id -> change of the answer's log-probability against the unedited model, over the same
+    # facts (health entries from 2026-12-03 on; None before)
+    known_logprob: dict[str, float] | None = None
 
     @property
     def headline(self) -> tuple[str, ...]:
@@ -60,14 +63,16 @@ def _records(directory: Path) -> tuple[dict, list[dict]]:
     return config, store.load(repair=False)  # read-only: safe beside the run that writes them
 
 
-def _known(directory: Path, method: str, edits: int) -> dict[str, float] | None:
-    from .health import known_by_fact
+def _known(directory: Path, method: str, edits: int) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    """The checkpoint's known facts by fact: kept (1.0 / 0.0), and the change of each answer's
+    log-probability; each None where the health entry does not record it."""
+    from .health import known_by_fact, known_logprob_by_fact
     from .sequential import HEALTH, health_store
 
     path = directory / HEALTH
     entries = health_store(path).load(repair=False) if path.is_file() else []
     found = [e for e in entries if e["method"] == method and e["edits"] == edits]
-    return known_by_fact(found[-1]) if found else None
+    return (known_by_fact(found[-1]), known_logprob_by_fact(found[-1])) if found else (None, None)
 
 
 def checkpoints(directory: Path, method: str) -> list[int]:
@@ -104,9 +109,9 @@ def load_side(directory: Path, method: str, edits: int | None = None, cases: ran
     metrics = {r["case_id"]: {k: float(v) for k, v in r["metrics"].items() if isinstance(v, (int, float))}
                for r in rows}
     positions = {r["case_id"]: int(r["index"]) for r in rows if "index" in r}
-    known = _known(directory, method, edits) if sequential else None
+    known, known_logprob = _known(directory, method, edits) if sequential else (None, None)
     return Side(directory, method, edits, metrics, positions, config.get("dataset", {}).get("kind", "counterfact"),
-                known)
+                known, known_logprob)
 
 
 # Metrics whose change is judged relative to A (issue 12: generation entropy within 5 % of the
@@ -136,6 +141,8 @@ class Paired:
     metrics: dict[str, PairedMetric]
     # the share of known facts kept, fact by fact over the facts both sides checked (their n)
     known: PairedMetric | None = None
+    # the change of the known facts' answer log-probabilities (nats), fact by fact likewise
+    known_logprob: PairedMetric | None = None
 
     def to_dict(self) -> dict:
         out = {"a": str(self.a.directory), "b": str(self.b.directory), "method": self.a.method,
@@ -143,6 +150,8 @@ class Paired:
                "metrics": {name: m.to_dict() for name, m in self.metrics.items()}}
         if self.known is not None:
             out["known_kept"] = self.known.to_dict()
+        if self.known_logprob is not None:
+            out["known_logprob_change"] = self.known_logprob.to_dict()
         return out
 
 
@@ -160,7 +169,8 @@ def paired(a: Side, b: Side, seed: int = 0) -> Paired:
                                 {c: b.metrics[c][name] for c in shared if name in b.metrics[c]},
                                 name in RELATIVE, seed)
            for name in names}
-    return Paired(a, b, len(shared), out, _paired_values(a.known or {}, b.known or {}, False, seed))
+    return Paired(a, b, len(shared), out, _paired_values(a.known or {}, b.known or {}, False, seed),
+                  _paired_values(a.known_logprob or {}, b.known_logprob or {}, False, seed))
 
 
 def _paired_values(a: dict[str, float], b: dict[str, float], relative: bool, seed: int) -> PairedMetric | None:
@@ -245,7 +255,7 @@ def blocks_text(side: Side, rows: list[Block], size: int) -> str:
     return "\n".join(lines)
 
 
-def estimate_text(e: Estimate, scale: float = 100.0, signed: bool = False) -> str:
+def estimate_text(e: Estimate, scale: float = 100.0, signed: bool = False, digits: int = 1) -> str:
     """"85.9 (84.3–87.4)": a mean and its interval, ×100 as the docs give shares."""
-    sign = "+" if signed else ""
-    return f"{scale * e.mean:{sign}.1f} ({scale * e.lo:{sign}.1f} to {scale * e.hi:{sign}.1f})"
+    f = f"{'+' if signed else ''}.{digits}f"
+    return f"{scale * e.mean:{f}} ({scale * e.lo:{f}} to {scale * e.hi:{f}})"

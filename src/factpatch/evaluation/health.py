@@ -3,6 +3,10 @@
 - **Known facts kept**: of the facts the *unedited* model knows (known_1000 layout; its greedy
   continuation starts with the whole answer), the share the edited model still knows, counting
   only facts whose subject no edit touched (an edit is allowed to change its own subject's facts).
+  Beside the count, a graded measure of the same facts: each answer's log-probability now minus
+  the unedited model's (nats, teacher-forced over the answer's tokens). The count says how many
+  answers lost first place; the change says how far they fell, kept ones included, and it is less
+  noisy between two settings than a count of flips.
 - **Perplexity** on a fixed text the edits never saw: seeded samples from the unedited model
   (seed 1; the key statistics use seed 0), scored teacher-forced.
 """
@@ -48,13 +52,17 @@ class KnownFacts:
 
     facts: list  # tracing.Fact
     known: list[bool]
+    # each fact's answer log-probability on the unedited model (sum over its tokens, nats); None
+    # where the caller built it from `known` alone
+    log_probs: list[float] | None = None
 
     @classmethod
     def check(cls, lm: LoadedModel, path: Path, progress: bool = False) -> KnownFacts:
-        from ..tracing.dataset import knows, load_facts
+        from ..tracing.dataset import answer_scores, load_facts
 
         facts = load_facts(Path(path))
-        return cls(facts, knows(lm, facts, progress=progress))
+        scores = answer_scores(lm, facts, progress=progress)
+        return cls(facts, [all(t.hits) for t in scores], [sum(t.log_probs) for t in scores])
 
     def untouched(self, edited_subjects: Sequence[str]) -> list:
         """The known facts whose subject no edit touched: the ones `kept` counts."""
@@ -69,18 +77,45 @@ class KnownFacts:
         facts = self.untouched(edited_subjects)
         return dict(zip((f.id for f in facts), knows(lm, facts, progress=False))) if facts else {}
 
+    def measure(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[dict[str, bool], dict[str, float] | None]:
+        """Over the known facts whose subject no edit touched: fact id -> whether the model still
+        knows it, and fact id -> its answer's log-probability now minus the unedited model's (None
+        without the unedited log-probabilities)."""
+        from ..tracing.dataset import answer_scores
+
+        if self.log_probs is None:
+            return self.still_known(lm, edited_subjects), None
+        before = {f.id: lp for f, lp in zip(self.facts, self.log_probs)}
+        facts = self.untouched(edited_subjects)
+        scores = answer_scores(lm, facts, progress=False) if facts else []
+        return ({f.id: all(t.hits) for f, t in zip(facts, scores)},
+                {f.id: sum(t.log_probs) - before[f.id] for f, t in zip(facts, scores)})
+
     def kept(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[int, int]:
         """(still known, known before) over the known facts whose subject no edit touched."""
         known = self.still_known(lm, edited_subjects)
         return sum(known.values()), len(known)
 
 
-def known_record(still_known: dict[str, bool]) -> dict:
+def known_record(still_known: dict[str, bool], log_prob_change: dict[str, float] | None = None) -> dict:
     """A health entry's known-facts fields: the counts, and which facts were checked and which of
-    them are lost, so that two entries over the same facts compare fact by fact (eval paired)."""
+    them are lost, so that two entries over the same facts compare fact by fact (eval paired); with
+    `log_prob_change` (KnownFacts.measure) each fact's change of answer log-probability and their mean."""
     kept, total = sum(still_known.values()), len(still_known)
-    return {"known_kept": kept, "known_total": total, "known_share": kept / total if total else None,
-            "known_checked": sorted(still_known), "known_lost": sorted(i for i, k in still_known.items() if not k)}
+    out = {"known_kept": kept, "known_total": total, "known_share": kept / total if total else None,
+           "known_checked": sorted(still_known), "known_lost": sorted(i for i, k in still_known.items() if not k)}
+    if log_prob_change is not None:
+        out["known_logprob_change_mean"] = (round(sum(log_prob_change.values()) / len(log_prob_change), 4)
+                                            if log_prob_change else None)
+        out["known_logprob_change"] = {i: round(v, 4) for i, v in sorted(log_prob_change.items())}
+    return out
+
+
+def known_logprob_by_fact(entry: dict) -> dict[str, float] | None:
+    """Fact id -> change of its answer's log-probability against the unedited model, from a health
+    entry; None for an entry written before the entries recorded it (2026-12-03)."""
+    change = entry.get("known_logprob_change")
+    return {i: float(v) for i, v in change.items()} if change is not None else None
 
 
 def known_by_fact(entry: dict) -> dict[str, float] | None:

@@ -16,7 +16,8 @@ Layout of DIR (everything resumable; a killed run continues from the last comple
                                       the patches (unversioned), a resumed run rebuilds them from
                                       these in seconds a batch: the same bits on the same code
     results.jsonl                     one line per (method, checkpoint, case): metrics and raw scores
-    health.jsonl                      one line per (method, checkpoint): known facts kept, perplexity
+    health.jsonl                      one line per (method, checkpoint): known facts kept (and their answers'
+                                      log-probability change), perplexity
                                       (and, as each case record, the seconds it took)
     batches.jsonl                     one line per (method, batch): seconds, z steps, null-space ranks,
                                       ‖W − W₀‖/‖W₀‖ of every matrix the stack has edited so far
@@ -406,11 +407,12 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
         entry = {"method": method, "edits": edits, "patches": [p.id for p in stack.applied],
                  "perplexity": round(perplexity(lm, ppl_ids), 4)}
         if known is not None:
-            if unedited_records is not None:  # the unedited model keeps every fact it knows
+            if unedited_records is not None:  # the unedited model keeps every fact it knows, as it knew it
                 still = {f.id: True for f in known.untouched(edited_subjects)}
+                change = {i: 0.0 for i in still} if known.log_probs is not None else None
             else:
-                still = known.still_known(lm, edited_subjects)
-            entry.update(known_record(still))
+                still, change = known.measure(lm, edited_subjects)
+            entry.update(known_record(still, change))
         entry["seconds"] = round(time.perf_counter() - started, 3)
         health_log.append(entry)
         health_done.add((method, edits))

@@ -16,7 +16,7 @@ from ..core.cache import stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, in_precision
 from ..core.runstore import RunStore, check_identity
-from ..core.scoring import teacher_forced
+from ..core.scoring import TargetTokens, teacher_forced
 from .engine import progress_bar
 from .prompt import PromptTrace, trace_prompt
 from .settings import Progress, TraceSettings, embedding_std
@@ -110,16 +110,23 @@ def load_facts(path: Path) -> list[Fact]:
 
 
 @torch.no_grad()
-def knows(lm: LoadedModel, facts: Sequence[Fact], batch_size: int = 32, progress: Progress = True) -> list[bool]:
-    """Whether the model gets each fact right: its greedy continuation of the prompt begins with
-    every token of the target (the teacher-forced pass of core.scoring, every token a top-1 hit)."""
-    result: list[bool] = []
+def answer_scores(lm: LoadedModel, facts: Sequence[Fact], batch_size: int = 32,
+                  progress: Progress = True) -> list[TargetTokens]:
+    """Each fact's answer after its prompt, teacher-forced (core.scoring): every answer token's
+    log-probability and whether it was the model's top prediction."""
+    result: list[TargetTokens] = []
     with progress_bar(progress, total=len(facts), desc="checking known facts", unit="fact") as bar:
         for begin in range(0, len(facts), batch_size):
             chunk = facts[begin : begin + batch_size]
-            result += [all(t.hits) for t in teacher_forced(lm, [f.prompt for f in chunk], [f.target for f in chunk])]
+            result += teacher_forced(lm, [f.prompt for f in chunk], [f.target for f in chunk])
             bar.update(len(chunk))
     return result
+
+
+def knows(lm: LoadedModel, facts: Sequence[Fact], batch_size: int = 32, progress: Progress = True) -> list[bool]:
+    """Whether the model gets each fact right: its greedy continuation of the prompt begins with
+    every token of the target (the teacher-forced pass of core.scoring, every token a top-1 hit)."""
+    return [all(t.hits) for t in answer_scores(lm, facts, batch_size, progress)]
 
 
 def fact_seed(seed: int, fact_id: str) -> int:
