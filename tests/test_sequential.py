@@ -428,3 +428,43 @@ def test_health_entries_name_the_facts_checked_and_lost_and_compare_fact_by_fact
     assert unedited["known_logprob_change"] == {"0": 0.0, "1": 0.0}  # the unedited model, by definition
     assert result.known_logprob.b_minus_a.mean == pytest.approx(-1.75) and result.known_logprob.a.n == 2
     assert result.to_dict()["known_logprob_change"]["b"]["mean"] == pytest.approx(-1.75)
+
+
+def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_path, known_file, monkeypatch):
+    """scripts/known_depth.py on a run's saved stack: each untouched known fact's answer
+    log-probability now minus before, kept or not, and their summary. The tiny model knows nothing,
+    so the answers' scores are replaced: before the stack both at −1 (known), with it fact 0 at
+    −1.2 (kept) and fact 1 at −5 (lost)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import factpatch.tracing.dataset as dataset
+    from factpatch.core.scoring import TargetTokens
+
+    lm = fresh_tiny("llama")
+    out = tmp_path / "out"
+    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    spec = importlib.util.spec_from_file_location("known_depth", Path(__file__).resolve().parents[1] / "scripts" / "known_depth.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
+
+    def answer_scores(model, facts, batch_size=32, progress=True):
+        edited = weights_fingerprint(model.model) != model.fingerprint
+        if not edited:
+            return [TargetTokens((-1.0,), (True,)) for _ in facts]
+        return [TargetTokens((-1.2,), (True,)) if f.id == "0" else TargetTokens((-5.0,), (False,)) for f in facts]
+
+    monkeypatch.setattr(dataset, "answer_scores", answer_scores)
+    monkeypatch.setattr(script, "answer_scores", answer_scores)
+    monkeypatch.setattr(sys, "argv", ["known_depth.py", str(out), "memit", "--known", str(known_file)])
+    script.main()
+    summary = json.loads((out / "known-depth-memit-2.json").read_text())
+    assert (summary["edits"], summary["kept"], summary["facts"]) == (2, 1, 2)
+    assert summary["all"]["mean"] == pytest.approx(-2.1) and summary["all"]["share_above_half"] == 0.5
+    assert summary["kept_facts"]["mean"] == pytest.approx(-0.2) and summary["lost_facts"]["median"] == pytest.approx(-4.0)
+    rows = [json.loads(line) for line in (out / "known-depth-memit-2.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["kept"], r["change"]) for r in rows] == [("0", True, -0.2), ("1", False, -4.0)]
+    assert weights_fingerprint(lm.model) == lm.fingerprint  # the stack is reverted
