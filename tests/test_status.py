@@ -48,6 +48,13 @@ def test_sequential_progress_counts_batches_and_checkpoints_and_prices_what_is_l
     # records written before scorings were timed: what is left to score is counted, its time unknown
     assert (alpha.cases_to_score, alpha.scoring_seconds_left, memit.cases_to_score) == (6, None, 10)
     assert "then scoring 6 cases at the checkpoints left: unknown time" in text
+    assert "nats" not in text  # the entry does not record the answers' change
+    health = (sequential_dir / "health.jsonl").read_text().splitlines()
+    health[1] = json.dumps({**json.loads(health[1]), "known_logprob_change_mean": -1.234})
+    (sequential_dir / "health.jsonl").write_text("\n".join(health) + "\n")
+    progress = run_progress(sequential_dir)
+    assert progress.methods[0].latest["known_logprob_change_mean"] == -1.234
+    assert "known facts kept 75.0 % (their answers -1.23 nats)" in "\n".join(progress_lines(progress))
 
 
 def test_checkpoints_left_are_priced_at_the_runs_scoring_pace(sequential_dir):

@@ -37,7 +37,8 @@ class MethodProgress:
     planned: int  # batches (n / batch size, rounded up) or cases selected
     checkpoints_scored: tuple[int, ...] = ()  # sequential: edit counts whose scoring is complete
     checkpoints_planned: tuple[int, ...] = ()
-    latest: dict | None = None  # at the latest scored checkpoint: {"edits", metric means, "known_share", "perplexity"}
+    latest: dict | None = None  # at the latest scored checkpoint: {"edits", metric means, "known_share",
+    #                             "known_logprob_change_mean" (entries from 2026-12-03 on), "perplexity"}
     seconds_each: float | None = None  # median seconds a batch (last RECENT_BATCHES) or a case
     cases_to_score: int = 0  # sequential: case scorings the checkpoints left need
     scoring_seconds_left: float | None = None  # their time (and the health measures') at the run's pace so far
@@ -116,7 +117,8 @@ def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
                 if values:
                     latest[name] = sum(values) / len(values)
             entry = next(h for h in health if h["method"] == method and h["edits"] == edits)
-            latest.update({k: entry[k] for k in ("known_share", "perplexity") if entry.get(k) is not None})
+            latest.update({k: entry[k] for k in ("known_share", "known_logprob_change_mean", "perplexity")
+                           if entry.get(k) is not None})
         recent = [mine[b]["seconds"] for b in sorted(mine)[-RECENT_BATCHES:] if mine[b].get("seconds") is not None]
         pace = statistics.median(recent) if recent else None
         left = [e for e in checkpoints if e not in scored]
@@ -219,6 +221,8 @@ def progress_lines(progress: RunProgress) -> list[str]:
             line += f"; at {m.latest['edits']:,} edits {names} {means}"
             if "known_share" in m.latest:
                 line += f", known facts kept {100 * m.latest['known_share']:.1f} %"
+            if "known_logprob_change_mean" in m.latest:
+                line += f" (their answers {m.latest['known_logprob_change_mean']:+.2f} nats)"
             if "perplexity" in m.latest:
                 line += f", perplexity {m.latest['perplexity']:.2f}"
         if m.complete:
