@@ -468,3 +468,28 @@ def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_p
     rows = [json.loads(line) for line in (out / "known-depth-memit-2.jsonl").read_text().splitlines()]
     assert [(r["id"], r["kept"], r["change"]) for r in rows] == [("0", True, -0.2), ("1", False, -4.0)]
     assert weights_fingerprint(lm.model) == lm.fingerprint  # the stack is reverted
+
+
+def test_known_depth_paired_compares_the_changes_fact_by_fact(tmp_path, capsys, monkeypatch):
+    """scripts/known_depth_paired.py: B − A over the facts both files measured, with an interval;
+    a fact only one side has is left out; a missing file is a one-line error."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "known_depth_paired", Path(__file__).resolve().parents[1] / "scripts" / "known_depth_paired.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"id": str(i), "change": c}) + "\n" for i, c in enumerate([-1.0, -2.0, -3.0])))
+    b.write_text("".join(json.dumps({"id": str(i), "change": c}) + "\n" for i, c in enumerate([-0.5, -1.5, -2.5, -9.0])))
+    monkeypatch.setattr(sys, "argv", ["x", str(a), str(b), "--json", str(tmp_path / "p.json")])
+    script.main()
+    result = json.loads((tmp_path / "p.json").read_text())["b"][str(b)]
+    assert (result["facts"], result["b_minus_a"], result["lo"], result["hi"]) == (3, 0.5, 0.5, 0.5)
+    assert "+0.50 (+0.50 to +0.50) nats over 3 facts" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["x", str(a), str(tmp_path / "gone.jsonl")])
+    with pytest.raises(SystemExit) as stop:
+        script.main()
+    assert stop.value.code == 2 and "gone.jsonl not found" in capsys.readouterr().err
