@@ -26,12 +26,11 @@ from factpatch.evaluation.metrics import bootstrap_mean
 from factpatch.tracing.dataset import answer_scores
 from known_facts_lost import load_run_facts, run_arguments  # scripts/: the same run and facts
 
-logger = logging.getLogger("known_depth")
 HALF = math.log(0.5)  # an answer whose probability fell to half its unedited value
 
 
 def depth_summary(changes: list[float]) -> dict:
-    """The mean change with its interval, the median, and the share above log ½ (None: no facts)."""
+    """The mean change with its interval, the median, and the share above log ½ (only the count: no facts)."""
     if not changes:
         return {"facts": 0}
     mean = bootstrap_mean(changes)

@@ -5,8 +5,8 @@
   only facts whose subject no edit touched (an edit is allowed to change its own subject's facts).
   Beside the count, a graded measure of the same facts: each answer's log-probability now minus
   the unedited model's (nats, teacher-forced over the answer's tokens). The count says how many
-  answers lost first place; the change says how far they fell, kept ones included, and it is less
-  noisy between two settings than a count of flips.
+  answers lost first place; the change says how far they fell, kept ones included, so two
+  settings compare on every fact, not only on the ones that flipped.
 - **Perplexity** on a fixed text the edits never saw: seeded samples from the unedited model
   (seed 1; the key statistics use seed 0), scored teacher-forced.
 """
