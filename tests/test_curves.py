@@ -151,3 +151,24 @@ def test_known_facts_kept_get_an_interval_where_the_entries_name_their_facts(tmp
     assert float(point["known_share_lo"]) < 0.6 < float(point["known_share_hi"]) <= 1.0
     assert rows["alphaedit", "2"]["known_share_lo"] == ""  # an entry that does not name its facts
     assert (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_the_known_answers_change_gets_its_own_panel_where_the_entries_record_it(tmp_path):
+    """Entries that record each known answer's log-probability change get a panel of its mean over
+    the facts, with an interval, starting at 0 before any edit; runs without it draw no such panel."""
+    run = _run(tmp_path, "a")
+    plot_runs([load_run_curves(run, "a")], tmp_path / "plain.svg", tmp_path / "plain.csv")
+    assert "known_logprob" not in (tmp_path / "plain.csv").read_text()
+    assert "Δ log P" not in (tmp_path / "plain.svg").read_text()
+    health = [json.loads(line) for line in (run / "health.jsonl").read_text().splitlines()]
+    for entry in health:
+        if entry["method"] == "alphaedit" and entry["edits"] == 4:
+            entry["known_logprob_change"] = {"f0": -1.0, "f1": -3.0, "f2": 0.0, "f3": -0.5}
+    _lines(run / "health.jsonl", health)
+    plot_runs([load_run_curves(run, "a")], tmp_path / "k.svg", tmp_path / "k.csv")
+    header, *lines = (tmp_path / "k.csv").read_text().splitlines()
+    rows = {(r["method"], r["edits"]): r for r in (dict(zip(header.split(","), line.split(","))) for line in lines)}
+    assert float(rows["alphaedit", "4"]["known_logprob"]) == pytest.approx(-1.125)
+    assert float(rows["alphaedit", "4"]["known_logprob_lo"]) < -1.125 < float(rows["alphaedit", "4"]["known_logprob_hi"])
+    assert float(rows["alphaedit", "0"]["known_logprob"]) == 0.0 and rows["none", "0"]["known_logprob"] == ""
+    assert "known answers: Δ log P (nats)" in (tmp_path / "k.svg").read_text()

@@ -19,18 +19,19 @@ from pathlib import Path
 
 from ..core.cache import atomic_path, write_text_atomic
 from ..core.errors import FactpatchError
-from .health import known_by_fact
+from .health import known_by_fact, known_logprob_by_fact
 from .metrics import bootstrap_mean
 from .run import RESULTS, read_config
 from .summary import method_color
 
 CURVE_METRICS = {"counterfact": ("ES", "PS", "NS"), "zsre": ("efficacy", "paraphrase", "specificity")}
-HEALTH_MEASURES = ("known_share", "perplexity")  # the rest of the model, at each checkpoint
+HEALTH_MEASURES = ("known_share", "known_logprob", "perplexity")  # the rest of the model, at each checkpoint
 STACK_MEASURES = ("weight_change",)  # the edited weights themselves, from the batch records
 PANEL_MEASURES = HEALTH_MEASURES + STACK_MEASURES  # drawn after the metrics, in this order
-PANEL_TITLES = {"known_share": "known facts kept", "perplexity": "perplexity (fixed text)",
+PANEL_TITLES = {"known_share": "known facts kept", "known_logprob": "known answers: Δ log P (nats)",
+                "perplexity": "perplexity (fixed text)",
                 "weight_change": "edited weights: largest ‖W−W₀‖/‖W₀‖"}
-UNBOUNDED = ("perplexity", "weight_change")  # panels not drawn on the 0–1 scale of the shares
+UNBOUNDED = ("known_logprob", "perplexity", "weight_change")  # panels not drawn on the 0–1 scale of the shares
 LOG_SCALE_RATIO = 10.0  # a perplexity panel whose largest value is this many times its smallest is drawn on a log
 # axis: a collapsed method (ROME's 163 after 2,000 edits against the unedited 9) would flatten the others to one line
 LINE_STYLES = ("-", "--", ":", "-.")  # one per run on a figure of several
@@ -64,6 +65,11 @@ def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list
                     if by_fact:  # entries that name their facts (2026-12-03 on) get an interval over the facts
                         estimate = bootstrap_mean(list(by_fact.values()))
                         row["known_share_lo"], row["known_share_hi"] = estimate.lo, estimate.hi
+                change_by_fact = known_logprob_by_fact(h)
+                if change_by_fact:  # entries from 2026-12-03 10:30 UTC on: the answers' change, over the same facts
+                    estimate = bootstrap_mean(list(change_by_fact.values()))
+                    row["known_logprob"], row["known_logprob_lo"], row["known_logprob_hi"] = (
+                        estimate.mean, estimate.lo, estimate.hi)
             if (method, edits) in change:
                 row["weight_change"] = change[method, edits]
             rows.append(row)
@@ -72,6 +78,9 @@ def curve_rows(records: list[dict], health: list[dict], kind: str, methods: list
             # before any edit every fact the model knows is still known: the kept share starts at 1
             rows.append({"method": method, "edits": 0, "cases": 0, "perplexity": baseline["perplexity"],
                          **({"known_share": 1.0} if baseline.get("known_share") is not None else {}),
+                         # and no answer has moved yet, where the method's entries measure that
+                         **({"known_logprob": 0.0} if any(r["method"] == method and "known_logprob" in r
+                                                           for r in rows) else {}),
                          **({"weight_change": 0.0} if any(m == method for m, _ in change) else {})})
     return sorted(rows, key=lambda r: (methods.index(r["method"]), r["edits"]))
 
