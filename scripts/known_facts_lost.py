@@ -80,6 +80,7 @@ class RunFacts:
     lm: object  # the run's model, unedited
     fingerprint: str  # the run's (and the unedited model's) weights fingerprint
     facts: list  # known_1000 facts the unedited model knows whose subject no edit touched
+    unedited_log_probs: dict  # fact id -> its answer's log-probability on the unedited model (nats)
 
     def write(self, kind: str, rows: list[dict], summary: dict) -> None:
         """`<run>/known-<kind>-<method>-<edits>.jsonl` (one line a fact) and `.json` (the summary)."""
@@ -116,7 +117,8 @@ def load_run_facts(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     known = KnownFacts.check(lm, args.known)
     touched = {c.request.subject.strip().lower() for c in cases}
     facts = [f for f, k in zip(known.facts, known.known) if k and f.subject.strip().lower() not in touched]
-    return RunFacts(args.run, args.method, edits, patches[:n_patches], cases, lm, config["fingerprint"], facts)
+    return RunFacts(args.run, args.method, edits, patches[:n_patches], cases, lm, config["fingerprint"], facts,
+                    {f.id: lp for f, lp in zip(known.facts, known.log_probs)})
 
 
 def main() -> None:
