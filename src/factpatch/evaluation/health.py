@@ -52,9 +52,7 @@ class KnownFacts:
 
     facts: list  # tracing.Fact
     known: list[bool]
-    # each fact's answer log-probability on the unedited model (sum over its tokens, nats); None
-    # where the caller built it from `known` alone
-    log_probs: list[float] | None = None
+    log_probs: list[float]  # each fact's answer log-probability on the unedited model (sum over its tokens, nats)
 
     @classmethod
     def check(cls, lm: LoadedModel, path: Path, progress: bool = False) -> KnownFacts:
@@ -69,22 +67,12 @@ class KnownFacts:
         touched = {s.strip().lower() for s in edited_subjects}
         return [f for f, k in zip(self.facts, self.known) if k and f.subject.strip().lower() not in touched]
 
-    def still_known(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> dict[str, bool]:
-        """Fact id -> whether the model still knows it, over the known facts whose subject no edit
-        touched (the ones `kept` counts)."""
-        from ..tracing.dataset import knows
-
-        facts = self.untouched(edited_subjects)
-        return dict(zip((f.id for f in facts), knows(lm, facts, progress=False))) if facts else {}
-
-    def measure(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[dict[str, bool], dict[str, float] | None]:
-        """Over the known facts whose subject no edit touched: fact id -> whether the model still
-        knows it, and fact id -> its answer's log-probability now minus the unedited model's (None
-        without the unedited log-probabilities)."""
+    def measure(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[dict[str, bool], dict[str, float]]:
+        """Over the known facts whose subject no edit touched, in one teacher-forced pass: fact id ->
+        whether the model still knows it, and fact id -> its answer's log-probability now minus the
+        unedited model's."""
         from ..tracing.dataset import answer_scores
 
-        if self.log_probs is None:
-            return self.still_known(lm, edited_subjects), None
         before = {f.id: lp for f, lp in zip(self.facts, self.log_probs)}
         facts = self.untouched(edited_subjects)
         scores = answer_scores(lm, facts, progress=False) if facts else []
@@ -93,22 +81,20 @@ class KnownFacts:
 
     def kept(self, lm: LoadedModel, edited_subjects: Sequence[str]) -> tuple[int, int]:
         """(still known, known before) over the known facts whose subject no edit touched."""
-        known = self.still_known(lm, edited_subjects)
+        known, _ = self.measure(lm, edited_subjects)
         return sum(known.values()), len(known)
 
 
-def known_record(still_known: dict[str, bool], log_prob_change: dict[str, float] | None = None) -> dict:
-    """A health entry's known-facts fields: the counts, and which facts were checked and which of
-    them are lost, so that two entries over the same facts compare fact by fact (eval paired); with
-    `log_prob_change` (KnownFacts.measure) each fact's change of answer log-probability and their mean."""
+def known_record(still_known: dict[str, bool], log_prob_change: dict[str, float]) -> dict:
+    """A health entry's known-facts fields: the counts, which facts were checked and which of them
+    are lost, and each one's change of answer log-probability and their mean (KnownFacts.measure),
+    so that two entries over the same facts compare fact by fact (eval paired)."""
     kept, total = sum(still_known.values()), len(still_known)
-    out = {"known_kept": kept, "known_total": total, "known_share": kept / total if total else None,
-           "known_checked": sorted(still_known), "known_lost": sorted(i for i, k in still_known.items() if not k)}
-    if log_prob_change is not None:
-        out["known_logprob_change_mean"] = (round(sum(log_prob_change.values()) / len(log_prob_change), 4)
-                                            if log_prob_change else None)
-        out["known_logprob_change"] = {i: round(v, 4) for i, v in sorted(log_prob_change.items())}
-    return out
+    return {"known_kept": kept, "known_total": total, "known_share": kept / total if total else None,
+            "known_checked": sorted(still_known), "known_lost": sorted(i for i, k in still_known.items() if not k),
+            "known_logprob_change_mean": (round(sum(log_prob_change.values()) / len(log_prob_change), 4)
+                                          if log_prob_change else None),
+            "known_logprob_change": {i: round(v, 4) for i, v in sorted(log_prob_change.items())}}
 
 
 def known_logprob_by_fact(entry: dict) -> dict[str, float] | None:

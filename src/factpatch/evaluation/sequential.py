@@ -409,7 +409,7 @@ def _checkpoint(lm, method, edited: list[Case], edits: int, final: bool, config:
         if known is not None:
             if unedited_records is not None:  # the unedited model keeps every fact it knows, as it knew it
                 still = {f.id: True for f in known.untouched(edited_subjects)}
-                change = {i: 0.0 for i in still} if known.log_probs is not None else None
+                change = {i: 0.0 for i in still}
             else:
                 still, change = known.measure(lm, edited_subjects)
             entry.update(known_record(still, change))
