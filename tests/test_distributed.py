@@ -184,9 +184,10 @@ def test_sequential_scoring_on_workers_matches_in_process(local_ray, model_dir, 
                               corpus=CorpusSpec(n_tokens=256))
     dataset = load_dataset("builtin")
     cache = tmp_path / "cache"
-    alone = run_sequential(load_model(str(model_dir), cache), dataset, config, tmp_path / "alone", cache, progress=False)
+    alone = run_sequential(load_model(str(model_dir), cache), dataset, config, tmp_path / "alone", cache, progress=False,
+                           plots=False)
     spread = run_sequential_ray(load_model(str(model_dir), cache), str(model_dir), dataset, config, tmp_path / "ray",
-                                RaySettings(workers=2), cache, progress=False)
+                                RaySettings(workers=2), cache, progress=False, plots=False)
     assert spread.stats.tasks == 2 + 4  # every edited case at both checkpoints, on the workers
     key = lambda r: (r["method"], r["edits"], r["case_id"])
     records = lambda d: {key(r): _untimed(r) for r in map(json.loads, (d / "results.jsonl").read_text().splitlines())}

@@ -124,7 +124,7 @@ def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path,
 def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatch):
     lm = fresh_tiny("gpt2")
     dataset = load_dataset("builtin")
-    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "whole", tmp_path, progress=False)
+    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "whole", tmp_path, progress=False, plots=False)
 
     from factpatch.editing import alphaedit
 
@@ -154,7 +154,9 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     batch = json.loads((tmp_path / "killed" / "batches.jsonl").read_text().splitlines()[0])
     assert halfway.seconds_left == pytest.approx(batch["seconds"])  # one batch left at the first one's pace
     monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", real)
-    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False, plots=False)
+    assert len((tmp_path / "killed" / "curves.csv").read_text().splitlines()) == 1 + 3
+    assert not (tmp_path / "killed" / "curves.png").exists()  # not drawn, and the older figure not left as if it were
     done = run_progress(tmp_path / "killed")
     assert done.complete and done.methods[0].checkpoints_scored == (2, 4) and done.methods[0].seconds_left == 0
     whole = _stack_fingerprint(lm, tmp_path / "whole" / "alphaedit" / "patches")
@@ -175,7 +177,7 @@ def test_run_without_its_patches_rebuilds_them_from_the_saved_targets(fresh_tiny
 
     lm = fresh_tiny(family)
     dataset = load_dataset("builtin")
-    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "whole", tmp_path, progress=False)
+    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "whole", tmp_path, progress=False, plots=False)
     whole_ids = [load_patch(p).id for p in sorted((tmp_path / "whole" / "alphaedit" / "patches").glob("*.safetensors"))]
 
     real = alphaedit.AlphaEditor.patch_and_targets
@@ -187,7 +189,7 @@ def test_run_without_its_patches_rebuilds_them_from_the_saved_targets(fresh_tiny
 
     monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", dies_on_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+        run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False, plots=False)
     monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", real)
     assert [p.name for p in (tmp_path / "killed" / "alphaedit" / "targets").iterdir()] == ["0000.safetensors"]
     shutil.rmtree(tmp_path / "killed" / "alphaedit" / "patches")
@@ -200,7 +202,7 @@ def test_run_without_its_patches_rebuilds_them_from_the_saved_targets(fresh_tiny
         return real_targets(lm_, requests, *args, **kwargs)
 
     monkeypatch.setattr(memit, "compute_targets", counted)
-    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+    run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False, plots=False)
     cases = dataset.select(4)
     assert computed == [[c.request.subject for c in cases[2:4]]]  # only the batch never edited
     patches = sorted((tmp_path / "killed" / "alphaedit" / "patches").glob("*.safetensors"))
@@ -220,7 +222,7 @@ def test_finished_method_without_its_patches_is_not_edited_again(fresh_tiny, tmp
 
     lm = fresh_tiny("llama")
     dataset = load_dataset("builtin")
-    run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
+    run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False, plots=False)
     before = (tmp_path / "out" / "results.jsonl").read_text()
     shutil.rmtree(tmp_path / "out" / "memit" / "patches")
 
@@ -228,14 +230,14 @@ def test_finished_method_without_its_patches_is_not_edited_again(fresh_tiny, tmp
         raise AssertionError("a finished method was edited again")
 
     monkeypatch.setattr(memit.MemitEditor, "patch_and_targets", must_not_edit)
-    run = run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
+    run = run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False, plots=False)
     assert (tmp_path / "out" / "results.jsonl").read_text() == before
     assert run.summary["memit"]["ES"]["n"] == 4
     # one missing record is enough to make the method unfinished: then it edits or rebuilds (here: fails)
     lines = before.splitlines()
     (tmp_path / "out" / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(AssertionError, match="edited again"):
-        run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
+        run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False, plots=False)
 
 
 def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, tmp_path, run):
@@ -244,7 +246,7 @@ def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, t
     from factpatch.evaluation.sequential import rebuild_patches
 
     lm = fresh_tiny("llama")
-    run_sequential(lm, load_dataset("builtin"), _config(["alphaedit"]), tmp_path / "out", tmp_path, progress=False)
+    run_sequential(lm, load_dataset("builtin"), _config(["alphaedit"]), tmp_path / "out", tmp_path, progress=False, plots=False)
     patches = tmp_path / "out" / "alphaedit" / "patches"
     names = sorted(p.name for p in patches.iterdir())
     whole = _stack_fingerprint(lm, patches)
@@ -286,7 +288,7 @@ def test_unedited_model_is_scored_once_per_case_not_at_every_checkpoint(fresh_ti
     dataset = load_dataset("builtin")
     config = SequentialSettings(["none"], 6, batch_size=2, checkpoint_every=2, known_path=known_file,
                                 perplexity_tokens=64, corpus=CorpusSpec(n_tokens=256))
-    run_sequential(lm, dataset, config, tmp_path / "out", tmp_path, progress=False)
+    run_sequential(lm, dataset, config, tmp_path / "out", tmp_path, progress=False, plots=False)
     ids = [c.case_id for c in dataset.select(6)]
     assert scored == [(2, ids[0]), (2, ids[1]), (4, ids[2]), (4, ids[3]), (6, ids[4]), (6, ids[5])]
     records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
@@ -317,7 +319,7 @@ def test_sequential_generations_name_their_prompts(fresh_tiny, tmp_path):
     lm = fresh_tiny("llama")
     dataset = load_dataset("builtin")
     config = _config(["memit", "none"], n=2, generation_cases=1, gen=GenerationSettings(max_length=24))
-    run_sequential(lm, dataset, config, tmp_path / "out", tmp_path, progress=False)
+    run_sequential(lm, dataset, config, tmp_path / "out", tmp_path, progress=False, plots=False)
     records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     generated, unedited = sorted((r for r in records if "texts" in r), key=lambda r: r["method"])
     assert unedited["method"] == "none" and unedited["case_id"] == generated["case_id"]
@@ -366,14 +368,14 @@ def test_batch_records_of_an_older_run_are_filled_in_from_its_patches(fresh_tiny
     spec.loader.exec_module(script)
     lm = fresh_tiny("llama")
     out = tmp_path / "out"
-    run_sequential(lm, load_dataset("builtin"), _config(["memit"]), out, tmp_path, progress=False)
+    run_sequential(lm, load_dataset("builtin"), _config(["memit"]), out, tmp_path, progress=False, plots=False)
     old = [json.loads(line) for line in (out / "batches.jsonl").read_text().splitlines()]
     assert len(old) == 2 and all(r["weight_change"] for r in old)
     added = {"weight_change", "v_star_norm_mean", "v_star_norm_max"}
     assert all(added <= set(r) for r in old)
     (out / "batches.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k not in added}) + "\n"
                                                for r in old))
-    write_curves(out, read_config(out))  # as a run before 2026-12-02 drew them
+    write_curves(out, read_config(out), plots=False)  # as a run before 2026-12-02 wrote them
     assert "weight_change" not in (out / "curves.csv").read_text().splitlines()[0]
     assert script.fill_in(out, None, lm) == 2
     filled = [json.loads(line) for line in (out / "batches.jsonl").read_text().splitlines()]
@@ -415,7 +417,7 @@ def test_health_entries_name_the_facts_checked_and_lost_and_compare_fact_by_fact
     monkeypatch.setattr(dataset, "answer_scores", answer_scores)
     out = tmp_path / "out"
     run_sequential(fresh_tiny("llama"), load_dataset("builtin"), _config(["memit", "none"], known_file, n=2), out,
-                   tmp_path, progress=False)
+                   tmp_path, progress=False, plots=False)
     health = {(h["method"], h["edits"]): h for h in map(json.loads, (out / "health.jsonl").read_text().splitlines())}
     edited, unedited = health[("memit", 2)], health[("none", 2)]
     assert (edited["known_kept"], edited["known_total"]) == (1, 2)
@@ -444,7 +446,7 @@ def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_p
 
     lm = fresh_tiny("llama")
     out = tmp_path / "out"
-    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False)
+    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
     spec = importlib.util.spec_from_file_location("known_depth", Path(__file__).resolve().parents[1] / "scripts" / "known_depth.py")
     script = importlib.util.module_from_spec(spec)

@@ -28,7 +28,7 @@ from factpatch.serve.host import ModelHost
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-TEST_CORPUS = CorpusSpec(n_tokens=4096)  # key statistics as tests/test_integration.py: cached once
+TEST_CORPUS = CorpusSpec()  # the default statistics, as tests/test_integration.py: computed once from the shipped corpus
 
 
 @pytest.fixture

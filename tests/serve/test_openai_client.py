@@ -21,7 +21,7 @@ from factpatch.serve.host import ModelHost
 pytestmark = pytest.mark.integration
 
 PROMPT = "The Eiffel Tower is located in the city of"
-TEST_CORPUS = CorpusSpec(n_tokens=4096)  # as tests/test_integration.py: cached once, the edit still flips
+TEST_CORPUS = CorpusSpec()  # the default statistics, as tests/test_integration.py: computed once from the shipped corpus
 
 
 @pytest.fixture(scope="module")

@@ -173,6 +173,7 @@ def run_sequential_ray(
     cluster: RaySettings,
     cache_dir: Path | None = None,
     progress: bool = True,
+    plots: bool = True,
 ) -> RayRun:
     """`run_sequential` with the edits made here, in order, and every checkpoint's scoring spread
     over Ray workers that load `model` (the same weights as `lm`)."""
@@ -181,6 +182,6 @@ def run_sequential_ray(
     with connected(cluster), WorkerPool(model, cluster, cache_dir, name=lm.name) as pool:
         pool.start()
         scorer = StackScorer(pool, lm.fingerprint)
-        run = run_sequential(lm, dataset, config, out_dir, cache_dir, progress, scorer=scorer)
+        run = run_sequential(lm, dataset, config, out_dir, cache_dir, progress, scorer=scorer, plots=plots)
         log_stats(pool.stats)
         return RayRun(run, pool.stats)

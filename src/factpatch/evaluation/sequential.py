@@ -426,9 +426,12 @@ def run_sequential(
     cache_dir: Path | None = None,
     progress: bool = True,
     scorer=None,
+    plots: bool = True,
 ) -> SequentialRun:
     """Edit and score every method (see the module docstring); `scorer` spreads the scoring of each
-    checkpoint (evaluation.distributed.StackScorer), the edits stay here and in order."""
+    checkpoint (evaluation.distributed.StackScorer), the edits stay here and in order. `plots=False`
+    writes curves.csv without drawing curves.png (a draw takes seconds: where only the records
+    matter; `factpatch eval curves DIR` draws it later), as `trace_dataset(plots=False)`."""
     started = time.perf_counter()
     cases = dataset.select(config.n)
     if len(cases) < config.n:
@@ -453,13 +456,14 @@ def run_sequential(
     for method in config.methods:
         # The curves are redrawn at every checkpoint: a run that takes days shows where it stands.
         run_method(lm, method, params[method], cases, config, out_dir, store, health_log, done, health_done,
-                   known, ppl_ids, cache_dir, progress, scorer, after_checkpoint=lambda: write_curves(out_dir, description))
-    run = write_outputs(out_dir, description)
+                   known, ppl_ids, cache_dir, progress, scorer,
+                   after_checkpoint=lambda: write_curves(out_dir, description, plots=plots))
+    run = write_outputs(out_dir, description, plots)
     run.seconds = time.perf_counter() - started
     return run
 
 
-def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
+def write_outputs(out_dir: Path, description: dict, plots: bool = True) -> SequentialRun:
     """Summary of the final checkpoint and the curves, from the records alone."""
     started = time.perf_counter()
     records = case_store(out_dir / RESULTS).load()
@@ -484,19 +488,19 @@ def write_outputs(out_dir: Path, description: dict) -> SequentialRun:
                       f"{description['batch_size']} on {description['model']}\n\n{table}\n"
                       + (f"\n{generation}\n" if generation else "") + (f"\n{against}\n" if against else ""))
     write_text_atomic(out_dir / "summary.csv", summary_csv(summary, kind))
-    write_curves(out_dir, description, records, health)
+    write_curves(out_dir, description, records, health, plots)
     return SequentialRun(out_dir, final, health, summary, final_health, time.perf_counter() - started)
 
 
 def write_curves(out_dir: Path, description: dict, records: list[dict] | None = None,
-                 health: list[dict] | None = None) -> None:
+                 health: list[dict] | None = None, plots: bool = True) -> None:
     """curves.csv and curves.png from every checkpoint recorded so far (also of an unfinished run).
 
     The figure is drawn from the CSV's points and the run's title alone, so when the points are
     those already on disk beside a figure (the last checkpoint has just drawn them, or a resumed run
     found nothing left to do) it is not drawn again: a draw takes seconds, and a sequential run's
     end would otherwise draw the same figure twice. `factpatch eval curves DIR --out DIR/curves.png`
-    redraws it outright."""
+    redraws it outright; `plots=False` writes the CSV alone."""
     records = case_store(out_dir / RESULTS).load() if records is None else records
     health = health_store(out_dir / HEALTH).load() if health is None else health
     if not records:
@@ -507,6 +511,8 @@ def write_curves(out_dir: Path, description: dict, records: list[dict] | None = 
     csv_path, figure = out_dir / "curves.csv", out_dir / "curves.png"
     if figure.exists() and csv_path.is_file() and csv_path.read_text() == text:
         return
-    if curves:  # the figure first: a run killed between the two leaves a CSV that differs, so it redraws
+    if curves and plots:  # the figure first: a run killed between the two leaves a CSV that differs, so it redraws
         plot_curves(curves, figure, run_title(description))
+    elif not plots:  # a figure of fewer points would pass for the new CSV's: the next drawing run redraws
+        figure.unlink(missing_ok=True)
     write_text_atomic(csv_path, text)
