@@ -48,7 +48,8 @@ while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
 # MEMIT with the earlier edits in its solve held at 500 edits where plain MEMIT decayed (first since
 # 2026-12-03 09:45 UTC: ~2.2 h alone, so its checkpoints land within a session; Gemma 3's ROME takes many hours)
 # (docs/mass-editing.md, "MEMIT with the earlier edits in its solve"): on to 2,000 (~2 h alone)
-step "seq-smollm2-cf-memit-preserve" N=2000 runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
+# done 2026-12-03 14:02 UTC (complete; docs/mass-editing.md):
+# done: step "seq-smollm2-cf-memit-preserve" N=2000 runs/seq-smollm2-cf-memit-preserve/COMMAND.sh
 # Gemma 3's ROME (issue 12 asks for it beside AlphaEdit and MEMIT on both models). At the paper's
 # settings its first batch of 100 took ~45 min on 2026-12-03's host (~15 h for 2,000; that batch is
 # kept in the postnorm run's directory); with MEMIT's 6 contexts for v* (float32; --preset fast's bfloat16 is slow on this AVX2-only host), its own directory
