@@ -1,4 +1,4 @@
-"""Why one ROME edit is as large as it is: each edit's ‖Δ‖/‖W₀‖ split into three factors.
+"""Why one ROME edit is as large as it is: each edit's ‖Δ‖/‖W₀‖ split into four factors.
 
     python scripts/rome_edit_scale.py runs/seq-gemma3-cf-2000-rome-6ctx [--edits 100]
 
@@ -41,9 +41,6 @@ from factpatch.editing.rome import projection_weight
 from factpatch.editing.stats import CorpusSpec, key_second_moments
 from factpatch.editing.values import build_contexts, states_at_subject
 
-logger = logging.getLogger("rome_edit_scale")
-
-
 def quartiles(values: torch.Tensor) -> dict:
     q = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype))
     return {"q1": float(q[0]), "median": float(q[1]), "q3": float(q[2])}
@@ -78,7 +75,7 @@ def main() -> None:
     W0 = projection_weight(lm, layer).detach().to(torch.float64)  # (d_out, d_in)
     W = W0.clone()
     rows = {"write": [], "drift": [], "gain": [], "inflation": [], "delta": []}
-    first_key, keys, c_inv_keys = None, [], []
+    keys, c_inv_keys = [], []
     for d, _ in deltas:
         Lambda, c_inv_k = d.left.to(torch.float64), d.right.to(torch.float64)  # (d_out,), (d_in,)
         k = C @ c_inv_k  # k* (d_in,)
@@ -90,7 +87,6 @@ def main() -> None:
         rows["gain"].append(float(W0k.norm() / (W0.norm() * k.norm())))
         rows["inflation"].append(float(c_inv_k.norm() * k.norm() / (c_inv_k @ k)))
         rows["delta"].append(float(Lambda.norm() * c_inv_k.norm() / W0.norm()))
-        first_key = k if first_key is None else first_key
         keys.append(k)
         c_inv_keys.append(c_inv_k)
         W += torch.outer(Lambda, c_inv_k)
@@ -105,9 +101,10 @@ def main() -> None:
 
     first = deltas[0][1]
     request = EditRequest.from_text(first["prompt"].replace("{}", first["subject"]), first["subject"], first["target_new"])
-    name = act_name("mlp_key", layer)
-    bare = states_at_subject(lm, build_contexts(lm, [request], [""], None), [name], name)[name][0].to(torch.float64)
-    cosine = float(bare @ first_key / (bare.norm() * first_key.norm()))
+    key_name = act_name("mlp_key", layer)
+    contexts = build_contexts(lm, [request], [""], None)
+    bare = states_at_subject(lm, contexts, [key_name], key_name)[key_name][0].to(torch.float64)
+    cosine = float(bare @ keys[0] / (bare.norm() * keys[0].norm()))
 
     out = {"run": str(args.run), "model": config["model"], "layer": layer, "edits": args.edits,
            "first_key_cosine_to_bare_prompt": cosine, "key_pair_cosine": pair_cosines,
