@@ -54,8 +54,8 @@ while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
 # settings its first batch of 100 took ~45 min on 2026-12-03's host (~15 h for 2,000; that batch is
 # kept in the postnorm run's directory); with MEMIT's 6 contexts for v* (float32; --preset fast's bfloat16 is slow on this AVX2-only host), its own directory
 # Two lanes at one torch thread each (since 2026-12-03 18:39 UTC): on 2 cores, two 1-thread
-# processes each run at ~90 % of one 2-thread process alone, where two 2-thread processes run at a
-# quarter (BENCHMARKS.md, "Two jobs on two cores"; runs/bench/omp-wait-2026-12-03/).
+# processes each run at 70-90 % of one 2-thread process's pace alone, where two 2-thread processes
+# run at a quarter (BENCHMARKS.md, "Two jobs on two cores"; runs/bench/omp-wait-2026-12-03/).
 lane_rome() { step "seq-gemma3-cf-2000-rome-6ctx" OMP_NUM_THREADS=1 runs/seq-gemma3-cf-2000-rome-6ctx/COMMAND.sh; }
 # MEMIT preserve_edits on Gemma 3 (does SmolLM2's 1,000-edit result hold on the other model?), to 1,000
 lane_memit_preserve() { step "seq-gemma3-cf-memit-preserve" OMP_NUM_THREADS=1 runs/seq-gemma3-cf-memit-preserve/COMMAND.sh; }
