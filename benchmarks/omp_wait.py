@@ -52,6 +52,8 @@ EDITS = [  # the first five cases of counterfact-train.json, written out so the 
 
 def child(args: argparse.Namespace) -> None:
     """One measurement: load, warm up, time the edits and the traces; one JSON line on stdout."""
+    # torch (and with it libgomp, which reads the settings once) is imported here, in the child,
+    # never in the parent: the parent only sets each child's environment.
     import torch
 
     from factpatch.core.models import load_model
