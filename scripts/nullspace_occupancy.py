@@ -35,7 +35,7 @@ import torch
 from factpatch.core.cache import write_text_atomic
 from factpatch.core.models import load_model
 from factpatch.editing.alphaedit import AlphaEditParams, projector
-from factpatch.editing.memit import KEYS_ATTACHMENT
+from factpatch.editing.stats import KEYS_ATTACHMENT
 from factpatch.core.hooks import act_name
 from factpatch.editing.patch import load_patch
 from factpatch.editing.request import EditRequest

@@ -31,7 +31,7 @@ import torch
 
 from factpatch.core.hooks import act_name
 from factpatch.core.models import load_model
-from factpatch.editing.memit import KEYS_ATTACHMENT
+from factpatch.editing.stats import KEYS_ATTACHMENT
 from factpatch.editing.memit import TargetValues, context_weights, read_at_subject
 from factpatch.editing.patch import Patch, applied
 from factpatch.editing.registry import make_editor, method_params

@@ -34,17 +34,15 @@ from ..core.cache import atomic_path, stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel
 from .memit import (
-    KEYS_ATTACHMENT,
     BatchEditor,
     BatchEditParams,
     TargetValues,
     batch_meta,
-    preserved_keys,
     spread_over_layers,
 )
 from .patch import Patch, PatchStack
 from .request import EditRequest, check_batch
-from .stats import CorpusSpec, stats_dir
+from .stats import KEYS_ATTACHMENT, CorpusSpec, preserved_keys, stats_dir
 
 logger = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from ..core.tokens import pad_id, pad_right, subject_last_index
 from .anchor import ANCHOR_META, anchor_norm, anchored_targets, stack_anchor
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta, unedited
 from .request import EditRequest, check_batch
-from .stats import CorpusSpec, key_second_moments
+from .stats import KEYS_ATTACHMENT, CorpusSpec, key_second_moments, preserved_keys
 from .values import (
     PrefixSpec,
     ValueSettings,
@@ -64,10 +64,6 @@ from .values import (
 )
 
 logger = logging.getLogger(__name__)
-
-# The keys a batch wrote each layer for, as the patch carries them (AlphaEdit's K_p; MEMIT's with
-# preserve_edits): (d_in, n) at `keys.<layer>`.
-KEYS_ATTACHMENT = "keys.{layer}"
 
 # Below this many requests the first batch's mean ‖v*‖ is a thin estimate of the anchor (anchor.py);
 # NAS uses 1,000, factpatch's sequential runs 100.
@@ -194,17 +190,6 @@ def memit_solve(K: torch.Tensor, C: torch.Tensor, lam: float, preserved: torch.T
     if preserved is not None:
         A = A + preserved.to(torch.float64)
     return torch.linalg.solve(A, K64).to(torch.float32)  # (d_in, n)
-
-
-def preserved_keys(stack: PatchStack | None, layer: int, dim: int) -> torch.Tensor:
-    """K_p K_pᵀ at `layer`: Σ K Kᵀ over the keys every applied patch carries for it."""
-    total = torch.zeros(dim, dim, dtype=torch.float64)
-    for patch in stack.applied if stack is not None else []:
-        K = patch.attachments.get(KEYS_ATTACHMENT.format(layer=layer))
-        if K is not None:
-            K = K.to(torch.float64)
-            total += K @ K.T
-    return total
 
 
 def layer_share(Z: torch.Tensor, H: torch.Tensor, layers_left: int) -> torch.Tensor:

@@ -33,11 +33,12 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import FactpatchError
 from ..core.hooks import act_name, run_with_cache
 from ..core.models import LoadedModel
 from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another, unedited
 from .request import EditRequest
-from .stats import CorpusSpec, key_second_moment
+from .stats import KEYS_ATTACHMENT, CorpusSpec, key_second_moment, preserved_keys
 from .values import (
     PrefixSpec,
     ValueSettings,
@@ -75,9 +76,18 @@ class ROMEParams:
     # The precision of v*'s optimisation (core.models.PRECISIONS): float32 as the paper; bfloat16 is
     # faster on CPUs with bf16 units and moves the results a little (BENCHMARKS.md).
     v_dtype: str = "float32"
+    # Off, as in the paper. On, the metric of the update also holds every earlier edit's key —
+    # C becomes λ C + K_p K_pᵀ (K_p: the k* of each edit in the stack below and of this list so far,
+    # λ = lambda_per_dim · d_in as MEMIT's) — so that a new edit leaves the outputs at earlier edits'
+    # keys nearly where they were: sequential ROME with the memory of MEMIT's `preserve_edits`
+    # (docs/mass-editing.md). The patch then carries each request's k* (d_in floats an edit).
+    preserve_edits: bool = False
+    lambda_per_dim: float = 1.0  # MEMIT's default λ = 1 · d_in: one earlier key weighs as much as C's "average key"
 
     def __post_init__(self):
         value_settings(self)  # checks the optimisation's settings
+        if self.lambda_per_dim <= 0:
+            raise FactpatchError("rome.lambda_per_dim must be positive")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,6 +110,16 @@ def rank_one_update(
     residual = v_star.to(torch.float64) - W.to(torch.float64) @ k64  # (d_out,)
     Lambda = residual / (c_inv_k @ k64)  # (d_out,)
     return Lambda.to(W.dtype), c_inv_k.to(W.dtype)
+
+
+def preserving_metric(C: torch.Tensor, preserved: torch.Tensor, lam: float) -> torch.Tensor:
+    """C + K_p K_pᵀ / λ (float64): the metric in which the rank-one update is smallest when it must
+    also leave earlier edits' keys alone. Scaling the metric does not change ROME's update, so this
+    is λ C + K_p K_pᵀ, MEMIT's `preserve_edits` solve with one key and an equality constraint.
+
+    C: (d_in, d_in) = E[k kᵀ], preserved = K_p K_pᵀ: (d_in, d_in), λ > 0.
+    """
+    return C.to(torch.float64) + preserved.to(torch.float64) / lam
 
 
 # ----------------------------------------------------------------------------- contexts
@@ -258,4 +278,24 @@ class RomeEditor:
 
     def patch(self, requests: Sequence[EditRequest], stack: PatchStack | None = None) -> Patch:
         self.prepare(stack)
-        return one_after_another(self.lm, requests, self.edit_one, self.progress)
+        if not self.params.preserve_edits:
+            return one_after_another(self.lm, requests, self.edit_one, self.progress)
+        assert self._C is not None and self.params.layer is not None
+        layer, C = self.params.layer, self._C
+        lam = self.params.lambda_per_dim * C.shape[0]
+        preserved = preserved_keys(stack, layer, C.shape[0])  # K_p K_pᵀ of the stack below, grown edit by edit
+        keys: list[torch.Tensor] = []
+
+        def edit_remembering(request: EditRequest) -> Patch:
+            nonlocal preserved
+            edit = compute_edit(self.lm, request, preserving_metric(C, preserved, lam), self.params, self.cache_dir)
+            k_star = edit.key_value.k_star.detach().cpu()
+            preserved = preserved + torch.outer(k_star.double(), k_star.double())
+            keys.append(k_star)
+            return to_patch(self.lm, edit)
+
+        earlier = sum(len(p.requests) for p in (stack.applied if stack else []))
+        patch = one_after_another(self.lm, requests, edit_remembering, self.progress)
+        patch.attachments = {KEYS_ATTACHMENT.format(layer=layer): torch.stack(keys, dim=1).contiguous()}  # (d_in, n)
+        patch.meta["preserved_edits"] = earlier
+        return patch

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -28,6 +29,9 @@ from ..core.errors import FactpatchError
 from ..core.generate import end_of_text_ids, sample_top_k, seeded
 from ..core.hooks import act_name, run_with_cache
 from ..core.models import LoadedModel
+
+if TYPE_CHECKING:
+    from .patch import PatchStack
 
 logger = logging.getLogger(__name__)
 
@@ -287,3 +291,21 @@ def keys_second_moments_over(
                 moments[layer].add(keys[mask.bool()].cpu())  # right padding: real tokens only
             bar.update(int(mask.sum()))
     return moments
+
+
+# ----------------------------------------------------------------------------- earlier edits' keys
+
+# The keys an edit was written for, as its patch carries them (AlphaEdit's K_p; MEMIT's and ROME's
+# with preserve_edits): (d_in, n) at `keys.<layer>`, one column a request.
+KEYS_ATTACHMENT = "keys.{layer}"
+
+
+def preserved_keys(stack: PatchStack | None, layer: int, dim: int) -> torch.Tensor:
+    """K_p K_pᵀ at `layer`: Σ K Kᵀ over the keys every applied patch carries for it."""
+    total = torch.zeros(dim, dim, dtype=torch.float64)
+    for patch in stack.applied if stack is not None else []:
+        K = patch.attachments.get(KEYS_ATTACHMENT.format(layer=layer))
+        if K is not None:
+            K = K.to(torch.float64)
+            total += K @ K.T
+    return total
