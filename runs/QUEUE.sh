@@ -56,15 +56,15 @@ while pgrep -f "factpatch eval" > /dev/null; do sleep 30; done
 # Two lanes at one torch thread each (since 2026-12-03 18:39 UTC): on 2 cores, two 1-thread
 # processes each run at 70-90 % of one 2-thread process's pace alone, where two 2-thread processes
 # run at a quarter (BENCHMARKS.md, "Two jobs on two cores"; runs/bench/omp-wait-2026-12-03/).
-# Sequential ROME with the earlier edits' keys in its metric (rome.preserve_edits, new 2026-12-03) on
-# SmolLM2, 500 edits (~1 h at one thread), ahead of Gemma 3's ROME in the same lane: does it keep
-# what sequential ROME wrote (runs/seq-smollm2-cf-2000's ROME at 500: ES 89.8, known facts 34.5 %)?
-lane_rome() {
-  step "seq-smollm2-cf-rome-preserve" OMP_NUM_THREADS=1 runs/seq-smollm2-cf-rome-preserve/COMMAND.sh
-  step "seq-gemma3-cf-2000-rome-6ctx" OMP_NUM_THREADS=1 runs/seq-gemma3-cf-2000-rome-6ctx/COMMAND.sh
-}
+# Gemma 3's sequential ROME, on to 2,000 edits (1,000 done and scored; ~10 batches left).
+lane_rome() { step "seq-gemma3-cf-2000-rome-6ctx" OMP_NUM_THREADS=1 runs/seq-gemma3-cf-2000-rome-6ctx/COMMAND.sh; }
 # MEMIT preserve_edits on Gemma 3 (does SmolLM2's 1,000-edit result hold on the other model?): to
-# 1,000, then on to 2,000 (since 2026-12-03 21:20 UTC; on SmolLM2 it decayed after 1,000)
-lane_memit_preserve() { step "seq-gemma3-cf-memit-preserve" OMP_NUM_THREADS=1 N=2000 runs/seq-gemma3-cf-memit-preserve/COMMAND.sh; }
+# 1,000 (done 2026-12-03 21:49 UTC), then on to 2,000; after it, in the same lane, sequential ROME
+# with the earlier edits' keys in its metric (rome.preserve_edits) on SmolLM2 from 500 edits (done
+# 2026-12-03 22:23 UTC: ES +3.6 over ROME, damage unchanged) to 1,000, where plain ROME decays faster.
+lane_memit_preserve() {
+  step "seq-gemma3-cf-memit-preserve" OMP_NUM_THREADS=1 N=2000 runs/seq-gemma3-cf-memit-preserve/COMMAND.sh
+  step "seq-smollm2-cf-rome-preserve" OMP_NUM_THREADS=1 N=1000 runs/seq-smollm2-cf-rome-preserve/COMMAND.sh
+}
 lane_rome & lane_memit_preserve &
 wait
