@@ -10,7 +10,6 @@ from tiny import FAMILIES, PARALLEL_FAMILIES
 from factpatch.api import edit_many
 from factpatch.evaluation.sequential import batch_record
 from factpatch.editing.alphaedit import alphaedit_solve, null_space_projector
-from factpatch.editing.stats import KEYS_ATTACHMENT, preserved_keys
 from factpatch.editing.anchor import anchor_norm, anchored_targets
 from factpatch.editing.memit import compute_targets, memit_solve, mlp_split_at_subject, read_at_subject
 from factpatch.core.blocks import mlp_contribution, mlp_out_change_for
@@ -19,7 +18,7 @@ from factpatch.editing.patch import PatchStack, WeightDelta, applied, load_patch
 from factpatch.editing.registry import make_editor, method_params
 from factpatch.editing.request import EditRequest, read_requests
 from factpatch.editing.rome import preserving_metric, rank_one_update
-from factpatch.editing.stats import CorpusSpec
+from factpatch.editing.stats import KEYS_ATTACHMENT, CorpusSpec, preserved_keys
 from factpatch.editing.values import length_order
 from factpatch.core.errors import FactpatchError
 from factpatch.core.models import weights_fingerprint
