@@ -42,7 +42,7 @@ from .memit import (
 )
 from .patch import Patch, PatchStack
 from .request import EditRequest, check_batch
-from .stats import KEYS_ATTACHMENT, CorpusSpec, preserved_keys, stats_dir
+from .stats import KEYS_ATTACHMENT, CorpusSpec, preserved_edit_count, preserved_keys, stats_dir
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,6 @@ class AlphaEditor(BatchEditor):
                                     targets=written, context_keys=params.preserve_contexts)
         ranks = {str(layer): self._P[layer][1] for layer in params.layers}
         meta = batch_meta(self.lm, self.name, params, requests, result, nullspace_rank=ranks,
-                          preserved_edits=sum(len(p.requests) for p in (stack.applied if stack else [])), **anchoring)
+                          preserved_edits=preserved_edit_count(stack), **anchoring)
         attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}
         return Patch(result.deltas, meta, attachments), found

@@ -51,7 +51,7 @@ from ..core.tokens import pad_id, pad_right, subject_last_index
 from .anchor import ANCHOR_META, anchor_norm, anchored_targets, stack_anchor
 from .patch import Patch, PatchStack, WeightDelta, applied, make_meta, unedited
 from .request import EditRequest, check_batch
-from .stats import KEYS_ATTACHMENT, CorpusSpec, key_second_moments, preserved_keys
+from .stats import KEYS_ATTACHMENT, CorpusSpec, key_second_moments, preserved_edit_count, preserved_keys
 from .values import (
     PrefixSpec,
     ValueSettings,
@@ -524,6 +524,6 @@ class MemitEditor(BatchEditor):
         if not params.preserve_edits:
             return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result, **anchoring)), found
         meta = batch_meta(self.lm, self.name, params, requests, result, **anchoring,
-                          preserved_edits=sum(len(p.requests) for p in (stack.applied if stack else [])))
+                          preserved_edits=preserved_edit_count(stack))
         attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}
         return Patch(result.deltas, meta, attachments), found

@@ -38,7 +38,7 @@ from ..core.hooks import act_name, run_with_cache
 from ..core.models import LoadedModel
 from .patch import Patch, PatchStack, WeightDelta, make_meta, one_after_another, unedited
 from .request import EditRequest
-from .stats import KEYS_ATTACHMENT, CorpusSpec, key_second_moment, preserved_keys
+from .stats import KEYS_ATTACHMENT, CorpusSpec, key_second_moment, preserved_edit_count, preserved_keys
 from .values import (
     PrefixSpec,
     ValueSettings,
@@ -294,7 +294,7 @@ class RomeEditor:
             keys.append(k_star)
             return to_patch(self.lm, edit)
 
-        earlier = sum(len(p.requests) for p in (stack.applied if stack else []))
+        earlier = preserved_edit_count(stack)
         patch = one_after_another(self.lm, requests, edit_remembering, self.progress)
         patch.attachments = {KEYS_ATTACHMENT.format(layer=layer): torch.stack(keys, dim=1).contiguous()}  # (d_in, n)
         patch.meta["preserved_edits"] = earlier

@@ -309,3 +309,8 @@ def preserved_keys(stack: PatchStack | None, layer: int, dim: int) -> torch.Tens
             K = K.to(torch.float64)
             total += K @ K.T
     return total
+
+
+def preserved_edit_count(stack: PatchStack | None) -> int:
+    """How many requests the applied patches wrote: the earlier edits a new one is asked to keep."""
+    return sum(len(patch.requests) for patch in (stack.applied if stack is not None else []))
