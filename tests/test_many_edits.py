@@ -11,10 +11,18 @@ from factpatch.api import edit_many
 from factpatch.evaluation.sequential import batch_record
 from factpatch.editing.alphaedit import alphaedit_solve, null_space_projector
 from factpatch.editing.anchor import anchor_norm, anchored_targets
-from factpatch.editing.memit import compute_targets, memit_solve, mlp_split_at_subject, read_at_subject
+from factpatch.editing.memit import (
+    TARGETS_ATTACHMENT,
+    MEMITParams,
+    compute_targets,
+    memit_solve,
+    mlp_split_at_subject,
+    read_at_subject,
+    replayed_edits,
+)
 from factpatch.core.blocks import mlp_contribution, mlp_out_change_for
 from factpatch.core.hooks import act_name
-from factpatch.editing.patch import PatchStack, WeightDelta, applied, load_patch, save_patch
+from factpatch.editing.patch import Patch, PatchStack, WeightDelta, applied, load_patch, save_patch
 from factpatch.editing.registry import make_editor, method_params
 from factpatch.editing.request import EditRequest, read_requests
 from factpatch.editing.rome import preserving_metric, rank_one_update
@@ -206,6 +214,81 @@ def test_sequential_memit_preserving_edits_protects_the_first_batch(fresh_tiny, 
     layer1 = lambda p: next(d for d in p.deltas if ".1." in d.param).tensor()  # noqa: E731
     assert float((layer1(protected) @ K1).norm()) < 0.05 * float((layer1(blind) @ K1).norm())
     assert protected.meta["preserved_edits"] == 2
+
+
+def test_replaying_edits_that_hold_is_preserving_them(fresh_tiny, tmp_path):
+    """One layer (nothing below it edited, so the keys are the stored ones) and the bare prompt only
+    (replay reads bare keys): an earlier edit written nearly exactly has residual ≈ 0, and
+    replay_edits' solve is preserve_edits' — R Kᵀ(λC + K_pK_pᵀ + KKᵀ)⁻¹."""
+    lm = fresh_tiny("llama")
+    common = {**FAST, "layers": "[1]", "prefixes": "[]", "lambda_per_dim": "1e-4"}
+    delta = {}
+    for name in ("preserve_edits", "replay_edits"):
+        params = method_params(lm, "memit", {**common, name: "true"})
+        with applied(lm, []) as stack:
+            first = edit_many(lm, REQUESTS[:2], "memit", stack, params, tmp_path, False, corpus=CORPUS).patch
+            later = make_editor(lm, "memit", params, tmp_path, progress=False, corpus=CORPUS).patch(REQUESTS[2:], stack)
+        delta[name] = later.deltas[0].tensor()
+        if name == "replay_edits":
+            assert later.meta["replayed_edits"] == 2 and "keys.1" not in later.attachments
+            assert first.attachments[TARGETS_ATTACHMENT].shape == (2, lm.model.config.hidden_size)
+    plain = make_editor(lm, "memit", method_params(lm, "memit", common), tmp_path, progress=False,
+                        corpus=CORPUS).patch(REQUESTS[2:], None).deltas[0].tensor()
+    gap = float((delta["replay_edits"] - delta["preserve_edits"]).norm())
+    assert gap < 0.02 * float(delta["preserve_edits"].norm()), gap
+    assert gap < 0.1 * float((plain - delta["preserve_edits"]).norm())  # the earlier edits did change the solve
+
+
+# gemma3: R is mapped through the post-norm by damped Gauss–Newton, which on this random tiny model
+# writes one batch — new requests as well as replayed ones — only part of the way (a second batch
+# goes further); llama and GPT-2 (Conv1D) are written back almost exactly.
+@pytest.mark.parametrize(("family", "written_back"), [("llama", 0.3), ("gpt2", 0.3), ("gemma3", 0.7)])
+def test_replay_writes_back_an_earlier_edit_that_a_later_change_wore_down(fresh_tiny, tmp_path, family, written_back):
+    lm = fresh_tiny(family)
+    params = method_params(lm, "memit", {**FAST, "lambda_per_dim": "1e-3", "replay_edits": "true"})
+    editor = make_editor(lm, "memit", params, tmp_path, progress=False, corpus=CORPUS)
+    L = params.z_layer
+    stack = PatchStack(lm)
+    first = edit_many(lm, REQUESTS[:2], "memit", stack, params, tmp_path, False, corpus=CORPUS).patch
+    save_patch(first, tmp_path / "first.safetensors")
+    Z = load_patch(tmp_path / "first.safetensors").attachments[TARGETS_ATTACHMENT]  # the z travel with the patch
+
+    def miss() -> float:  # how far the earlier edits' h_L at the bare prompt are from their z
+        h = read_at_subject(lm, REQUESTS[:2], [""], [act_name("resid_post", L)])[act_name("resid_post", L)][:, 0]
+        return float((Z - h).norm(dim=-1).mean())
+
+    held = miss()
+    # a later change below the edits (another tool's patch: no requests, nothing to replay)
+    param = f"{lm.adapter.mlp_out_path(0)}.weight"
+    noise = 0.5 * torch.randn(lm.module(lm.adapter.mlp_out_path(0)).weight.shape, generator=torch.Generator().manual_seed(1))
+    stack.apply(Patch([WeightDelta(param, dense=noise)], {"fingerprint": lm.fingerprint}))
+    worn = miss()
+    assert worn > 3 * held
+    stack.apply(editor.patch(REQUESTS[2:], stack))
+    assert miss() < written_back * worn, (held, worn, miss())
+
+
+def test_replayed_edits_are_the_stacks_requests_but_those_asked_again_later():
+    from types import SimpleNamespace
+
+    def batch(requests, z0):
+        return Patch([], {"requests": [r.to_dict() for r in requests], "layers": [0, 1], "method": "memit"},
+                     {TARGETS_ATTACHMENT: torch.arange(z0, z0 + len(requests)).float().unsqueeze(1).expand(-1, 3)})
+
+    moved = EditRequest("{} is located in the city of", "Eiffel Tower", "Berlin")
+    twin = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "German")  # one batch, two targets
+    stack = SimpleNamespace(applied=[batch(REQUESTS[:2], 0), batch([REQUESTS[2], twin], 10), batch([moved], 20)])
+    replay = replayed_edits(stack, [EditRequest("{} plays the sport of", "Lionel Messi", "golf")], z_layer=1)
+    # newest first; Messi is asked again now and the tower was moved again later
+    assert replay.requests == [moved, REQUESTS[2], twin]
+    assert replay.Z[:, 0].tolist() == [20, 10, 11]
+    stack.applied.insert(0, Patch([], {"requests": [REQUESTS[0].to_dict()], "layers": [1]}))  # e.g. a ROME patch
+    with pytest.raises(FactpatchError, match="carries no z"):
+        replayed_edits(stack, [], z_layer=1)
+    with pytest.raises(FactpatchError, match="at layer 1, this batch writes at layer 4"):
+        replayed_edits(SimpleNamespace(applied=[batch(REQUESTS[:1], 0)]), [], z_layer=4)
+    with pytest.raises(FactpatchError, match="not both"):
+        MEMITParams(layers=(0, 1), preserve_edits=True, replay_edits=True)
 
 
 def test_preserving_every_context_key_protects_an_earlier_edit_in_each_context(fresh_tiny, tmp_path):

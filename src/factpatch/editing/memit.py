@@ -24,6 +24,16 @@ With `preserve_edits` the earlier edits of the stack join the solve:
    batch is exactly this Δ. Without it each batch re-anchors at the weights it found, and λ C
    bounds only that batch's change (sequential MEMIT as the AlphaEdit paper runs it).
 
+With `replay_edits` the earlier edits join the batch itself: each patch carries its z, and every
+earlier request not superseded by a later one with the same prompt and subject is written again,
+its key (the bare prompt's) and its residual z − h_L read on the model as it is now:
+       Δ_l = [R R_p] [K_l K_p,l]ᵀ (λ C_l + K_p,l K_p,lᵀ + K_l K_lᵀ)⁻¹
+   Where an earlier edit holds, its residual is ≈ 0 and this is `preserve_edits` with keys read
+   after the layers below moved (later batches edit them too, so stored keys go stale); where it
+   has decayed, the batch writes it back. Each batch then costs one read of every earlier edit's
+   bare prompt per layer, and its delta has rank up to the number of edits so far (stored dense
+   once that is smaller).
+
 AlphaEdit (alphaedit.py) shares steps 1 and 2 and replaces the solve.
 """
 
@@ -166,11 +176,20 @@ class MEMITParams(BatchEditParams):
     # paper and the AlphaEdit paper's sequential baseline solve each batch alone. The patch then
     # carries its keys (n columns a layer), as AlphaEdit's do.
     preserve_edits: bool = False
+    # Earlier edits written again in every batch, from the z their patches carry, with keys and
+    # residuals read on the current model (module doc): the stack stays the fit of every edit so
+    # far even as the layers below each key move, and an edit a later batch wore down is written
+    # back. Off by default (MEMIT's papers do not): each batch then also reads every earlier
+    # edit's bare prompt. It includes what preserve_edits does, so the two do not combine.
+    replay_edits: bool = False
 
     def __post_init__(self):
         super().__post_init__()
         if self.lambda_per_dim < 0 or (self.mom2_update_weight is not None and self.mom2_update_weight < 0):
             raise FactpatchError("lambda_per_dim and mom2_update_weight must not be negative")
+        if self.replay_edits and self.preserve_edits:
+            raise FactpatchError("replay_edits already keeps the earlier edits' keys in the solve: "
+                                 "set preserve_edits or replay_edits, not both")
 
     def lam(self, d_in: int) -> float:
         return self.mom2_update_weight if self.mom2_update_weight is not None else self.lambda_per_dim * d_in
@@ -279,6 +298,49 @@ def context_weights(spec: PrefixSpec) -> torch.Tensor:
     return torch.cat([torch.full((size,), 1.0 / (len(sizes) * size)) for size in sizes])
 
 
+# ----------------------------------------------------------------------------- earlier edits, written again
+
+# The z a patch wrote, (n, d_model) one row a request, carried for later batches' replay_edits.
+TARGETS_ATTACHMENT = "targets.z"
+
+
+@dataclass
+class Replay:
+    """Earlier edits a batch writes again (replay_edits): their requests and their z at L."""
+
+    requests: list[EditRequest]
+    Z: torch.Tensor  # (m, d_model)
+
+
+def replayed_edits(stack: PatchStack | None, requests: Sequence[EditRequest], z_layer: int) -> Replay:
+    """Every request the stack's applied patches wrote, with the z its patch carries, but those
+    that a later patch or `requests` asks again for the same prompt and subject: the later edit
+    supersedes the earlier. (Within one patch both are kept: that batch wrote their compromise.)"""
+    superseded = {(r.subject, r.prompt) for r in requests}
+    kept: list[EditRequest] = []
+    rows: list[torch.Tensor] = []
+    for patch in reversed(stack.applied if stack is not None else []):
+        if not patch.requests:
+            continue
+        Z = patch.attachments.get(TARGETS_ATTACHMENT)
+        if Z is None or Z.shape[0] != len(patch.requests):
+            raise FactpatchError(f"replay_edits: patch {patch.id} ({patch.meta.get('method', '?')}) carries no z for "
+                                 "its edits; a stack to replay is made with replay_edits from its first batch")
+        if patch.layers and patch.layers[-1] != z_layer:
+            raise FactpatchError(f"replay_edits: patch {patch.id} wrote its z at layer {patch.layers[-1]}, "
+                                 f"this batch writes at layer {z_layer}")
+        patch_keys = set()
+        for record, z in zip(patch.requests, Z):
+            request = EditRequest.from_dict(record)
+            key = (request.subject, request.prompt)
+            patch_keys.add(key)
+            if key not in superseded:
+                kept.append(request)
+                rows.append(z)
+        superseded |= patch_keys
+    return Replay(kept, torch.stack(rows) if rows else torch.zeros(0, 0))
+
+
 # ----------------------------------------------------------------------------- the batch edit
 
 
@@ -375,9 +437,14 @@ def spread_over_layers(
     keys_after: bool = False,
     targets: TargetValues | None = None,
     context_keys: bool = False,
+    replay: Replay | None = None,
 ) -> SpreadResult:
     """Steps 1 and 2 with the method's solve (step 1 skipped if `targets` are given: those step 1
-    found on the same model state); the model is left exactly as it was."""
+    found on the same model state); the model is left exactly as it was. `replay`: earlier edits
+    written again beside the requests, each from its bare prompt's key and h_L (replay_edits: a
+    context mean would read six times the rows for edits that mostly hold already); the solve
+    then sees their key columns after the requests' (d_in, n + m), and `keys_after` holds only
+    the requests'."""
     assert params.layers is not None
     started = time.perf_counter()
     if targets is None:
@@ -392,6 +459,9 @@ def spread_over_layers(
     deltas: list[WeightDelta] = []
     after: dict[int, torch.Tensor] = {}
     reader = SubjectReader(lm, requests, prefixes)
+    replaying = replay is not None and len(replay.requests) > 0
+    replay_reader = SubjectReader(lm, replay.requests, [""]) if replaying else None
+    Z = torch.cat([targets.Z, replay.Z.to(targets.Z)]) if replaying else targets.Z  # (n + m, d_model)
     through_norm = bool(lm.adapter.mlp_post)  # e.g. Gemma's post-norm: R is not W_proj's output change
     with applied(lm, []) as stack:
         for i, layer in enumerate(tqdm(params.layers, desc="writing layers", unit="layer", disable=not progress)):
@@ -400,12 +470,18 @@ def spread_over_layers(
             read = reader.read(names, keep=layer)  # only this layer and those above change next
             K = torch.einsum("npd,p->dn", read[key_name], weights)  # (d_in, n)
             H = read[z_name][:, 0]  # (n, d_model) the bare prompt's h_L with the lower layers written
-            R = layer_share(targets.Z, H, len(params.layers) - i)  # (d_model, n) in the residual stream
-            if through_norm:  # what W_proj must output for the residual stream to move by R
-                R = mlp_out_change_for(lm, layer, read[out_name][:, 0], R.T, params.post_norm_damping,
-                                       params.post_norm_steps).T  # (d_out, n)
-            logger.debug("layer %d: mean ‖z − h_L‖ %.3f", layer, float((targets.Z - H).norm(dim=-1).mean()))
-            right = solve(layer, K)  # (d_in, n)
+            outs = read[out_name][:, 0] if through_norm else None
+            K_all = K
+            if replay_reader is not None:
+                again = replay_reader.read(names, keep=layer)
+                K_all = torch.cat([K, again[key_name][:, 0].T], dim=1)  # (d_in, n + m)
+                H = torch.cat([H, again[z_name][:, 0]])  # (n + m, d_model)
+                outs = torch.cat([outs, again[out_name][:, 0]]) if outs is not None else None
+            R = layer_share(Z, H, len(params.layers) - i)  # (d_model, n + m) in the residual stream
+            if outs is not None:  # what W_proj must output for the residual stream to move by R
+                R = mlp_out_change_for(lm, layer, outs, R.T, params.post_norm_damping, params.post_norm_steps).T
+            logger.debug("layer %d: mean ‖z − h_L‖ %.3f", layer, float((Z - H).norm(dim=-1).mean()))
+            right = solve(layer, K_all)  # (d_in, n + m)
             module = projection_module(lm, layer)
             delta = WeightDelta.factored(f"{module}.weight", R.cpu(), right.cpu(), lm.adapter.mlp_out_transposed)
             stack.apply(Patch([delta], {"fingerprint": lm.fingerprint}))
@@ -519,8 +595,13 @@ class MemitEditor(BatchEditor):
             return memit_solve(K, self.C(layer).to(K.device), params.lam(K.shape[0]), preserved)
 
         found, written, anchoring = self.targets(requests, stack, targets)
+        replay = replayed_edits(stack, requests, params.z_layer) if params.replay_edits else None
         result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, targets=written,
-                                    keys_after=params.preserve_edits)
+                                    keys_after=params.preserve_edits, replay=replay)
+        if replay is not None:
+            meta = batch_meta(self.lm, self.name, params, requests, result, **anchoring,
+                              replayed_edits=len(replay.requests))
+            return Patch(result.deltas, meta, {TARGETS_ATTACHMENT: written.Z.detach().cpu().contiguous()}), found
         if not params.preserve_edits:
             return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result, **anchoring)), found
         meta = batch_meta(self.lm, self.name, params, requests, result, **anchoring,
