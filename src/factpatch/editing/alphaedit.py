@@ -10,7 +10,8 @@ directions the preserved knowledge does not use:
 K_p K_pᵀ sums K Kᵀ over the edits already in the patch stack (their keys, taken after each
 batch was written, travel in each patch as attachments `keys.<layer>`), so later batches leave
 earlier edits alone; since Δ_l = (…) P_l, any key k with P_l k = 0 — the high-energy directions
-of ordinary text — maps to Δ_l k = 0.
+of ordinary text — maps to Δ_l k = 0. With `replay_edits` (memit.py) the earlier edits are
+columns of K instead, read on the model as it is, with their residuals, and K_p is not used.
 
 Choosing the null space: the reference keeps eigenvalues below an absolute 2e-2, which depends on
 the scale of the keys (it was set for GPT-2 XL, GPT-J and Llama-3 with 100,000 Wikipedia
@@ -34,10 +35,12 @@ from ..core.cache import atomic_path, stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel
 from .memit import (
+    TARGETS_ATTACHMENT,
     BatchEditor,
     BatchEditParams,
     TargetValues,
     batch_meta,
+    replayed_edits,
     spread_over_layers,
 )
 from .patch import Patch, PatchStack
@@ -68,6 +71,9 @@ class AlphaEditParams(BatchEditParams):
             raise FactpatchError("L2 must be positive")
         if not 0 < self.nullspace_energy < 1:
             raise FactpatchError("nullspace_energy must be between 0 and 1")
+        if self.replay_edits and self.preserve_contexts:
+            raise FactpatchError("replay_edits writes the earlier edits again instead of keeping their stored keys: "
+                                 "set preserve_contexts or replay_edits, not both")
 
     def rule(self) -> dict:
         if self.nullspace_threshold is not None:
@@ -143,12 +149,21 @@ class AlphaEditor(BatchEditor):
 
         def solve(layer: int, K: torch.Tensor) -> torch.Tensor:
             P = self.P(layer).to(K.device)
-            return alphaedit_solve(K, P, preserved_keys(stack, layer, K.shape[0]).to(K.device), params.L2)
+            # replaying, the earlier edits are columns of K (with their residuals), not K_p
+            preserved = (torch.zeros(K.shape[0], K.shape[0]) if params.replay_edits
+                         else preserved_keys(stack, layer, K.shape[0]))
+            return alphaedit_solve(K, P, preserved.to(K.device), params.L2)
 
         found, written, anchoring = self.targets(requests, stack, targets)
-        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, keys_after=True,
-                                    targets=written, context_keys=params.preserve_contexts)
+        replay = replayed_edits(stack, requests, params.z_layer) if params.replay_edits else None
+        result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress,
+                                    keys_after=replay is None, targets=written,
+                                    context_keys=params.preserve_contexts, replay=replay)
         ranks = {str(layer): self._P[layer][1] for layer in params.layers}
+        if replay is not None:
+            meta = batch_meta(self.lm, self.name, params, requests, result, nullspace_rank=ranks,
+                              replayed_edits=len(replay.requests), **anchoring)
+            return Patch(result.deltas, meta, {TARGETS_ATTACHMENT: written.Z.detach().cpu().contiguous()}), found
         meta = batch_meta(self.lm, self.name, params, requests, result, nullspace_rank=ranks,
                           preserved_edits=preserved_edit_count(stack), **anchoring)
         attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}

@@ -125,6 +125,13 @@ class BatchEditParams:
     norm_anchor_value: float | None = None
     norm_anchor_skip: float = 2.0  # NAS: v* longer than twice the anchor is skipped
     norm_anchor_trim: float = 0.05  # NAS: the mean leaves out the largest 5 % (upper quantile 0.95)
+    # Earlier edits written again in every batch, from the z their patches carry, with keys and
+    # residuals read on the current model (module doc): the stack stays the fit of every edit so
+    # far even as the layers below each key move, and an edit a later batch wore down is written
+    # back. Off by default (neither paper does it): each batch then also reads every earlier
+    # edit's bare prompt at every layer. The earlier edits are then in K itself, so MEMIT's
+    # preserve_edits and AlphaEdit's K_p (stored keys) are not used beside it.
+    replay_edits: bool = False
 
     def __post_init__(self):
         if not self.norm_anchor_skip > 0 or not 0 <= self.norm_anchor_trim < 1:
@@ -176,13 +183,6 @@ class MEMITParams(BatchEditParams):
     # paper and the AlphaEdit paper's sequential baseline solve each batch alone. The patch then
     # carries its keys (n columns a layer), as AlphaEdit's do.
     preserve_edits: bool = False
-    # Earlier edits written again in every batch, from the z their patches carry, with keys and
-    # residuals read on the current model (module doc): the stack stays the fit of every edit so
-    # far even as the layers below each key move, and an edit a later batch wore down is written
-    # back. Off by default (MEMIT's papers do not): each batch then also reads every earlier
-    # edit's bare prompt. It includes what preserve_edits does, so the two do not combine.
-    replay_edits: bool = False
-
     def __post_init__(self):
         super().__post_init__()
         if self.lambda_per_dim < 0 or (self.mom2_update_weight is not None and self.mom2_update_weight < 0):
