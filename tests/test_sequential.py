@@ -2,6 +2,7 @@
 killed run that resumes to the same weights."""
 
 import json
+import re
 
 import pytest
 
@@ -263,6 +264,35 @@ def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, t
         rebuild_patches(lm, tmp_path / "out", "memit", tmp_path, progress=False)
     code, _, err = run("eval", "rebuild", tmp_path / "nothing", "--methods", "alphaedit")
     assert code == 2 and "not a result directory" in err
+
+
+def test_rebuild_with_drift_accepted_writes_the_stack_under_its_own_ids(fresh_tiny, tmp_path, caplog):
+    # A stack made on another machine rebuilds with other last bits, so other ids: strictly that
+    # stops; with accept_drift the patches are written (once) and the drift from the record logged.
+    import json
+    import shutil
+
+    from factpatch.evaluation.sequential import rebuild_patches
+
+    lm = fresh_tiny("llama")
+    run_sequential(lm, load_dataset("builtin"), _config(["alphaedit"]), tmp_path / "out", tmp_path, progress=False, plots=False)
+    patches = tmp_path / "out" / "alphaedit" / "patches"
+    whole = _stack_fingerprint(lm, patches)
+    shutil.rmtree(patches)
+    records = tmp_path / "out" / "batches.jsonl"
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    lines[0]["patch"] = "000000000000"  # as if made elsewhere
+    records.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(FactpatchError, match="not the run's weights"):
+        rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False)
+    assert not patches.exists() or not any(patches.iterdir())
+    with caplog.at_level("WARNING"):
+        written = rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False, accept_drift=True)
+    assert len(written) == len(lines)
+    assert _stack_fingerprint(lm, patches) == whole  # here the bits are the same: only the record was changed
+    drift = re.search(r"differs from the record's by at most (\S+)", caplog.text)
+    assert drift and float(drift.group(1)) < 1e-5  # the record rounds to 6 decimals
+    assert rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False, accept_drift=True) == []
 
 
 def test_unedited_model_is_scored_once_per_case_not_at_every_checkpoint(fresh_tiny, tmp_path, known_file, monkeypatch):

@@ -129,6 +129,10 @@ def register(commands) -> None:
         "id its batch record holds (seconds to a minute a batch instead of minutes). Edits and scores nothing else.")
     rebuild.add_argument("rebuild_dir", type=Path, metavar="DIR", help="a result directory of eval --sequential")
     rebuild.add_argument("--methods", dest="rebuild_methods", required=True, metavar="M,M", help="comma-separated")
+    rebuild.add_argument("--accept-drift", action="store_true",
+                         help="write a patch whose id differs from its batch record's (another machine's floating "
+                         "point) under its own id, logging how far the stack strays from the record: for studying "
+                         "the stack, not for resuming the run")
     rebuild.add_argument("--cache-dir", type=Path, default=None)
     rebuild.add_argument("--quiet", action="store_true")
     rebuild.set_defaults(func=run_rebuild)
@@ -293,7 +297,7 @@ def run_rebuild(args) -> int:
     methods = parse_methods(args.rebuild_methods)
     lm = load_model(read_config(args.rebuild_dir)["model"], args.cache_dir)
     for method in methods:
-        written = rebuild_patches(lm, args.rebuild_dir, method, args.cache_dir, not args.quiet)
+        written = rebuild_patches(lm, args.rebuild_dir, method, args.cache_dir, not args.quiet, args.accept_drift)
         print(f"{method}: {len(written)} patch files rebuilt in {args.rebuild_dir / method / 'patches'}")
     return 0
 
