@@ -35,17 +35,16 @@ from ..core.cache import atomic_path, stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel
 from .memit import (
-    TARGETS_ATTACHMENT,
     BatchEditor,
     BatchEditParams,
     TargetValues,
-    batch_meta,
+    batch_patch,
     replayed_edits,
     spread_over_layers,
 )
 from .patch import Patch, PatchStack
 from .request import EditRequest, check_batch
-from .stats import KEYS_ATTACHMENT, CorpusSpec, preserved_edit_count, preserved_keys, stats_dir
+from .stats import CorpusSpec, preserved_keys, stats_dir
 
 logger = logging.getLogger(__name__)
 
@@ -160,11 +159,5 @@ class AlphaEditor(BatchEditor):
                                     keys_after=replay is None, targets=written,
                                     context_keys=params.preserve_contexts, replay=replay)
         ranks = {str(layer): self._P[layer][1] for layer in params.layers}
-        if replay is not None:
-            meta = batch_meta(self.lm, self.name, params, requests, result, nullspace_rank=ranks,
-                              replayed_edits=len(replay.requests), **anchoring)
-            return Patch(result.deltas, meta, {TARGETS_ATTACHMENT: written.Z.detach().cpu().contiguous()}), found
-        meta = batch_meta(self.lm, self.name, params, requests, result, nullspace_rank=ranks,
-                          preserved_edits=preserved_edit_count(stack), **anchoring)
-        attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}
-        return Patch(result.deltas, meta, attachments), found
+        return batch_patch(self.lm, self.name, params, requests, result, stack, replay, keep_keys=True,
+                           nullspace_rank=ranks, **anchoring), found

@@ -492,6 +492,21 @@ def spread_over_layers(
     return SpreadResult(deltas, after, targets, time.perf_counter() - started)
 
 
+def batch_patch(lm: LoadedModel, method: str, params: BatchEditParams, requests, result: SpreadResult,
+                stack: PatchStack | None, replay: Replay | None, keep_keys: bool, **extra) -> Patch:
+    """A batch's patch: its deltas, and what later batches read of it — its z where they write it
+    again (`replay`), its keys where their solves keep them (`keep_keys`: preserve_edits,
+    AlphaEdit's K_p), nothing more otherwise."""
+    if replay is not None:
+        meta = batch_meta(lm, method, params, requests, result, replayed_edits=len(replay.requests), **extra)
+        return Patch(result.deltas, meta, {TARGETS_ATTACHMENT: result.targets.Z.detach().cpu().contiguous()})
+    if not keep_keys:
+        return Patch(result.deltas, batch_meta(lm, method, params, requests, result, **extra))
+    meta = batch_meta(lm, method, params, requests, result, preserved_edits=preserved_edit_count(stack), **extra)
+    attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}
+    return Patch(result.deltas, meta, attachments)
+
+
 def batch_meta(lm: LoadedModel, method: str, params: BatchEditParams, requests, result: SpreadResult, **extra) -> dict:
     assert params.layers is not None
     return make_meta(
@@ -598,13 +613,5 @@ class MemitEditor(BatchEditor):
         replay = replayed_edits(stack, requests, params.z_layer) if params.replay_edits else None
         result = spread_over_layers(self.lm, requests, params, self.prefixes, solve, self.progress, targets=written,
                                     keys_after=params.preserve_edits, replay=replay)
-        if replay is not None:
-            meta = batch_meta(self.lm, self.name, params, requests, result, **anchoring,
-                              replayed_edits=len(replay.requests))
-            return Patch(result.deltas, meta, {TARGETS_ATTACHMENT: written.Z.detach().cpu().contiguous()}), found
-        if not params.preserve_edits:
-            return Patch(result.deltas, batch_meta(self.lm, self.name, params, requests, result, **anchoring)), found
-        meta = batch_meta(self.lm, self.name, params, requests, result, **anchoring,
-                          preserved_edits=preserved_edit_count(stack))
-        attachments = {KEYS_ATTACHMENT.format(layer=layer): K.contiguous() for layer, K in result.keys_after.items()}
-        return Patch(result.deltas, meta, attachments), found
+        return batch_patch(self.lm, self.name, params, requests, result, stack, replay,
+                           keep_keys=params.preserve_edits, **anchoring), found
