@@ -15,7 +15,8 @@ after it wear it down — or, with replay_edits, write the rest of it in.
 
 The z come from `METHOD/targets/NNNN.safetensors`, the requests from the patches. Writes
 `replay-residuals-METHOD-EDITS.json` (two matrices, row t − 1, column b, the mean shares; and
-each batch's median unwritten share at the end) in the run directory. A few minutes on a CPU: run it alone.
+each batch's median unwritten share at the end) in the run directory, and beside it `.jsonl`, one
+line an edit: its batch, subject, prompt and both shares at the end. A few minutes on a CPU: run it alone.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ def main() -> None:
             logger.info("after %d batches: oldest unwritten %.3f, written along z %.3f; newest %.3f, %.3f",
                         t, unwritten[-1][0], written[-1][0], unwritten[-1][-1], written[-1][-1])
         final = [round(statistics.median(u.tolist()), 4) for u, _ in now]
+        per_edit = [{"batch": b, "subject": r.subject, "prompt": r.prompt, "unwritten": round(float(u_i), 4),
+                     "written_along_z": round(float(w_i), 4)}
+                    for b, ((requests, _, _), (u, w)) in enumerate(zip(batches, now))
+                    for r, u_i, w_i in zip(requests, u, w)]
     finally:
         stack.revert()
     out = args.run / f"replay-residuals-{args.method}-{n * int(config['batch_size'])}.json"
@@ -99,7 +104,8 @@ def main() -> None:
         "mean_unwritten_share": unwritten, "mean_written_share_along_z": written,
         "median_unwritten_share_at_end": final,
     }, indent=1) + "\n")
-    logger.info("wrote %s", out)
+    write_text_atomic(out.with_suffix(".jsonl"), "".join(json.dumps(row) + "\n" for row in per_edit))
+    logger.info("wrote %s and its .jsonl (every edit's shares at the end)", out)
 
 
 if __name__ == "__main__":

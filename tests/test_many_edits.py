@@ -239,6 +239,30 @@ def test_replaying_edits_that_hold_is_preserving_them(fresh_tiny, tmp_path):
     assert gap < 0.1 * float((plain - delta["preserve_edits"]).norm())  # the earlier edits did change the solve
 
 
+def test_replay_with_scale_zero_is_preserving_with_fresh_keys(fresh_tiny, tmp_path):
+    """γ = 0 holds the earlier edits where they are: with one layer and bare prompts the keys read
+    now are the stored ones, so the solve is preserve_edits' even where an earlier edit is far
+    from its z (λ large: each edit written only part of the way); γ = 1 then differs."""
+    lm = fresh_tiny("llama")
+    common = {**FAST, "layers": "[1]", "prefixes": "[]", "lambda_per_dim": "1.0"}
+    delta = {}
+    for name, extra in (("preserve", {"preserve_edits": "true"}),
+                        ("hold", {"replay_edits": "true", "replay_scale": "0"}),
+                        ("replay", {"replay_edits": "true"})):
+        params = method_params(lm, "memit", {**common, **extra})
+        with applied(lm, []) as stack:
+            edit_many(lm, REQUESTS[:2], "memit", stack, params, tmp_path, False, corpus=CORPUS)
+            delta[name] = make_editor(lm, "memit", params, tmp_path, progress=False,
+                                      corpus=CORPUS).patch(REQUESTS[2:], stack).deltas[0].tensor()
+    scale = float(delta["preserve"].norm())
+    assert float((delta["hold"] - delta["preserve"]).norm()) < 1e-4 * scale
+    assert float((delta["replay"] - delta["preserve"]).norm()) > 0.05 * scale  # the residuals were not ≈ 0
+    for bad, message in (({"replay_edits": "true", "replay_scale": "1.5"}, "in \\[0, 1\\]"),
+                         ({"replay_scale": "0.5"}, "set replay_edits as well")):
+        with pytest.raises(FactpatchError, match=message):
+            method_params(lm, "memit", {**common, **bad})
+
+
 # gemma3: R is mapped through the post-norm by damped Gauss–Newton, which on this random tiny model
 # writes one batch — new requests as well as replayed ones — only part of the way (a second batch
 # goes further); llama and GPT-2 (Conv1D) are written back almost exactly.

@@ -28,9 +28,10 @@ With `replay_edits` the earlier edits join the batch itself: each patch carries 
 earlier request not superseded by a later one with the same prompt and subject is written again,
 its key (the bare prompt's) and its residual z − h_L read on the model as it is now:
        Δ_l = [R R_p] [K_l K_p,l]ᵀ (λ C_l + K_p,l K_p,lᵀ + K_l K_lᵀ)⁻¹
-   Where an earlier edit holds, its residual is ≈ 0 and this is `preserve_edits` with keys read
-   after the layers below moved (later batches edit them too, so stored keys go stale); where it
-   has decayed, the batch writes it back. Each batch then costs one read of every earlier edit's
+   Where an earlier edit holds, its residual is small and this is close to `preserve_edits` with
+   keys read after the layers below moved (later batches edit them too, so stored keys go stale);
+   where it has decayed, the batch writes it back. `replay_scale` γ scales R_p: γ = 0 is exactly
+   `preserve_edits` with fresh keys (each earlier output held where it now is), γ = 1 the above. Each batch then costs one read of every earlier edit's
    bare prompt per layer, and its delta has rank up to the number of edits so far (stored dense
    once that is smaller).
 
@@ -132,6 +133,12 @@ class BatchEditParams:
     # edit's bare prompt at every layer. The earlier edits are then in K itself, so MEMIT's
     # preserve_edits and AlphaEdit's K_p (stored keys) are not used beside it.
     replay_edits: bool = False
+    # γ, how far a replayed edit's state is pulled back towards its z: the earlier columns' residual
+    # is γ (z − h_L). 1 writes them back (replay as described); 0 holds each earlier edit's output
+    # where it now is, at its key read now: preserve_edits with fresh keys instead of stored ones.
+    # On SmolLM2 γ = 1 held the earlier states at z and wore the rest of the model down
+    # (docs/mass-editing.md, "Writing the earlier edits again"); between, a part of the way.
+    replay_scale: float = 1.0
 
     def __post_init__(self):
         if not self.norm_anchor_skip > 0 or not 0 <= self.norm_anchor_trim < 1:
@@ -145,6 +152,10 @@ class BatchEditParams:
                 raise FactpatchError(f"layers must be distinct and ascending, got {list(self.layers)}")
         if self.group_size < 1:
             raise FactpatchError("group_size must be at least 1")
+        if not 0 <= self.replay_scale <= 1:
+            raise FactpatchError(f"replay_scale must be in [0, 1], got {self.replay_scale}")
+        if self.replay_scale != 1 and not self.replay_edits:
+            raise FactpatchError("replay_scale applies to replayed edits: set replay_edits as well")
         if not self.post_norm_damping > 0 or self.post_norm_steps < 1:
             raise FactpatchError("post_norm_damping must be positive and post_norm_steps at least 1")
         self.value_settings()  # checks the optimisation's settings
@@ -478,6 +489,8 @@ def spread_over_layers(
                 H = torch.cat([H, again[z_name][:, 0]])  # (n + m, d_model)
                 outs = torch.cat([outs, again[out_name][:, 0]]) if outs is not None else None
             R = layer_share(Z, H, len(params.layers) - i)  # (d_model, n + m) in the residual stream
+            if replay_reader is not None and params.replay_scale != 1:
+                R[:, len(requests):] *= params.replay_scale  # γ: how far the earlier edits are pulled back
             if outs is not None:  # what W_proj must output for the residual stream to move by R
                 R = mlp_out_change_for(lm, layer, outs, R.T, params.post_norm_damping, params.post_norm_steps).T
             logger.debug("layer %d: mean ‖z − h_L‖ %.3f", layer, float((Z - H).norm(dim=-1).mean()))
