@@ -269,7 +269,6 @@ def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, t
 def test_rebuild_with_drift_accepted_writes_the_stack_under_its_own_ids(fresh_tiny, tmp_path, caplog):
     # A stack made on another machine rebuilds with other last bits, so other ids: strictly that
     # stops; with accept_drift the patches are written (once) and the drift from the record logged.
-    import json
     import shutil
 
     from factpatch.evaluation.sequential import rebuild_patches

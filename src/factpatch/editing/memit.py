@@ -30,10 +30,11 @@ its key (the bare prompt's) and its residual z − h_L read on the model as it i
        Δ_l = [R R_p] [K_l K_p,l]ᵀ (λ C_l + K_p,l K_p,lᵀ + K_l K_lᵀ)⁻¹
    Where an earlier edit holds, its residual is small and this is close to `preserve_edits` with
    keys read after the layers below moved (later batches edit them too, so stored keys go stale);
-   where it has decayed, the batch writes it back. `replay_scale` γ scales R_p: γ = 0 is exactly
-   `preserve_edits` with fresh keys (each earlier output held where it now is), γ = 1 the above. Each batch then costs one read of every earlier edit's
-   bare prompt per layer, and its delta has rank up to the number of edits so far (stored dense
-   once that is smaller).
+   where it has decayed, the batch writes it back. `replay_scale` γ scales R_p: γ = 0 is
+   `preserve_edits` with fresh (bare-prompt) keys instead of stored ones, each earlier output held
+   where it now is; γ = 1 the above. Each batch then costs one read of every earlier edit's bare
+   prompt per layer, and its delta has rank up to the number of edits so far (stored dense once
+   that is smaller).
 
 AlphaEdit (alphaedit.py) shares steps 1 and 2 and replaces the solve.
 """
