@@ -269,8 +269,8 @@ def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path
             written.append(save_patch(patch, patch_dir / f"{b:04d}-{patch.id}.safetensors"))
             stack.apply(patch)
             if patch.id != want:
-                logger.warning("batch %d: ‖W − W₀‖/‖W₀‖ of the rebuilt stack differs from the record's by at most %.2g",
-                               b, _record_drift(stack, recorded[b]))
+                logger.warning("batch %d: ‖W − W₀‖/‖W₀‖ of the rebuilt stack differs from the record's "
+                               "by at most %.2g", b, _record_drift(stack, recorded[b]))
     return written
 
 
