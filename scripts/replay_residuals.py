@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=None, help="edits applied at the end (default: every patch)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not (args.run / "config.json").exists():
+        parser.error(f"{args.run} is not a result directory of eval --sequential (no config.json)")
     config = json.loads((args.run / "config.json").read_text())
     paths = sorted((args.run / args.method / "patches").glob("*.safetensors"))
     n = len(paths) if args.edits is None else args.edits // int(config["batch_size"])
