@@ -237,10 +237,17 @@ def test_without_ray_installed_the_error_says_how_to_get_it(run, tmp_path, monke
 # ----------------------------------------------------------------------------- two nodes on one machine
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are chosen, since a port
+    closed and asked for again can come straight back (CI once gave two of Ray's components one port)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _ray_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -278,11 +285,13 @@ def test_a_two_node_cluster_runs_an_eval_end_to_end(model_dir, tmp_path):
     # RAY_AUTH_MODE=token: the head makes (or reuses) ~/.ray/auth_token, and the node and the driver,
     # joining by address, send it (Ray sends it to an explicit address only when told to)
     env = {**os.environ, "PYTHONPATH": SOURCE, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
-    # every listening port free (0: Ray picks one) so the two nodes, and anything else here, never collide
-    ports = lambda: ["--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                     "--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port())]
-    head = _ray_node(["--head", "--port", "0", "--include-dashboard", "false", "--dashboard-port", str(_free_port()),
-                      "--temp-dir", temp_dir, *ports()],
+    # every listening port free and distinct (0: Ray picks one) so the two nodes, and anything else
+    # here, never collide
+    dashboard, head_agent, head_metrics, node_agent, node_metrics = _free_ports(5)
+    ports = lambda agent, metrics: ["--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                                    "--dashboard-agent-listen-port", str(agent), "--metrics-export-port", str(metrics)]
+    head = _ray_node(["--head", "--port", "0", "--include-dashboard", "false", "--dashboard-port", str(dashboard),
+                      "--temp-dir", temp_dir, *ports(head_agent, head_metrics)],
                      env, tmp_path / "head.log")
     nodes = [head]
     try:
@@ -292,7 +301,7 @@ def test_a_two_node_cluster_runs_an_eval_end_to_end(model_dir, tmp_path):
             assert head.poll() is None and time.time() < deadline, (tmp_path / "head.log").read_text()[-3000:]
             time.sleep(0.5)
         address = address_file.read_text().strip()
-        nodes.append(_ray_node(["--address", address, *ports()], env, tmp_path / "node.log"))
+        nodes.append(_ray_node(["--address", address, *ports(node_agent, node_metrics)], env, tmp_path / "node.log"))
         out = tmp_path / "out"
         command = [sys.executable, "-c", "import sys; from factpatch.cli import main; sys.exit(main())",
                    "-v", "eval", "--model", str(model_dir), "--dataset", FLAT, "--methods", "none,ft+l", "--set", "ft+l.steps=3", "--out", str(out), "--quiet",
