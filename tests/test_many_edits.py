@@ -253,7 +253,10 @@ def test_replay_with_scale_zero_is_preserving_with_fresh_keys(fresh_tiny, tmp_pa
         with applied(lm, []) as stack:
             edit_many(lm, REQUESTS[:2], "memit", stack, params, tmp_path, False, corpus=CORPUS)
             delta[name] = make_editor(lm, "memit", params, tmp_path, progress=False,
-                                      corpus=CORPUS).patch(REQUESTS[2:], stack).deltas[0].tensor()
+                                      corpus=CORPUS).patch(REQUESTS[2:], stack).deltas[0]
+            if name == "hold":  # the held edits' columns write nothing: the delta is the batch's width
+                assert delta[name].left is not None and delta[name].left.shape[1] == len(REQUESTS[2:])
+            delta[name] = delta[name].tensor()
     scale = float(delta["preserve"].norm())
     assert float((delta["hold"] - delta["preserve"]).norm()) < 1e-4 * scale
     assert float((delta["replay"] - delta["preserve"]).norm()) > 0.05 * scale  # the residuals were not ≈ 0
@@ -413,6 +416,16 @@ def test_factored_delta_becomes_dense_when_that_is_smaller():
     big = WeightDelta.factored("w", torch.randn(8, 7), torch.randn(16, 7), transposed=True)
     assert big.kind == "dense" and big.tensor().shape == (16, 8)
     torch.testing.assert_close(big.tensor(), (big.dense))
+
+
+def test_factored_delta_drops_the_columns_that_write_nothing():
+    left, right = torch.randn(8, 7), torch.randn(16, 7)
+    left[:, 2:] = 0  # five columns held in place (replay_scale 0): only two write
+    kept = WeightDelta.factored("w", left, right, transposed=False)
+    assert kept.kind == "lowrank" and kept.left.shape == (8, 2) and kept.right.shape == (16, 2)
+    torch.testing.assert_close(kept.tensor(), left @ right.T)
+    left[0, 3] = float("nan")
+    assert WeightDelta.factored("w", left, right, transposed=False).left.shape[1] == 3  # NaN stays visible
 
 
 # ----------------------------------------------------------------------------- request files

@@ -34,7 +34,7 @@ its key (the bare prompt's) and its residual z − h_L read on the model as it i
    `preserve_edits` with fresh (bare-prompt) keys instead of stored ones, each earlier output held
    where it now is; γ = 1 the above. Each batch then costs one read of every earlier edit's bare
    prompt per layer, and its delta has rank up to the number of edits so far (stored dense once
-   that is smaller).
+   that is smaller; with γ = 0 the held columns are zero, and `WeightDelta.factored` drops them).
 
 AlphaEdit (alphaedit.py) shares steps 1 and 2 and replaces the solve.
 """

@@ -65,7 +65,13 @@ class WeightDelta:
 
     @classmethod
     def factored(cls, param: str, left: torch.Tensor, right: torch.Tensor, transposed: bool) -> WeightDelta:
-        """left @ rightᵀ, kept as factors while they are smaller than the matrix they make."""
+        """left @ rightᵀ, kept as factors while they are smaller than the matrix they make. Columns
+        of `left` that are exactly zero add nothing and are dropped first: a batch that holds
+        earlier edits in place (MEMIT's replay_scale 0) has a zero residual for each of them, and
+        its delta is only as wide as the batch."""
+        written = (left != 0).any(dim=0)  # a NaN column is kept: a broken solve must still show
+        if not bool(written.all()):
+            left, right = left[:, written], right[:, written]
         d_out, rank = left.shape
         d_in = right.shape[0]
         if rank * (d_out + d_in) < d_out * d_in:
