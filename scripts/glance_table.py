@@ -1,0 +1,69 @@
+"""One Markdown table of several sequential runs at one checkpoint: docs/mass-editing.md's
+"At 2,000 edits, at a glance".
+
+    python scripts/glance_table.py --edits 2000 \
+        "SmolLM2|AlphaEdit|runs/seq-smollm2-cf-2000|alphaedit" \
+        "SmolLM2|MEMIT held at keys read now|runs/seq-smollm2-cf-memit-hold|memit" ...
+
+Each argument is MODEL|LABEL|RUN_DIR|METHOD. A row is that method's checkpoint at `--edits` (a
+run that has not reached it prints "not reached"): ES, PS and NS over every case edited so far
+with their 95 % bootstrap intervals, the share of known facts kept, their answers' mean
+log-probability change where the run records it, and perplexity on the fixed text — all
+recomputed from the run's records by `factpatch.evaluation.curves` (as `factpatch eval curves`
+draws them), so the table and the figures cannot disagree. Reads only: safe beside a running run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from factpatch.core.errors import FactpatchError
+from factpatch.evaluation.curves import load_run_curves
+
+COLUMNS = ("model", "method, setting", "ES", "PS", "NS", "known facts kept", "known answers Δ log P (nats)", "perplexity")
+
+
+def _interval(row: dict, name: str, scale: float = 100.0, digits: int = 1) -> str:
+    if name not in row:
+        return "–"
+    text = f"{row[name] * scale:.{digits}f}"
+    if f"{name}_lo" in row:
+        text += f" ({row[f'{name}_lo'] * scale:.{digits}f} to {row[f'{name}_hi'] * scale:.{digits}f})"
+    return text
+
+
+def table_row(spec: str, edits: int) -> list[str]:
+    try:
+        model, label, run_dir, method = spec.split("|")
+    except ValueError:
+        raise FactpatchError(f"expected MODEL|LABEL|RUN_DIR|METHOD, got {spec!r}") from None
+    rows = load_run_curves(Path(run_dir), methods=[method]).rows
+    row = next((r for r in rows if r["method"] == method and r["edits"] == edits), None)
+    if row is None:
+        done = max((r["edits"] for r in rows if r["method"] == method), default=0)
+        return [model, label, f"not reached ({done} edits scored)", "", "", "", "", ""]
+    return [model, label, _interval(row, "ES"), _interval(row, "PS"), _interval(row, "NS"),
+            _interval(row, "known_share"), _interval(row, "known_logprob", scale=1.0, digits=2),
+            f"{row['perplexity']:.2f}" if "perplexity" in row else "–"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("specs", nargs="+", metavar="MODEL|LABEL|RUN_DIR|METHOD")
+    parser.add_argument("--edits", type=int, required=True, help="the checkpoint: edits made so far")
+    args = parser.parse_args(argv)
+    try:
+        rows = [table_row(spec, args.edits) for spec in args.specs]
+    except FactpatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
