@@ -205,8 +205,27 @@ def test_a_preset_sits_under_the_users_settings(tiny_models, monkeypatch):
     assert method_params(lm, "ft", preset="fast") == method_params(lm, "ft")
     preset_settings("fast", "smollm2-135m")["rome"]["v_lr"] = "9"  # a caller's copy: the table stays
     assert preset_settings("fast", "smollm2-135m")["rome"]["v_lr"] == "2.0"
-    with pytest.raises(FactpatchError, match="unknown preset 'quick': choose from fast"):
+    with pytest.raises(FactpatchError, match="unknown preset 'quick': choose from fast, sequential"):
         preset_settings("quick")
+    with pytest.raises(FactpatchError, match="unknown preset 'slow'"):
+        preset_settings("fast,slow")
+
+
+def test_the_sequential_preset_holds_earlier_edits_and_joins_fast(tiny_models, monkeypatch):
+    """`--preset sequential` makes MEMIT hold a stack's earlier edits at fresh keys (replay_edits,
+    γ = 0) and leaves every other method alone; "fast,sequential" is both, the later over the earlier."""
+    monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: True)
+    lm = tiny_models["llama"]
+    held = method_params(lm, "memit", preset="sequential")
+    assert (held.replay_edits, held.replay_scale, held.preserve_edits) == (True, 0.0, False)
+    assert method_params(lm, "memit").replay_edits is False
+    for method in ("rome", "alphaedit", "ft"):
+        assert method_params(lm, method, preset="sequential") == method_params(lm, method)
+    both = method_params(lm, "memit", preset="fast,sequential")
+    assert (both.v_dtype, both.replay_edits, both.replay_scale) == ("bfloat16", True, 0.0)
+    assert preset_settings("fast,sequential", "smollm2-135m")["memit"] == {
+        "v_dtype": "bfloat16", "v_lr": "2.0", "replay_edits": "true", "replay_scale": "0"}
+    assert method_params(lm, "memit", {"replay_scale": "0.5"}, preset="sequential").replay_scale == 0.5
 
 
 def test_the_preset_keeps_float32_where_bfloat16_is_emulated(tiny_models, monkeypatch, caplog):

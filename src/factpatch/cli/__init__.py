@@ -20,9 +20,10 @@ def add_preset(parser: argparse.ArgumentParser) -> None:
     """--preset NAME (editing.registry.PRESETS; checked and applied once the command runs, so the
     parser needs no heavy import)."""
     parser.add_argument("--preset", default=None, metavar="NAME",
-                        help="named settings under --set: fast = a bfloat16 δ optimisation for ROME, MEMIT and "
-                        "AlphaEdit, and v_lr 2.0 on SmolLM2 (not the paper's settings; the resolved settings "
-                        "are recorded)")
+                        help="named settings under --set (several joined by commas): fast = a bfloat16 δ "
+                        "optimisation for ROME, MEMIT and AlphaEdit, and v_lr 2.0 on SmolLM2; sequential = MEMIT "
+                        "holds the earlier edits of a stack at their keys read now (replay_edits, replay_scale 0). "
+                        "Not the paper's settings; the resolved settings are recorded")
 
 
 def add_common(parser: argparse.ArgumentParser, model: bool = True) -> None:
