@@ -294,9 +294,11 @@ class Preset:
 # 85.9 / 74.7 on the same cases (paired +8.9 and +10.7), NS the same (60.6 against 60.7), as many
 # known facts kept (25.0 %), perplexity 14.2 against 12.7 (runs/seq-smollm2-cf-memit-hold against
 # runs/seq-smollm2-cf-2000; docs/mass-editing.md, "Holding the earlier edits at keys read now").
-# On Gemma 3 270M it is MEMIT's preserve_edits again to 1,500 edits (ES 93.3 against 94.0, PS 78.1
-# against 79.1), both above AlphaEdit (paired ES +2.7, PS +2.3 at 1,500;
-# runs/seq-gemma3-cf-memit-hold). Not the default: sequential MEMIT as the papers run it anchors
+# On Gemma 3 270M after 2,000: ES / PS 91.9 / 75.3 against AlphaEdit's 86.8 / 73.1 (paired +5.1,
+# +2.2), NS the same, 43.8 % of the known facts kept against 35.3 %, perplexity 8.66 against 9.90
+# (runs/seq-gemma3-cf-memit-hold against runs/seq-gemma3-cf-2000-postnorm). AlphaEdit held the same
+# way gained little (SmolLM2 at 1,000: ES +1.2, PS −0.5; runs/seq-smollm2-cf-alphaedit-hold), so
+# the preset leaves AlphaEdit as the paper runs it. Not the default: sequential MEMIT as the papers run it anchors
 # each batch at the weights it finds, and replications need that; each batch also reads every
 # earlier edit's prompt once per layer, so it takes longer as the stack grows (SmolLM2: 192–338 s
 # a batch of 100 at one torch thread beside other runs).
