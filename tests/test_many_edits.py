@@ -239,11 +239,12 @@ def test_replaying_edits_that_hold_is_preserving_them(fresh_tiny, tmp_path):
     assert gap < 0.1 * float((plain - delta["preserve_edits"]).norm())  # the earlier edits did change the solve
 
 
-def test_replay_with_scale_zero_is_preserving_with_fresh_keys(fresh_tiny, tmp_path):
+@pytest.mark.parametrize("family", ["llama", "gemma3"])  # gemma3: R mapped through the post-norm, 0 to exactly 0
+def test_replay_with_scale_zero_is_preserving_with_fresh_keys(fresh_tiny, tmp_path, family):
     """γ = 0 holds the earlier edits where they are: with one layer and bare prompts the keys read
     now are the stored ones, so the solve is preserve_edits' even where an earlier edit is far
     from its z (λ large: each edit written only part of the way); γ = 1 then differs."""
-    lm = fresh_tiny("llama")
+    lm = fresh_tiny(family)
     common = {**FAST, "layers": "[1]", "prefixes": "[]", "lambda_per_dim": "1.0"}
     delta = {}
     for name, extra in (("preserve", {"preserve_edits": "true"}),
