@@ -524,3 +524,35 @@ def test_known_depth_paired_compares_the_changes_fact_by_fact(tmp_path, capsys, 
     with pytest.raises(SystemExit) as stop:
         script.main()
     assert stop.value.code == 2 and "gone.jsonl not found" in capsys.readouterr().err
+
+
+def test_glance_table_script_reads_a_checkpoint_as_the_curves_do(fresh_tiny, tmp_path, known_file, capsys):
+    """scripts/glance_table.py: one Markdown row a run at the checkpoint asked for, its numbers the
+    curves' (the same records, the same bootstrap); a checkpoint not reached says so; a malformed
+    spec is one error line and exit 2."""
+    import importlib.util
+    from pathlib import Path
+
+    from factpatch.evaluation.curves import load_run_curves
+
+    spec = importlib.util.spec_from_file_location(
+        "glance_table", Path(__file__).resolve().parents[1] / "scripts" / "glance_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    lm = fresh_tiny("llama")
+    out = tmp_path / "out"
+    run_sequential(lm, load_dataset("builtin"), _config(["memit"], known_file), out, tmp_path, progress=False, plots=False)
+    row = next(r for r in load_run_curves(out).rows if r["method"] == "memit" and r["edits"] == 4)
+    assert script.main(["--edits", "4", f"tiny|MEMIT|{out}|memit"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | method, setting | ES |") and len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:2] == ["tiny", "MEMIT"]
+    assert cells[2] == f"{row['ES'] * 100:.1f} ({row['ES_lo'] * 100:.1f} to {row['ES_hi'] * 100:.1f})"
+    # a tiny random model knows none of the known facts: no share to keep, and the cell says so
+    assert (cells[5].startswith(f"{row['known_share'] * 100:.1f}") if "known_share" in row else cells[5] == "–")
+    assert cells[7] == f"{row['perplexity']:.2f}"
+    assert script.main(["--edits", "6", f"tiny|MEMIT|{out}|memit"]) == 0
+    assert "not reached (4 edits scored)" in capsys.readouterr().out
+    assert script.main(["--edits", "4", f"tiny|{out}|memit"]) == 2
+    assert capsys.readouterr().err.startswith("error: expected MODEL|LABEL|RUN_DIR|METHOD")
