@@ -281,6 +281,33 @@ def test_edit_many_from_a_request_file(run, tiny_dir, corpus, tmp_path, method):
     assert code == 0 and "2 edits" in out
 
 
+def test_a_second_batch_with_the_sequential_preset_holds_the_first(run, tiny_dir, corpus, tmp_path):
+    """`edit --preset sequential --patch FIRST`: MEMIT holds the first batch's edits (its patch
+    carries their z) and writes a patch only as wide as the new batch; over a stack made without
+    the preset (no z) it is one line, exit 2, nothing written."""
+    from factpatch.editing.patch import load_patch
+
+    common = ["--model", tiny_dir, "--method", "memit", "--corpus", corpus, "--layers", "0-1", "--set", "v_steps=2",
+              "--quiet"]
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    code, _, err = run("edit", *common, "--preset", "sequential", "--requests", _requests_file(tmp_path, FACTS[:1]),
+                       "--save", first)
+    assert code == 0, err
+    code, out, err = run("edit", *common, "--preset", "sequential", "--requests", _requests_file(tmp_path, FACTS[1:]),
+                         "--patch", first, "--save", second, "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 1
+    patch = load_patch(second)
+    assert patch.meta["hparams"]["replay_edits"] is True and patch.meta["hparams"]["replay_scale"] == 0
+    assert all(d.left is not None and d.left.shape[1] == 1 for d in patch.deltas)  # the held edit writes nothing
+    plain, never = tmp_path / "plain.safetensors", tmp_path / "never.safetensors"
+    assert run("edit", *common, "--requests", _requests_file(tmp_path, FACTS[:1]), "--save", plain)[0] == 0
+    code, _, err = run("edit", *common, "--preset", "sequential", "--requests", _requests_file(tmp_path, FACTS[1:]),
+                       "--patch", plain, "--save", never)
+    assert code == 2 and "carries no z" in err and err.count("\n") == 1, err
+    assert not never.exists()
+
+
 @pytest.mark.parametrize("lines, args, message", [
     (["{not json"], [], "facts.jsonl:1: not JSON"),
     (['{"prompt": "is in", "subject": "Eiffel Tower", "target": "Rome"}'], [], "facts.jsonl:1: subject 'Eiffel Tower' is not in the prompt"),
