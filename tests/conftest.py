@@ -108,6 +108,22 @@ def _embedded_model_left_as_loaded(_embedded_original):
 
 
 @pytest.fixture()
+def load_script(monkeypatch):
+    """scripts/NAME.py as a module (the scripts are not a package); the folder goes on sys.path for
+    this test, so a script that imports a sibling script finds it."""
+    folder = Path(__file__).resolve().parents[1] / "scripts"
+    monkeypatch.syspath_prepend(str(folder))
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture()
 def run(capsys, tmp_path, monkeypatch):
     """`factpatch ARGS...` in this process: (exit code, stdout, stderr), with a fresh user cache."""
     from factpatch.cli import main

@@ -367,16 +367,12 @@ def test_compare_texts_is_what_the_study_calls(lm):
         compare_texts(model=lm, dataset=ZSRE, n=1, methods=["none"])
 
 
-def test_format_1_results_are_brought_up_to_date_from_their_raw_scores(lm, tmp_path):
+def test_format_1_results_are_brought_up_to_date_from_their_raw_scores(lm, tmp_path, load_script):
     """scripts/recompute_magnitudes.py: format-1 magnitudes (whole-sequence probabilities) become the
     paper's from the stored scores, and the directory resumes under the current code."""
-    import importlib.util
     import math
 
-    spec = importlib.util.spec_from_file_location(
-        "recompute_magnitudes", Path(__file__).resolve().parents[1] / "scripts" / "recompute_magnitudes.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("recompute_magnitudes")
     out = tmp_path / "old"
     run = run_eval(lm, load_dataset(ORIGINAL), _config(methods=["none"]), out, progress=False)
     fresh = [dict(r["metrics"]) for r in run.records]

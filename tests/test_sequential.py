@@ -382,19 +382,14 @@ def test_sequential_zsre_run_scores_its_own_metrics_and_curves(fresh_tiny, tmp_p
     assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
 
 
-def test_batch_records_of_an_older_run_are_filled_in_from_its_patches(fresh_tiny, tmp_path):
+def test_batch_records_of_an_older_run_are_filled_in_from_its_patches(fresh_tiny, tmp_path, load_script):
     """scripts/fill_batch_records.py: batch records written before they carried weight_change and
     ‖v*‖ get the numbers the run itself would have written, and the curves gain the panel's column."""
-    import importlib.util
-    from pathlib import Path
 
     from factpatch.evaluation.run import read_config
     from factpatch.evaluation.sequential import write_curves
 
-    spec = importlib.util.spec_from_file_location(
-        "fill_batch_records", Path(__file__).resolve().parents[1] / "scripts" / "fill_batch_records.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("fill_batch_records")
     lm = fresh_tiny("llama")
     out = tmp_path / "out"
     run_sequential(lm, load_dataset("builtin"), _config(["memit"]), out, tmp_path, progress=False, plots=False)
@@ -461,14 +456,12 @@ def test_health_entries_name_the_facts_checked_and_lost_and_compare_fact_by_fact
     assert result.to_dict()["known_logprob_change"]["b"]["mean"] == pytest.approx(-1.75)
 
 
-def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_path, known_file, monkeypatch):
+def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_path, known_file, monkeypatch, load_script):
     """scripts/known_depth.py on a run's saved stack: each untouched known fact's answer
     log-probability now minus before, kept or not, and their summary. The tiny model knows nothing,
     so the answers' scores are replaced: before the stack both at −1 (known), with it fact 0 at
     −1.2 (kept) and fact 1 at −5 (lost)."""
-    import importlib.util
     import sys
-    from pathlib import Path
 
     import factpatch.tracing.dataset as dataset
     from factpatch.core.scoring import TargetTokens
@@ -476,10 +469,7 @@ def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_p
     lm = fresh_tiny("llama")
     out = tmp_path / "out"
     run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
-    spec = importlib.util.spec_from_file_location("known_depth", Path(__file__).resolve().parents[1] / "scripts" / "known_depth.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("known_depth")
     monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
 
     def answer_scores(model, facts, batch_size=32, progress=True):
@@ -501,17 +491,12 @@ def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_p
     assert weights_fingerprint(lm.model) == lm.fingerprint  # the stack is reverted
 
 
-def test_known_depth_paired_compares_the_changes_fact_by_fact(tmp_path, capsys, monkeypatch):
+def test_known_depth_paired_compares_the_changes_fact_by_fact(tmp_path, capsys, monkeypatch, load_script):
     """scripts/known_depth_paired.py: B − A over the facts both files measured, with an interval;
     a fact only one side has is left out; a missing file is a one-line error."""
-    import importlib.util
     import sys
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "known_depth_paired", Path(__file__).resolve().parents[1] / "scripts" / "known_depth_paired.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("known_depth_paired")
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("".join(json.dumps({"id": str(i), "change": c}) + "\n" for i, c in enumerate([-1.0, -2.0, -3.0])))
     b.write_text("".join(json.dumps({"id": str(i), "change": c}) + "\n" for i, c in enumerate([-0.5, -1.5, -2.5, -9.0])))
@@ -526,19 +511,14 @@ def test_known_depth_paired_compares_the_changes_fact_by_fact(tmp_path, capsys, 
     assert stop.value.code == 2 and "gone.jsonl not found" in capsys.readouterr().err
 
 
-def test_glance_table_script_reads_a_checkpoint_as_the_curves_do(fresh_tiny, tmp_path, known_file, capsys):
+def test_glance_table_script_reads_a_checkpoint_as_the_curves_do(fresh_tiny, tmp_path, known_file, capsys, load_script):
     """scripts/glance_table.py: one Markdown row a run at the checkpoint asked for, its numbers the
     curves' (the same records, the same bootstrap); a checkpoint not reached says so; a malformed
     spec is one error line and exit 2."""
-    import importlib.util
-    from pathlib import Path
 
     from factpatch.evaluation.curves import load_run_curves
 
-    spec = importlib.util.spec_from_file_location(
-        "glance_table", Path(__file__).resolve().parents[1] / "scripts" / "glance_table.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("glance_table")
     lm = fresh_tiny("llama")
     out = tmp_path / "out"
     run_sequential(lm, load_dataset("builtin"), _config(["memit"], known_file), out, tmp_path, progress=False, plots=False)
