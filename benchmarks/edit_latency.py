@@ -42,6 +42,7 @@ def case_scores(lm, case: dict) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--n", type=int, default=25)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--layer", type=int, default=None)
@@ -52,7 +53,7 @@ def main() -> None:
 
     cases = json.loads(args.dataset.read_text())[: args.n]
     started = time.perf_counter()
-    lm = load_model(args.model)
+    lm = load_model(args.model, device=args.device)
     overrides = dict(item.split("=", 1) for item in args.set)
     if args.layer is not None:
         overrides["layer"] = args.layer

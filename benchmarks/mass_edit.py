@@ -32,6 +32,7 @@ DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--method", default="memit", choices=["memit", "alphaedit"])
     parser.add_argument("--n", type=int, default=100, help="edits in the batch")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="flattened CounterFact JSON")
@@ -40,7 +41,7 @@ def main() -> None:
 
     records = json.loads(args.dataset.read_text())[: args.n]
     requests = [EditRequest.from_text(r["prompt"], r["subject"], r["target_new"], r["ground_truth"]) for r in records]
-    lm = load_model(args.model)
+    lm = load_model(args.model, device=args.device)
     params = method_params(lm, args.method, dict(item.split("=", 1) for item in args.set))
     make_editor(lm, args.method, params, progress=False).prepare()  # statistics, prefixes: cached, untimed
     if args.method == "alphaedit":  # the projectors too

@@ -55,6 +55,7 @@ def naive_pass(lm, prep, kind: str, layer: int, token: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -64,7 +65,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, device=args.device)
     sigma = embedding_std(lm, progress=False)
     settings = TraceSettings(noise=NoiseSettings(samples=args.samples))
     trace_prompt(lm, PROMPT, SUBJECT, settings=TraceSettings(noise=NoiseSettings(samples=1)), sigma=sigma,

@@ -46,7 +46,7 @@ def v_star_norms(lm: LoadedModel, patch, targets_file: Path) -> list[float]:
     requests = [EditRequest.from_dict(r) for r in patch.requests]
     Z = TargetValues.load(targets_file, requests).Z
     _, r = mlp_split_at_subject(lm, requests, patch.meta["layers"][-1])
-    return [round(float(x), 4) for x in (Z - r).norm(dim=-1)]
+    return [round(float(x), 4) for x in (Z.to(r.device) - r).norm(dim=-1)]
 
 
 def _missing(record: dict) -> bool:

@@ -15,6 +15,9 @@ import torch
 from tiny import FAMILIES, build_tiny, train_tokenizer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # tests read no data from outside the repository
+# FACTPATCH_TEST_DEVICE=cuda puts the tiny models on a GPU (the device check in
+# benchmarks/gpu_check.sh); unset, everything runs on the CPU as in CI.
+TEST_DEVICE = os.environ.get("FACTPATCH_TEST_DEVICE") or None
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
@@ -37,7 +40,8 @@ def tiny_models(tiny_tokenizer):
     from factpatch.core.models import from_pretrained_model
 
     return {
-        family: from_pretrained_model(build_tiny(family, len(tiny_tokenizer)), tiny_tokenizer, name=f"tiny-{family}")
+        family: from_pretrained_model(build_tiny(family, len(tiny_tokenizer)), tiny_tokenizer, name=f"tiny-{family}",
+                                      device=TEST_DEVICE)
         for family in FAMILIES
     }
 
@@ -48,7 +52,8 @@ def fresh_tiny(tiny_tokenizer):
     from factpatch.core.models import from_pretrained_model
 
     def make(family: str, seed: int = 0):
-        return from_pretrained_model(build_tiny(family, len(tiny_tokenizer), seed), tiny_tokenizer, name=f"tiny-{family}")
+        return from_pretrained_model(build_tiny(family, len(tiny_tokenizer), seed), tiny_tokenizer, name=f"tiny-{family}",
+                                     device=TEST_DEVICE)
 
     return make
 

@@ -47,7 +47,7 @@ def test_packed_attention_equals_transformers_sdpa(q_len, k_len, masked, n_rep):
 @pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])
 def test_a_padded_batch_through_the_model_is_unchanged_and_the_setting_restored(tiny_models, family):
     lm = tiny_models[family]
-    ids = torch.arange(5, 29).reshape(2, 12)  # longer than the tiny Gemma 3's sliding window (8)
+    ids = torch.arange(5, 29, device=lm.device).reshape(2, 12)  # longer than the tiny Gemma 3's sliding window (8)
     ids[1, :3] = 0
     mask = torch.ones_like(ids)
     mask[1, :3] = 0

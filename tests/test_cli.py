@@ -155,6 +155,26 @@ def test_bad_patch_files(run, tiny_dir, corpus, tmp_path, fresh_tiny):
     assert code != 0 and "another model" in err
 
 
+def test_a_device_this_machine_lacks_is_one_line_and_nothing_is_written(run, tiny_dir, corpus, tmp_path):
+    import torch
+
+    patch_file = tmp_path / "edit.safetensors"
+    cases = [("tpu", "unknown device 'tpu'"), ("cuda:x", "unknown device 'cuda:x'")]
+    if not torch.cuda.is_available():
+        cases.append(("cuda", "sees no CUDA device"))
+    for device, message in cases:
+        code, out, err = run("edit", *_edit_args(tiny_dir, corpus), "--device", device, "--save", patch_file)
+        assert code == 2 and message in err and err.count("\n") == 1 and not out, (device, err)
+        assert not patch_file.exists()
+    out_dir = tmp_path / "eval"
+    code, _, err = run("eval", "--model", tiny_dir, "--device", "tpu", "--out", out_dir, "--quiet")
+    assert code == 2 and "unknown device" in err and not out_dir.exists()
+    # the CPU, named, is the default
+    code, out, err = run("edit", *_edit_args(tiny_dir, corpus), "--device", "cpu", "--json")
+    assert code == 0, err
+    assert json.loads(out)["after"]
+
+
 def _every_command(parser, path=()):
     """(argv prefix, parser) for the top level and every sub-command, however deep."""
     import argparse

@@ -250,6 +250,25 @@ def test_generated_texts_count_the_prompt_and_honour_top_k(lm, monkeypatch):
     assert generate_texts(lm, [prompts[1]], 1, max_length=lengths[1])[0][0] == prompts[1]
 
 
+def test_generation_needs_no_padding_token(lm):
+    """Some conversions give a tokenizer without one (SmolLM2's GGUF under transformers 5.17): the
+    prompts of a batch are padded here, and the texts are those a padding token would give."""
+    from factpatch.core.generate import generate_texts
+
+    prompts = ["Paris", "The Eiffel Tower is located in the city of"]
+    tokenizer = lm.tokenizer
+    saved = tokenizer.pad_token
+    assert saved is not None
+    want = generate_texts(lm, prompts, 2, seed=3, top_k=5, max_new_tokens=6)
+    tokenizer.pad_token = None
+    try:
+        assert tokenizer.pad_token_id is None
+        got = generate_texts(lm, prompts, 2, seed=3, top_k=5, max_new_tokens=6)
+    finally:
+        tokenizer.pad_token = saved
+    assert got == want and all(text.startswith(prompt) for prompt, texts in zip(prompts, got) for text in texts)
+
+
 def test_records_name_their_generation_prompts(lm, tmp_path):
     """Every generation prompt of the case, from the data set or derived (never the rewrite prompt)."""
     gen = GenerationSettings(max_length=24, reference_prompts=1, reference_tokens=4)

@@ -11,7 +11,7 @@ FAMILIES = ["llama", "gpt2", "gemma3"]
 
 
 def _ids(lm, text="The Eiffel Tower is located in the city of Paris"):
-    return torch.tensor([lm.tokenizer(text).input_ids])
+    return torch.tensor([lm.tokenizer(text).input_ids], device=lm.device)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -114,13 +114,13 @@ def test_bad_names_and_layers_are_refused(tiny_models):
 @pytest.mark.parametrize("cap", [None, 3.0])
 def test_unembed_into_a_buffer_matches_the_plain_logits(tiny_models, cap):
     lm = tiny_models["gemma3"]
-    hidden = 100 * torch.randn(5, lm.model.config.hidden_size)  # logits beyond the cap
+    hidden = 100 * torch.randn(5, lm.model.config.hidden_size, device=lm.device)  # logits beyond the cap
     previous = lm.model.config.final_logit_softcapping
     try:
         lm.model.config.final_logit_softcapping = cap
         with torch.no_grad():
             plain = unembed(lm, hidden)
-            buffer = torch.full((8, plain.shape[-1]), float("nan"))
+            buffer = torch.full((8, plain.shape[-1]), float("nan"), device=lm.device)
             into = unembed(lm, hidden, out=buffer[:5])
     finally:
         lm.model.config.final_logit_softcapping = previous

@@ -283,7 +283,7 @@ def test_replay_writes_back_an_earlier_edit_that_a_later_change_wore_down(fresh_
     first = edit_many(lm, REQUESTS[:2], method, stack, params, tmp_path, False, corpus=CORPUS).patch
     assert set(first.attachments) == {TARGETS_ATTACHMENT}  # AlphaEdit's stored keys are not needed
     save_patch(first, tmp_path / "first.safetensors")
-    Z = load_patch(tmp_path / "first.safetensors").attachments[TARGETS_ATTACHMENT]  # the z travel with the patch
+    Z = load_patch(tmp_path / "first.safetensors").attachments[TARGETS_ATTACHMENT].to(lm.device)  # the z travel with the patch
 
     def miss() -> float:  # how far the earlier edits' h_L at the bare prompt are from their z
         h = read_at_subject(lm, REQUESTS[:2], [""], [act_name("resid_post", L)])[act_name("resid_post", L)][:, 0]
@@ -340,15 +340,15 @@ def test_preserving_every_context_key_protects_an_earlier_edit_in_each_context(f
             first[name] = edit_many(lm, REQUESTS[:2], "alphaedit", stack, params, tmp_path, False, corpus=CORPUS).patch
             editor = make_editor(lm, "alphaedit", params, tmp_path, progress=False, corpus=CORPUS)
             first[name + "_later"] = editor.patch(REQUESTS[2:], stack)
-    weights = context_weights(mean_params.prefix_spec())
+    weights = context_weights(mean_params.prefix_spec()).to(lm.device)
     key = act_name("mlp_key", 1)
     with applied(lm, [first["mean"]]):  # the first batch's keys at layer 1: W_1's input, the same either way
         per_context = read_at_subject(lm, REQUESTS[:2], editor.prefixes, [key])[key]  # (2, p, d)
-    stored = first["contexts"].attachments["keys.1"]  # (d, 2 · p): √w_p k_{r,p}
+    stored = first["contexts"].attachments["keys.1"].to(lm.device)  # (d, 2 · p): √w_p k_{r,p}
     assert stored.shape == (per_context.shape[-1], 2 * len(weights))
     assert torch.allclose(stored @ stored.T, torch.einsum("npd,p,npe->de", per_context, weights, per_context), atol=1e-6)
     assert first["mean"].attachments["keys.1"].shape == (per_context.shape[-1], 2)
-    layer1 = lambda p: next(d for d in p.deltas if ".1." in d.param).tensor()  # noqa: E731
+    layer1 = lambda p: next(d for d in p.deltas if ".1." in d.param).tensor().to(lm.device)  # noqa: E731
     moved = {name: float((layer1(first[name + "_later"]) @ per_context.reshape(-1, per_context.shape[-1]).T).norm())
              for name in ("mean", "contexts")}
     assert moved["contexts"] < 0.5 * moved["mean"], moved
@@ -550,7 +550,7 @@ def test_a_patch_file_written_before_batches_existed_still_loads_and_applies(tin
     assert "rome layer 1: Eiffel Tower is in -> Rome" in patch.describe()
     before = lm.model.get_parameter(param).detach().clone()
     with applied(lm, [patch]):
-        torch.testing.assert_close(lm.model.get_parameter(param), before + torch.outer(left, right))
+        torch.testing.assert_close(lm.model.get_parameter(param), before + torch.outer(left, right).to(before.device))
     assert torch.equal(lm.model.get_parameter(param), before)
 
 
@@ -586,7 +586,7 @@ def test_reads_between_layer_writes_equal_fresh_passes_and_stored_keys_are_the_f
     assert all(torch.equal(first[n], read_at_subject(lm, REQUESTS, editor.prefixes, names[1], 4)[n]) for n in names[1])
     W = lm.module(lm.adapter.mlp_out_path(1)).weight
     with torch.no_grad():
-        W.add_(0.5 * W.std() * torch.randn(W.shape, generator=torch.Generator().manual_seed(0)))
+        W.add_(0.5 * W.std() * torch.randn(W.shape, generator=torch.Generator().manual_seed(0)).to(W.device))
     second = reader.read(names[2], keep=2)
     fresh = read_at_subject(lm, REQUESTS, editor.prefixes, names[2], 4)
     assert all(torch.equal(second[n], fresh[n]) for n in names[2])
@@ -595,12 +595,13 @@ def test_reads_between_layer_writes_equal_fresh_passes_and_stored_keys_are_the_f
         reader.read([act_name("mlp_key", 1)])  # below the kept layer: not computed by this read
 
     patch = editor.patch(REQUESTS)
-    weights = context_weights(params.prefix_spec())
+    weights = context_weights(params.prefix_spec()).to(lm.device)
     with applied(lm, [patch]):
         for layer in (1, 2):
             key = act_name("mlp_key", layer)
             after = torch.einsum("npd,p->dn", read_at_subject(lm, REQUESTS, editor.prefixes, [key])[key], weights)
-            assert torch.allclose(patch.attachments[KEYS_ATTACHMENT.format(layer=layer)], after, rtol=1e-5, atol=1e-6)
+            assert torch.allclose(patch.attachments[KEYS_ATTACHMENT.format(layer=layer)].to(after.device), after, rtol=1e-5,
+                                  atol=1e-6)
 
 
 def _post(lm, layer, y):
@@ -614,8 +615,8 @@ def test_a_residual_change_is_mapped_through_the_norm_after_the_mlp(tiny_models)
     lm = tiny_models["gemma3"]
     g = torch.Generator().manual_seed(0)
     d_out = lm.module(lm.adapter.mlp_out_path(1)).weight.shape[0]
-    y = torch.randn(5, d_out, generator=g)
-    wanted = _post(lm, 1, y + 0.1 * torch.randn(5, d_out, generator=g)) - _post(lm, 1, y)  # reachable
+    y = torch.randn(5, d_out, generator=g).to(lm.device)
+    wanted = _post(lm, 1, y + 0.1 * torch.randn(5, d_out, generator=g).to(lm.device)) - _post(lm, 1, y)  # reachable
     # μ small, not ~0: the norm's JᵀJ is singular along y (it undoes any rescaling), and at damping
     # 1e-8 float32's rounding in J outweighs μ there (with transformers 5.25 the steps diverged)
     change = mlp_out_change_for(lm, 1, y, wanted, damping=1e-5, steps=4)
@@ -636,8 +637,8 @@ def test_damping_keeps_out_directions_the_norm_barely_passes(fresh_tiny):
         norm.weight.fill_(0.0)
         norm.weight[: d // 2] = -1.0 + 1e-3  # half the directions pass 1e-3 of what the others pass
     g = torch.Generator().manual_seed(1)
-    y = torch.randn(3, d, generator=g)
-    wanted = 0.1 * torch.randn(3, d, generator=g)  # ~10 % of the MLP's contribution, every direction
+    y = torch.randn(3, d, generator=g).to(lm.device)
+    wanted = 0.1 * torch.randn(3, d, generator=g).to(lm.device)  # ~10 % of the MLP's contribution, every direction
     loose = mlp_out_change_for(lm, 1, y, wanted, damping=1e-12, steps=1)
     damped = mlp_out_change_for(lm, 1, y, wanted)  # the default damping
     assert float(loose.norm()) > 10 * float(y.norm())
@@ -683,7 +684,7 @@ def test_norm_anchoring_writes_every_edit_at_the_unedited_models_anchor(fresh_ti
     assert meta["norm_anchor"] == pytest.approx(float(v_star.mean()), rel=1e-4)  # 3 requests: none trimmed
     assert meta["v_star_norm"] == pytest.approx(v_star.tolist(), rel=1e-3)
     kept = [i for i in range(3) if i not in meta["norm_anchor_skipped"]]
-    assert kept and torch.allclose((written.Z - r)[kept].norm(dim=-1), torch.tensor(meta["norm_anchor"]).expand(len(kept)),
+    assert kept and torch.allclose((written.Z - r)[kept].norm(dim=-1), torch.tensor(meta["norm_anchor"], device=lm.device).expand(len(kept)),
                                    rtol=1e-4)
     assert not torch.equal(written.Z, found.Z)
     # the stack's first batch carries the anchor; a later batch, on the edited model, uses it

@@ -158,6 +158,6 @@ def test_token_accuracy_matches_argmax(tiny_models):
     for prompt, target, acc in zip(prompts, targets, got):
         p, t = encode_target(lm.tokenizer, prompt, target)
         with torch.no_grad():
-            hidden = body(lm)(input_ids=torch.tensor([p + t[:-1]])).last_hidden_state[0]
+            hidden = body(lm)(input_ids=torch.tensor([p + t[:-1]], device=lm.device)).last_hidden_state[0]
             predicted = unembed(lm, hidden).argmax(-1)[len(p) - 1 :].tolist()
         assert acc == pytest.approx(sum(a == b for a, b in zip(predicted, t)) / len(t))

@@ -99,3 +99,18 @@ def test_a_cast_copy_is_the_model_cast_and_shares_nothing_with_it(tiny_models, f
             p.add_(1.0)
     for name, p in lm.model.named_parameters():
         assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
+
+
+def test_a_model_on_the_cpu_keeps_its_fingerprint_and_cache_names(tiny_tokenizer):
+    """--device cpu (the default) changes nothing: the fingerprint names the weights, and what is
+    cached for them keeps the name it always had (the fingerprint's first 16 characters)."""
+    from factpatch.core.models import from_pretrained_model, resolve_device
+    from tiny import build_tiny
+
+    assert resolve_device(None) == torch.device("cpu") == resolve_device("cpu")
+    moved = from_pretrained_model(build_tiny("llama", len(tiny_tokenizer)), tiny_tokenizer, device="cpu")
+    left = from_pretrained_model(build_tiny("llama", len(tiny_tokenizer)), tiny_tokenizer)
+    assert moved.fingerprint == left.fingerprint == weights_fingerprint(left.model)
+    assert moved.device.type == "cpu" and moved.cache_name == moved.fingerprint[:16]
+    with pytest.raises(FactpatchError, match="unknown device"):
+        resolve_device("npu:0")

@@ -16,7 +16,7 @@ def _snapshot(lm):
 
 def _assert_bits_equal(lm, snapshot):
     for name, param in lm.model.named_parameters():
-        assert torch.equal(param, snapshot[name]), name  # exact, not approximate
+        assert torch.equal(param, snapshot[name].to(param.device)), name  # exact, not approximate
 
 
 def _rank_one(lm, layer, seed):

@@ -89,7 +89,7 @@ def test_top_k_sampler_with_k_one_is_greedy_decoding(tiny_models, family):
     from factpatch.core.generate import sample_top_k
 
     lm = tiny_models[family]
-    prompt = torch.tensor([[3, 17, 5], [8, 2, 9]])
+    prompt = torch.tensor([[3, 17, 5], [8, 2, 9]], device=lm.device)
     ours = sample_top_k(lm, prompt, 12, top_k=1)
     with torch.no_grad():
         theirs = lm.model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
@@ -101,11 +101,11 @@ def test_top_k_sampler_draws_only_among_the_k_largest_and_never_a_banned_token(t
     from factpatch.core.generate import sample_top_k, seeded
 
     lm = tiny_models["llama"]
-    prompt = torch.full((64, 1), 1)
+    prompt = torch.full((64, 1), 1, device=lm.device)
     with torch.no_grad():
         logits = lm.model(prompt[:1]).logits[0, -1]
     banned = [int(logits.argmax())]  # the most likely token: without the ban it would be drawn often
-    allowed = set(logits.masked_fill(torch.tensor([i in banned for i in range(len(logits))]), float("-inf"))
+    allowed = set(logits.masked_fill(torch.tensor([i in banned for i in range(len(logits))], device=lm.device), float("-inf"))
                   .topk(3).indices.tolist())
     with seeded(0):
         first = sample_top_k(lm, prompt, 1, top_k=3, banned=banned)[:, 1]

@@ -280,7 +280,7 @@ def _known_dataset(lm, path, count=4):
         words = sentence.rstrip(".").split()
         for cut in range(3, len(words)):
             prompt = " ".join(words[:cut])
-            ids = torch.tensor([lm.tokenizer(prompt).input_ids])
+            ids = torch.tensor([lm.tokenizer(prompt).input_ids], device=lm.device)
             with torch.no_grad():
                 top = int(lm.model(ids).logits[0, -1].argmax())
             word = lm.tokenizer.decode([top])

@@ -36,9 +36,18 @@ def add_common(parser: argparse.ArgumentParser, model: bool = True) -> None:
             help=f"embedded model name (smollm2-135m, gemma3-270m) or a local Hugging Face model directory "
             f"(default {DEFAULT_MODEL})",
         )
+        parser.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N|mps",
+                            help="where the model runs (default cpu, where every recorded number was made)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="cache for converted weights and statistics (default $FACTPATCH_CACHE or ~/.cache/factpatch)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def load_lm(args, model: str | None = None):
+    """The model a command works on: --model (or `model`) from --cache-dir onto --device."""
+    from ..core.models import load_model
+
+    return load_model(model if model is not None else args.model, args.cache_dir, getattr(args, "device", None))
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +68,8 @@ def ray_settings(args):
         if args.workers is not None or args.threads_per_worker is not None:
             raise FactpatchError("--workers and --threads-per-worker go with --ray")
         return None
+    if getattr(args, "device", "cpu") != "cpu":
+        raise FactpatchError("--device goes without --ray: Ray workers load the model on their own CPUs")
     from ..evaluation.ray_pool import RaySettings, check_reachable, require_ray
 
     threads = 1 if args.threads_per_worker is None else args.threads_per_worker
@@ -139,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     try:
+        if getattr(args, "device", None) is not None:
+            from ..core.models import resolve_device
+
+            resolve_device(args.device)  # a device this machine lacks fails here, before anything is read or written
         with sigterm_unwinds():
             return int(args.func(args) or 0)
     except FactpatchError as exc:

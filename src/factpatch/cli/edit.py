@@ -53,11 +53,11 @@ def register(commands) -> None:
 
 
 def _load_with_patches(args, force: bool = False):
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.patch import load_patch, restore_stack
 
     patches = [load_patch(path) for path in args.patch]  # fail on a bad file before loading the model
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     stack = restore_stack(lm)
     for patch in patches:
         stack.apply(patch, force=force)

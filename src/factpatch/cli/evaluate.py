@@ -183,7 +183,7 @@ def _set_threads(args) -> None:
 
 def run_eval(args) -> int:
     from ..core.errors import FactpatchError
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.registry import parse_methods, parse_overrides, preset_settings
     from ..evaluation.data import load_dataset, parse_shard
     from ..evaluation.run import EvalSettings
@@ -212,7 +212,7 @@ def run_eval(args) -> int:
 
         run = run_eval_ray(args.model, dataset, config, args.out, cluster, args.cache_dir, not args.quiet).run
     else:
-        lm = load_model(args.model, args.cache_dir)
+        lm = load_lm(args)
         run = evaluate(lm, dataset, config, args.out, args.cache_dir, not args.quiet)
     print(_report(run))
     return 0
@@ -228,7 +228,7 @@ def _generation_settings(args):
 
 def _run_sequential(args, methods, overrides, cluster=None) -> int:
     from ..core.errors import FactpatchError
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.stats import CorpusSpec
     from ..evaluation.data import load_dataset
     from ..evaluation.sequential import SequentialSettings, run_sequential
@@ -246,7 +246,7 @@ def _run_sequential(args, methods, overrides, cluster=None) -> int:
     )
     dataset = load_dataset(args.dataset, args.zsre_target)
     _set_threads(args)
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     if cluster is not None:
         from ..evaluation.distributed import run_sequential_ray
 
@@ -289,13 +289,13 @@ def run_status(args) -> int:
 
 
 def run_rebuild(args) -> int:
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.registry import parse_methods
     from ..evaluation.run import read_config
     from ..evaluation.sequential import rebuild_patches
 
     methods = parse_methods(args.rebuild_methods)
-    lm = load_model(read_config(args.rebuild_dir)["model"], args.cache_dir)
+    lm = load_lm(args, read_config(args.rebuild_dir)["model"])
     for method in methods:
         written = rebuild_patches(lm, args.rebuild_dir, method, args.cache_dir, not args.quiet, args.accept_drift)
         print(f"{method}: {len(written)} patch files rebuilt in {args.rebuild_dir / method / 'patches'}")
@@ -385,7 +385,7 @@ def _report(run) -> str:
 
 def run_compare(args) -> int:
     from ..core.errors import FactpatchError
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.registry import parse_methods, parse_overrides, preset_settings
     from ..editing.request import EditRequest
     from ..evaluation.compare import CompareSettings, compare_case, write_outputs
@@ -413,7 +413,7 @@ def run_compare(args) -> int:
             raise FactpatchError("compare needs CounterFact cases (zsRE has no generation prompts)")
         cases = [dataset.find(c.strip()) for c in args.case.split(",") if c.strip()]
     _set_threads(args)
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     if request is not None:
         if request.target_true is None:
             guess = top_prediction(lm, request.text)

@@ -56,7 +56,7 @@ def run_models(args) -> int:
 
 def run_stats(args) -> int:
     from ..core.errors import FactpatchError
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.registry import edit_layer
     from ..editing.stats import CorpusSpec, key_second_moment
 
@@ -64,7 +64,7 @@ def run_stats(args) -> int:
         raise FactpatchError("--tokens must be at least 1")
     if args.corpus is not None and not args.corpus.is_file():
         raise FactpatchError(f"corpus file not found: {args.corpus}")
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     layer = lm.check_layer(args.layer if args.layer is not None else edit_layer(lm))
     C = key_second_moment(lm, layer, CorpusSpec(args.corpus, args.tokens, args.seed), args.cache_dir, not args.quiet)
     eigenvalues = __import__("torch").linalg.eigvalsh(C.double())

@@ -94,11 +94,11 @@ def run_show(args) -> int:
 
 
 def run_apply(args) -> int:
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.patch import export_model, load_patch, restore_stack
 
     patches = [load_patch(path) for path in args.files]
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     stack = restore_stack(lm)
     for patch in patches:
         stack.apply(patch, force=args.force)
@@ -110,10 +110,10 @@ def run_apply(args) -> int:
 
 
 def run_revert(args) -> int:
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.patch import export_model, restore_stack
 
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     stack = restore_stack(lm)
     if not stack.applied:
         from ..core.errors import FactpatchError
@@ -151,12 +151,12 @@ def run_norms(args) -> int:
 
     from ..core.cache import write_text_atomic
     from ..core.errors import FactpatchError
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.norms import stack_norms
     from ..editing.patch import load_patch
 
     patches = [load_patch(path) for path in args.files]  # a bad file fails before the model loads
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     for path, patch in zip(args.files, patches):
         if patch.fingerprint != lm.fingerprint:
             message = f"{path} was made on another model than {lm.name} (fingerprints differ)"
@@ -182,13 +182,13 @@ def run_norms(args) -> int:
 
 
 def run_restrain(args) -> int:
-    from ..core.models import load_model
+    from . import load_lm
     from ..editing.patch import load_patch, restore_stack, save_patch
     from ..editing.restrain import PruneParams, restraint_patch
 
     params = PruneParams(base=args.base)  # a bad --base fails before the model loads
     patches = [load_patch(path) for path in args.files]
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     stack = restore_stack(lm)
     for patch in patches:
         stack.apply(patch)

@@ -40,7 +40,7 @@ def run_serve(args) -> int:
     import uvicorn
 
     from ..core.errors import FactpatchError
-    from ..core.models import load_model
+    from . import load_lm
     from ..core.web import bind, is_loopback, new_secret, token_hash
     from ..serve.app import create_app
     from ..serve.auth import Access
@@ -58,7 +58,7 @@ def run_serve(args) -> int:
         raise FactpatchError(f"--max-upload-mb must be between 0 and 4096, got {args.max_upload_mb:g}")
     state = StateDir(args.state) if args.state is not None else None
     sock = bind(args.host, args.port)  # before the model loads: a busy port fails at once
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     host = ModelHost(lm, state)
     access = Access(new_secret(), token_hash(args.token) if args.token else None, loopback)
     ctx = ServeContext(host, access, LabSettings(cache_dir=args.cache_dir),

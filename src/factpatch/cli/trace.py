@@ -106,10 +106,10 @@ def run_trace(args) -> int:
 
 
 def _load(args):
-    from ..core.models import load_model
+    from . import load_lm
     from ..tracing.settings import embedding_std
 
-    lm = load_model(args.model, args.cache_dir)
+    lm = load_lm(args)
     sigma = embedding_std(lm, corpus=args.corpus, cache_dir=args.cache_dir, progress=not args.quiet)
     return lm, sigma
 

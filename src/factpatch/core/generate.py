@@ -20,14 +20,13 @@ from .tokens import pad_id
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global generator inside the block and restore the caller's state after it,
-    so sampling here never changes what the caller's own random numbers would have been."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    """Seed torch's global generators inside the block and restore the caller's state after it,
+    so sampling here never changes what the caller's own random numbers would have been. The
+    CUDA generators are seeded too (draws on a GPU come from them) and restored when CUDA is in use."""
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
         yield
-    finally:
-        torch.random.set_rng_state(state)
 
 
 @torch.no_grad()
@@ -49,20 +48,23 @@ def generate_texts(
     change what a row samples (a token never depends on later ones).
     """
     tokenizer = lm.tokenizer
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only batching: real tokens must end at the same place
-    try:
-        batch = tokenizer([p for p in prompts for _ in range(n)], return_tensors="pt", padding=True)
-    finally:
-        tokenizer.padding_side = side
-    lengths = batch.attention_mask.sum(dim=1).tolist()  # each row's own prompt tokens
+    encoded = [list(tokenizer(p).input_ids) for p in prompts for _ in range(n)]
+    lengths = [len(ids) for ids in encoded]  # each row's own prompt tokens
+    width = max(lengths)
+    # Padded on the left here (decoder-only batching: real tokens must end at the same place), so a
+    # tokenizer without a padding token (some GGUF conversions) needs none: the padded places are
+    # masked out, and their id is pad_id's.
+    input_ids = torch.full((len(encoded), width), pad_id(tokenizer), dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
     budgets = [max_new_tokens] * len(lengths) if max_length is None else [max(0, max_length - k) for k in lengths]
-    width = batch.input_ids.shape[1]
     if max(budgets) > 0:
         with seeded(seed):
             out = lm.model.generate(
-                input_ids=batch.input_ids.to(lm.device),
-                attention_mask=batch.attention_mask.to(lm.device),
+                input_ids=input_ids.to(lm.device),
+                attention_mask=attention_mask.to(lm.device),
                 do_sample=True,
                 top_k=top_k,
                 max_new_tokens=max(budgets),
@@ -70,7 +72,7 @@ def generate_texts(
             )
         new_ids = [row[width : width + budget] for row, budget in zip(out, budgets)]
     else:
-        new_ids = [batch.input_ids[i, :0] for i in range(len(budgets))]
+        new_ids = [input_ids[i, :0] for i in range(len(budgets))]
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in new_ids]
     flat = [prompts[i // n] + texts[i] for i in range(len(texts))]
     return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]

@@ -278,6 +278,14 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def cache_name(self) -> str:
+        """The name of what is cached for these weights (statistics, sampled text, prefixes). What
+        a model computes differs in its last bits between devices, and sampled text in its tokens,
+        so a GPU's results are kept apart from the CPU's, whose names stay as they always were."""
+        tag = self.fingerprint[:16]
+        return tag if self.device.type == "cpu" else f"{tag}-{self.device.type}"
+
     def module(self, path: str) -> nn.Module:
         return get_module(self.model, path)
 
@@ -392,9 +400,37 @@ def _convert_gguf(spec: EmbeddedModel, target: Path) -> None:
         )
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None) -> LoadedModel:
-    """Load an embedded model by name, or a local Hugging Face causal-LM directory by path."""
+def resolve_device(spec: str | torch.device | None = None) -> torch.device:
+    """The device `--device` names: cpu (the default, and where every recorded run was made), cuda,
+    cuda:N or mps. One that this machine's torch cannot reach is a one-line error before anything
+    is loaded, rather than a CUDA traceback minutes into a run."""
+    if spec is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise FactpatchError(f"unknown device {spec!r}: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FactpatchError(f"device {spec!r}: this torch build sees no CUDA device "
+                                 f"(torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FactpatchError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise FactpatchError(f"device {spec!r}: MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise FactpatchError(f"unknown device {spec!r}: use cpu, cuda, cuda:N or mps")
+    return device
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None,
+               device: str | torch.device | None = None) -> LoadedModel:
+    """Load an embedded model by name, or a local Hugging Face causal-LM directory by path, onto
+    `device` (default cpu; `resolve_device`). Its fingerprint names the weights, not the device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     spec = EMBEDDED.get(name_or_path)
@@ -418,6 +454,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None)
     adapter = adapter_for(model)
     record = json.loads((directory / FINGERPRINT_FILE).read_text()) if (directory / FINGERPRINT_FILE).exists() else {}
     fingerprint = record.get("fingerprint") or weights_fingerprint(model)
+    model.to(device)
     base_name = record.get("name", spec.name if spec else str(directory))
     return LoadedModel(
         model=model,
@@ -431,17 +468,22 @@ def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None)
     )
 
 
-def from_pretrained_model(model: nn.Module, tokenizer, name: str = "in-memory") -> LoadedModel:
-    """Wrap an already-built HF model (e.g. a tiny test model) the same way `load_model` does."""
+def from_pretrained_model(model: nn.Module, tokenizer, name: str = "in-memory",
+                          device: str | torch.device | None = None) -> LoadedModel:
+    """Wrap an already-built HF model (e.g. a tiny test model) the same way `load_model` does; with
+    `device` it is moved there (None leaves it where it is)."""
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
+    fingerprint = weights_fingerprint(model)
+    if device is not None:
+        model.to(resolve_device(device))
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         adapter=adapter_for(model),
         name=name,
-        fingerprint=weights_fingerprint(model),
+        fingerprint=fingerprint,
     )
 
 

@@ -101,7 +101,7 @@ def alphaedit_solve(K: torch.Tensor, P: torch.Tensor, preserved: torch.Tensor, a
 
     K: (d_in, n), P: (d_in, d_in), preserved = K_p K_pᵀ: (d_in, d_in). Solved in float64."""
     K64, P64 = K.to(torch.float64), P.to(torch.float64)
-    A = P64 @ (K64 @ K64.T + preserved.to(torch.float64)) + alpha * torch.eye(K.shape[0], dtype=torch.float64)
+    A = P64 @ (K64 @ K64.T + preserved.to(torch.float64)) + alpha * torch.eye(K.shape[0], dtype=torch.float64, device=K.device)
     return torch.linalg.solve(A, P64 @ K64).to(torch.float32)  # (d_in, n)
 
 

@@ -280,7 +280,7 @@ class SubjectReader:
             with start_at_layer(self.lm, start, self._kept[chunk] if self._kept is not None else None):
                 cached = run_with_cache(self.lm, ids, wanted, stop_after=last)
             for name in names:
-                out[name].append(cached[name][torch.arange(len(at)), at])  # (rows, dim)
+                out[name].append(cached[name][torch.arange(len(at), device=at.device), at])  # (rows, dim)
             if kept_name:
                 kept.append(cached[kept_name])
         self._kept_layer, self._kept = (keep, kept) if keep is not None else (0, None)
@@ -463,6 +463,8 @@ def spread_over_layers(
         targets = compute_targets(lm, requests, params, prefixes, progress)
     elif targets.Z.shape[0] != len(requests):
         raise FactpatchError(f"{targets.Z.shape[0]} targets for {len(requests)} requests")
+    else:
+        targets = dataclasses.replace(targets, Z=targets.Z.to(lm.device))
     weights = context_weights(params.prefix_spec()).to(lm.device)  # (n_prefixes,)
     if len(weights) != len(prefixes):
         raise FactpatchError(f"{len(prefixes)} context prefixes, but the settings make {len(weights)}")
@@ -581,6 +583,8 @@ class BatchEditor:
             found = compute_targets(self.lm, requests, self.params, self.prefixes, self.progress)
         elif found.Z.shape[0] != len(requests):
             raise FactpatchError(f"{found.Z.shape[0]} targets for {len(requests)} requests")
+        else:  # read from disk (a resumed or rebuilt batch): onto the model's device
+            found = dataclasses.replace(found, Z=found.Z.to(self.lm.device))
         params = self.params
         H, r = mlp_split_at_subject(self.lm, requests, params.z_layer)
         v_star_norm = (found.Z - r).norm(dim=-1)  # (n,)

@@ -81,7 +81,7 @@ class SecondMoment:
 
 
 def stats_dir(lm: LoadedModel, cache_dir: Path | None) -> Path:
-    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "stats" / lm.fingerprint[:16]
+    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "stats" / lm.cache_name
 
 
 def _corpus_name(n_tokens: int, seed: int) -> str:

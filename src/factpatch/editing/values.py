@@ -81,7 +81,7 @@ class PrefixSpec:
 def sample_prefixes(lm: LoadedModel, spec: PrefixSpec, cache_dir: Path | None = None) -> list[str]:
     """The bare prompt's empty prefix first, then every sampled prefix ending in ". "."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache_dir / "prefixes" / f"{lm.fingerprint[:16]}-{spec.cache_key()}.json"
+    path = cache_dir / "prefixes" / f"{lm.cache_name}-{spec.cache_key()}.json"
     if path.exists():
         return json.loads(path.read_text())
     tokenizer = lm.tokenizer

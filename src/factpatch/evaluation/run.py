@@ -78,6 +78,9 @@ def run_description(lm: LoadedModel, dataset: Dataset, methods, hparams: dict[st
         "dataset": {"name": dataset.name, **dataset.identity()},
         "methods": list(methods),
         "hparams": hparams,
+        # a run on a GPU differs from the CPU's in the last bits: the two are never mixed (runs on
+        # the CPU, every one recorded so far, have no such field)
+        **({"device": lm.device.type} if lm.device.type != "cpu" else {}),
         **fields,
     }
     return json.loads(json.dumps(description))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.cache import atomic_path, default_cache_dir, stable_hash
+from ..core.cache import atomic_path, stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, check_precision
 
@@ -123,13 +123,12 @@ def embedding_std(
     """σ: the standard deviation of the model's token embeddings (all coordinates) over a body of
     text — text sampled from the model itself (the same cached sample as the key statistics), or a
     plain-text / JSONL `corpus`. Computed once per model and cached beside its key statistics."""
-    from ..editing.stats import CorpusSpec, read_text_corpus, sample_token_corpus
+    from ..editing.stats import CorpusSpec, read_text_corpus, sample_token_corpus, stats_dir
 
     spec = CorpusSpec(Path(corpus) if corpus is not None else None, n_tokens, seed)
     if spec.path is not None and not spec.path.is_file():
         raise FactpatchError(f"corpus file not found: {spec.path}")
-    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "stats" / lm.fingerprint[:16]
-    path = root / f"embed-std-{stable_hash({**spec.key(), 'n_tokens': n_tokens})}.json"
+    path = stats_dir(lm, cache_dir) / f"embed-std-{stable_hash({**spec.key(), 'n_tokens': n_tokens})}.json"
     if path.exists():
         try:
             return float(json.loads(path.read_text())["sigma"])
