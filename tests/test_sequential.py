@@ -107,7 +107,11 @@ def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path,
     run = run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False)
     assert (tmp_path / "out" / "results.jsonl").read_text().startswith(before)  # rome's records stay, not rerun
     assert set(run.summary) == {"rome", "memit"}
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["methods"] == ["rome", "memit"]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["methods"] == ["rome", "memit"]
+    # a run on the model's device: a GPU's is recorded, the CPU's is not (every run recorded before
+    # --device existed stays resumable); under FACTPATCH_TEST_DEVICE the models are on that device
+    assert config.get("device") == (None if lm.device.type == "cpu" else lm.device.type)
     methods = {line.split(",")[0] for line in (tmp_path / "out" / "curves.csv").read_text().splitlines()[1:]}
     assert methods == {"rome", "memit"}
     assert len(drawn) == 4 and drawn[-1] > drawn[1]  # redrawn with memit's points
