@@ -134,6 +134,22 @@ def test_null_space_projector_keeps_the_low_energy_directions():
     assert int(round(float(torch.trace(by_threshold)))) == 4
 
 
+def test_nullspace_share_script_reports_each_layers_rank_and_share(tiny_dir, tmp_path, monkeypatch, load_script):
+    """scripts/nullspace_share.py: the default rule holds at most 10 % of tr C at every layer; an
+    absolute threshold above every eigenvalue takes the whole space (rank d, all of tr C)."""
+    monkeypatch.setenv("FACTPATCH_CACHE", str(tmp_path / "cache"))
+    script = load_script("nullspace_share")
+    out = tmp_path / "share.json"
+    for extra, check in (([], lambda r: 0 < r["rank"] < r["dim"] and 0 < r["share_of_trace"] <= 0.1),
+                         (["--set", "alphaedit.nullspace_threshold=1e9"],
+                          lambda r: r["rank"] == r["dim"] and r["share_of_trace"] == pytest.approx(1.0))):
+        monkeypatch.setattr("sys.argv", ["nullspace_share.py", "--model", str(tiny_dir), *extra, "--set",
+                                         "alphaedit.layers=1-2", "--json", str(out)])
+        script.main()
+        rows = json.loads(out.read_text())
+        assert [r["layer"] for r in rows] == [1, 2] and all(check(r) for r in rows), rows
+
+
 def test_alphaedit_update_leaves_preserved_directions_and_earlier_keys_alone():
     d_in, d_out, n = 16, 6, 3
     g = torch.Generator().manual_seed(3)
