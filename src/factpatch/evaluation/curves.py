@@ -34,7 +34,7 @@ PANEL_TITLES = {"known_share": "known facts kept", "known_logprob": "known answe
 UNBOUNDED = ("known_logprob", "perplexity", "weight_change")  # panels not drawn on the 0–1 scale of the shares
 LOG_SCALE_RATIO = 10.0  # a perplexity panel whose largest value is this many times its smallest is drawn on a log
 # axis: a collapsed method (ROME's 163 after 2,000 edits against the unedited 9) would flatten the others to one line
-LINE_STYLES = ("-", "--", ":", "-.")  # one per run on a figure of several
+LINE_STYLES = ("-", "--", ":", "-.", (0, (3, 1, 1, 1, 1, 1)))  # one per run on a figure of several (the last: dash-dot-dot)
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
 
