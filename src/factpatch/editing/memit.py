@@ -463,7 +463,7 @@ def spread_over_layers(
         targets = compute_targets(lm, requests, params, prefixes, progress)
     elif targets.Z.shape[0] != len(requests):
         raise FactpatchError(f"{targets.Z.shape[0]} targets for {len(requests)} requests")
-    else:
+    elif targets.Z.device != lm.device:
         targets = dataclasses.replace(targets, Z=targets.Z.to(lm.device))
     weights = context_weights(params.prefix_spec()).to(lm.device)  # (n_prefixes,)
     if len(weights) != len(prefixes):
@@ -583,7 +583,7 @@ class BatchEditor:
             found = compute_targets(self.lm, requests, self.params, self.prefixes, self.progress)
         elif found.Z.shape[0] != len(requests):
             raise FactpatchError(f"{found.Z.shape[0]} targets for {len(requests)} requests")
-        else:  # read from disk (a resumed or rebuilt batch): onto the model's device
+        elif found.Z.device != self.lm.device:  # read from disk (a resumed or rebuilt batch) for a model on a GPU
             found = dataclasses.replace(found, Z=found.Z.to(self.lm.device))
         params = self.params
         H, r = mlp_split_at_subject(self.lm, requests, params.z_layer)

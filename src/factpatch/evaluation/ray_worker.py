@@ -27,6 +27,13 @@ class WorkerInfo:
     name: str
     fingerprint: str
 
+    @property
+    def device(self):
+        """Where the worker's model runs: Ray workers run on their CPUs (`--ray` refuses `--device`)."""
+        import torch
+
+        return torch.device("cpu")
+
 
 @contextlib.contextmanager
 def _node_lock(cache_dir: Path | None):
