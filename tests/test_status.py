@@ -55,6 +55,12 @@ def test_sequential_progress_counts_batches_and_checkpoints_and_prices_what_is_l
     progress = run_progress(sequential_dir)
     assert progress.methods[0].latest["known_logprob_change_mean"] == -1.234
     assert "known facts kept 75.0 % (their answers -1.23 nats)" in "\n".join(progress_lines(progress))
+    assert progress.device == "cpu" and "(cuda)" not in progress_lines(progress)[0]
+    config = json.loads((sequential_dir / "config.json").read_text())  # a run made with --device cuda
+    (sequential_dir / "config.json").write_text(json.dumps({**config, "device": "cuda"}))
+    progress = run_progress(sequential_dir)
+    assert progress.device == "cuda" == progress.to_dict()["device"]
+    assert f"{progress.model} (cuda) on " in progress_lines(progress)[0]
 
 
 def test_checkpoints_left_are_priced_at_the_runs_scoring_pace(sequential_dir):

@@ -67,6 +67,7 @@ class RunProgress:
     n: int | None
     batch_size: int | None
     methods: tuple[MethodProgress, ...]
+    device: str = "cpu"  # where the run edits (config.json names it only off the CPU)
 
     @property
     def complete(self) -> bool:
@@ -75,7 +76,8 @@ class RunProgress:
     def to_dict(self) -> dict:
         return {
             "out_dir": str(self.out_dir), "protocol": self.protocol, "model": self.model,
-            "dataset": self.dataset, "n": self.n, "batch_size": self.batch_size, "complete": self.complete,
+            "dataset": self.dataset, "n": self.n, "batch_size": self.batch_size, "device": self.device,
+            "complete": self.complete,
             "methods": [{**m.__dict__, "checkpoints_scored": list(m.checkpoints_scored),
                          "checkpoints_planned": list(m.checkpoints_planned), "complete": m.complete,
                          "seconds_left": m.seconds_left} for m in self.methods],
@@ -126,7 +128,7 @@ def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
         methods.append(MethodProgress(method, len(mine), planned_batches, scored, checkpoints, latest, pace,
                                       cases, seconds, untimed))
     return RunProgress(out_dir, "sequential", config["model"], config["dataset"]["name"], n, batch_size,
-                       tuple(methods))
+                       tuple(methods), config.get("device", "cpu"))
 
 
 def _median(values: list[float]) -> float | None:
@@ -189,7 +191,7 @@ def _single_progress(out_dir: Path, config: dict) -> RunProgress:
         methods.append(MethodProgress(method, done, len(selected),
                                       seconds_each=statistics.median(seconds) if seconds else None))
     return RunProgress(out_dir, "single", config["model"], config["dataset"]["name"], config.get("n"), None,
-                       tuple(methods))
+                       tuple(methods), config.get("device", "cpu"))
 
 
 def _duration(seconds: float | None) -> str:
@@ -201,11 +203,12 @@ def _duration(seconds: float | None) -> str:
 
 def progress_lines(progress: RunProgress) -> list[str]:
     """The report `factpatch eval status` prints."""
+    model = progress.model if progress.device == "cpu" else f"{progress.model} ({progress.device})"
     if progress.protocol == "sequential":
-        head = (f"{progress.out_dir}: {progress.model} on {progress.dataset}, {progress.n:,} sequential edits "
+        head = (f"{progress.out_dir}: {model} on {progress.dataset}, {progress.n:,} sequential edits "
                 f"in batches of {progress.batch_size}")
     else:
-        head = f"{progress.out_dir}: {progress.model} on {progress.dataset}, single edits"
+        head = f"{progress.out_dir}: {model} on {progress.dataset}, single edits"
     lines = [head]
     for m in progress.methods:
         if progress.protocol == "single":
