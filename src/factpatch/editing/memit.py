@@ -463,8 +463,6 @@ def spread_over_layers(
         targets = compute_targets(lm, requests, params, prefixes, progress)
     elif targets.Z.shape[0] != len(requests):
         raise FactpatchError(f"{targets.Z.shape[0]} targets for {len(requests)} requests")
-    elif targets.Z.device != lm.device:
-        targets = dataclasses.replace(targets, Z=targets.Z.to(lm.device))
     weights = context_weights(params.prefix_spec()).to(lm.device)  # (n_prefixes,)
     if len(weights) != len(prefixes):
         raise FactpatchError(f"{len(prefixes)} context prefixes, but the settings make {len(weights)}")
