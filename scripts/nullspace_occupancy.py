@@ -87,7 +87,7 @@ def main() -> None:
     corpus = CorpusSpec(path=args.corpus_path, n_tokens=args.corpus_tokens)
     C = key_second_moments(lm, list(params.layers), corpus, progress=False)
 
-    out: dict = {"run": str(args.run), "method": args.method, "energy": ENERGY, "corpus": corpus.key() | {"n_tokens": corpus.n_tokens},
+    out: dict = {"run": str(args.run), "method": args.method, "energy": ENERGY, "corpus": corpus.record(),
                  "layers": {}}
     known_keys, kept = None, None
     if args.known_lost is not None:

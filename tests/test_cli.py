@@ -116,6 +116,7 @@ def test_edit_many_says_what_a_preset_set(run, tiny_dir, corpus, tmp_path):
         ({"--layer": 99}, "out of range"),
         ({"--target": "Paris"}, "equals the true object"),
         ({"--corpus": "/nonexistent/corpus.txt"}, "corpus file not found"),
+        ({"--corpus-tokens": 0}, "--corpus-tokens must be at least 1"),
         ({"--preset": "quick"}, "unknown preset 'quick'"),
     ],
 )

@@ -759,3 +759,24 @@ def test_statistics_needed_on_top_of_a_stack_are_the_unedited_models(fresh_tiny,
     on_unedited = key_second_moments(lm, [2], CORPUS, tmp_path / "unedited", progress=False)[2]
     assert torch.equal(editor.C(2), on_unedited)
     assert not torch.allclose(on_edited, on_unedited)  # the patches at layers 0-1 move the keys at layer 2
+
+
+def test_a_corpus_file_is_known_by_its_bytes_not_its_path_or_time(tmp_path):
+    import os
+    import shutil
+
+    first = tmp_path / "a.txt"
+    first.write_text("One document.\n\nAnother document.")
+    copy = tmp_path / "elsewhere" / "b.txt"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    os.utime(copy, (1, 1))
+    assert CorpusSpec(first).key() == CorpusSpec(copy).key()  # the same cached statistics
+    record = CorpusSpec(copy, 300).record()
+    assert record["path"] == str(copy) and record["n_tokens"] == 300
+    assert CorpusSpec.from_record(record) == CorpusSpec(copy, 300)
+    copy.write_text("Other words.")
+    assert CorpusSpec(first).key() != CorpusSpec(copy).key()
+    with pytest.raises(FactpatchError, match="contents differ"):
+        CorpusSpec.from_record(record)
+    assert CorpusSpec.from_record(CorpusSpec(None, 512, 3).record()) == CorpusSpec(None, 512, 3)

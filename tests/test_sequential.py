@@ -540,3 +540,45 @@ def test_glance_table_script_reads_a_checkpoint_as_the_curves_do(fresh_tiny, tmp
     assert "not reached (4 edits scored)" in capsys.readouterr().out
     assert script.main(["--edits", "4", f"tiny|{out}|memit"]) == 2
     assert capsys.readouterr().err.startswith("error: expected MODEL|LABEL|RUN_DIR|METHOD")
+
+
+def test_a_run_with_a_corpus_file_resumes_after_a_fresh_clone_and_rebuilds_from_it(fresh_tiny, tmp_path):
+    """A corpus file is recorded by its bytes (and the path given), not its absolute path and
+    modification time: a fresh clone (new mtime, same bytes) resumes the run and rebuilds its
+    patches; the same path with other bytes is refused."""
+    import os
+    import shutil
+
+    from factpatch.evaluation.sequential import rebuild_patches
+
+    lm = fresh_tiny("llama")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"The city number {i} lies on the river {i % 7}." for i in range(60)))
+    config = SequentialSettings(["memit"], 4, batch_size=2, checkpoint_every=2, perplexity_tokens=64,
+                                overrides={"memit": FAST["memit"]}, corpus=CorpusSpec(corpus, 300))
+    out = tmp_path / "out"
+    run_sequential(lm, load_dataset("builtin"), config, out, tmp_path, progress=False, plots=False)
+    recorded = json.loads((out / "config.json").read_text())["corpus"]
+    assert recorded["corpus"] == "file" and recorded["path"] == str(corpus) and "mtime" not in recorded
+    patches = out / "memit" / "patches"
+    whole = _stack_fingerprint(lm, patches)
+    os.utime(corpus, (1, 1))  # as a clone leaves it: the same bytes, another time
+    shutil.rmtree(patches)
+    rebuild_patches(lm, out, "memit", tmp_path, progress=False)
+    assert _stack_fingerprint(lm, patches) == whole
+    run_sequential(lm, load_dataset("builtin"), config, out, tmp_path, progress=False, plots=False)  # resumes: done
+    corpus.write_text(corpus.read_text() + "\n\nAnother line.")
+    with pytest.raises(FactpatchError, match="not the one the run was made with"):
+        rebuild_patches(lm, out, "memit", tmp_path, progress=False)
+
+
+def test_sequential_options_without_sequential_are_refused(run, tmp_path):
+    for extra, flag in ((["--known", tmp_path / "k.json"], "--known"), (["--batch-size", 10], "--batch-size"),
+                        (["--corpus-tokens", 100], "--corpus-tokens")):
+        code, _, err = run("eval", "--dataset", "builtin", "--out", tmp_path / "out", *extra)
+        assert code == 2 and f"{flag} goes with --sequential" in err
+    assert not (tmp_path / "out").exists()
+    code, _, err = run("eval", "--sequential", "--n", 2, "--dataset", "builtin", "--out", tmp_path / "out",
+                       "--corpus-tokens", 0)
+    assert code == 2 and "--corpus-tokens must be at least 1" in err
+    assert not (tmp_path / "out").exists()

@@ -50,6 +50,27 @@ def load_lm(args, model: str | None = None):
     return load_model(model if model is not None else args.model, args.cache_dir, getattr(args, "device", None))
 
 
+def add_corpus_options(parser: argparse.ArgumentParser) -> None:
+    """--corpus and --corpus-tokens: the text the key statistics C are estimated from."""
+    parser.add_argument("--corpus", type=Path, default=None, metavar="FILE",
+                        help="key-statistics corpus, plain text or JSONL (default: text the model samples itself)")
+    parser.add_argument("--corpus-tokens", "--tokens", dest="corpus_tokens", type=int, default=None, metavar="N",
+                        help="tokens of it C is estimated from (default 20,480)")
+
+
+def corpus_spec(args, seed: int = 0):
+    """The CorpusSpec of --corpus/--corpus-tokens, checked before any model is loaded."""
+    from ..editing.stats import CorpusSpec
+
+    if args.corpus is not None and not args.corpus.is_file():
+        raise FactpatchError(f"corpus file not found: {args.corpus}")
+    if args.corpus_tokens is None:
+        return CorpusSpec(args.corpus, seed=seed)
+    if args.corpus_tokens < 1:
+        raise FactpatchError("--corpus-tokens must be at least 1")
+    return CorpusSpec(args.corpus, args.corpus_tokens, seed)
+
+
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
     """--ray, --workers, --threads-per-worker (evaluation.distributed)."""
     group = parser.add_argument_group("Ray cluster (pip install 'factpatch[ray]'; see docs/distributed.md)")

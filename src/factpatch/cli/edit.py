@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from ..core.errors import FactpatchError
-from . import add_common, add_preset
+from . import add_common, add_corpus_options, add_preset, corpus_spec
 
 
 def register(commands) -> None:
@@ -36,7 +36,7 @@ def register(commands) -> None:
     edit.add_argument("--patch", action="append", type=Path, default=[], metavar="FILE",
                       help="apply these patches first (stacking edits; AlphaEdit protects theirs)")
     edit.add_argument("--save", type=Path, default=None, metavar="FILE", help="save the edit as a patch file")
-    edit.add_argument("--corpus", type=Path, default=None, help="key-statistics corpus (default: self-sampled)")
+    add_corpus_options(edit)
     edit.add_argument("--json", action="store_true", help="print one JSON object")
     edit.set_defaults(func=run_edit)
 
@@ -106,7 +106,6 @@ def _preset_note(args, lm, params) -> str:
 def run_edit(args) -> int:
     from ..editing.registry import METHODS
     from ..editing.request import EditRequest, read_requests
-    from ..editing.stats import CorpusSpec
 
     if args.method not in METHODS or args.method == "none":
         raise FactpatchError(f"unknown method {args.method!r}: choose from {', '.join(m for m in METHODS if m != 'none')}")
@@ -121,14 +120,13 @@ def run_edit(args) -> int:
         requests = [EditRequest.from_text(args.prompt, args.subject, args.target, args.target_true)]
     if args.probe and len(requests) > 1:
         raise FactpatchError("--probe goes with a single request")
-    if args.corpus is not None and not args.corpus.is_file():
-        raise FactpatchError(f"corpus file not found: {args.corpus}")
+    corpus = corpus_spec(args)
     if args.save is not None and args.save.is_dir():
         raise FactpatchError(f"--save wants a file name, {args.save} is a directory")
     overrides = _settings(args)
     if args.method == "rome" and args.requests is None:
-        return _edit_one(args, requests[0], overrides, CorpusSpec(args.corpus))
-    return _edit_many(args, requests, overrides, CorpusSpec(args.corpus))
+        return _edit_one(args, requests[0], overrides, corpus)
+    return _edit_many(args, requests, overrides, corpus)
 
 
 def _edit_one(args, request, overrides: dict, corpus) -> int:

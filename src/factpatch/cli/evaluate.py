@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import add_common, add_preset, add_ray_options, ray_settings
+from . import add_common, add_corpus_options, add_preset, add_ray_options, corpus_spec, ray_settings
 
 EVAL_EPILOG = """\
 datasets: counterfact:PATH (original or flattened CounterFact), zsre:PATH (MEND layout), builtin
@@ -60,14 +60,14 @@ def register(commands) -> None:
     seq.add_argument("--sequential", action="store_true",
                      help="edit the first --n cases in batches without reverting, then score every edited case "
                      "on the final model (resumable: the patch stack in DIR is the checkpoint)")
-    seq.add_argument("--batch-size", type=int, default=100, help="edits per batch (default 100)")
+    seq.add_argument("--batch-size", type=int, default=None, help="edits per batch (default 100)")
     seq.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                      help="also score the cases edited so far every K edits: DIR/curves.csv|png")
     seq.add_argument("--known", type=Path, default=None, metavar="FILE",
                      help="known_1000-style facts: the share the model still knows at each checkpoint")
     seq.add_argument("--generation-cases", type=int, default=0, metavar="N",
                      help="score the generations of the first N edited cases on the final model (fluency)")
-    seq.add_argument("--corpus", type=Path, default=None, help="key-statistics corpus (default: self-sampled)")
+    add_corpus_options(seq)
     _add_threads(ev)
     add_ray_options(ev)
     ev.set_defaults(func=run_eval)
@@ -203,6 +203,12 @@ def run_eval(args) -> int:
     cluster = ray_settings(args)
     if args.sequential:
         return _run_sequential(args, methods, overrides, cluster)
+    given = [flag for flag, value in (("--batch-size", args.batch_size), ("--checkpoint-every", args.checkpoint_every),
+                                      ("--known", args.known), ("--generation-cases", args.generation_cases or None),
+                                      ("--corpus", args.corpus), ("--corpus-tokens", args.corpus_tokens))
+             if value is not None]
+    if given:  # a single-edit run would ignore them: say so rather than run what was not asked for
+        raise FactpatchError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --sequential")
     config = EvalSettings(methods, args.n, shard, args.generation, args.seed, overrides, _generation_settings(args),
                           args.preset)
     dataset = load_dataset(args.dataset, args.zsre_target)
@@ -229,7 +235,6 @@ def _generation_settings(args):
 def _run_sequential(args, methods, overrides, cluster=None) -> int:
     from ..core.errors import FactpatchError
     from . import load_lm
-    from ..editing.stats import CorpusSpec
     from ..evaluation.data import load_dataset
     from ..evaluation.sequential import SequentialSettings, run_sequential
 
@@ -237,12 +242,11 @@ def _run_sequential(args, methods, overrides, cluster=None) -> int:
         raise FactpatchError("--sequential needs --n (how many cases to edit)")
     if args.shard is not None:
         raise FactpatchError("--sequential edits one stack in order: it cannot be sharded")
-    if args.corpus is not None and not args.corpus.is_file():
-        raise FactpatchError(f"corpus file not found: {args.corpus}")
+    corpus = corpus_spec(args)
     config = SequentialSettings(
-        methods, args.n, args.batch_size, args.checkpoint_every, args.generation_cases, args.known,
+        methods, args.n, 100 if args.batch_size is None else args.batch_size, args.checkpoint_every, args.generation_cases, args.known,
         seed=args.seed, overrides=overrides, gen=_generation_settings(args),
-        corpus=CorpusSpec(args.corpus), preset=args.preset,
+        corpus=corpus, preset=args.preset,
     )
     dataset = load_dataset(args.dataset, args.zsre_target)
     _set_threads(args)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from . import add_common
+from . import add_common, add_corpus_options
 
 
 def register(commands) -> None:
@@ -21,8 +20,7 @@ def register(commands) -> None:
     )
     add_common(stats)
     stats.add_argument("--layer", type=int, default=None, help="layer (default: the model's edit layer)")
-    stats.add_argument("--corpus", type=Path, default=None, help="plain-text or JSONL file (default: self-sampled)")
-    stats.add_argument("--tokens", type=int, default=20_480, help="tokens to read (default 20480)")
+    add_corpus_options(stats)
     stats.add_argument("--seed", type=int, default=0, help="seed of the self-sampled corpus")
     stats.set_defaults(func=run_stats)
 
@@ -55,18 +53,14 @@ def run_models(args) -> int:
 
 
 def run_stats(args) -> int:
-    from ..core.errors import FactpatchError
-    from . import load_lm
+    from . import corpus_spec, load_lm
     from ..editing.registry import edit_layer
-    from ..editing.stats import CorpusSpec, key_second_moment
+    from ..editing.stats import key_second_moment
 
-    if args.tokens < 1:
-        raise FactpatchError("--tokens must be at least 1")
-    if args.corpus is not None and not args.corpus.is_file():
-        raise FactpatchError(f"corpus file not found: {args.corpus}")
+    corpus = corpus_spec(args, args.seed)
     lm = load_lm(args)
     layer = lm.check_layer(args.layer if args.layer is not None else edit_layer(lm))
-    C = key_second_moment(lm, layer, CorpusSpec(args.corpus, args.tokens, args.seed), args.cache_dir, not args.quiet)
+    C = key_second_moment(lm, layer, corpus, args.cache_dir, not args.quiet)
     eigenvalues = __import__("torch").linalg.eigvalsh(C.double())
     print(
         f"{lm.name} layer {layer}: C is {tuple(C.shape)}, trace {float(C.trace()):.4g}, "

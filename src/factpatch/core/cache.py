@@ -30,6 +30,16 @@ def stable_hash(obj: object, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes: what identifies a data set, a corpus or a facts file
+    wherever it is copied (its path and modification time do not)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _new_file_mode() -> int:
     """What `open(..., "w")` would give a new file: 0o666 less the umask (mkstemp gives 0o600)."""
     umask = os.umask(0)

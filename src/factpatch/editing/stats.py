@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..core.cache import atomic_path, default_cache_dir, stable_hash
+from ..core.cache import atomic_path, default_cache_dir, file_sha256, stable_hash
 from ..core.errors import FactpatchError
 from ..core.generate import end_of_text_ids, sample_top_k, seeded
 from ..core.hooks import act_name, run_with_cache
@@ -55,11 +55,31 @@ class CorpusSpec:
     seed: int = 0
 
     def key(self) -> dict:
+        """What decides the statistics (the caches' key): the draw's settings, or the file's bytes.
+        Not a file's path or modification time: a corpus copied elsewhere or cloned afresh keeps its
+        cached statistics, and a run made with it resumes in another checkout."""
         if self.path is None:
             return {"corpus": "self-sampled", "seed": self.seed, "top_k": TOP_K, "seq_len": SEQ_LEN, "batch": SAMPLE_BATCH,
                     "sampler": SAMPLER}
-        stat = self.path.stat()
-        return {"corpus": str(self.path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+        if not Path(self.path).is_file():
+            raise FactpatchError(f"corpus file not found: {self.path}")
+        return {"corpus": "file", "sha256": file_sha256(self.path)}
+
+    def record(self) -> dict:
+        """The corpus as a run's config.json records it: key(), the tokens read, and a file's path as
+        given (where a rebuild reads it again, as a data set's name holds its path)."""
+        return {**self.key(), "n_tokens": self.n_tokens, **({"path": str(self.path)} if self.path is not None else {})}
+
+    @classmethod
+    def from_record(cls, record: dict) -> CorpusSpec:
+        """The corpus a run recorded (record(); also the form before 2026-12-04, which named a file by
+        its absolute path, size and modification time), its file checked against the recorded bytes."""
+        if record["corpus"] == "self-sampled":
+            return cls(None, record["n_tokens"], record.get("seed", 0))
+        spec = cls(Path(record.get("path", record["corpus"])), record["n_tokens"])
+        if "sha256" in record and spec.key()["sha256"] != record["sha256"]:
+            raise FactpatchError(f"corpus file {spec.path} is not the one the run was made with (its contents differ)")
+        return spec
 
 
 class SecondMoment:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..core.cache import write_text_atomic
+from ..core.cache import file_sha256, write_text_atomic
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, weights_fingerprint
 from ..core.runstore import RunStore
@@ -120,11 +120,7 @@ def checkpoints_of(n: int, batch_size: int, every: int | None) -> list[int]:
 
 def describe(lm: LoadedModel, dataset: Dataset, config: SequentialSettings, hparams: dict) -> dict:
     """The description of a sequential run (run.run_description)."""
-    import hashlib
-
-    known = None
-    if config.known_path is not None:
-        known = hashlib.sha256(Path(config.known_path).read_bytes()).hexdigest()
+    known = file_sha256(config.known_path) if config.known_path is not None else None
     return run_description(
         lm, dataset, config.methods, hparams, FORMAT_VERSION,
         protocol="sequential",
@@ -136,7 +132,7 @@ def describe(lm: LoadedModel, dataset: Dataset, config: SequentialSettings, hpar
         known_sha256=known,
         perplexity_tokens=config.perplexity_tokens,
         seed=config.seed,
-        corpus={**config.corpus.key(), "n_tokens": config.corpus.n_tokens},
+        corpus=config.corpus.record(),
     )
 
 
@@ -243,9 +239,7 @@ def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path
     recorded = {r["batch"]: r for r in batch_store(out_dir / BATCHES).load() if r["method"] == method}
     size = int(config["batch_size"])
     cases = dataset.select(size * len(recorded))
-    corpus = config["corpus"]
-    spec = CorpusSpec(None if corpus["corpus"] == "self-sampled" else Path(corpus["corpus"]),
-                      corpus["n_tokens"], corpus.get("seed", 0))
+    spec = CorpusSpec.from_record(config["corpus"])
     editor = make_editor(lm, method, params_from_record(method, config["hparams"][method]), cache_dir, progress, spec)
     patch_dir, target_dir = out_dir / method / "patches", out_dir / method / TARGETS
     on_disk = {path.name.split("-", 1)[1].removesuffix(".safetensors"): path for path in _patch_files(patch_dir)}

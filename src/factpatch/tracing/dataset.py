@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.cache import stable_hash
+from ..core.cache import file_sha256, stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, in_precision
 from ..core.runstore import RunStore, check_identity
@@ -246,12 +246,6 @@ class DatasetRun:
     files: list[Path] = field(default_factory=list)
 
 
-def _file_sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @dataclass
 class TracePlan:
     """What a dataset trace must still do, read from `out_dir` (shared by `trace_dataset` and the
@@ -290,7 +284,7 @@ def plan_trace(
     run_key = {
         "model": lm.name,
         "fingerprint": lm.fingerprint,
-        "dataset_sha256": _file_sha(dataset),
+        "dataset_sha256": file_sha256(dataset),
         "settings": settings.key(),
         "sigma": round(sigma, 8),
     }
