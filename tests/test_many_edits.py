@@ -148,6 +148,17 @@ def test_nullspace_share_script_reports_each_layers_rank_and_share(tiny_dir, tmp
         script.main()
         rows = json.loads(out.read_text())
         assert [r["layer"] for r in rows] == [1, 2] and all(check(r) for r in rows), rows
+    sampled = rows
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"The river {i} flows through the town of {i * 7 % 13}." for i in range(40)))
+    monkeypatch.setattr("sys.argv", ["nullspace_share.py", "--model", str(tiny_dir), "--set", "alphaedit.layers=1-2",
+                                     "--corpus", str(corpus), "--corpus-tokens", "400", "--json", str(out)])
+    script.main()
+    rows = json.loads(out.read_text())
+    assert all(r["corpus"]["corpus"] == "file" and r["corpus"]["n_tokens"] == 400 for r in rows)
+    assert all(0 < r["share_of_trace"] <= 0.1 for r in rows)
+    # the statistics are the file's, not the sampled text's: another null space
+    assert [(r["rank"], r["share_of_trace"]) for r in rows] != [(r["rank"], r["share_of_trace"]) for r in sampled]
 
 
 def test_alphaedit_update_leaves_preserved_directions_and_earlier_keys_alone():
