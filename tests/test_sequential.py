@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from factpatch.evaluation.data import load_dataset
 from factpatch.editing.patch import applied, load_patch
@@ -582,3 +583,71 @@ def test_sequential_options_without_sequential_are_refused(run, tmp_path):
                        "--corpus-tokens", 0)
     assert code == 2 and "--corpus-tokens must be at least 1" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_respun_keeps_the_spectrum_and_the_side_asked_for(load_script):
+    """scripts/known_facts_random.py's controls: the same singular values; with `inputs` kept the
+    change reads the same input directions (row space), with `outputs` kept it writes the same output
+    directions (column space); with neither both are new."""
+    script = load_script("known_facts_random")
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(12, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 20, generator=g, dtype=torch.float64)
+    s = torch.linalg.svdvals(delta)[:3]
+
+    def projector(A):  # onto the column space of A (rank 3)
+        U = torch.linalg.svd(A, full_matrices=False)[0][:, :3]
+        return U @ U.T
+
+    for keep in ("none", "inputs", "outputs"):
+        other = script.respun(delta, keep, torch.Generator().manual_seed(1))
+        assert torch.allclose(torch.linalg.svdvals(other)[:3], s) and torch.linalg.svdvals(other)[3] < 1e-9
+        same_inputs = torch.allclose(projector(other.T), projector(delta.T), atol=1e-9)
+        same_outputs = torch.allclose(projector(other), projector(delta), atol=1e-9)
+        assert (same_inputs, same_outputs) == (keep == "inputs", keep == "outputs")
+
+
+def test_known_facts_random_script_counts_each_control_and_restores_the_model(fresh_tiny, tmp_path, known_file,
+                                                                              monkeypatch, load_script):
+    """On a run's saved stack: the tiny model knows nothing, so the answers are replaced — every fact
+    right on the unedited weights, fact 1 lost on any other (the edits and every control alike)."""
+    import sys
+
+    import factpatch.tracing.dataset as dataset
+    from factpatch.core.scoring import TargetTokens
+
+    lm = fresh_tiny("llama")
+    out = tmp_path / "out"
+    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
+    script = load_script("known_facts_random")
+    monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
+    monkeypatch.setattr(dataset, "answer_scores", lambda model, facts, batch_size=32, progress=True:
+                        [TargetTokens((-1.0,), (True,)) for _ in facts])
+    truth_of = {}
+
+    def first_token(model, ids):
+        key = tuple(ids[0].tolist())
+        unedited = weights_fingerprint(model.model) == model.fingerprint
+        return truth_of[key] if unedited or key != facts_ids[1] else -1
+
+    encode_target = script.encode_target
+
+    def recording_encode_target(tokenizer, prompt, target):
+        result = encode_target(tokenizer, prompt, target)
+        truth_of[tuple(script.encode(tokenizer, prompt))] = result[1][0]
+        return result
+
+    facts_ids: list = []
+    monkeypatch.setattr(script, "encode_target", recording_encode_target)
+    monkeypatch.setattr(script, "first_token", first_token)
+    original_encode = script.encode
+    monkeypatch.setattr(script, "encode", lambda tok, prompt: facts_ids.append(tuple(original_encode(tok, prompt)))
+                        or original_encode(tok, prompt))
+    monkeypatch.setattr(sys, "argv", ["known_facts_random.py", str(out), "memit", "--known", str(known_file),
+                                      "--draws", "2"])
+    script.main()
+    summary = json.loads((out / "known-random-memit-2.json").read_text())
+    assert (summary["facts"], summary["unedited_first_token_right"], summary["kept"]["edited"]) == (2, 2, 1)
+    assert all(summary["kept"][name] == {"draws": [1, 1], "mean": 1.0} for name in script.CONDITIONS)
+    rows = [json.loads(line) for line in (out / "known-random-memit-2.jsonl").read_text().splitlines()]
+    assert [r["kept"]["edited"] for r in rows] == [True, False]
+    assert weights_fingerprint(lm.model) == lm.fingerprint

@@ -1,0 +1,126 @@
+"""Do a sequential run's edits take the known facts by their directions, or would any change of that size?
+
+    python scripts/known_facts_random.py runs/seq-smollm2-cf-alphaedit-hold-ref-entity alphaedit --edits 100 [--draws 5]
+
+The control an edit's damage is judged against. The first `--edits` edits of METHOD's patch stack
+sum to one ΔW a module (U diag(s) Vᵀ, its singular value decomposition: V the input directions the
+edits read — the keys —, U the output directions they write). Each condition below applies a
+change with the *same singular values* at the same modules, and counts the known_1000 facts the
+unedited model knew (whose subject no edit touched) that still have their answer's first token
+first (as `known facts kept` in a run's health entries):
+
+- `edited`: ΔW itself (the facts the run's checkpoint would count);
+- `random directions`: U and V replaced by random orthonormal bases (Haar) — a change of the same
+  size and spectrum that reads and writes nowhere in particular;
+- `edits' inputs, random outputs`: V kept, U random — the edits' keys read, something else written;
+- `edits' outputs, random inputs`: U kept, V random — what the edits write, read from random keys.
+
+If `random directions` keeps far more facts than `edited`, the loss is the edits' directions, not
+their size; the two half-random rows say which side carries it. Each random condition is drawn
+`--draws` times (seeds 0, 1, …); the summary has each draw's count and their mean. Writes
+`known-random-METHOD-EDITS.json` (summary) and `.jsonl` (one line a fact) in the run directory.
+About a second a condition on SmolLM2 at one thread, after loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from tqdm.auto import tqdm
+
+from factpatch.core.models import weights_fingerprint
+from factpatch.core.tokens import encode, encode_target
+from known_facts_lost import load_run_facts, run_arguments  # scripts/: the same run and facts
+from known_facts_where import first_token, summed_deltas
+
+logger = logging.getLogger("known_facts_random")
+
+
+def haar_orthonormal(rows: int, columns: int, generator: torch.Generator) -> torch.Tensor:
+    """(rows, columns) with orthonormal columns, uniformly distributed (QR of a Gaussian, signs fixed)."""
+    Q, R = torch.linalg.qr(torch.randn(rows, columns, generator=generator, dtype=torch.float64))
+    return Q * torch.sign(torch.diagonal(R))  # without the sign fix QR's output is not uniform
+
+
+def respun(delta: torch.Tensor, keep: str, generator: torch.Generator) -> torch.Tensor:
+    """ΔW (d_out, d_in) with the same singular values and its output directions U, input directions
+    V or neither (`keep` "outputs", "inputs", "none") replaced by random orthonormal ones."""
+    U, s, Vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    rank = int((s > s[0] * 1e-6).sum()) if s.numel() and s[0] > 0 else 0
+    U, s, V = U[:, :rank], s[:rank], Vh[:rank].T
+    if keep != "outputs":
+        U = haar_orthonormal(U.shape[0], rank, generator)
+    if keep != "inputs":
+        V = haar_orthonormal(V.shape[0], rank, generator)
+    return ((U * s) @ V.T).to(delta.dtype)
+
+
+CONDITIONS = {"random directions": "none", "edits' inputs, random outputs": "inputs",
+              "edits' outputs, random inputs": "outputs"}
+
+
+@contextlib.contextmanager
+def added(lm, deltas: dict[str, torch.Tensor]):
+    """The model with each module's weight + its delta; the weights restored bit for bit after."""
+    originals = {name: lm.model.get_submodule(name).weight.detach().clone() for name in deltas}
+    try:
+        for name, delta in deltas.items():
+            lm.model.get_submodule(name).weight.data += delta.to(originals[name].dtype)
+        yield
+    finally:
+        for name, weight in originals.items():
+            lm.model.get_submodule(name).weight.data.copy_(weight)
+
+
+def kept_facts(lm, prompts: list[torch.Tensor], truths: list[int]) -> list[bool]:
+    return [first_token(lm, ids) == truth for ids, truth in zip(prompts, truths)]
+
+
+def main() -> None:
+    parser = run_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=5, help="random draws of each control (default 5)")
+    args = parser.parse_args()
+    if args.draws < 1:
+        parser.error("--draws must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    loaded = load_run_facts(parser, args)
+    lm, facts = loaded.lm, loaded.facts
+    deltas = summed_deltas(lm, loaded.patches)
+    prompts = [torch.tensor([encode(lm.tokenizer, f.prompt)], dtype=torch.long, device=lm.device) for f in facts]
+    truths = [encode_target(lm.tokenizer, f.prompt, f.target)[1][0] for f in facts]
+    unedited = kept_facts(lm, prompts, truths)
+    with added(lm, deltas):
+        edited = kept_facts(lm, prompts, truths)
+    draws: dict[str, list[list[bool]]] = {name: [] for name in CONDITIONS}
+    for seed in tqdm(range(args.draws), desc="draws", unit="draw"):
+        for name, keep in CONDITIONS.items():
+            generator = torch.Generator().manual_seed(seed)
+            control = {module: respun(delta, keep, generator) for module, delta in deltas.items()}
+            with added(lm, control):
+                draws[name].append(kept_facts(lm, prompts, truths))
+    if weights_fingerprint(lm.model) != loaded.fingerprint:
+        raise SystemExit("error: the weights did not come back")
+
+    rows = [{"id": f.id, "prompt": f.prompt, "subject": f.subject, "target": f.target,
+             "kept": {"unedited": unedited[i], "edited": edited[i],
+                      **{name: [draw[i] for draw in runs] for name, runs in draws.items()}}}
+            for i, f in enumerate(facts)]
+    counts = {name: [sum(draw) for draw in runs] for name, runs in draws.items()}
+    summary = {
+        "run": str(args.run), "method": args.method, "edits": loaded.edits, "facts": len(facts),
+        "edited_modules": sorted(deltas),
+        "delta_norms": {name: round(float(d.norm()), 6) for name, d in deltas.items()},
+        "unedited_first_token_right": sum(unedited),
+        "kept": {"edited": sum(edited),
+                 **{name: {"draws": c, "mean": round(sum(c) / len(c), 2)} for name, c in counts.items()}},
+    }
+    for name, value in summary["kept"].items():
+        shown = value if isinstance(value, int) else f"{value['mean']} (draws {value['draws']})"
+        logger.info("%s: %s of %d kept", name, shown, len(facts))
+    loaded.write("random", rows, summary)
+
+
+if __name__ == "__main__":
+    main()
