@@ -5,9 +5,10 @@
 The control an edit's damage is judged against. The first `--edits` edits of METHOD's patch stack
 sum to one ΔW a module (U diag(s) Vᵀ, its singular value decomposition: V the input directions the
 edits read — the keys —, U the output directions they write). Each condition below applies a
-change with the *same singular values* at the same modules, and counts the known_1000 facts the
-unedited model knew (whose subject no edit touched) that still have their answer's first token
-first (as `known facts kept` in a run's health entries):
+change with the *same singular values* at the same modules, and measures the known_1000 facts the
+unedited model knew whose subject no edit touched exactly as a run's health entries do (one
+teacher-forced pass: a fact is kept while every token of its answer is the model's first choice;
+and its answer's log-probability change in nats):
 
 - `edited`: ΔW itself (the facts the run's checkpoint would count);
 - `random directions`: U and V replaced by random orthonormal bases (Haar) — a change of the same
@@ -19,7 +20,7 @@ If `random directions` keeps far more facts than `edited`, the loss is the edits
 their size; the two half-random rows say which side carries it. Each random condition is drawn
 `--draws` times (seeds 0, 1, …); the summary has each draw's count and their mean. Writes
 `known-random-METHOD-EDITS.json` (summary) and `.jsonl` (one line a fact) in the run directory.
-About a second a condition on SmolLM2 at one thread, after loading.
+Seconds a condition on SmolLM2 at one thread, after loading.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ import torch
 from tqdm.auto import tqdm
 
 from factpatch.core.models import weights_fingerprint
-from factpatch.core.tokens import encode, encode_target
+from factpatch.tracing.dataset import answer_scores
 from known_facts_lost import load_run_facts, run_arguments  # scripts/: the same run and facts
-from known_facts_where import first_token, summed_deltas
+from known_facts_where import summed_deltas
 
 logger = logging.getLogger("known_facts_random")
 
@@ -74,8 +75,11 @@ def added(lm, deltas: dict[str, torch.Tensor]):
             lm.model.get_submodule(name).weight.data.copy_(weight)
 
 
-def kept_facts(lm, prompts: list[torch.Tensor], truths: list[int]) -> list[bool]:
-    return [first_token(lm, ids) == truth for ids, truth in zip(prompts, truths)]
+def measured(lm, facts: list, unedited_log_probs: dict) -> tuple[list[bool], list[float]]:
+    """Each fact: whether the model now still knows it, and its answer's log-probability change."""
+    scores = answer_scores(lm, facts, progress=False)
+    return ([all(t.hits) for t in scores],
+            [sum(t.log_probs) - unedited_log_probs[f.id] for f, t in zip(facts, scores)])
 
 
 def main() -> None:
@@ -88,33 +92,41 @@ def main() -> None:
     loaded = load_run_facts(parser, args)
     lm, facts = loaded.lm, loaded.facts
     deltas = summed_deltas(lm, loaded.patches)
-    prompts = [torch.tensor([encode(lm.tokenizer, f.prompt)], dtype=torch.long, device=lm.device) for f in facts]
-    truths = [encode_target(lm.tokenizer, f.prompt, f.target)[1][0] for f in facts]
-    unedited = kept_facts(lm, prompts, truths)
+    before = loaded.unedited_log_probs
+    unedited, _ = measured(lm, facts, before)
     with added(lm, deltas):
-        edited = kept_facts(lm, prompts, truths)
-    draws: dict[str, list[list[bool]]] = {name: [] for name in CONDITIONS}
+        edited, edited_change = measured(lm, facts, before)
+    kept: dict[str, list[list[bool]]] = {name: [] for name in CONDITIONS}
+    change: dict[str, list[list[float]]] = {name: [] for name in CONDITIONS}
     for seed in tqdm(range(args.draws), desc="draws", unit="draw"):
         for name, keep in CONDITIONS.items():
             generator = torch.Generator().manual_seed(seed)
             control = {module: respun(delta, keep, generator) for module, delta in deltas.items()}
             with added(lm, control):
-                draws[name].append(kept_facts(lm, prompts, truths))
+                k, c = measured(lm, facts, before)
+            kept[name].append(k)
+            change[name].append(c)
     if weights_fingerprint(lm.model) != loaded.fingerprint:
         raise SystemExit("error: the weights did not come back")
 
+    def mean(values) -> float:
+        return round(sum(values) / len(values), 4) if values else float("nan")
+
     rows = [{"id": f.id, "prompt": f.prompt, "subject": f.subject, "target": f.target,
-             "kept": {"unedited": unedited[i], "edited": edited[i],
-                      **{name: [draw[i] for draw in runs] for name, runs in draws.items()}}}
+             "kept": {"unedited": unedited[i], "edited": edited[i], **{n: [d[i] for d in kept[n]] for n in CONDITIONS}},
+             "logprob_change": {"edited": round(edited_change[i], 4),
+                                **{n: [round(d[i], 4) for d in change[n]] for n in CONDITIONS}}}
             for i, f in enumerate(facts)]
-    counts = {name: [sum(draw) for draw in runs] for name, runs in draws.items()}
     summary = {
         "run": str(args.run), "method": args.method, "edits": loaded.edits, "facts": len(facts),
         "edited_modules": sorted(deltas),
         "delta_norms": {name: round(float(d.norm()), 6) for name, d in deltas.items()},
-        "unedited_first_token_right": sum(unedited),
-        "kept": {"edited": sum(edited),
-                 **{name: {"draws": c, "mean": round(sum(c) / len(c), 2)} for name, c in counts.items()}},
+        "unedited_known": sum(unedited),  # all of them: the facts are the ones the unedited model knows
+        "kept": {"edited": sum(edited), **{n: {"draws": [sum(d) for d in kept[n]],
+                                                "mean": mean([sum(d) for d in kept[n]])} for n in CONDITIONS}},
+        "logprob_change_mean": {"edited": mean(edited_change),
+                                **{n: {"draws": [mean(d) for d in change[n]],
+                                       "mean": mean([mean(d) for d in change[n]])} for n in CONDITIONS}},
     }
     for name, value in summary["kept"].items():
         shown = value if isinstance(value, int) else f"{value['mean']} (draws {value['draws']})"

@@ -608,8 +608,9 @@ def test_respun_keeps_the_spectrum_and_the_side_asked_for(load_script):
 
 def test_known_facts_random_script_counts_each_control_and_restores_the_model(fresh_tiny, tmp_path, known_file,
                                                                               monkeypatch, load_script):
-    """On a run's saved stack: the tiny model knows nothing, so the answers are replaced — every fact
-    right on the unedited weights, fact 1 lost on any other (the edits and every control alike)."""
+    """On a run's saved stack: the tiny model knows nothing, so the answers' scores are replaced —
+    both facts known at −1 on the unedited weights; on any other weights (the edits and every
+    control alike) fact 0 kept at −1.5 and fact 1 lost at −4."""
     import sys
 
     import factpatch.tracing.dataset as dataset
@@ -620,34 +621,23 @@ def test_known_facts_random_script_counts_each_control_and_restores_the_model(fr
     run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
     script = load_script("known_facts_random")
     monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
-    monkeypatch.setattr(dataset, "answer_scores", lambda model, facts, batch_size=32, progress=True:
-                        [TargetTokens((-1.0,), (True,)) for _ in facts])
-    truth_of = {}
 
-    def first_token(model, ids):
-        key = tuple(ids[0].tolist())
-        unedited = weights_fingerprint(model.model) == model.fingerprint
-        return truth_of[key] if unedited or key != facts_ids[1] else -1
+    def answer_scores(model, facts, batch_size=32, progress=True):
+        if weights_fingerprint(model.model) == model.fingerprint:
+            return [TargetTokens((-1.0,), (True,)) for _ in facts]
+        return [TargetTokens((-1.5,), (True,)) if f.id == "0" else TargetTokens((-4.0,), (False,)) for f in facts]
 
-    encode_target = script.encode_target
-
-    def recording_encode_target(tokenizer, prompt, target):
-        result = encode_target(tokenizer, prompt, target)
-        truth_of[tuple(script.encode(tokenizer, prompt))] = result[1][0]
-        return result
-
-    facts_ids: list = []
-    monkeypatch.setattr(script, "encode_target", recording_encode_target)
-    monkeypatch.setattr(script, "first_token", first_token)
-    original_encode = script.encode
-    monkeypatch.setattr(script, "encode", lambda tok, prompt: facts_ids.append(tuple(original_encode(tok, prompt)))
-                        or original_encode(tok, prompt))
+    monkeypatch.setattr(dataset, "answer_scores", answer_scores)
+    monkeypatch.setattr(script, "answer_scores", answer_scores)
     monkeypatch.setattr(sys, "argv", ["known_facts_random.py", str(out), "memit", "--known", str(known_file),
                                       "--draws", "2"])
     script.main()
     summary = json.loads((out / "known-random-memit-2.json").read_text())
-    assert (summary["facts"], summary["unedited_first_token_right"], summary["kept"]["edited"]) == (2, 2, 1)
+    assert (summary["facts"], summary["unedited_known"], summary["kept"]["edited"]) == (2, 2, 1)
     assert all(summary["kept"][name] == {"draws": [1, 1], "mean": 1.0} for name in script.CONDITIONS)
+    assert summary["logprob_change_mean"]["edited"] == pytest.approx(-1.75)
+    assert summary["logprob_change_mean"]["random directions"]["mean"] == pytest.approx(-1.75)
     rows = [json.loads(line) for line in (out / "known-random-memit-2.jsonl").read_text().splitlines()]
-    assert [r["kept"]["edited"] for r in rows] == [True, False]
+    assert [(r["id"], r["kept"]["edited"], r["logprob_change"]["edited"]) for r in rows] == [("0", True, -0.5),
+                                                                                             ("1", False, -3.0)]
     assert weights_fingerprint(lm.model) == lm.fingerprint
