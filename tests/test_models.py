@@ -114,3 +114,67 @@ def test_a_model_on_the_cpu_keeps_its_fingerprint_and_cache_names(tiny_tokenizer
     assert moved.device.type == "cpu" and moved.cache_name == moved.fingerprint[:16]
     with pytest.raises(FactpatchError, match="unknown device"):
         resolve_device("npu:0")
+
+
+def test_two_loads_on_an_empty_cache_convert_the_model_once(tiny_dir, tmp_path, monkeypatch):
+    """Two runs started together on an empty cache: one converts the embedded model while the other
+    waits for it, and both load the complete directory (they used to convert it twice, the second
+    replacing the first's directory while it was being read)."""
+    import json
+    import shutil
+    import threading
+    import time
+
+    import factpatch.core.models as models
+
+    conversions = []
+
+    def convert(spec, target):  # a slow conversion: the tiny model's files, staged and renamed in
+        conversions.append(threading.get_ident())
+        with models.atomic_dir(target) as staging:
+            time.sleep(0.5)
+            for item in tiny_dir.iterdir():
+                shutil.copy(item, staging / item.name)
+            (staging / models.FINGERPRINT_FILE).write_text(json.dumps({"name": spec.name, "fingerprint": "f" * 64}))
+
+    monkeypatch.setattr(models, "_convert_gguf", convert)
+    name = next(iter(EMBEDDED))
+    loaded, failures = [], []
+
+    def load():
+        try:
+            loaded.append(models.load_model(name, tmp_path / "cache"))
+        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+            failures.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures and len(conversions) == 1 and len(loaded) == 2
+    ids = [lm.tokenizer("The Eiffel Tower").input_ids for lm in loaded]
+    assert ids[0] == ids[1] and len(set(ids[0])) > 1
+
+
+def test_replacing_a_directory_never_leaves_it_missing_or_half_deleted(tmp_path):
+    """atomic_dir over an existing directory: until the new one is complete the old one is there
+    whole; then the new one, and nothing of either left beside it."""
+    from factpatch.core.cache import atomic_dir
+
+    final = tmp_path / "model"
+    final.mkdir()
+    for name in ("a", "b", "c"):
+        (final / name).write_text("old")
+    with atomic_dir(final) as staging:
+        for name in ("a", "b"):
+            (staging / name).write_text("new")
+        assert sorted(p.name for p in final.iterdir()) == ["a", "b", "c"]
+    assert {p.name: p.read_text() for p in final.iterdir()} == {"a": "new", "b": "new"}
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as staging:
+            (staging / "a").write_text("newer")
+            raise RuntimeError("conversion failed")
+    assert {p.name: p.read_text() for p in final.iterdir()} == {"a": "new", "b": "new"}
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -78,11 +78,18 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    retired = None
     try:
         yield staging
         if final.exists():
-            shutil.rmtree(final)
+            # Moved aside in one rename, not deleted in place: a reader never finds `final` half
+            # deleted (a model directory read while its tokenizer files were going loaded a tokenizer
+            # that made every prompt one token). The old copy is deleted once the new one is there.
+            retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+            final.rename(retired / final.name)
         staging.rename(final)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)

@@ -377,6 +377,16 @@ def _gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
 
 
 
+def conversion_lock(directory: Path):
+    """The lock one process holds while it converts an embedded model into `directory`: others
+    wait, then find it converted. (Two runs started together on an empty cache each converted the
+    model and replaced the other's directory while it was being read.)"""
+    from filelock import FileLock
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(directory.parent / f".{directory.name}.lock"))
+
+
 def _convert_gguf(spec: EmbeddedModel, target: Path) -> None:
     """Dequantise the GGUF to float32 once and store it as a plain HF directory (safetensors)."""
     from safetensors.torch import save_model
@@ -437,7 +447,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, cache_dir: Path | None = None,
     if spec is not None:
         directory = converted_dir(spec, cache_dir)
         if not (directory / FINGERPRINT_FILE).exists():
-            _convert_gguf(spec, directory)
+            with conversion_lock(directory):  # two runs started on an empty cache convert it once
+                if not (directory / FINGERPRINT_FILE).exists():
+                    _convert_gguf(spec, directory)
     else:
         directory = Path(name_or_path).expanduser()
         if not (directory / "config.json").is_file():
