@@ -25,7 +25,6 @@ Seconds a condition on SmolLM2 at one thread, after loading.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import torch
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 from factpatch.core.models import weights_fingerprint
 from factpatch.tracing.dataset import answer_scores
 from known_facts_lost import load_run_facts, run_arguments  # scripts/: the same run and facts
-from known_facts_where import summed_deltas
+from known_facts_where import added, summed_deltas
 
 logger = logging.getLogger("known_facts_random")
 
@@ -60,19 +59,6 @@ def respun(delta: torch.Tensor, keep: str, generator: torch.Generator) -> torch.
 
 CONDITIONS = {"random directions": "none", "edits' inputs, random outputs": "inputs",
               "edits' outputs, random inputs": "outputs"}
-
-
-@contextlib.contextmanager
-def added(lm, deltas: dict[str, torch.Tensor]):
-    """The model with each module's weight + its delta; the weights restored bit for bit after."""
-    originals = {name: lm.model.get_submodule(name).weight.detach().clone() for name in deltas}
-    try:
-        for name, delta in deltas.items():
-            lm.model.get_submodule(name).weight.data += delta.to(originals[name].dtype)
-        yield
-    finally:
-        for name, weight in originals.items():
-            lm.model.get_submodule(name).weight.data.copy_(weight)
 
 
 def measured(lm, facts: list, unedited_log_probs: dict) -> tuple[list[bool], list[float]]:

@@ -80,6 +80,19 @@ def summed_deltas(lm, patches: list[Path]) -> dict[str, torch.Tensor]:
 
 
 @contextlib.contextmanager
+def added(lm, deltas: dict[str, torch.Tensor]):
+    """The model with each module's weight + its ΔW; the weights restored bit for bit after."""
+    originals = {name: lm.model.get_submodule(name).weight.detach().clone() for name in deltas}
+    try:
+        for name, delta in deltas.items():
+            lm.model.get_submodule(name).weight.data += delta.to(originals[name].dtype)
+        yield
+    finally:
+        for name, weight in originals.items():
+            lm.model.get_submodule(name).weight.data.copy_(weight)
+
+
+@contextlib.contextmanager
 def delta_removed(lm, deltas: dict[str, torch.Tensor], removed: torch.Tensor):
     """With ΔW applied: subtract ΔW x from each module's output in `deltas` at positions `removed` [T]."""
 
@@ -114,11 +127,8 @@ def main() -> None:
     deltas = summed_deltas(lm, loaded.patches)
     # The summed ΔW is applied by hand here (not through the stack), so the edited model is W + ΣΔW
     # exactly as the hooks subtract it; the stack's own result differs only by float rounding.
-    originals = {name: lm.model.get_submodule(name).weight.detach().clone() for name in deltas}
     rows = []
-    try:
-        for name, delta in deltas.items():
-            lm.model.get_submodule(name).weight.data += delta.to(originals[name].dtype)
+    with added(lm, deltas):
         for fact in tqdm(facts, desc="facts", unit="fact"):
             ids = torch.tensor([encode(lm.tokenizer, fact.prompt)], dtype=torch.long, device=lm.device)
             T = ids.shape[1]
@@ -135,9 +145,6 @@ def main() -> None:
                         kept[f"removed at subject, {name}"] = first_token(lm, ids) == truth
             rows.append({"id": fact.id, "prompt": fact.prompt, "subject": fact.subject, "target": fact.target,
                          "tokens": T, "subject_range": list(subject), "kept": kept})
-    finally:
-        for name, weight in originals.items():
-            lm.model.get_submodule(name).weight.data.copy_(weight)
     if weights_fingerprint(lm.model) != loaded.fingerprint:
         raise SystemExit("error: the weights did not come back")
 

@@ -641,3 +641,30 @@ def test_known_facts_random_script_counts_each_control_and_restores_the_model(fr
     assert [(r["id"], r["kept"]["edited"], r["logprob_change"]["edited"]) for r in rows] == [("0", True, -0.5),
                                                                                              ("1", False, -3.0)]
     assert weights_fingerprint(lm.model) == lm.fingerprint
+
+
+def test_known_facts_where_script_restores_the_model_and_checks_every_condition(fresh_tiny, tmp_path, known_file,
+                                                                                monkeypatch, load_script):
+    """scripts/known_facts_where.py on a run's saved stack (the facts made "known" to the tiny model):
+    every fact gets every condition, `removed everywhere` is the unedited model, and the weights
+    come back."""
+    import sys
+
+    import factpatch.tracing.dataset as dataset
+    from factpatch.core.scoring import TargetTokens
+
+    lm = fresh_tiny("llama")
+    out = tmp_path / "out"
+    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
+    script = load_script("known_facts_where")
+    monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
+    monkeypatch.setattr(dataset, "answer_scores", lambda model, facts, batch_size=32, progress=True:
+                        [TargetTokens((-1.0,), (True,)) for _ in facts])
+    monkeypatch.setattr(sys, "argv", ["known_facts_where.py", str(out), "memit", "--known", str(known_file)])
+    script.main()
+    rows = [json.loads(line) for line in (out / "known-where-memit-2.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["0", "1"] and all(set(script.CONDITIONS) <= set(r["kept"]) for r in rows)
+    truth = [script.first_token(lm, torch.tensor([script.encode(lm.tokenizer, r["prompt"])])) ==
+             script.encode_target(lm.tokenizer, r["prompt"], r["target"])[1][0] for r in rows]
+    assert [r["kept"]["removed everywhere"] for r in rows] == truth  # on the unedited weights, as now
+    assert weights_fingerprint(lm.model) == lm.fingerprint

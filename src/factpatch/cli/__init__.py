@@ -50,11 +50,12 @@ def load_lm(args, model: str | None = None):
     return load_model(model if model is not None else args.model, args.cache_dir, getattr(args, "device", None))
 
 
-def add_corpus_options(parser: argparse.ArgumentParser) -> None:
-    """--corpus and --corpus-tokens: the text the key statistics C are estimated from."""
+def add_corpus_options(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    """--corpus and --corpus-tokens (and `aliases` of it: `stats` keeps its older --tokens): the
+    text the key statistics C are estimated from."""
     parser.add_argument("--corpus", type=Path, default=None, metavar="FILE",
                         help="key-statistics corpus, plain text or JSONL (default: text the model samples itself)")
-    parser.add_argument("--corpus-tokens", "--tokens", dest="corpus_tokens", type=int, default=None, metavar="N",
+    parser.add_argument("--corpus-tokens", *aliases, dest="corpus_tokens", type=int, default=None, metavar="N",
                         help="tokens of it C is estimated from (default 20,480)")
 
 

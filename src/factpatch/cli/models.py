@@ -20,7 +20,7 @@ def register(commands) -> None:
     )
     add_common(stats)
     stats.add_argument("--layer", type=int, default=None, help="layer (default: the model's edit layer)")
-    add_corpus_options(stats)
+    add_corpus_options(stats, "--tokens")
     stats.add_argument("--seed", type=int, default=0, help="seed of the self-sampled corpus")
     stats.set_defaults(func=run_stats)
 
