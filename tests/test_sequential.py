@@ -461,6 +461,17 @@ def test_health_entries_name_the_facts_checked_and_lost_and_compare_fact_by_fact
     assert result.to_dict()["known_logprob_change"]["b"]["mean"] == pytest.approx(-1.75)
 
 
+def _memit_run_for_script(fresh_tiny, tmp_path, monkeypatch, load_script, name):
+    """A two-edit MEMIT run on a tiny Llama in tmp_path/out, and scripts/NAME.py loaded to read it
+    (its run loader handed the same model instead of loading the run's by name)."""
+    lm = fresh_tiny("llama")
+    out = tmp_path / "out"
+    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
+    script = load_script(name)
+    monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
+    return lm, out, script
+
+
 def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_path, known_file, monkeypatch, load_script):
     """scripts/known_depth.py on a run's saved stack: each untouched known fact's answer
     log-probability now minus before, kept or not, and their summary. The tiny model knows nothing,
@@ -471,11 +482,7 @@ def test_known_depth_script_measures_how_far_the_answers_moved(fresh_tiny, tmp_p
     import factpatch.tracing.dataset as dataset
     from factpatch.core.scoring import TargetTokens
 
-    lm = fresh_tiny("llama")
-    out = tmp_path / "out"
-    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
-    script = load_script("known_depth")
-    monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
+    lm, out, script = _memit_run_for_script(fresh_tiny, tmp_path, monkeypatch, load_script, "known_depth")
 
     def answer_scores(model, facts, batch_size=32, progress=True):
         edited = weights_fingerprint(model.model) != model.fingerprint
@@ -616,11 +623,7 @@ def test_known_facts_random_script_counts_each_control_and_restores_the_model(fr
     import factpatch.tracing.dataset as dataset
     from factpatch.core.scoring import TargetTokens
 
-    lm = fresh_tiny("llama")
-    out = tmp_path / "out"
-    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
-    script = load_script("known_facts_random")
-    monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
+    lm, out, script = _memit_run_for_script(fresh_tiny, tmp_path, monkeypatch, load_script, "known_facts_random")
 
     def answer_scores(model, facts, batch_size=32, progress=True):
         if weights_fingerprint(model.model) == model.fingerprint:
@@ -653,11 +656,7 @@ def test_known_facts_where_script_restores_the_model_and_checks_every_condition(
     import factpatch.tracing.dataset as dataset
     from factpatch.core.scoring import TargetTokens
 
-    lm = fresh_tiny("llama")
-    out = tmp_path / "out"
-    run_sequential(lm, load_dataset("builtin"), _config(["memit"], n=2), out, tmp_path, progress=False, plots=False)
-    script = load_script("known_facts_where")
-    monkeypatch.setattr("known_facts_lost.load_model", lambda name: lm)
+    lm, out, script = _memit_run_for_script(fresh_tiny, tmp_path, monkeypatch, load_script, "known_facts_where")
     monkeypatch.setattr(dataset, "answer_scores", lambda model, facts, batch_size=32, progress=True:
                         [TargetTokens((-1.0,), (True,)) for _ in facts])
     monkeypatch.setattr(sys, "argv", ["known_facts_where.py", str(out), "memit", "--known", str(known_file)])
