@@ -8,6 +8,10 @@ from pathlib import Path
 
 from . import add_common, add_corpus_options, add_preset, add_ray_options, corpus_spec, ray_settings
 
+# The sequential protocol of the AlphaEdit paper's tables (2,000 edits in batches of 100). Unset
+# (None) on the parser, so that a single-edit run can tell it was given and refuse it.
+DEFAULT_BATCH_SIZE = 100
+
 EVAL_EPILOG = """\
 datasets: counterfact:PATH (original or flattened CounterFact), zsre:PATH (MEND layout), builtin
 methods:  rome, memit, alphaedit, ft, ft+l, attn, none
@@ -60,7 +64,7 @@ def register(commands) -> None:
     seq.add_argument("--sequential", action="store_true",
                      help="edit the first --n cases in batches without reverting, then score every edited case "
                      "on the final model (resumable: the patch stack in DIR is the checkpoint)")
-    seq.add_argument("--batch-size", type=int, default=None, help="edits per batch (default 100)")
+    seq.add_argument("--batch-size", type=int, default=None, help=f"edits per batch (default {DEFAULT_BATCH_SIZE})")
     seq.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                      help="also score the cases edited so far every K edits: DIR/curves.csv|png")
     seq.add_argument("--known", type=Path, default=None, metavar="FILE",
@@ -244,7 +248,7 @@ def _run_sequential(args, methods, overrides, cluster=None) -> int:
         raise FactpatchError("--sequential edits one stack in order: it cannot be sharded")
     corpus = corpus_spec(args)
     config = SequentialSettings(
-        methods, args.n, 100 if args.batch_size is None else args.batch_size, args.checkpoint_every, args.generation_cases, args.known,
+        methods, args.n, DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size, args.checkpoint_every, args.generation_cases, args.known,
         seed=args.seed, overrides=overrides, gen=_generation_settings(args),
         corpus=corpus, preset=args.preset,
     )
