@@ -138,6 +138,17 @@ def test_two_loads_on_an_empty_cache_convert_the_model_once(tiny_dir, tmp_path, 
             (staging / models.FINGERPRINT_FILE).write_text(json.dumps({"name": spec.name, "fingerprint": "f" * 64}))
 
     monkeypatch.setattr(models, "_convert_gguf", convert)
+    # transformers' from_pretrained swaps torch's weight initialisers out and back in globally:
+    # two threads inside it at once can leave them swapped out for every later test (models built
+    # afterwards came out uninitialised). The loads are serialised; the conversions are what is tested.
+    loading = threading.Lock()
+    from_pretrained = transformers.AutoModelForCausalLM.from_pretrained
+
+    def one_at_a_time(*args, **kwargs):
+        with loading:
+            return from_pretrained(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", one_at_a_time)
     name = next(iter(EMBEDDED))
     loaded, failures = [], []
 
