@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
  "SmolLM2|AlphaEdit, replay_edits|runs/seq-smollm2-cf-alphaedit-replay|alphaedit" \
  "SmolLM2|AlphaEdit, held at keys read now|runs/seq-smollm2-cf-alphaedit-hold|alphaedit" \
  "SmolLM2|AlphaEdit, held, the reference's null space|runs/seq-smollm2-cf-alphaedit-hold-ref|alphaedit" \
+ "SmolLM2|AlphaEdit, held, the reference's null space, C from text with subjects|runs/seq-smollm2-cf-alphaedit-hold-ref-entity|alphaedit" \
  "Gemma 3|unedited|runs/seq-gemma3-cf-2000-postnorm|none" \
  "Gemma 3|sequential ROME|runs/seq-gemma3-cf-2000-rome-6ctx|rome" \
  "Gemma 3|MEMIT|runs/seq-gemma3-cf-2000-postnorm|memit" \
