@@ -20,6 +20,8 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
 # subjects' keys, scripts/nullspace_occupancy.py), 2026-12-01: the default corpus interleaved with
 # true CounterFact facts of records 2000+ whose subjects neither known_1000 nor the edits use
 # (entity-corpus.txt, from scripts/entity_corpus.py; 40,960 tokens: all 20,480 sampled + as many of facts).
+# Its three rows were written when a file corpus was keyed by path and mtime; on 2026-12-04 their
+# "corpus" became the file's sha256 (the size checked; the old key kept beside it), so a rerun skips them.
 [ -f runs/alphaedit-sweep/entity-corpus.txt ] || .venv/bin/python scripts/entity_corpus.py \
   --dataset ../shared/datasets/counterfact-train.json --known ../shared/datasets/known_1000.json \
   --skip 2000 --out runs/alphaedit-sweep/entity-corpus.txt
