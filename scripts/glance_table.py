@@ -22,13 +22,24 @@ from pathlib import Path
 from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.curves import load_run_curves
 
+# issue 12's bounds for AlphaEdit at 2,000 edits: a point estimate that one decimal would round onto
+# the other side of its bound (94.95 as "95.0") is printed with two.
+BOUNDS = {"ES": 95.0, "PS": 85.0}
 COLUMNS = ("model", "method, setting", "ES", "PS", "NS", "known facts kept", "known answers Δ log P (nats)", "perplexity")
+
+
+def point(value: float, digits: int = 1, bound: float | None = None) -> str:
+    """`value` to `digits` decimals, or one more where the rounding would cross `bound`."""
+    text = f"{value:.{digits}f}"
+    if bound is not None and (float(text) >= bound) != (value >= bound):
+        return f"{value:.{digits + 1}f}"
+    return text
 
 
 def _interval(row: dict, name: str, scale: float = 100.0, digits: int = 1) -> str:
     if name not in row:
         return "–"
-    text = f"{row[name] * scale:.{digits}f}"
+    text = point(row[name] * scale, digits, BOUNDS.get(name))
     if f"{name}_lo" in row:
         text += f" ({row[f'{name}_lo'] * scale:.{digits}f} to {row[f'{name}_hi'] * scale:.{digits}f})"
     return text

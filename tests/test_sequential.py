@@ -550,6 +550,18 @@ def test_glance_table_script_reads_a_checkpoint_as_the_curves_do(fresh_tiny, tmp
     assert capsys.readouterr().err.startswith("error: expected MODEL|LABEL|RUN_DIR|METHOD")
 
 
+def test_glance_table_prints_a_second_decimal_only_where_rounding_would_cross_a_target(load_script):
+    """94.95 is below ES ≥ 95: one decimal would print it as 95.0, so it gets two; values the
+    rounding leaves on their side of the bound, and columns without one, keep one decimal."""
+    point = load_script("glance_table").point
+    assert point(94.95, bound=95.0) == "94.95"
+    assert point(94.96, bound=95.0) == "94.96"
+    assert point(94.94, bound=95.0) == "94.9"
+    assert point(95.04, bound=95.0) == "95.0"
+    assert point(84.97, bound=85.0) == "84.97"
+    assert point(94.95) == "95.0"
+
+
 def test_a_run_with_a_corpus_file_resumes_after_a_fresh_clone_and_rebuilds_from_it(fresh_tiny, tmp_path):
     """A corpus file is recorded by its bytes (and the path given), not its absolute path and
     modification time: a fresh clone (new mtime, same bytes) resumes the run and rebuilds its
