@@ -21,4 +21,5 @@ cd "$(dirname "$0")/.."
  "Gemma 3|MEMIT|runs/seq-gemma3-cf-2000-postnorm|memit" \
  "Gemma 3|MEMIT, preserve_edits|runs/seq-gemma3-cf-memit-preserve|memit" \
  "Gemma 3|**MEMIT, --preset sequential**|runs/seq-gemma3-cf-memit-hold|memit" \
- "Gemma 3|AlphaEdit|runs/seq-gemma3-cf-2000-postnorm|alphaedit" > runs/glance-2000.md.tmp && mv runs/glance-2000.md.tmp runs/glance-2000.md
+ "Gemma 3|AlphaEdit|runs/seq-gemma3-cf-2000-postnorm|alphaedit" \
+ "Gemma 3|AlphaEdit, held at keys read now|runs/seq-gemma3-cf-alphaedit-hold|alphaedit" > runs/glance-2000.md.tmp && mv runs/glance-2000.md.tmp runs/glance-2000.md
