@@ -23,16 +23,17 @@ from factpatch.core.errors import FactpatchError
 from factpatch.evaluation.curves import load_run_curves
 
 # issue 12's bounds for AlphaEdit at 2,000 edits: a point estimate that one decimal would round onto
-# the other side of its bound (94.95 as "95.0") is printed with two.
+# the other side of its bound (94.95 as "95.0") gets the decimals that keep it on its side.
 BOUNDS = {"ES": 95.0, "PS": 85.0}
 COLUMNS = ("model", "method, setting", "ES", "PS", "NS", "known facts kept", "known answers Δ log P (nats)", "perplexity")
 
 
 def point(value: float, digits: int = 1, bound: float | None = None) -> str:
-    """`value` to `digits` decimals, or one more where the rounding would cross `bound`."""
+    """`value` to `digits` decimals, or as many more as keep the rounding on `value`'s side of `bound`."""
     text = f"{value:.{digits}f}"
-    if bound is not None and (float(text) >= bound) != (value >= bound):
-        return f"{value:.{digits + 1}f}"
+    while bound is not None and (float(text) >= bound) != (value >= bound) and digits < 6:
+        digits += 1
+        text = f"{value:.{digits}f}"
     return text
 
 

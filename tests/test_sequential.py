@@ -559,6 +559,7 @@ def test_glance_table_prints_a_second_decimal_only_where_rounding_would_cross_a_
     assert point(94.94, bound=95.0) == "94.9"
     assert point(95.04, bound=95.0) == "95.0"
     assert point(84.97, bound=85.0) == "84.97"
+    assert point(94.999, bound=95.0) == "94.999"
     assert point(94.95) == "95.0"
 
 
