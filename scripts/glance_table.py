@@ -10,7 +10,11 @@ run that has not reached it prints "not reached"): ES, PS and NS over every case
 with their 95 % bootstrap intervals, the share of known facts kept, their answers' mean
 log-probability change where the run records it, and perplexity on the fixed text — all
 recomputed from the run's records by `factpatch.evaluation.curves` (as `factpatch eval curves`
-draws them), so the table and the figures cannot disagree. Reads only: safe beside a running run.
+draws them), so the table and the figures cannot disagree. The generation entropy column is
+mean(method) / mean(unedited) − 1 on the cases both generated for, resampled by case as `factpatch
+eval paired` does, against the same model's row whose METHOD is `none` (its run's unedited model;
+"–" where the model has no such row or the run generated no texts). Reads only: safe beside a
+running run.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import sys
 from pathlib import Path
 
 from factpatch.core.errors import FactpatchError
+from factpatch.evaluation.breakdown import compare_sides
 from factpatch.evaluation.curves import load_run_curves
 
 # issue 12's bounds for AlphaEdit at 2,000 edits: a point estimate that one decimal would round onto
 # the other side of its bound (94.95 as "95.0") gets the decimals that keep it on its side.
 BOUNDS = {"ES": 95.0, "PS": 85.0}
-COLUMNS = ("model", "method, setting", "ES", "PS", "NS", "known facts kept", "known answers Δ log P (nats)", "perplexity")
+COLUMNS = ("model", "method, setting", "ES", "PS", "NS", "generation entropy vs unedited", "known facts kept",
+           "known answers Δ log P (nats)", "perplexity")
 
 
 def point(value: float, digits: int = 1, bound: float | None = None) -> str:
@@ -46,17 +52,38 @@ def _interval(row: dict, name: str, scale: float = 100.0, digits: int = 1) -> st
     return text
 
 
-def table_row(spec: str, edits: int) -> list[str]:
+def parse_spec(spec: str) -> tuple[str, str, Path, str]:
     try:
         model, label, run_dir, method = spec.split("|")
     except ValueError:
         raise FactpatchError(f"expected MODEL|LABEL|RUN_DIR|METHOD, got {spec!r}") from None
-    rows = load_run_curves(Path(run_dir), methods=[method]).rows
+    return model, label, Path(run_dir), method
+
+
+def entropy_change(unedited: tuple[Path, str] | None, run_dir: Path, method: str, edits: int) -> str:
+    """Generation entropy against the unedited model on the same cases: "-0.8 % (-3.0 to +1.5)"."""
+    if unedited is None or (run_dir, method) == unedited:
+        return "–"
+    unedited_dir, unedited_method = unedited
+    try:
+        fluency = compare_sides(unedited_dir, unedited_method, run_dir, method, edits).metrics.get("fluency")
+    except FactpatchError:  # the unedited row has not reached this checkpoint (its own row says so)
+        return "–"
+    if fluency is None or fluency.relative is None:
+        return "–"
+    change = fluency.relative
+    return f"{change.mean * 100:+.1f} % ({change.lo * 100:+.1f} to {change.hi * 100:+.1f})"
+
+
+def table_row(spec: str, edits: int, unedited: tuple[Path, str] | None = None) -> list[str]:
+    model, label, run_dir, method = parse_spec(spec)
+    rows = load_run_curves(run_dir, methods=[method]).rows
     row = next((r for r in rows if r["method"] == method and r["edits"] == edits), None)
     if row is None:
         done = max((r["edits"] for r in rows if r["method"] == method), default=0)
-        return [model, label, f"not reached ({done} edits scored)", "", "", "", "", ""]
+        return [model, label, f"not reached ({done} edits scored)"] + [""] * (len(COLUMNS) - 3)
     return [model, label, _interval(row, "ES"), _interval(row, "PS"), _interval(row, "NS"),
+            entropy_change(unedited, run_dir, method, edits),
             _interval(row, "known_share"), _interval(row, "known_logprob", scale=1.0, digits=2),
             f"{row['perplexity']:.2f}" if "perplexity" in row else "–"]
 
@@ -67,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edits", type=int, required=True, help="the checkpoint: edits made so far")
     args = parser.parse_args(argv)
     try:
-        rows = [table_row(spec, args.edits) for spec in args.specs]
+        specs = [parse_spec(spec) for spec in args.specs]
+        unedited = {model: (run_dir, method) for model, _, run_dir, method in specs if method == "none"}
+        rows = [table_row(spec, args.edits, unedited.get(model)) for spec, (model, *_) in zip(args.specs, specs)]
     except FactpatchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -525,25 +525,33 @@ def test_known_depth_paired_compares_the_changes_fact_by_fact(tmp_path, capsys, 
 
 def test_glance_table_script_reads_a_checkpoint_as_the_curves_do(fresh_tiny, tmp_path, known_file, capsys, load_script):
     """scripts/glance_table.py: one Markdown row a run at the checkpoint asked for, its numbers the
-    curves' (the same records, the same bootstrap); a checkpoint not reached says so; a malformed
-    spec is one error line and exit 2."""
+    curves' (the same records, the same bootstrap), generation entropy against the model's unedited
+    row as `eval paired` has it; a checkpoint not reached says so; a malformed spec is one error
+    line and exit 2."""
 
+    from factpatch.evaluation.breakdown import compare_sides
     from factpatch.evaluation.curves import load_run_curves
+    from factpatch.evaluation.generation import GenerationSettings
 
     script = load_script("glance_table")
     lm = fresh_tiny("llama")
     out = tmp_path / "out"
-    run_sequential(lm, load_dataset("builtin"), _config(["memit"], known_file), out, tmp_path, progress=False, plots=False)
+    config = _config(["memit", "none"], known_file, generation_cases=2, gen=GenerationSettings(max_length=24))
+    run_sequential(lm, load_dataset("builtin"), config, out, tmp_path, progress=False, plots=False)
     row = next(r for r in load_run_curves(out).rows if r["method"] == "memit" and r["edits"] == 4)
-    assert script.main(["--edits", "4", f"tiny|MEMIT|{out}|memit"]) == 0
+    assert script.main(["--edits", "4", f"tiny|unedited|{out}|none", f"tiny|MEMIT|{out}|memit"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("| model | method, setting | ES |") and len(lines) == 3
-    cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells[:2] == ["tiny", "MEMIT"]
+    assert lines[0].startswith("| model | method, setting | ES |") and len(lines) == 4
+    unedited, cells = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
+    assert cells[:2] == ["tiny", "MEMIT"] and unedited[5] == "–"
     assert cells[2] == f"{row['ES'] * 100:.1f} ({row['ES_lo'] * 100:.1f} to {row['ES_hi'] * 100:.1f})"
+    change = compare_sides(out, "none", out, "memit", 4).metrics["fluency"].relative
+    assert change.n == 2 and cells[5] == f"{change.mean * 100:+.1f} % ({change.lo * 100:+.1f} to {change.hi * 100:+.1f})"
     # a tiny random model knows none of the known facts: no share to keep, and the cell says so
-    assert (cells[5].startswith(f"{row['known_share'] * 100:.1f}") if "known_share" in row else cells[5] == "–")
-    assert cells[7] == f"{row['perplexity']:.2f}"
+    assert (cells[6].startswith(f"{row['known_share'] * 100:.1f}") if "known_share" in row else cells[6] == "–")
+    assert cells[8] == f"{row['perplexity']:.2f}"
+    assert script.main(["--edits", "4", f"tiny|MEMIT|{out}|memit"]) == 0  # no unedited row: no entropy
+    assert capsys.readouterr().out.splitlines()[2].split("|")[6].strip() == "–"
     assert script.main(["--edits", "6", f"tiny|MEMIT|{out}|memit"]) == 0
     assert "not reached (4 edits scored)" in capsys.readouterr().out
     assert script.main(["--edits", "4", f"tiny|{out}|memit"]) == 2
