@@ -22,4 +22,5 @@ cd "$(dirname "$0")/.."
  "Gemma 3|MEMIT, preserve_edits|runs/seq-gemma3-cf-memit-preserve|memit" \
  "Gemma 3|**MEMIT, --preset sequential**|runs/seq-gemma3-cf-memit-hold|memit" \
  "Gemma 3|AlphaEdit|runs/seq-gemma3-cf-2000-postnorm|alphaedit" \
- "Gemma 3|AlphaEdit, held at keys read now|runs/seq-gemma3-cf-alphaedit-hold|alphaedit" > runs/glance-2000.md.tmp && mv runs/glance-2000.md.tmp runs/glance-2000.md
+ "Gemma 3|AlphaEdit, held at keys read now|runs/seq-gemma3-cf-alphaedit-hold|alphaedit" \
+ "Gemma 3|AlphaEdit, held, the reference's null space|runs/seq-gemma3-cf-alphaedit-hold-ref|alphaedit" > runs/glance-2000.md.tmp && mv runs/glance-2000.md.tmp runs/glance-2000.md
