@@ -61,7 +61,9 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
 # Gemma 3 without its lowest layers (2026-12-01, second session: layer 2 leads the known facts lost
 # after 300 edits, docs/mass-editing.md "Gemma 3"): batch 0 from the z of the norm-mapped run (top
 # layer 6 in every setting), into layers 2-6 (the default; reproduces the run's first batch), 3-6, 4-6.
-# ~8 min a setting single-threaded beside the queue.
+# ~8 min a setting single-threaded beside the queue. Made under Gemma 3's AlphaEdit defaults until
+# 2026-12-05 (v_lr 0.5, post_norm_damping 1e-3); under today's (1.0, 1e-2) a rerun adds new rows: to
+# reproduce these, add v_lr=0.5,post_norm_damping=0.001 to each setting.
 .venv/bin/python scripts/alphaedit_sweep.py --run runs/seq-gemma3-cf-2000-postnorm \
   --known ../shared/datasets/known_1000.json --out runs/alphaedit-sweep/gemma3-layers.jsonl \
   --grid "alphaedit:" "alphaedit:layers=3-6" "alphaedit:layers=4-6"

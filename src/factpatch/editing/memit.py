@@ -113,7 +113,8 @@ class BatchEditParams:
     # gave ES 93, perplexity 10.2, ‖Δ‖ up to 3.8 ‖W‖; 3e-4: 97, 7.67, 1.3 ‖W‖; 1e-3: 90–96, 6.9–7.0,
     # ≤ 0.5 ‖W‖; 1e-2: 71–77, 6.82. Known facts kept (lr_damping_known.jsonl): 76.5 % at 1e-3, 82.6 %
     # at 3e-3 (ES 93, PS 73), 87.3 % at 1e-2: 1e-3 is where one batch reaches the issue's ES ≥ 95.
-    # Two steps did as well as four (one: ES 90), in less time.
+    # Two steps did as well as four (one: ES 90), in less time. Gemma 3's AlphaEdit uses 1e-2 with a
+    # converged z (v_lr 1.0): as many edits, more known facts kept over 2,000 (registry.MODEL_DEFAULTS).
     post_norm_damping: float = 1e-3
     post_norm_steps: int = 2
     # The precision of z's optimisation (core.models.PRECISIONS): float32 as the reference; bfloat16
