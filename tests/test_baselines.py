@@ -285,7 +285,8 @@ def test_a_patched_copy_of_an_embedded_model_gets_its_bases_settings(tiny_models
 
 def test_gemma3s_alphaedit_converges_z_and_maps_through_a_stiffer_norm_by_default(tiny_models, monkeypatch):
     """Gemma 3's per-model AlphaEdit defaults (registry.MODEL_DEFAULTS: v_lr 1.0, post-norm damping
-    1e-2, measured over 2,000 sequential edits) reach AlphaEdit only: MEMIT and other models keep the reference's 0.5 and 1e-3; `--set` still wins, and a preset sits under them."""
+    1e-2, measured over 2,000 sequential edits) reach AlphaEdit only: MEMIT and other models keep
+    the reference's 0.5 and 1e-3; `--set` still wins, and a preset sits under them."""
     import dataclasses
 
     monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: True)

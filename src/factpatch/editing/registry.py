@@ -189,8 +189,9 @@ GEMMA3_RANGE = (2, 3, 4, 5, 6)
 # and kept 81.4 % of the known facts against 96 / 79 / 71 and 76.5 %
 # (runs/seq-gemma3-cf-2000/diagnosis/lr_damping_known.jsonl). Over 2,000 sequential edits in batches
 # of 100 (runs/seq-gemma3-cf-alphaedit-lr1-damp against runs/seq-gemma3-cf-2000-postnorm, same
-# cases): ES / PS / NS within 1.5 points of the earlier defaults at every checkpoint (at 2,000: 87.6
-# / 71.7 / 67.8 against 86.8 / 73.1 / 67.9, paired +0.9, −1.4, −0.1, none settled), 7–11 points more
+# cases): at the checkpoints of 500 to 2,000 edits ES +0.7 to +2.4 points against the earlier
+# defaults, PS −1.5 to +0.2, NS −0.7 to +2.0 (at 2,000: 87.6 / 71.7 / 67.8 against 86.8 / 73.1 /
+# 67.9, paired +0.9, −1.4, −0.1, none settled), 7–11 points more
 # of the known facts (at 2,000: 43.8 % against 35.3 %) and a lower perplexity (8.56 against 9.90).
 # MEMIT keeps the reference's settings: on the same batch it gained less (97 / 82 / 75 and 80.4 %
 # at the defaults; 100 / 84 / 74 and 81.8 %), and its sequential run of the setting is not done.
