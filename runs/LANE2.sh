@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Second lane on 2026-12-04 (seventh session): AlphaEdit replay_edits on SmolLM2 from 1,000 to
-# 2,000 edits (the sixth session took it to 1,000). One torch thread. Logs to runs/QUEUE.log.
+# Second lane from 2026-12-05: MEMIT replaying the earlier edits a quarter of the way back
+# (replay_scale γ = 0.25) on SmolLM2, to 2,000 edits (500 scored). One torch thread. Logs to
+# runs/QUEUE.log.
 set -u
 cd "$(dirname "$0")/.."
 log=runs/QUEUE.log
@@ -10,4 +11,4 @@ step() {
   env "$@" > "runs/${name%% *}/QUEUE.out" 2>&1
   echo "$(date -u +%FT%TZ) end $name (exit $?)" >> "$log"
 }
-step "seq-smollm2-cf-alphaedit-replay" OMP_NUM_THREADS=1 N=2000 runs/seq-smollm2-cf-alphaedit-replay/COMMAND.sh
+step "seq-smollm2-cf-memit-replay-quarter" OMP_NUM_THREADS=1 N=2000 runs/seq-smollm2-cf-memit-replay-quarter/COMMAND.sh
