@@ -194,7 +194,7 @@ GEMMA3_RANGE = (2, 3, 4, 5, 6)
 # 67.9, paired +0.9, −1.4, −0.1, none settled), 7–11 points more
 # of the known facts (at 2,000: 43.8 % against 35.3 %) and a lower perplexity (8.56 against 9.90).
 # A batch of ten wrote more (mean P(target) 0.55 against 0.25), one request alone less (0.20 against
-# 0.67; runs/seq-gemma3-cf-alphaedit-lr1-damp/small-batches/): the damping holds back a lone edit.
+# 0.67; runs/seq-gemma3-cf-alphaedit-lr1-damp/small-batches/), one case, not examined further.
 # MEMIT keeps the reference's settings: on the same batch it gained less (97 / 82 / 75 and 80.4 %
 # at the defaults; 100 / 84 / 74 and 81.8 %), and its sequential run of the setting is not done.
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
