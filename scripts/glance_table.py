@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from factpatch.core.errors import FactpatchError
-from factpatch.evaluation.breakdown import compare_sides
+from factpatch.evaluation.breakdown import Side, checkpoints, load_side, paired
 from factpatch.evaluation.curves import load_run_curves
 
 # issue 12's bounds for AlphaEdit at 2,000 edits: a point estimate that one decimal would round onto
@@ -60,22 +60,24 @@ def parse_spec(spec: str) -> tuple[str, str, Path, str]:
     return model, label, Path(run_dir), method
 
 
-def entropy_change(unedited: tuple[Path, str] | None, run_dir: Path, method: str, edits: int) -> str:
+def unedited_side(run_dir: Path, method: str, edits: int) -> Side | None:
+    """The unedited row's records at `edits`, read once for all of its model's rows; None where
+    that run has not reached the checkpoint (its own row says so)."""
+    return load_side(run_dir, method, edits) if edits in checkpoints(run_dir, method) else None
+
+
+def entropy_change(unedited: Side | None, run_dir: Path, method: str, edits: int) -> str:
     """Generation entropy against the unedited model on the same cases: "-0.8 % (-3.0 to +1.5)"."""
-    if unedited is None or (run_dir, method) == unedited:
+    if unedited is None or (unedited.directory, unedited.method) == (run_dir, method):
         return "–"
-    unedited_dir, unedited_method = unedited
-    try:
-        fluency = compare_sides(unedited_dir, unedited_method, run_dir, method, edits).metrics.get("fluency")
-    except FactpatchError:  # the unedited row has not reached this checkpoint (its own row says so)
-        return "–"
+    fluency = paired(unedited, load_side(run_dir, method, edits)).metrics.get("fluency")
     if fluency is None or fluency.relative is None:
         return "–"
     change = fluency.relative
     return f"{change.mean * 100:+.1f} % ({change.lo * 100:+.1f} to {change.hi * 100:+.1f})"
 
 
-def table_row(spec: str, edits: int, unedited: tuple[Path, str] | None = None) -> list[str]:
+def table_row(spec: str, edits: int, unedited: Side | None = None) -> list[str]:
     model, label, run_dir, method = parse_spec(spec)
     rows = load_run_curves(run_dir, methods=[method]).rows
     row = next((r for r in rows if r["method"] == method and r["edits"] == edits), None)
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         specs = [parse_spec(spec) for spec in args.specs]
-        unedited = {model: (run_dir, method) for model, _, run_dir, method in specs if method == "none"}
+        unedited = {model: unedited_side(run_dir, method, args.edits)
+                    for model, _, run_dir, method in specs if method == "none"}
         rows = [table_row(spec, args.edits, unedited.get(model)) for spec, (model, *_) in zip(args.specs, specs)]
     except FactpatchError as error:
         print(f"error: {error}", file=sys.stderr)
