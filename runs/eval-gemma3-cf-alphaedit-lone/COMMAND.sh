@@ -5,6 +5,8 @@
 #               chosen on batches of 100 (runs/seq-gemma3-cf-alphaedit-lr1-damp)
 #   damp1e-3/   v_lr 1.0 with the earlier damping 1e-3
 #   earlier/    the earlier defaults (v_lr 0.5, damping 1e-3)
+#   fast/       the defaults with `--preset fast` (z in bfloat16 where the CPU computes it natively;
+#               the preset leaves Gemma 3's v_lr as it is)
 # The question: one request alone (Eiffel Tower -> Rome) wrote less under the new defaults
 # (P 0.20 against 0.67; runs/seq-gemma3-cf-alphaedit-lr1-damp/small-batches). Is that the rule for
 # lone edits? Resumable; N=20 by default (rerun with a larger N to extend).
@@ -19,3 +21,4 @@ run() {
 run defaults
 run damp1e-3 --set alphaedit.post_norm_damping=0.001
 run earlier --set alphaedit.v_lr=0.5 --set alphaedit.post_norm_damping=0.001
+run fast --preset fast
