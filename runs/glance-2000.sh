@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
  "SmolLM2|MEMIT, replay_edits|runs/seq-smollm2-cf-memit-replay|memit" \
  "SmolLM2|MEMIT, preserve_edits|runs/seq-smollm2-cf-memit-preserve|memit" \
  "SmolLM2|**MEMIT, --preset sequential**|runs/seq-smollm2-cf-memit-hold|memit" \
+ "SmolLM2|MEMIT, replay_edits pulled a quarter of the way back (γ = 0.25)|runs/seq-smollm2-cf-memit-replay-quarter|memit" \
  "SmolLM2|AlphaEdit|runs/seq-smollm2-cf-2000|alphaedit" \
  "SmolLM2|AlphaEdit, preserve_contexts|runs/seq-smollm2-cf-alphaedit-contexts|alphaedit" \
  "SmolLM2|AlphaEdit, replay_edits|runs/seq-smollm2-cf-alphaedit-replay|alphaedit" \
