@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Second lane from 2026-12-05: MEMIT replaying the earlier edits a quarter of the way back
-# (replay_scale γ = 0.25) on SmolLM2, to 2,000 edits (500 scored). One torch thread. Logs to
-# runs/QUEUE.log.
+# Second lane from 2026-12-05 03:40 UTC: zsRE on Gemma 3 (AlphaEdit at its defaults, MEMIT held with
+# `--preset sequential`, the unedited model), 500 edits in batches of 100 (runs/seq-gemma3-zsre-500).
+# One torch thread, beside runs/LANE1.sh. Logs to runs/QUEUE.log. (The lane before it,
+# runs/seq-smollm2-cf-memit-replay-quarter, completed 2026-12-05 03:10 UTC.)
 set -u
 cd "$(dirname "$0")/.."
 log=runs/QUEUE.log
@@ -11,4 +12,4 @@ step() {
   env "$@" > "runs/${name%% *}/QUEUE.out" 2>&1
   echo "$(date -u +%FT%TZ) end $name (exit $?)" >> "$log"
 }
-step "seq-smollm2-cf-memit-replay-quarter" OMP_NUM_THREADS=1 N=2000 runs/seq-smollm2-cf-memit-replay-quarter/COMMAND.sh
+step "seq-gemma3-zsre-500" OMP_NUM_THREADS=1 runs/seq-gemma3-zsre-500/COMMAND.sh
