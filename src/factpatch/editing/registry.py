@@ -196,9 +196,10 @@ GEMMA3_RANGE = (2, 3, 4, 5, 6)
 # A batch of ten wrote more (mean P(target) 0.55 against 0.25; runs/seq-gemma3-cf-alphaedit-lr1-damp/
 # small-batches/), and so did one request at a time: CounterFact's first 50 cases edited alone reach
 # ES / PS / NS 100 / 90 / 80 against 98 / 86 / 76 and mean P(target) 0.66 against 0.45
-# (runs/eval-gemma3-cf-alphaedit-lone/; one request there, Eiffel Tower -> Rome, wrote less).
+# (runs/eval-gemma3-cf-alphaedit-lone/); small-batches/' lone Eiffel Tower -> Rome wrote less.
 # MEMIT keeps the reference's settings: on the same batch it gained less (97 / 82 / 75 and 80.4 %
-# at the defaults; 100 / 84 / 74 and 81.8 %), and its sequential run of the setting is not done.
+# at the defaults; 100 / 84 / 74 and 81.8 %); held with them (runs/seq-gemma3-cf-memit-hold-lr1-damp)
+# it keeps 10.2 more points of the known facts at 1,000 sequential edits, but is not at 2,000 yet.
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "smollm2-135m": {
         "memit": {"layers": SMOLLM2_RANGE},
