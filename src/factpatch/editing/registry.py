@@ -199,7 +199,8 @@ GEMMA3_RANGE = (2, 3, 4, 5, 6)
 # (runs/eval-gemma3-cf-alphaedit-lone/); small-batches/' lone Eiffel Tower -> Rome wrote less.
 # MEMIT keeps the reference's settings: on the same batch it gained less (97 / 82 / 75 and 80.4 %
 # at the defaults; 100 / 84 / 74 and 81.8 %); held with them (runs/seq-gemma3-cf-memit-hold-lr1-damp)
-# it keeps 10.2 more points of the known facts at 1,000 sequential edits, but is not at 2,000 yet.
+# it keeps more of the known facts (+10.2 points at 1,000 sequential edits, +5.0 at 1,500), but is
+# not at 2,000 yet.
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "smollm2-135m": {
         "memit": {"layers": SMOLLM2_RANGE},
