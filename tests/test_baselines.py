@@ -283,25 +283,27 @@ def test_a_patched_copy_of_an_embedded_model_gets_its_bases_settings(tiny_models
     assert (plain.v_lr, plain.v_dtype) == (0.5, "bfloat16")
 
 
-def test_gemma3s_alphaedit_converges_z_and_maps_through_a_stiffer_norm_by_default(tiny_models, monkeypatch):
-    """Gemma 3's per-model AlphaEdit defaults (registry.MODEL_DEFAULTS: v_lr 1.0, post-norm damping
-    1e-2, measured over 2,000 sequential edits) reach AlphaEdit only: MEMIT and other models keep
-    the reference's 0.5 and 1e-3; `--set` still wins, and a preset sits under them."""
+def test_gemma3s_batch_editors_converge_z_and_map_through_a_stiffer_norm_by_default(tiny_models, monkeypatch):
+    """Gemma 3's per-model AlphaEdit and MEMIT defaults (registry.MODEL_DEFAULTS: v_lr 1.0, post-norm
+    damping 1e-2, measured over 2,000 sequential edits) reach Gemma 3 only: other models keep the
+    reference's 0.5 and 1e-3; `--set` still wins, and a preset (fast, sequential) sits under them."""
     import dataclasses
 
     monkeypatch.setattr("factpatch.editing.registry.native_bfloat16", lambda device: True)
     lm = tiny_models["llama"]
     gemma = dataclasses.replace(lm, embedded="gemma3-270m")
     layers = {"layers": "0-1"}  # the tiny model has 4 layers; Gemma 3's range is 2-6
-    alpha = method_params(gemma, "alphaedit", layers)
-    assert (alpha.v_lr, alpha.post_norm_damping) == (1.0, 1e-2)
-    for model, method in ((gemma, "memit"), (lm, "alphaedit"), (lm, "memit")):
-        params = method_params(model, method, layers)
-        assert (params.v_lr, params.post_norm_damping) == (0.5, 1e-3), (model.embedded, method)
-    earlier = method_params(gemma, "alphaedit", {**layers, "v_lr": "0.5", "post_norm_damping": "0.001"})
-    assert (earlier.v_lr, earlier.post_norm_damping) == (0.5, 1e-3)
-    quick = method_params(gemma, "alphaedit", layers, preset="fast")
-    assert (quick.v_lr, quick.v_dtype) == (1.0, "bfloat16")
+    for method in ("alphaedit", "memit"):
+        params = method_params(gemma, method, layers)
+        assert (params.v_lr, params.post_norm_damping) == (1.0, 1e-2), method
+        params = method_params(lm, method, layers)
+        assert (params.v_lr, params.post_norm_damping) == (0.5, 1e-3), method
+        earlier = method_params(gemma, method, {**layers, "v_lr": "0.5", "post_norm_damping": "0.001"})
+        assert (earlier.v_lr, earlier.post_norm_damping) == (0.5, 1e-3), method
+        quick = method_params(gemma, method, layers, preset="fast")
+        assert (quick.v_lr, quick.v_dtype, quick.post_norm_damping) == (1.0, "bfloat16", 1e-2), method
+    held = method_params(gemma, "memit", layers, preset="sequential")
+    assert (held.v_lr, held.post_norm_damping, held.replay_edits, held.replay_scale) == (1.0, 1e-2, True, 0.0)
 
 
 def test_default_layers_come_from_the_embedded_models_trace_or_the_papers_depths(tiny_models):

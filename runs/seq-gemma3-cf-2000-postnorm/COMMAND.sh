@@ -7,14 +7,16 @@
 # About 6–7 min a batch of 100 (z: ~5.5 min; the update ~1 min); many hours in all.
 # Resumable: rerun to continue from the saved z and patch stacks. METHODS=alphaedit,none runs some of
 # the methods (each is its own run in the same directory; runs/QUEUE.sh orders them).
-# AlphaEdit's settings of this run (v_lr 0.5, post_norm_damping 1e-3) were Gemma 3's defaults until
-# 2026-12-05, when they became 1.0 and 1e-2 (editing/registry.py, MODEL_DEFAULTS); they are pinned
-# below so that the run stays resumable and reproducible.
+# MEMIT's and AlphaEdit's settings of this run (v_lr 0.5, post_norm_damping 1e-3) were Gemma 3's
+# defaults until 2026-12-05, when they became 1.0 and 1e-2 (AlphaEdit's first, MEMIT's later that
+# day; editing/registry.py, MODEL_DEFAULTS); they are pinned below so that the run stays resumable
+# and reproducible.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 .venv/bin/factpatch eval --sequential --quiet --model gemma3-270m \
   --methods "${METHODS:-alphaedit,memit,none,rome}" \
   --set alphaedit.v_lr=0.5 --set alphaedit.post_norm_damping=0.001 \
+  --set memit.v_lr=0.5 --set memit.post_norm_damping=0.001 \
   --dataset counterfact:../shared/datasets/counterfact-train.json \
   --n "${N:-2000}" --batch-size 100 --checkpoint-every 500 \
   --known ../shared/datasets/known_1000.json --generation-cases 20 \

@@ -197,10 +197,15 @@ GEMMA3_RANGE = (2, 3, 4, 5, 6)
 # small-batches/), and so did one request at a time: CounterFact's first 50 cases edited alone reach
 # ES / PS / NS 100 / 90 / 80 against 98 / 86 / 76 and mean P(target) 0.66 against 0.45
 # (runs/eval-gemma3-cf-alphaedit-lone/); small-batches/' lone Eiffel Tower -> Rome wrote less.
-# MEMIT keeps the reference's settings: on the same batch it gained less (97 / 82 / 75 and 80.4 %
-# at the defaults; 100 / 84 / 74 and 81.8 %); held with them (runs/seq-gemma3-cf-memit-hold-lr1-damp)
-# it keeps more of the known facts (+10.2 points at 1,000 sequential edits, +5.0 at 1,500), but is
-# not at 2,000 yet.
+# gemma3-270m, MEMIT: the same two settings since 2026-12-05 (z is computed the same way, and the
+# same unconverged z held it back). On that first batch it wrote 100 / 84 / 74 and kept 81.8 % of the
+# known facts against 97 / 82 / 75 and 80.4 % (less gained than AlphaEdit's). Held over 2,000
+# sequential edits (`--preset sequential`; runs/seq-gemma3-cf-memit-hold-lr1-damp against
+# runs/seq-gemma3-cf-memit-hold, same cases) no column was lower at any checkpoint: known facts +6.2,
+# +10.2, +5.0 points at 500, 1,000, 1,500 (intervals above zero), +2.2 at 2,000 (−2.5 to +7.0) with the
+# answers 0.29 nats (0.11 to 0.47) less far down; ES / PS / NS +0.9 / +0.9 / +1.6 at 2,000 (none
+# settled); perplexity 8.11 against 8.66. MEMIT written on the weights it finds (the papers' sequential
+# protocol) with these settings: runs/seq-gemma3-cf-memit-lr1-damp.
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "smollm2-135m": {
         "memit": {"layers": SMOLLM2_RANGE},
@@ -209,7 +214,7 @@ MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
         "attn": {"norm_constraint": 1e-2, "lr": 1e-2},
     },
     "gemma3-270m": {
-        "memit": {"layers": GEMMA3_RANGE},
+        "memit": {"layers": GEMMA3_RANGE, "v_lr": 1.0, "post_norm_damping": 1e-2},
         "alphaedit": {"layers": GEMMA3_RANGE, "v_lr": 1.0, "post_norm_damping": 1e-2},
         "attn": {"norm_constraint": 3e-3, "lr": 3e-3},
     },
@@ -317,9 +322,12 @@ class Preset:
 # 85.9 / 74.7 on the same cases (paired +8.9 and +10.7), NS the same (60.6 against 60.7), as many
 # known facts kept (25.0 %), perplexity 14.2 against 12.7 (runs/seq-smollm2-cf-memit-hold against
 # runs/seq-smollm2-cf-2000; docs/mass-editing.md, "Holding the earlier edits at keys read now").
-# On Gemma 3 270M after 2,000: ES / PS 91.9 / 75.3 against AlphaEdit's 86.8 / 73.1 (paired +5.1,
-# +2.2), NS the same, 43.8 % of the known facts kept against 35.3 %, perplexity 8.66 against 9.90
-# (runs/seq-gemma3-cf-memit-hold against runs/seq-gemma3-cf-2000-postnorm). On zsRE (SmolLM2, 500
+# On Gemma 3 270M after 2,000 (both at the reference's v_lr 0.5, damping 1e-3): ES / PS 91.9 / 75.3
+# against AlphaEdit's 86.8 / 73.1 (paired +5.1, +2.2), NS the same, 43.8 % of the known facts kept
+# against 35.3 %, perplexity 8.66 against 9.90 (runs/seq-gemma3-cf-memit-hold against
+# runs/seq-gemma3-cf-2000-postnorm); at Gemma 3's defaults since 2026-12-05 (1.0, 1e-2) 92.8 / 76.2,
+# NS 68.8 (unedited 77.8), 46.1 % and 8.11, against AlphaEdit's 87.6 / 71.7, 67.8, 43.8 % and 8.56
+# (runs/seq-gemma3-cf-memit-hold-lr1-damp, runs/seq-gemma3-cf-alphaedit-lr1-damp). On zsRE (SmolLM2, 500
 # edits): efficacy / paraphrase 69.9 / 45.5 against AlphaEdit's 48.0 / 32.4, 62.4 % of the known
 # facts against 56.3 % (runs/seq-smollm2-zsre-memit-hold). AlphaEdit held the same
 # way wrote no more (SmolLM2 at 2,000: ES +0.4, PS +1.8, neither settled) but kept more known facts
