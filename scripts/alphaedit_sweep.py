@@ -56,8 +56,19 @@ DEFAULT_GRID = [
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, str]]:
+    """"memit:v_lr=1.0,prefixes=[[5,10],[5,20]]" -> ("memit", {"v_lr": "1.0", "prefixes": "[[5,10],[5,20]]"}):
+    commas inside brackets belong to the value."""
     method, _, rest = text.partition(":")
-    pairs = [p.split("=", 1) for p in rest.split(",") if p.strip()]
+    parts, depth, current = [], 0, ""
+    for char in rest:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    pairs = [p.split("=", 1) for p in parts if p.strip()]
     return method.strip(), {k.strip(): v.strip() for k, v in pairs}
 
 

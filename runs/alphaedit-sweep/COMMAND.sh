@@ -78,3 +78,13 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
   --dataset counterfact:../shared/datasets/counterfact-train.json \
   --known ../shared/datasets/known_1000.json --n 100 \
   --grid "alphaedit:early_stop_most_probable=true" "memit:early_stop_most_probable=true"
+# How many contexts z and the keys are averaged over (2026-12-05): Gemma 3's paraphrase score lags
+# SmolLM2's from the first batch (PS 83-84 against ~90), and CounterFact's paraphrases put a
+# sentence of other text before the subject. MEMIT and AlphaEdit at Gemma 3's defaults since
+# 2026-12-05 on the first batch of 100: the bare prompt + 5 prefixes of 10 tokens (the default; z
+# from runs/seq-gemma3-cf-memit-lr1-damp), + 5 of 10 and 5 of 20 (11 contexts), + 10 of 5 and 10 of
+# 10 (ROME's 21). Each prefix set computes its own z (~2x and ~3.5x the default's time).
+.venv/bin/python scripts/alphaedit_sweep.py --run runs/seq-gemma3-cf-memit-lr1-damp \
+  --known ../shared/datasets/known_1000.json --out runs/alphaedit-sweep/gemma3-contexts.jsonl \
+  --grid "memit:" "alphaedit:" "memit:prefixes=[[5,10],[5,20]]" "alphaedit:prefixes=[[5,10],[5,20]]" \
+  "memit:prefixes=[[10,5],[10,10]]" "alphaedit:prefixes=[[10,5],[10,10]]"
