@@ -162,10 +162,12 @@ def main() -> None:
         params = method_params(lm, method, overrides)
         editor = make_editor(lm, method, params, progress=False, corpus=corpus)
         started = time.perf_counter()
-        saved = run_targets.get(method)
-        if saved is not None and saved[0] == params.z_layer and same_z_settings(params.to_dict(), saved[1]):
-            patch, _ = editor.patch_and_targets(requests, targets=saved[2])
-            row_source = {"z_from": str(args.run / method)}
+        # z does not depend on the method: any of the run's methods with the same top layer and z settings
+        source = next((m for m in [method, *run_targets] if m in run_targets and run_targets[m][0] == params.z_layer
+                       and same_z_settings(params.to_dict(), run_targets[m][1])), None)
+        if source is not None:
+            patch, _ = editor.patch_and_targets(requests, targets=run_targets[source][2])
+            row_source = {"z_from": str(args.run / source)}
         else:
             patch, row_source = editor.patch(requests), {}
         seconds = time.perf_counter() - started
