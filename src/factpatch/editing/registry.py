@@ -204,8 +204,10 @@ GEMMA3_RANGE = (2, 3, 4, 5, 6)
 # runs/seq-gemma3-cf-memit-hold, same cases) no column was lower at any checkpoint: known facts +6.2,
 # +10.2, +5.0 points at 500, 1,000, 1,500 (intervals above zero), +2.2 at 2,000 (−2.5 to +7.0) with the
 # answers 0.29 nats (0.11 to 0.47) less far down; ES / PS / NS +0.9 / +0.9 / +1.6 at 2,000 (none
-# settled); perplexity 8.11 against 8.66. MEMIT written on the weights it finds (the papers' sequential
-# protocol) with these settings: runs/seq-gemma3-cf-memit-lr1-damp.
+# settled); perplexity 8.11 against 8.66. One request at a time (CounterFact's first 50, each alone;
+# runs/eval-gemma3-cf-memit-lone) ES / PS / NS 100 / 92 / 76 against 100 / 90 / 76, EM 81.8 against
+# 52.2. MEMIT written on the weights it finds (the papers' sequential protocol) with these settings:
+# runs/seq-gemma3-cf-memit-lr1-damp.
 MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "smollm2-135m": {
         "memit": {"layers": SMOLLM2_RANGE},
