@@ -307,8 +307,8 @@ class Preset:
 #   runs/eval-gemma3-cf-alphaedit-lone/fast; a batch of the first 100 cases ES / PS / NS 100 / 83 /
 #   75 against 100 / 83 / 74 in 284 against 425 s, runs/bench/alphaedit-fast-gemma3-2026-12-05):
 #   its ROME edits need 10 steps at 0.5 already, and with v_lr 2.0 two of the first 20 cases moved
-#   from NS to PS. bfloat16 alone: 3.5 against 6.55 s (1.87×), ES the same, PS the same count (one case each way), NS one case lower of 20
-#   (runs/bench/rome-fast-gemma3-2026-11-30/). Other models, unmeasured, get the bfloat16 part.
+#   from NS to PS. bfloat16 alone: 3.5 against 6.55 s (1.87×), ES the same, PS the same count (one
+#   case each way), NS one case lower of 20 (runs/bench/rome-fast-gemma3-2026-11-30/). Other models, unmeasured, get the bfloat16 part.
 # - ROME with MEMIT's 6 contexts (the bare prompt and 5 prefixes of 10 tokens) instead of public
 #   ROME's 21, every model: a step's passes carry 7 rows instead of 22. On SmolLM2's first 50
 #   CounterFact cases, in one process beside the preset without it: median 1.77 against 2.96 s,
