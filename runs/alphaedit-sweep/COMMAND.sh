@@ -88,3 +88,11 @@ run --corpus-tokens 204800 --grid "alphaedit:nullspace_energy=0.1" "memit:" "mem
   --known ../shared/datasets/known_1000.json --out runs/alphaedit-sweep/gemma3-contexts.jsonl \
   --grid "memit:" "alphaedit:" "memit:prefixes=[[5,10],[5,20]]" "alphaedit:prefixes=[[5,10],[5,20]]" \
   "memit:prefixes=[[10,5],[10,10]]" "alphaedit:prefixes=[[10,5],[10,10]]"
+# Gemma 3's top layer (2026-12-05, second session): more contexts did not raise the first batch's
+# paraphrase score (above), so the layers z is written at: ranges ending at layer 8 instead of 6
+# (the trace's five-layer window 2-6 and 1-5 score within 2 % of each other; SmolLM2's 4-8 and 1-8
+# were measured the same way, smollm2.jsonl). Same batch (CounterFact 0-99) and defaults since
+# 2026-12-05; z recomputed once at layer 8 (~10 min) and shared by the four settings.
+.venv/bin/python scripts/alphaedit_sweep.py --run runs/seq-gemma3-cf-memit-lr1-damp \
+  --known ../shared/datasets/known_1000.json --out runs/alphaedit-sweep/gemma3-top-layer.jsonl \
+  --grid "memit:layers=4-8" "alphaedit:layers=4-8" "memit:layers=2-8" "alphaedit:layers=2-8"
