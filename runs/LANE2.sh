@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Second lane from 2026-12-05 03:40 UTC: zsRE on Gemma 3 (AlphaEdit at its defaults, MEMIT held with
-# `--preset sequential`, the unedited model), 500 edits in batches of 100 (runs/seq-gemma3-zsre-500).
-# One torch thread, beside runs/LANE1.sh. Logs to runs/QUEUE.log. (The lane before it,
-# runs/seq-smollm2-cf-memit-replay-quarter, completed 2026-12-05 03:10 UTC.)
+# Second lane from 2026-12-05 (second session), after the top-layer sweep (runs/LANE3.sh): AlphaEdit
+# held with the reference's null space on Gemma 3 at its defaults since 2026-12-05, 2,000 edits
+# (runs/seq-gemma3-cf-alphaedit-hold-ref-lr1-damp). One torch thread, beside runs/LANE1.sh; start
+# this one once the other has loaded. Logs to runs/QUEUE.log. (The lane before it,
+# runs/seq-gemma3-zsre-500, completed 2026-12-05 08:31 UTC.)
 set -u
 cd "$(dirname "$0")/.."
 log=runs/QUEUE.log
@@ -12,4 +13,4 @@ step() {
   env "$@" > "runs/${name%% *}/QUEUE.out" 2>&1
   echo "$(date -u +%FT%TZ) end $name (exit $?)" >> "$log"
 }
-step "seq-gemma3-zsre-500" OMP_NUM_THREADS=1 runs/seq-gemma3-zsre-500/COMMAND.sh
+step "seq-gemma3-cf-alphaedit-hold-ref-lr1-damp" OMP_NUM_THREADS=1 N=2000 runs/seq-gemma3-cf-alphaedit-hold-ref-lr1-damp/COMMAND.sh
