@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Complete 2026-12-05 09:59 UTC (all 2,000 edits and checkpoints); started again it only finds that.
 # First lane from 2026-12-05 04:55 UTC: MEMIT on Gemma 3 as the papers run it sequentially, at the
 # defaults since 2026-12-05 (v_lr 1.0, damping 1e-2), 2,000 edits (runs/seq-gemma3-cf-memit-lr1-damp).
 # One torch thread, beside runs/LANE2.sh; start this one first and the second once it has loaded.

@@ -20,10 +20,11 @@ cd "$(dirname "$0")/.."
  "Gemma 3|unedited|runs/seq-gemma3-cf-2000-postnorm|none" \
  "Gemma 3|sequential ROME|runs/seq-gemma3-cf-2000-rome-6ctx|rome" \
  "Gemma 3|MEMIT (v_lr 0.5, damping 10⁻³: the defaults until 2026-12-05)|runs/seq-gemma3-cf-2000-postnorm|memit" \
+ "Gemma 3|MEMIT (the defaults from 2026-12-05: v_lr 1.0, damping 10⁻²)|runs/seq-gemma3-cf-memit-lr1-damp|memit" \
  "Gemma 3|MEMIT, preserve_edits (v_lr 0.5, damping 10⁻³)|runs/seq-gemma3-cf-memit-preserve|memit" \
  "Gemma 3|MEMIT, --preset sequential (v_lr 0.5, damping 10⁻³)|runs/seq-gemma3-cf-memit-hold|memit" \
  "Gemma 3|**MEMIT, --preset sequential** (the defaults from 2026-12-05: v_lr 1.0, damping 10⁻²)|runs/seq-gemma3-cf-memit-hold-lr1-damp|memit" \
  "Gemma 3|AlphaEdit (v_lr 0.5, damping 10⁻³: the defaults until 2026-12-05)|runs/seq-gemma3-cf-2000-postnorm|alphaedit" \
  "Gemma 3|AlphaEdit (the defaults from 2026-12-05: v_lr 1.0, damping 10⁻²)|runs/seq-gemma3-cf-alphaedit-lr1-damp|alphaedit" \
- "Gemma 3|AlphaEdit, held at keys read now|runs/seq-gemma3-cf-alphaedit-hold|alphaedit" \
- "Gemma 3|AlphaEdit, held, the reference's null space|runs/seq-gemma3-cf-alphaedit-hold-ref|alphaedit" > runs/glance-2000.md.tmp && mv runs/glance-2000.md.tmp runs/glance-2000.md
+ "Gemma 3|AlphaEdit, held at keys read now (v_lr 0.5, damping 10⁻³)|runs/seq-gemma3-cf-alphaedit-hold|alphaedit" \
+ "Gemma 3|AlphaEdit, held, the reference's null space (v_lr 0.5, damping 10⁻³)|runs/seq-gemma3-cf-alphaedit-hold-ref|alphaedit" > runs/glance-2000.md.tmp && mv runs/glance-2000.md.tmp runs/glance-2000.md
