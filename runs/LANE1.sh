@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# First lane from 2026-12-05 10:10 UTC: AlphaEdit held with the reference's null space on Gemma 3 at
+# First lane from 2026-12-05 10:08 UTC: AlphaEdit held with the reference's null space on Gemma 3 at
 # v_lr 1.0 and the post-norm damping 3e-3 (runs/seq-gemma3-cf-alphaedit-hold-ref-lr1-damp3e-3),
 # 2,000 edits, beside runs/LANE2.sh (the same at the default damping 1e-2). One torch thread.
 # Logs to runs/QUEUE.log. (The lane before it, runs/seq-gemma3-cf-memit-lr1-damp, completed
