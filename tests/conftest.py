@@ -3,9 +3,12 @@ the real embedded model (converted once, cached in the user cache between runs).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -126,6 +129,29 @@ def load_script(monkeypatch):
         return module
 
     return load
+
+
+@pytest.fixture()
+def another_process_writes():
+    """`with another_process_writes(run_dir):` a separate process holds the directory's run lock
+    (factpatch.core.runstore.RunLock) until the block ends, as a run still going would."""
+    holder = (
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"
+    )
+
+    @contextlib.contextmanager
+    def holding(directory):
+        process = subprocess.Popen([sys.executable, "-c", holder, str(directory)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout.readline().strip() == "held"
+            yield
+        finally:
+            process.stdin.close()  # its exit drops the lock
+            process.wait(timeout=30)
+
+    return holding
 
 
 @pytest.fixture()

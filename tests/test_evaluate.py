@@ -302,7 +302,7 @@ def test_cli_eval_records_what_a_preset_set(model_dir, tmp_path, capsys, monkeyp
     assert main(base) == 2 and "differs in hparams" in capsys.readouterr().err
 
 
-def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys):
+def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys, another_process_writes):
     out = tmp_path / "o"
     base = ["eval", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"), "--dataset", FLAT,
             "--methods", "none,ft+l", "--set", "ft+l.steps=2", "--out", str(out), "--quiet"]
@@ -315,6 +315,12 @@ def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys):
     assert err.startswith("error: ") and "different configuration (differs in hparams)" in err and err.count("\n") == 1
     assert (out / "results.jsonl").read_bytes() == results
     assert main(base + ["--n", "2"]) == 0 and "(0 new)" in capsys.readouterr().out
+    with another_process_writes(out):  # the same run still going elsewhere: one line, exit 2, nothing written
+        assert main(base + ["--n", "3"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "is being written by another process" in err and err.count("\n") == 1
+        assert (out / "results.jsonl").read_bytes() == results
+    assert main(base + ["--n", "2"]) == 0 and "(0 new)" in capsys.readouterr().out  # the lock went with its holder
     assert main(["eval", "merge", str(out), "--out", str(tmp_path / "m")]) == 0
     assert json.loads((tmp_path / "m" / "summary.json").read_text()) == json.loads((out / "summary.json").read_text())
 

@@ -127,7 +127,7 @@ def test_a_method_added_later_joins_the_run_and_its_figure(fresh_tiny, tmp_path,
         run_sequential(lm, dataset, other, tmp_path / "out", tmp_path, progress=False)
 
 
-def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatch):
+def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatch, another_process_writes):
     lm = fresh_tiny("gpt2")
     dataset = load_dataset("builtin")
     run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "whole", tmp_path, progress=False, plots=False)
@@ -160,6 +160,12 @@ def test_killed_run_resumes_to_the_same_weights(fresh_tiny, tmp_path, monkeypatc
     batch = json.loads((tmp_path / "killed" / "batches.jsonl").read_text().splitlines()[0])
     assert halfway.seconds_left == pytest.approx(batch["seconds"])  # one batch left at the first one's pace
     monkeypatch.setattr(alphaedit.AlphaEditor, "patch_and_targets", real)
+    # a resume while another process still writes the run is refused before it reads or writes a record
+    before = {p: p.read_bytes() for p in (tmp_path / "killed").rglob("*") if p.is_file()}
+    with another_process_writes(tmp_path / "killed"):
+        with pytest.raises(FactpatchError, match="being written by another process"):
+            run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "killed").rglob("*") if p.is_file()} == before
     run_sequential(lm, dataset, _config(["alphaedit"]), tmp_path / "killed", tmp_path, progress=False, plots=False)
     assert len((tmp_path / "killed" / "curves.csv").read_text().splitlines()) == 1 + 3
     assert not (tmp_path / "killed" / "curves.png").exists()  # not drawn, and the older figure not left as if it were

@@ -321,7 +321,7 @@ class _Killer:
         return Bar()
 
 
-def test_a_killed_dataset_run_resumes_to_the_same_averages(tiny_models, tmp_path):
+def test_a_killed_dataset_run_resumes_to_the_same_averages(tiny_models, tmp_path, another_process_writes):
     lm = tiny_models["llama"]
     dataset = _known_dataset(lm, tmp_path / "known.json")
     settings = TraceSettings(window=2, sever=("mlp", "attn"), sever_tokens="last subject",
@@ -343,6 +343,8 @@ def test_a_killed_dataset_run_resumes_to_the_same_averages(tiny_models, tmp_path
     assert len(read_results(out / "results.jsonl")) == 2
     with open(out / "results.jsonl", "a") as handle:  # killed in the middle of writing a line
         handle.write('{"id": "7", "prompt": "The Eif')
+    with another_process_writes(out), pytest.raises(FactpatchError, match="being written by another process"):
+        trace_dataset(lm, dataset, out, settings, sigma=1.0, progress=False, plots=False)
     resumed = trace_dataset(lm, dataset, out, settings, sigma=1.0, progress=False, plots=False)
     assert resumed.new == full.traced - 2 and resumed.traced == full.traced
     assert resumed.summary["kinds"] == full.summary["kinds"]

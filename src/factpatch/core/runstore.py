@@ -4,7 +4,8 @@ match, and append-only JSONL records.
 Every long command (tracing a data set, evaluating, editing sequentially) writes its records one
 line at a time — appended, flushed and fsynced as each finishes — so a killed run loses at most
 the line it was writing, and rerunning the same command skips what is there. A torn last line
-(a kill mid-write) is cut from the file on load; damage anywhere else is an error.
+(a kill mid-write) is cut from the file on load; damage anywhere else is an error. One process
+at a time writes a run directory (`RunLock`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked there
+    fcntl = None  # type: ignore[assignment]
 
 from .cache import write_text_atomic
 from .errors import FactpatchError
@@ -70,16 +76,68 @@ class RunStore:
             os.fsync(handle.fileno())
 
 
-def check_identity(out_dir: Path, name: str, identity: dict, differences=None, merge=None) -> dict:
+class RunLock:
+    """Lets one process at a time write a run directory.
+
+    Two processes resuming the same run would both load its records and then append their own
+    beside each other's: the same batch twice in one stack, a checkpoint scored twice. The lock is
+    an advisory `flock` on the directory itself, so it creates no file, and the kernel drops it
+    when its holder exits, however it exits: a killed run leaves no stale lock behind. Hold one
+    around a whole run (`with RunLock() as lock:`) and pass it to `check_identity`, which takes it
+    as soon as the directory exists, before any record is read. Readers (`eval status`, `eval
+    paired`) take no lock. Where `fcntl` is missing (Windows) nothing is locked."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self.path: Path | None = None
+
+    def take(self, out_dir: Path) -> None:
+        """Hold `out_dir` (an existing directory), or fail with a one-line error if another process does."""
+        out_dir = Path(out_dir)
+        if self._fd is not None:
+            if self.path != out_dir:
+                raise ValueError(f"this lock already holds {self.path}, not {out_dir}")
+            return
+        if fcntl is None:
+            return
+        fd = os.open(out_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FactpatchError(
+                f"{out_dir} is being written by another process (a run still going?); "
+                "stop it or let it finish, then run the same command to resume"
+            ) from None
+        self._fd, self.path = fd, out_dir
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = self.path = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def check_identity(out_dir: Path, name: str, identity: dict, differences=None, merge=None,
+                   lock: RunLock | None = None) -> dict:
     """Create `out_dir` with `name` holding `identity`, or accept it if it holds the same run;
     refuse a directory that holds another run, so results are never mixed. Returns what is stored.
 
     `differences(old, new) -> [keys]` decides what counts as another run (default: any change);
     where the stored identity differs only in what it allows, the stored file is brought up to
-    date: to `merge(old, new)` if given (e.g. the union of two runs' methods), else to `new`."""
+    date: to `merge(old, new)` if given (e.g. the union of two runs' methods), else to `new`.
+    With `lock`, the directory is held for this process from here on (the caller is about to write
+    records); without it, the call only checks and creates."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FactpatchError(f"--out {out_dir} exists and is not a directory")
+    if lock is not None and out_dir.is_dir():
+        lock.take(out_dir)
     path = out_dir / name
     identity = json.loads(json.dumps(identity))  # as it will read back
     if path.exists():
@@ -99,5 +157,7 @@ def check_identity(out_dir: Path, name: str, identity: dict, differences=None, m
             write_text_atomic(path, json.dumps(stored, indent=2) + "\n")
         return stored
     out_dir.mkdir(parents=True, exist_ok=True)
+    if lock is not None:
+        lock.take(out_dir)
     write_text_atomic(path, json.dumps(identity, indent=2) + "\n")
     return identity

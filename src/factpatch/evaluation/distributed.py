@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import FactpatchError
+from ..core.runstore import RunLock
 from .ray_pool import PoolStats, RaySettings, WorkerPool, chunks, connected, log_stats, progress_bar
 
 logger = logging.getLogger(__name__)
@@ -54,14 +55,15 @@ def run_eval_ray(
     from .run import describe_config, finish_eval, plan_eval
 
     started = time.perf_counter()
-    with connected(settings) as ray, WorkerPool(model, settings, cache_dir) as pool:
+    # the lock first: one process writes out_dir at a time
+    with RunLock() as lock, connected(settings) as ray, WorkerPool(model, settings, cache_dir) as pool:
         infos = pool.start()
         dataset_ref = ray.put(dataset)
         hparams = pool.setup(lambda actor: actor.setup_eval.remote(dataset_ref, config))
         if any(h != hparams[0] for h in hparams[1:]):
             raise FactpatchError("the workers disagree on the methods' settings: is factpatch the same version everywhere?")
         # describe_config reads only the model's name and fingerprint, which WorkerInfo carries
-        plan = plan_eval(dataset, config, out_dir, describe_config(infos[0], dataset, config, hparams[0]))
+        plan = plan_eval(dataset, config, out_dir, describe_config(infos[0], dataset, config, hparams[0]), lock=lock)
         by_case: dict[str, list[str]] = {}
         for case, method in plan.todo:
             by_case.setdefault(case.case_id, []).append(method)
@@ -109,26 +111,27 @@ def trace_dataset_ray(
     `model`) checks which facts the model knows and σ; the workers must hold the same weights."""
     from ..tracing.dataset import finish_trace, plan_trace
 
-    plan = plan_trace(lm, dataset, out_dir, settings, n, sigma, cache_dir, progress)
-    with connected(cluster), WorkerPool(model, cluster, cache_dir, name=lm.name) as pool:
-        infos = pool.start()
-        if infos[0].fingerprint != lm.fingerprint:
-            raise FactpatchError(f"the workers loaded other weights than {lm.name} here: every node needs the same model files")
-        payloads = chunks(plan.todo, cluster.cases_per_task)
-        with progress_bar(len(plan.selected), f"tracing facts on {len(infos)} workers", progress,
-                  len(plan.selected) - len(plan.todo)) as bar:
-            results = pool.results(payloads, lambda actor, facts: actor.trace.remote(facts, settings, plan.sigma),
-                                   lambda facts: "fact " + ", ".join(f.id for f in facts), bar, "facts")
-            for _, records in results:
-                for record in records:
-                    if record["id"] in plan.done:
-                        logger.warning("dropping a second trace of fact %s", record["id"])
-                        continue
-                    plan.store.append(record)
-                    plan.done[record["id"]] = record
-                    bar.update(1)
-        log_stats(pool.stats)
-        return RayRun(finish_trace(lm, plan, settings, plots), pool.stats)
+    with RunLock() as lock:  # one process writes out_dir at a time
+        plan = plan_trace(lm, dataset, out_dir, settings, n, sigma, cache_dir, progress, lock=lock)
+        with connected(cluster), WorkerPool(model, cluster, cache_dir, name=lm.name) as pool:
+            infos = pool.start()
+            if infos[0].fingerprint != lm.fingerprint:
+                raise FactpatchError(f"the workers loaded other weights than {lm.name} here: every node needs the same model files")
+            payloads = chunks(plan.todo, cluster.cases_per_task)
+            with progress_bar(len(plan.selected), f"tracing facts on {len(infos)} workers", progress,
+                      len(plan.selected) - len(plan.todo)) as bar:
+                results = pool.results(payloads, lambda actor, facts: actor.trace.remote(facts, settings, plan.sigma),
+                                       lambda facts: "fact " + ", ".join(f.id for f in facts), bar, "facts")
+                for _, records in results:
+                    for record in records:
+                        if record["id"] in plan.done:
+                            logger.warning("dropping a second trace of fact %s", record["id"])
+                            continue
+                        plan.store.append(record)
+                        plan.done[record["id"]] = record
+                        bar.update(1)
+            log_stats(pool.stats)
+            return RayRun(finish_trace(lm, plan, settings, plots), pool.stats)
 
 
 # ----------------------------------------------------------------------------- sequential scoring

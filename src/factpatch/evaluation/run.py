@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..core.cache import write_text_atomic
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel
-from ..core.runstore import RunStore, check_identity
+from ..core.runstore import RunLock, RunStore, check_identity
 from ..editing.patch import Patch, applied
 from ..editing.registry import METHODS, Editor, make_editor, method_params
 from .data import Case, Dataset, load_dataset
@@ -138,14 +138,15 @@ def _as_recorded(method: str, recorded: dict | None, values: dict) -> dict:
             if key in recorded or key not in defaults or value != defaults[key]}
 
 
-def check_out_dir(out_dir: Path, description: dict) -> dict:
+def check_out_dir(out_dir: Path, description: dict, lock: RunLock | None = None) -> dict:
     """Create `out_dir` for this configuration, or accept it if it holds the same one (a different
     `n` included: the run grows or shrinks to the new prefix; other methods: they join the run);
-    refuse otherwise. Returns the stored description (every method the directory holds)."""
+    refuse otherwise. Returns the stored description (every method the directory holds). With
+    `lock`, the directory is held for this process from here on (`RunLock`)."""
     out_dir = Path(out_dir)
     if not (out_dir / CONFIG).exists() and (out_dir / RESULTS).exists():
         raise FactpatchError(f"{out_dir} has {RESULTS} but no {CONFIG}; use another --out")
-    return check_identity(out_dir, CONFIG, description, _differences, _with_methods_of_both)
+    return check_identity(out_dir, CONFIG, description, _differences, _with_methods_of_both, lock)
 
 
 def read_config(out_dir: Path) -> dict:
@@ -309,13 +310,14 @@ class EvalPlan:
     todo: list[tuple[Case, str]]
 
 
-def plan_eval(dataset: Dataset, config: EvalSettings, out_dir: Path, description: dict) -> EvalPlan:
-    """Select the cases, check or create `out_dir` for `description` and list what is left."""
+def plan_eval(dataset: Dataset, config: EvalSettings, out_dir: Path, description: dict, *, lock: RunLock) -> EvalPlan:
+    """Select the cases, check or create `out_dir` for `description` (held by `lock` from then on)
+    and list what is left."""
     cases = dataset.select(config.n, config.shard)
     if not cases:
         raise FactpatchError(f"shard {config.shard} of {dataset.name} has no cases")
     out_dir = Path(out_dir)
-    description = check_out_dir(out_dir, description)  # every method the directory holds, for the summaries
+    description = check_out_dir(out_dir, description, lock)  # every method the directory holds, for the summaries
     store = result_store(out_dir / RESULTS)
     records = store.load()
     done = {(r["case_id"], r["method"]) for r in records}
@@ -350,29 +352,30 @@ def run_eval(
     started = time.perf_counter()
     params = {m: method_params(lm, m, config.overrides.get(m), config.preset) for m in config.methods}
     hparams = {m: p.to_dict() for m, p in params.items()}
-    plan = plan_eval(dataset, config, out_dir, describe_config(lm, dataset, config, hparams))
-    editors: dict[str, Editor] = {}
-    tfidf = TfidfModel(dataset.idf_texts) if config.generation and dataset.kind == "counterfact" else None
-    new = 0
-    with tqdm(total=len(plan.todo), desc=f"eval {lm.name}", unit="edit", disable=not progress, dynamic_ncols=True) as bar:
-        for case in plan.cases:
-            methods = [m for m in config.methods if (case.case_id, m) not in plan.done]
-            if not methods:
-                continue
-            ctx = CaseContext(case, plan.index_of[case.case_id])
-            if tfidf is not None:
-                ctx.reference = reference_texts(lm, case, config.gen, case_seed(config.seed, ctx.index))
-            for method in methods:
-                if method not in editors:
-                    editors[method] = make_editor(lm, method, params[method], cache_dir, progress)
-                    editors[method].prepare()
-                bar.set_postfix_str(f"case {case.case_id} {method}")
-                record = evaluate_case(lm, editors[method], ctx, config, tfidf)
-                plan.store.append(record)
-                plan.records.append(record)
-                new += 1
-                bar.update(1)
-    return finish_eval(plan, new, started)
+    with RunLock() as lock:  # one process writes out_dir at a time
+        plan = plan_eval(dataset, config, out_dir, describe_config(lm, dataset, config, hparams), lock=lock)
+        editors: dict[str, Editor] = {}
+        tfidf = TfidfModel(dataset.idf_texts) if config.generation and dataset.kind == "counterfact" else None
+        new = 0
+        with tqdm(total=len(plan.todo), desc=f"eval {lm.name}", unit="edit", disable=not progress, dynamic_ncols=True) as bar:
+            for case in plan.cases:
+                methods = [m for m in config.methods if (case.case_id, m) not in plan.done]
+                if not methods:
+                    continue
+                ctx = CaseContext(case, plan.index_of[case.case_id])
+                if tfidf is not None:
+                    ctx.reference = reference_texts(lm, case, config.gen, case_seed(config.seed, ctx.index))
+                for method in methods:
+                    if method not in editors:
+                        editors[method] = make_editor(lm, method, params[method], cache_dir, progress)
+                        editors[method].prepare()
+                    bar.set_postfix_str(f"case {case.case_id} {method}")
+                    record = evaluate_case(lm, editors[method], ctx, config, tfidf)
+                    plan.store.append(record)
+                    plan.records.append(record)
+                    new += 1
+                    bar.update(1)
+        return finish_eval(plan, new, started)
 
 
 # ----------------------------------------------------------------------------- summaries

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from ..core.cache import file_sha256, write_text_atomic
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, weights_fingerprint
-from ..core.runstore import RunStore
+from ..core.runstore import RunLock, RunStore
 from ..editing.memit import TargetValues
 from ..editing.patch import Patch, PatchStack, applied, load_patch, save_patch
 from ..editing.registry import make_editor, method_params
@@ -447,26 +447,27 @@ def run_sequential(
     params = {m: method_params(lm, m, config.overrides.get(m), config.preset) for m in config.methods}
     description = describe(lm, dataset, config, {m: p.to_dict() for m, p in params.items()})
     out_dir = Path(out_dir)
-    # the outputs cover every method the directory holds; this call edits and scores `config.methods`
-    description = check_out_dir(out_dir, description)
-    store, health_log = case_store(out_dir / RESULTS), health_store(out_dir / HEALTH)
-    records, health = store.load(), health_log.load()
-    done = {(r["method"], r["edits"], r["case_id"]) for r in records}
-    health_done = {(h["method"], h["edits"]) for h in health}
-    known = KnownFacts.check(lm, config.known_path, progress) if config.known_path is not None else None
-    ppl_ids = perplexity_text(lm, config.perplexity_tokens, cache_dir, progress)
-    if ("unedited", 0) not in health_done:  # the baseline every curve starts from
-        entry = {"method": "unedited", "edits": 0, "patches": [], "perplexity": round(perplexity(lm, ppl_ids), 4)}
-        if known is not None:
-            entry.update({"known_kept": sum(known.known), "known_total": len(known.facts),
-                          "known_share": sum(known.known) / len(known.facts)})
-        health_log.append(entry)
-    for method in config.methods:
-        # The curves are redrawn at every checkpoint: a run that takes days shows where it stands.
-        run_method(lm, method, params[method], cases, config, out_dir, store, health_log, done, health_done,
-                   known, ppl_ids, cache_dir, progress, scorer,
-                   after_checkpoint=lambda: write_curves(out_dir, description, plots=plots))
-    run = write_outputs(out_dir, description, plots)
+    with RunLock() as lock:  # one process writes out_dir at a time
+        # the outputs cover every method the directory holds; this call edits and scores `config.methods`
+        description = check_out_dir(out_dir, description, lock)
+        store, health_log = case_store(out_dir / RESULTS), health_store(out_dir / HEALTH)
+        records, health = store.load(), health_log.load()
+        done = {(r["method"], r["edits"], r["case_id"]) for r in records}
+        health_done = {(h["method"], h["edits"]) for h in health}
+        known = KnownFacts.check(lm, config.known_path, progress) if config.known_path is not None else None
+        ppl_ids = perplexity_text(lm, config.perplexity_tokens, cache_dir, progress)
+        if ("unedited", 0) not in health_done:  # the baseline every curve starts from
+            entry = {"method": "unedited", "edits": 0, "patches": [], "perplexity": round(perplexity(lm, ppl_ids), 4)}
+            if known is not None:
+                entry.update({"known_kept": sum(known.known), "known_total": len(known.facts),
+                              "known_share": sum(known.known) / len(known.facts)})
+            health_log.append(entry)
+        for method in config.methods:
+            # The curves are redrawn at every checkpoint: a run that takes days shows where it stands.
+            run_method(lm, method, params[method], cases, config, out_dir, store, health_log, done, health_done,
+                       known, ppl_ids, cache_dir, progress, scorer,
+                       after_checkpoint=lambda: write_curves(out_dir, description, plots=plots))
+        run = write_outputs(out_dir, description, plots)
     run.seconds = time.perf_counter() - started
     return run
 

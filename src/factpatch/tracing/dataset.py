@@ -15,7 +15,7 @@ import torch
 from ..core.cache import file_sha256, stable_hash
 from ..core.errors import FactpatchError
 from ..core.models import LoadedModel, in_precision
-from ..core.runstore import RunStore, check_identity
+from ..core.runstore import RunLock, RunStore, check_identity
 from ..core.scoring import TargetTokens, teacher_forced
 from .engine import progress_bar
 from .prompt import PromptTrace, trace_prompt
@@ -271,8 +271,11 @@ def plan_trace(
     sigma: float | None = None,
     cache_dir: Path | None = None,
     progress: Progress = True,
+    *,
+    lock: RunLock,
 ) -> TracePlan:
-    """Check or create `out_dir` for this run, find the facts the model knows, list what is left."""
+    """Check or create `out_dir` for this run (held by `lock` from then on), find the facts the
+    model knows, list what is left."""
     from .plot import write_bytes
 
     out_dir = Path(out_dir)
@@ -288,7 +291,7 @@ def plan_trace(
         "settings": settings.key(),
         "sigma": round(sigma, 8),
     }
-    check_identity(out_dir, "run.json", run_key)
+    check_identity(out_dir, "run.json", run_key, lock=lock)
 
     known_path = out_dir / "known.json"
     known_ids = None
@@ -368,14 +371,15 @@ def trace_dataset(
     `known.json` (which facts the model gets right), `results.jsonl` (one traced fact per line,
     appended as each finishes, so a killed run resumes where it stopped), `summary.json`
     (averages by token group and layer) and the figures `average.png|svg` (and `sever.png|svg`)."""
-    plan = plan_trace(lm, dataset, out_dir, settings, n, sigma, cache_dir, progress)
-    selected, todo = plan.selected, plan.todo
-    bar = progress_bar(progress, total=len(selected), initial=len(selected) - len(todo), desc="tracing facts", unit="fact")
-    traced = in_precision(lm, settings.dtype) if todo else lm  # one copy for every fact, when not float32
-    with bar:
-        for fact in todo:
-            record = trace_fact(traced, fact, settings, plan.sigma)
-            plan.store.append(record)
-            plan.done[fact.id] = record
-            bar.update(1)
-    return finish_trace(lm, plan, settings, plots)
+    with RunLock() as lock:  # one process writes out_dir at a time
+        plan = plan_trace(lm, dataset, out_dir, settings, n, sigma, cache_dir, progress, lock=lock)
+        selected, todo = plan.selected, plan.todo
+        bar = progress_bar(progress, total=len(selected), initial=len(selected) - len(todo), desc="tracing facts", unit="fact")
+        traced = in_precision(lm, settings.dtype) if todo else lm  # one copy for every fact, when not float32
+        with bar:
+            for fact in todo:
+                record = trace_fact(traced, fact, settings, plan.sigma)
+                plan.store.append(record)
+                plan.done[fact.id] = record
+                bar.update(1)
+        return finish_trace(lm, plan, settings, plots)
