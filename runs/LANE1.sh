@@ -2,7 +2,8 @@
 # First lane from 2026-12-05 10:08 UTC: AlphaEdit held with the reference's null space on Gemma 3 at
 # v_lr 1.0 and the post-norm damping 3e-3 (runs/seq-gemma3-cf-alphaedit-hold-ref-lr1-damp3e-3),
 # 2,000 edits, beside runs/LANE2.sh (the same at the default damping 1e-2). One torch thread.
-# Logs to runs/QUEUE.log. (The lane before it, runs/seq-gemma3-cf-memit-lr1-damp, completed
+# Logs to runs/QUEUE.log. Stopped at 1,000 edits 2026-12-05 12:00 UTC (docs/mass-editing.md says why);
+# rerunning this continues it. (The lane before it, runs/seq-gemma3-cf-memit-lr1-damp, completed
 # 2026-12-05 09:59 UTC.)
 set -u
 cd "$(dirname "$0")/.."
