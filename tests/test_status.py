@@ -44,7 +44,8 @@ def test_sequential_progress_counts_batches_and_checkpoints_and_prices_what_is_l
     assert not progress.complete
     text = "\n".join(progress_lines(progress))
     assert "alphaedit: 2/3 batches; 1 of 2 checkpoints scored (4 edits)" in text
-    assert "ES/PS/NS 75.0 / 50.0 / 100.0, known facts kept 75.0 %" in text and "rerun the run's command" in text
+    assert "ES/PS/NS 75.0 / 50.0 / 100.0, known facts kept 75.0 %" in text
+    assert text.endswith("stopped: rerun the run's command to continue it (it resumes where it stopped)")
     # records written before scorings were timed: what is left to score is counted, its time unknown
     assert (alpha.cases_to_score, alpha.scoring_seconds_left, memit.cases_to_score) == (6, None, 10)
     assert "then scoring 6 cases at the checkpoints left: unknown time" in text
@@ -141,3 +142,16 @@ def test_status_json_is_the_report_as_data(sequential_dir, capsys):
     assert main(["eval", "status", str(sequential_dir), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["complete"] is False and data["methods"][0]["seconds_left"] == 20.0
+
+
+def test_status_says_whether_a_process_is_writing_the_run_now(sequential_dir, another_process_writes, capsys):
+    with another_process_writes(sequential_dir):
+        progress = run_progress(sequential_dir)
+        assert progress.running and progress.to_dict()["running"] is True
+        assert progress_lines(progress)[-1] == "running: a process is writing it now"
+        assert main(["eval", "status", str(sequential_dir), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["running"] is True
+        before = {p.name: p.read_bytes() for p in sequential_dir.iterdir()}
+        assert run_progress(sequential_dir).running  # a second probe is refused nothing: readers share
+    assert not run_progress(sequential_dir).running  # the writer went, and its lock with it
+    assert {p.name: p.read_bytes() for p in sequential_dir.iterdir()} == before  # the probes wrote nothing

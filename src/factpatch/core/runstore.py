@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from .cache import write_text_atomic
 from .errors import FactpatchError
 
 logger = logging.getLogger(__name__)
+
+LOCK_TRIES = 10  # RunLock.take's tries over one second before it says another process writes the run
 
 
 class RunStore:
@@ -101,9 +104,16 @@ class RunLock:
         if fcntl is None:
             return
         fd = os.open(out_dir, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # a few tries over a second: `being_written` holds a probe for microseconds, and a run
+        # started at that moment should not fail for it
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < LOCK_TRIES - 1:
+                    time.sleep(1.0 / LOCK_TRIES)
+        else:
             os.close(fd)
             raise FactpatchError(
                 f"{out_dir} is being written by another process (a run still going?); "
@@ -121,6 +131,21 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def being_written(out_dir: Path) -> bool:
+    """Whether a process holds `out_dir`'s RunLock now: a run still going. A shared probe, held
+    only for this call, so readers do not exclude each other."""
+    if fcntl is None or not Path(out_dir).is_dir():
+        return False
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def check_identity(out_dir: Path, name: str, identity: dict, differences=None, merge=None,

@@ -12,17 +12,20 @@ perplexity), what the batches left take at the pace of the last few, and the cas
 checkpoints left need with their time at the run's scoring pace (each case record says what its
 scoring took; a run whose records predate that has the count without the time). For a
 single-edit run: the records per method against the cases selected, and the time left at the
-median pace per case.
+median pace per case. Either way, whether a process is writing the run now (it holds the run's
+lock, core.runstore.RunLock) or it has stopped and waits for its command to be rerun.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import FactpatchError
+from ..core.runstore import being_written
 from .run import CONFIG, RESULTS, read_config, result_store
 from .sequential import BATCHES, HEALTH, batch_store, case_store, checkpoints_of, health_store
 
@@ -68,6 +71,7 @@ class RunProgress:
     batch_size: int | None
     methods: tuple[MethodProgress, ...]
     device: str = "cpu"  # where the run edits (config.json names it only off the CPU)
+    running: bool = False  # a process is writing the directory now (core.runstore.being_written)
 
     @property
     def complete(self) -> bool:
@@ -77,7 +81,7 @@ class RunProgress:
         return {
             "out_dir": str(self.out_dir), "protocol": self.protocol, "model": self.model,
             "dataset": self.dataset, "n": self.n, "batch_size": self.batch_size, "device": self.device,
-            "complete": self.complete,
+            "complete": self.complete, "running": self.running,
             "methods": [{**m.__dict__, "checkpoints_scored": list(m.checkpoints_scored),
                          "checkpoints_planned": list(m.checkpoints_planned), "complete": m.complete,
                          "seconds_left": m.seconds_left} for m in self.methods],
@@ -94,7 +98,8 @@ def run_progress(out_dir: Path) -> RunProgress:
     if (any(not isinstance(config.get(key), kind) for key, kind in needed.items())
             or not isinstance(config["dataset"].get("name"), str)):
         raise FactpatchError(f"{out_dir / CONFIG} is not the configuration of a factpatch eval run")
-    return _sequential_progress(out_dir, config) if sequential else _single_progress(out_dir, config)
+    progress = _sequential_progress(out_dir, config) if sequential else _single_progress(out_dir, config)
+    return dataclasses.replace(progress, running=being_written(out_dir))
 
 
 def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
@@ -242,6 +247,10 @@ def progress_lines(progress: RunProgress) -> list[str]:
                 scoring += f", plus {m.untimed_generations:,} cases' texts, whose generation this run has not timed yet"
             line += f" scoring {m.cases_to_score:,} cases at the checkpoints left: {scoring}"
         lines.append(line)
-    lines.append("complete: the summaries are final" if progress.complete
-                 else "rerun the run's command to continue it (it resumes where it stopped)")
+    if progress.complete:
+        lines.append("complete: the summaries are final")
+    elif progress.running:
+        lines.append("running: a process is writing it now")
+    else:
+        lines.append("stopped: rerun the run's command to continue it (it resumes where it stopped)")
     return lines
