@@ -27,4 +27,5 @@ cd "$(dirname "$0")/.."
  "Gemma 3|AlphaEdit (v_lr 0.5, damping 10⁻³: the defaults until 2026-12-05)|runs/seq-gemma3-cf-2000-postnorm|alphaedit" \
  "Gemma 3|AlphaEdit (the defaults from 2026-12-05: v_lr 1.0, damping 10⁻²)|runs/seq-gemma3-cf-alphaedit-lr1-damp|alphaedit" \
  "Gemma 3|AlphaEdit, held at keys read now (v_lr 0.5, damping 10⁻³)|runs/seq-gemma3-cf-alphaedit-hold|alphaedit" \
- "Gemma 3|AlphaEdit, held, the reference's null space (v_lr 0.5, damping 10⁻³)|runs/seq-gemma3-cf-alphaedit-hold-ref|alphaedit" > runs/glance-2000.md.tmp && mv runs/glance-2000.md.tmp runs/glance-2000.md
+ "Gemma 3|AlphaEdit, held, the reference's null space (v_lr 0.5, damping 10⁻³)|runs/seq-gemma3-cf-alphaedit-hold-ref|alphaedit" \
+ "Gemma 3|AlphaEdit, held, the reference's null space (the defaults from 2026-12-05: v_lr 1.0, damping 10⁻²)|runs/seq-gemma3-cf-alphaedit-hold-ref-lr1-damp|alphaedit" > runs/glance-2000.md.tmp && mv runs/glance-2000.md.tmp runs/glance-2000.md
