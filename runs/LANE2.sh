@@ -13,5 +13,6 @@ step() {
   env "$@" > "runs/${name%% *}/QUEUE.out" 2>&1
   echo "$(date -u +%FT%TZ) end $name (exit $?)" >> "$log"
 }
-# From 2026-12-05 11:59 UTC alone (runs/LANE1.sh stopped at 1,000 edits), so at two torch threads.
+# From 2026-12-05 11:59 UTC alone (runs/LANE1.sh stopped at 1,000 edits), so at two torch threads;
+# complete at 2,000 edits 13:27 UTC.
 step "seq-gemma3-cf-alphaedit-hold-ref-lr1-damp" OMP_NUM_THREADS=2 N=2000 runs/seq-gemma3-cf-alphaedit-hold-ref-lr1-damp/COMMAND.sh
