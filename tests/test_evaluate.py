@@ -302,7 +302,7 @@ def test_cli_eval_records_what_a_preset_set(model_dir, tmp_path, capsys, monkeyp
     assert main(base) == 2 and "differs in hparams" in capsys.readouterr().err
 
 
-def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys, another_process_writes):
+def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys, monkeypatch, another_process_writes):
     out = tmp_path / "o"
     base = ["eval", "--model", str(model_dir), "--cache-dir", str(tmp_path / "cache"), "--dataset", FLAT,
             "--methods", "none,ft+l", "--set", "ft+l.steps=2", "--out", str(out), "--quiet"]
@@ -320,6 +320,11 @@ def test_cli_eval_resume_and_refusal(model_dir, tmp_path, capsys, another_proces
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "is being written by another process" in err and err.count("\n") == 1
         assert (out / "results.jsonl").read_bytes() == results
+        with monkeypatch.context() as patched:  # and it is said before the model is loaded
+            patched.setattr("factpatch.cli.load_lm", lambda *_, **__: pytest.fail("the model was loaded"))
+            assert main(base + ["--n", "3"]) == 2
+            assert main(base + ["--n", "3", "--sequential"]) == 2
+            assert capsys.readouterr().err.count("is being written by another process") == 2
     assert main(base + ["--n", "2"]) == 0 and "(0 new)" in capsys.readouterr().out  # the lock went with its holder
     assert main(["eval", "merge", str(out), "--out", str(tmp_path / "m")]) == 0
     assert json.loads((tmp_path / "m" / "summary.json").read_text()) == json.loads((out / "summary.json").read_text())

@@ -252,7 +252,8 @@ def test_finished_method_without_its_patches_is_not_edited_again(fresh_tiny, tmp
         run_sequential(lm, dataset, _config(["memit"]), tmp_path / "out", tmp_path, progress=False, plots=False)
 
 
-def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, tmp_path, run):
+def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, tmp_path, run, monkeypatch,
+                                                                   another_process_writes):
     import shutil
 
     from factpatch.evaluation.sequential import rebuild_patches
@@ -263,6 +264,14 @@ def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, t
     names = sorted(p.name for p in patches.iterdir())
     whole = _stack_fingerprint(lm, patches)
     shutil.rmtree(patches)
+    with another_process_writes(tmp_path / "out"):  # the run still going: it would add patches beside the rebuild
+        with pytest.raises(FactpatchError, match="being written by another process"):
+            rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False)
+        with monkeypatch.context() as patched:  # the command says so before loading the model
+            patched.setattr("factpatch.cli.load_lm", lambda *_, **__: pytest.fail("the model was loaded"))
+            code, _, err = run("eval", "rebuild", tmp_path / "out", "--methods", "alphaedit")
+        assert code == 2 and "being written by another process" in err and err.count("\n") == 1
+    assert not patches.exists()
     written = rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False)
     assert sorted(p.name for p in written) == names  # the ids the batch records hold
     assert _stack_fingerprint(lm, patches) == whole

@@ -496,7 +496,7 @@ def test_float32_trace_settings_keep_the_key_runs_were_recorded_under():
     assert TraceSettings(dtype="bfloat16").key()["dtype"] == "bfloat16"
 
 
-def test_cli_traces_a_dataset(cli, tiny_models, tiny_dir, tmp_path):
+def test_cli_traces_a_dataset(cli, tiny_models, tiny_dir, tmp_path, monkeypatch, another_process_writes):
     from factpatch.core.models import from_pretrained_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -510,6 +510,17 @@ def test_cli_traces_a_dataset(cli, tiny_models, tiny_dir, tmp_path):
     assert "knows 3 of 4 facts" in stdout and "2 traced (2 new" in stdout and "suggested edit layer" in stdout
     code, stdout, err = cli(*args)  # rerun: everything is there already
     assert code == 0 and "2 traced (0 new" in stdout
+    results = (out / "results.jsonl").read_bytes()
+
+    def no_load(*_, **__):
+        raise AssertionError("the model was loaded for a run another process is writing")
+
+    # a second start of a run still going is refused at once, before the model and σ are loaded
+    monkeypatch.setattr("factpatch.cli.load_lm", no_load)
+    with another_process_writes(out):
+        code, stdout, err = cli(*args)
+    assert code == 2 and err.startswith("error: ") and "being written by another process" in err
+    assert err.count("\n") == 1 and (out / "results.jsonl").read_bytes() == results
 
 
 @pytest.mark.parametrize(

@@ -187,6 +187,7 @@ def _set_threads(args) -> None:
 
 def run_eval(args) -> int:
     from ..core.errors import FactpatchError
+    from ..core.runstore import refuse_if_being_written
     from . import load_lm
     from ..editing.registry import parse_methods, parse_overrides, preset_settings
     from ..evaluation.data import load_dataset, parse_shard
@@ -205,6 +206,7 @@ def run_eval(args) -> int:
     if args.n is not None and args.n < 1:
         raise FactpatchError(f"--n must be at least 1, got {args.n}")
     cluster = ray_settings(args)
+    refuse_if_being_written(args.out)  # a run still going is told now, not after the model has loaded
     if args.sequential:
         return _run_sequential(args, methods, overrides, cluster)
     given = [flag for flag, value in (("--batch-size", args.batch_size), ("--checkpoint-every", args.checkpoint_every),
@@ -298,12 +300,15 @@ def run_status(args) -> int:
 
 def run_rebuild(args) -> int:
     from . import load_lm
+    from ..core.runstore import refuse_if_being_written
     from ..editing.registry import parse_methods
     from ..evaluation.run import read_config
     from ..evaluation.sequential import rebuild_patches
 
     methods = parse_methods(args.rebuild_methods)
-    lm = load_lm(args, read_config(args.rebuild_dir)["model"])
+    config = read_config(args.rebuild_dir)
+    refuse_if_being_written(args.rebuild_dir)
+    lm = load_lm(args, config["model"])
     for method in methods:
         written = rebuild_patches(lm, args.rebuild_dir, method, args.cache_dir, not args.quiet, args.accept_drift)
         print(f"{method}: {len(written)} patch files rebuilt in {args.rebuild_dir / method / 'patches'}")

@@ -142,8 +142,10 @@ def _run_prompt(args, settings) -> int:
 
 
 def _run_dataset(args, settings) -> int:
+    from ..core.runstore import refuse_if_being_written
     from ..tracing.dataset import trace_dataset
 
+    refuse_if_being_written(args.out)  # before the model and σ: a run still going is told now
     lm, sigma = _load(args)
     began = time.perf_counter()
     if args.cluster is not None:

@@ -115,10 +115,7 @@ class RunLock:
                     time.sleep(1.0 / LOCK_TRIES)
         else:
             os.close(fd)
-            raise FactpatchError(
-                f"{out_dir} is being written by another process (a run still going?); "
-                "stop it or let it finish, then run the same command to resume"
-            ) from None
+            raise _held_elsewhere(out_dir) from None
         self._fd, self.path = fd, out_dir
 
     def release(self) -> None:
@@ -146,6 +143,22 @@ def being_written(out_dir: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _held_elsewhere(out_dir: Path) -> FactpatchError:
+    return FactpatchError(
+        f"{out_dir} is being written by another process (a run still going?); "
+        "stop it or let it finish, then run the same command to resume"
+    )
+
+
+def refuse_if_being_written(out_dir: Path) -> None:
+    """Fail now, with RunLock's error, if a process holds `out_dir`: the commands call it before
+    loading a model, so a second start of a run still going is told in a moment, not after the
+    load. Only a probe: the run still takes its RunLock before it reads a record, which is what
+    keeps out a process that starts between the two."""
+    if being_written(out_dir):
+        raise _held_elsewhere(Path(out_dir))
 
 
 def check_identity(out_dir: Path, name: str, identity: dict, differences=None, merge=None,
