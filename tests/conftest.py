@@ -125,6 +125,7 @@ def load_script(monkeypatch):
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)  # as an import would: dataclasses look their module up
         spec.loader.exec_module(module)
         return module
 

@@ -161,3 +161,27 @@ def test_token_accuracy_matches_argmax(tiny_models):
             hidden = body(lm)(input_ids=torch.tensor([p + t[:-1]], device=lm.device)).last_hidden_state[0]
             predicted = unembed(lm, hidden).argmax(-1)[len(p) - 1 :].tolist()
         assert acc == pytest.approx(sum(a == b for a, b in zip(predicted, t)) / len(t))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_teacher_forced_scores_are_one_unpadded_pass_token_by_token(tiny_models, family):
+    """Batched and right-padded, each target token's log-probability, top-1 hit and margin over the
+    best other token equal those of the pair's own unpadded pass."""
+    from factpatch.core.hooks import body, unembed
+    from factpatch.core.scoring import teacher_forced
+    from factpatch.core.tokens import encode_target
+
+    lm = tiny_models[family]
+    prompts = ["The Eiffel Tower is located in", "Rome is the capital of", "The Space Needle is in"]
+    targets = ["Paris France", "Italy", "downtown Seattle"]
+    got = teacher_forced(lm, prompts, targets, batch_size=2)
+    for prompt, target, scored in zip(prompts, targets, got):
+        p, t = encode_target(lm.tokenizer, prompt, target)
+        with torch.no_grad():
+            hidden = body(lm)(input_ids=torch.tensor([p + t[:-1]], device=lm.device)).last_hidden_state[0]
+            log_p = torch.log_softmax(unembed(lm, hidden).float(), -1)[len(p) - 1 :]  # (len(t), V)
+        for row, token, lp, hit, margin in zip(log_p, t, scored.log_probs, scored.hits, scored.margins, strict=True):
+            others = torch.cat([row[:token], row[token + 1 :]])
+            assert lp == pytest.approx(row[token].item(), abs=1e-5)
+            assert margin == pytest.approx((row[token] - others.max()).item(), abs=1e-5)
+            assert hit == (row.argmax().item() == token) == (margin > 0)

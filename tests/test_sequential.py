@@ -703,3 +703,47 @@ def test_known_facts_where_script_restores_the_model_and_checks_every_condition(
              script.encode_target(lm.tokenizer, r["prompt"], r["target"])[1][0] for r in rows]
     assert [r["kept"]["removed everywhere"] for r in rows] == truth  # on the unedited weights, as now
     assert weights_fingerprint(lm.model) == lm.fingerprint
+
+
+def test_known_facts_firmness_script_groups_the_checked_facts_by_the_unedited_margin(tmp_path, monkeypatch, load_script):
+    """Four facts known with margins 0.5, 1, 2 and 4 nats (a fifth not known): two groups split at
+    the median; the health entries say which each checkpoint lost, and a fact the loaded model does
+    not know is refused as another model's."""
+    import types
+
+    import factpatch.core.models as models
+    import factpatch.tracing.dataset as dataset
+    from factpatch.core.scoring import TargetTokens
+
+    script = load_script("known_facts_firmness")
+    known = tmp_path / "known.json"
+    known.write_text(json.dumps([{"known_id": i, "subject": f"S{i}", "prompt": f"S{i} is in", "attribute": "X"}
+                                 for i in range(5)]))
+    margins = {"0": 0.5, "1": 1.0, "2": 2.0, "3": 4.0, "4": -1.0}
+    monkeypatch.setattr(dataset, "answer_scores", lambda lm, facts, batch_size=32, progress=True: [
+        TargetTokens((-0.1,), (margins[f.id] > 0,), (margins[f.id],)) for f in facts])
+    monkeypatch.setattr(models, "load_model", lambda name: types.SimpleNamespace(fingerprint="fp"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "m", "fingerprint": "fp"}))
+    entries = [{"method": "unedited", "edits": 0},
+               {"method": "memit", "edits": 2, "known_checked": ["0", "1", "2", "3"], "known_lost": ["0"],
+                "known_logprob_change": {"0": -2.0, "1": -0.5, "2": -0.25, "3": -0.75}},
+               {"method": "memit", "edits": 4, "known_checked": ["0", "2", "3"], "known_lost": ["0", "3"],
+                "known_logprob_change": {"0": -3.0, "2": -1.0, "3": -5.0}}]
+    (run / "health.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    out = tmp_path / "firm"
+    script.main([f"{run}:memit", "--known", str(known), "--bins", "2", "--out", str(out)])
+    summary = json.loads((out / "firmness.json").read_text())
+    assert summary["known_facts"] == 4 and summary["edges"] == [0.5, 1.5, 4.0]
+    rows = {(r["edits"], r["group"]): r for r in summary["results"][0]["rows"]}
+    assert (rows[2, 0]["facts"], rows[2, 0]["kept"], rows[2, 1]["kept"]) == (2, 1, 2)
+    assert rows[2, 0]["logprob_change"] == pytest.approx(-1.25) and rows[2, 1]["share"] == 1.0
+    assert (rows[4, 0]["facts"], rows[4, 0]["kept"], rows[4, 1]["facts"], rows[4, 1]["kept"]) == (1, 0, 2, 1)
+    assert len((out / "firmness.csv").read_text().splitlines()) == 1 + 4
+    assert (out / "firmness.png").stat().st_size > 0 and (out / "firmness.svg").is_file()
+    margins["3"] = -0.5  # the loaded model does not know a fact the run checked: not the run's model
+    with pytest.raises(SystemExit, match="does not know"):
+        script.main([f"{run}:memit", "--known", str(known), "--bins", "2", "--out", str(out)])
+    with pytest.raises(SystemExit, match="names its known facts"):
+        script.main([f"{run}:alphaedit", "--known", str(known), "--out", str(out)])

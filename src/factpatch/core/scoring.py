@@ -24,6 +24,9 @@ class TargetTokens:
 
     log_probs: tuple[float, ...]
     hits: tuple[bool, ...]
+    # log p(target token) − the largest log p of any other token, nats: > 0 exactly where it is a
+    # hit, and how far a change of the model must move it to take the token off (or put it on) top
+    margins: tuple[float, ...] = ()
 
 
 @torch.no_grad()
@@ -40,11 +43,15 @@ def teacher_forced(lm: LoadedModel, prompts: list[str], targets: list[str], batc
         cols = [len(p) - 1 + offset for p, t in chunk for offset in range(len(t))]
         wanted = torch.tensor([token for _, t in chunk for token in t], device=lm.device)  # (N,)
         logits = unembed(lm, hidden[rows, cols]).float()  # (N, V)
-        token_lp = torch.log_softmax(logits, dim=-1).gather(1, wanted[:, None]).squeeze(1).tolist()
+        log_p = torch.log_softmax(logits, dim=-1)  # (N, V)
+        wanted_lp = log_p.gather(1, wanted[:, None]).squeeze(1)  # (N,)
         hits = (logits.argmax(dim=-1) == wanted).tolist()
+        best_other = log_p.scatter(1, wanted[:, None], float("-inf")).amax(dim=-1)  # (N,)
+        token_lp, margins = wanted_lp.tolist(), (wanted_lp - best_other).tolist()
         cursor = 0
         for _, target_ids in chunk:
             n = len(target_ids)
-            results.append(TargetTokens(tuple(token_lp[cursor : cursor + n]), tuple(hits[cursor : cursor + n])))
+            results.append(TargetTokens(tuple(token_lp[cursor : cursor + n]), tuple(hits[cursor : cursor + n]),
+                                        tuple(margins[cursor : cursor + n])))
             cursor += n
     return results
