@@ -222,7 +222,8 @@ def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path
     its batch record holds, or nothing more is written. With `accept_drift` (to study a stack made
     on another machine, whose floating point differs in the last bits) a patch whose id differs is
     written under its own id, and how far the stack's ‖W − W₀‖/‖W₀‖ strays from the batch record's
-    is logged: the run's scores are not those of the rebuilt stack. Returns the files written."""
+    is logged: the run's scores are not those of the rebuilt stack. Holds the directory's RunLock
+    while it works, so it refuses a run still going there. Returns the files written."""
     from .data import load_dataset
     from .run import read_config
     from ..editing.registry import params_from_record
