@@ -22,7 +22,7 @@ import torch
 import factpatch.editing.alphaedit as alphaedit
 import factpatch.editing.memit as memit
 from factpatch.api import edit_many
-from factpatch.core.blocks import mlp_contribution, mlp_out_change_for
+from factpatch.core.blocks import mlp_contribution
 from factpatch.core.cache import write_text_atomic
 from factpatch.core.models import load_model
 from factpatch.editing.patch import PatchStack
