@@ -155,3 +155,23 @@ def test_status_says_whether_a_process_is_writing_the_run_now(sequential_dir, an
         assert run_progress(sequential_dir).running  # a second probe is refused nothing: readers share
     assert not run_progress(sequential_dir).running  # the writer went, and its lock with it
     assert {p.name: p.read_bytes() for p in sequential_dir.iterdir()} == before  # the probes wrote nothing
+
+
+def test_status_names_the_checkpoints_scored_on_batches_rebuilt_with_other_bits(sequential_dir, capsys):
+    """A resumed run on another machine rebuilds its earlier batches from their saved z with other
+    last bits, so other patch ids: the checkpoints scored on them are named, the others are not."""
+    _lines(sequential_dir / "batches.jsonl", [
+        {"method": "alphaedit", "batch": 0, "seconds": 10.0, "patch": "a0"},
+        {"method": "alphaedit", "batch": 1, "seconds": 30.0, "patch": "a1"},
+        {"method": "alphaedit", "batch": 2, "seconds": 30.0, "patch": "a2"}])
+    _lines(sequential_dir / "health.jsonl", [
+        {"method": "unedited", "edits": 0, "perplexity": 9.0},
+        {"method": "alphaedit", "edits": 4, "patches": ["a0", "a1"], "perplexity": 9.5},  # scored before the move
+        {"method": "alphaedit", "edits": 6, "patches": ["b0", "a1", "a2"], "perplexity": 9.6}])  # batch 0 rebuilt
+    alpha, memit = run_progress(sequential_dir).methods
+    assert alpha.rebuilt_with_drift == {6: (0,)} and memit.rebuilt_with_drift == {}
+    text = "\n".join(progress_lines(run_progress(sequential_dir)))
+    assert "scored at 6 edits on batch 0 as rebuilt from the saved z, with other patch ids than the records" in text
+    assert text.count("rebuilt from the saved z") == 1
+    assert main(["eval", "status", str(sequential_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["methods"][0]["rebuilt_with_drift"] == {"6": [0]}

@@ -46,6 +46,10 @@ class MethodProgress:
     cases_to_score: int = 0  # sequential: case scorings the checkpoints left need
     scoring_seconds_left: float | None = None  # their time (and the health measures') at the run's pace so far
     untimed_generations: int = 0  # of those, cases whose texts are generated at a pace not timed yet (not in the time)
+    # checkpoint -> the batches whose patch, as that checkpoint's health entry lists the stack, is not
+    # the one the batch record holds: rebuilt from saved z by a resumed run on another machine or code
+    # version (last bits differ), so those scores are of slightly different weights than the records'
+    rebuilt_with_drift: dict[int, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -84,7 +88,9 @@ class RunProgress:
             "complete": self.complete, "running": self.running,
             "methods": [{**m.__dict__, "checkpoints_scored": list(m.checkpoints_scored),
                          "checkpoints_planned": list(m.checkpoints_planned), "complete": m.complete,
-                         "seconds_left": m.seconds_left} for m in self.methods],
+                         "seconds_left": m.seconds_left,
+                         "rebuilt_with_drift": {str(e): list(b) for e, b in m.rebuilt_with_drift.items()}}
+                        for m in self.methods],
         }
 
 
@@ -131,9 +137,34 @@ def _sequential_progress(out_dir: Path, config: dict) -> RunProgress:
         left = [e for e in checkpoints if e not in scored]
         cases, seconds, untimed = _scoring_left(method, left, records, health, config)
         methods.append(MethodProgress(method, len(mine), planned_batches, scored, checkpoints, latest, pace,
-                                      cases, seconds, untimed))
+                                      cases, seconds, untimed, _rebuilt_with_drift(mine, health, method)))
     return RunProgress(out_dir, "sequential", config["model"], config["dataset"]["name"], n, batch_size,
                        tuple(methods), config.get("device", "cpu"))
+
+
+def _rebuilt_with_drift(recorded: dict[int, dict], health: list[dict], method: str) -> dict[int, tuple[int, ...]]:
+    """Checkpoint -> the batches of the stack its health entry names whose patch id differs from the
+    batch's record (entries and records without ids are passed over)."""
+    drift = {}
+    for entry in health:
+        if entry["method"] != method or not isinstance(entry.get("patches"), list):
+            continue
+        differ = tuple(b for b, patch in enumerate(entry["patches"])
+                       if recorded.get(b, {}).get("patch") not in (None, patch))
+        if differ:
+            drift[entry["edits"]] = differ
+    return drift
+
+
+def _spans(numbers: tuple[int, ...]) -> str:
+    """(0, 1, 2, 5) -> "0–2, 5"."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in spans)
 
 
 def _median(values: list[float]) -> float | None:
@@ -247,6 +278,12 @@ def progress_lines(progress: RunProgress) -> list[str]:
                 scoring += f", plus {m.untimed_generations:,} cases' texts, whose generation this run has not timed yet"
             line += f" scoring {m.cases_to_score:,} cases at the checkpoints left: {scoring}"
         lines.append(line)
+        if m.rebuilt_with_drift:
+            batches = tuple(sorted({b for bs in m.rebuilt_with_drift.values() for b in bs}))
+            at = ", ".join(f"{e:,}" for e in sorted(m.rebuilt_with_drift))
+            which = f"batch {batches[0]}" if len(batches) == 1 else f"batches {_spans(batches)}"
+            lines.append(f"    scored at {at} edits on {which} as rebuilt from the saved z, with other patch ids than "
+                         "the records (another machine or version: the last bits of the weights differ)")
     if progress.complete:
         lines.append("complete: the summaries are final")
     elif progress.running:
