@@ -175,3 +175,19 @@ def test_status_names_the_checkpoints_scored_on_batches_rebuilt_with_other_bits(
     assert text.count("rebuilt from the saved z") == 1
     assert main(["eval", "status", str(sequential_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["methods"][0]["rebuilt_with_drift"] == {"6": [0]}
+
+
+def test_status_of_several_runs_reads_every_one_before_printing(sequential_dir, tmp_path, capsys):
+    other = tmp_path / "single"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model": "tiny", "dataset": {"name": "builtin", "n_cases": 10},
+                                                   "methods": ["none"], "n": 3}))
+    assert main(["eval", "status", str(sequential_dir), str(other)]) == 0
+    reports = capsys.readouterr().out.split("\n\n")
+    assert len(reports) == 2 and reports[0].startswith(f"{sequential_dir}: ") and reports[1].startswith(f"{other}: ")
+    assert main(["eval", "status", str(sequential_dir), str(other), "--json"]) == 0
+    assert [r["protocol"] for r in json.loads(capsys.readouterr().out)] == ["sequential", "single"]
+    # one directory that holds no run: its one line, exit 2, and no report of the others
+    assert main(["eval", "status", str(sequential_dir), str(tmp_path / "nothing")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1

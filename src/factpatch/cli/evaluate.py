@@ -82,8 +82,10 @@ def register(commands) -> None:
     merge.add_argument("--quiet", action="store_true")
     merge.set_defaults(func=run_merge)
     status = sub.add_parser("status", help="what a result directory's run has done and has left (reads, never writes)")
-    status.add_argument("status_dir", type=Path, metavar="DIR")
-    status.add_argument("--json", action="store_true", help="the same as one JSON object")
+    status.add_argument("status_dirs", type=Path, nargs="+", metavar="DIR",
+                        help="one or more result directories (e.g. runs/seq-*): a report each")
+    status.add_argument("--json", action="store_true",
+                        help="the same as one JSON object (a list of them for several directories)")
     status.set_defaults(func=run_status)
     curves = sub.add_parser(
         "curves", help="sequential runs' curves on one figure: metric against edits, a line style per run",
@@ -293,8 +295,12 @@ def run_merge(args) -> int:
 def run_status(args) -> int:
     from ..evaluation.status import progress_lines, run_progress
 
-    progress = run_progress(args.status_dir)
-    print(json.dumps(progress.to_dict(), indent=2) if args.json else "\n".join(progress_lines(progress)))
+    reports = [run_progress(directory) for directory in args.status_dirs]  # every one read before any is printed
+    if args.json:
+        data = [r.to_dict() for r in reports]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        print("\n\n".join("\n".join(progress_lines(r)) for r in reports))
     return 0
 
 
