@@ -92,15 +92,16 @@ def group_rows(entry: dict, firmness: Firmness, edges: list[float]) -> list[dict
         rows.append({
             "edits": entry["edits"], "group": g, "firmness_from": round(edges[g], 4), "firmness_to": round(edges[g + 1], 4),
             "facts": len(ids), "kept": int(sum(kept[i] for i in ids)),
-            "share": _r(share and share.mean), "share_lo": _r(share and share.lo), "share_hi": _r(share and share.hi),
-            "logprob_change": _r(moved and moved.mean), "logprob_change_lo": _r(moved and moved.lo),
-            "logprob_change_hi": _r(moved and moved.hi),
+            **_estimate("share", share), **_estimate("logprob_change", moved),
         })
     return rows
 
 
-def _r(value):
-    return None if value is None else round(float(value), 4)
+def _estimate(name: str, estimate) -> dict:
+    """`name`, `name_lo`, `name_hi` from a bootstrap estimate (None each for a group without facts)."""
+    values = (None, None, None) if estimate is None else (estimate.mean, estimate.lo, estimate.hi)
+    return {key: None if v is None else round(float(v), 4)
+            for key, v in zip((name, f"{name}_lo", f"{name}_hi"), values)}
 
 
 def plot(results: list[dict], edits: int, edges: list[float], stem: Path) -> list[Path]:
