@@ -14,10 +14,14 @@ and its answer's log-probability change in nats):
 - `random directions`: U and V replaced by random orthonormal bases (Haar) — a change of the same
   size and spectrum that reads and writes nowhere in particular;
 - `edits' inputs, random outputs`: V kept, U random — the edits' keys read, something else written;
-- `edits' outputs, random inputs`: U kept, V random — what the edits write, read from random keys.
+- `edits' outputs, random inputs`: U kept, V random — what the edits write, read from random keys;
+- `the same norm, every direction`: not the same spectrum but the same Frobenius norm ‖ΔW‖, as a
+  Gaussian matrix (full rank: its energy spread over every direction rather than the edits' few).
 
 If `random directions` keeps far more facts than `edited`, the loss is the edits' directions, not
-their size; the two half-random rows say which side carries it. Each random condition is drawn
+their size; the two half-random rows say which side carries it; and if the full-rank change keeps
+far more than `random directions`, it is the size concentrated in as few directions as a batch
+writes, not the total. Each random condition is drawn
 `--draws` times (seeds 0, 1, …); the summary has each draw's count and their mean. Writes
 `known-random-METHOD-EDITS.json` (summary) and `.jsonl` (one line a fact) in the run directory.
 Seconds a condition on SmolLM2 at one thread, after loading.
@@ -46,7 +50,11 @@ def haar_orthonormal(rows: int, columns: int, generator: torch.Generator) -> tor
 
 def respun(delta: torch.Tensor, keep: str, generator: torch.Generator) -> torch.Tensor:
     """ΔW (d_out, d_in) with the same singular values and its output directions U, input directions
-    V or neither (`keep` "outputs", "inputs", "none") replaced by random orthonormal ones."""
+    V or neither (`keep` "outputs", "inputs", "none") replaced by random orthonormal ones; or
+    (`keep` "norm") a Gaussian matrix of the same Frobenius norm, full rank."""
+    if keep == "norm":
+        G = torch.randn(delta.shape, generator=generator, dtype=torch.float64)
+        return (G * (delta.double().norm() / G.norm())).to(delta.dtype)
     U, s, Vh = torch.linalg.svd(delta.double(), full_matrices=False)
     rank = int((s > s[0] * 1e-6).sum()) if s.numel() and s[0] > 0 else 0
     U, s, V = U[:, :rank], s[:rank], Vh[:rank].T
@@ -58,7 +66,7 @@ def respun(delta: torch.Tensor, keep: str, generator: torch.Generator) -> torch.
 
 
 CONDITIONS = {"random directions": "none", "edits' inputs, random outputs": "inputs",
-              "edits' outputs, random inputs": "outputs"}
+              "edits' outputs, random inputs": "outputs", "the same norm, every direction": "norm"}
 
 
 def measured(lm, facts: list, unedited_log_probs: dict) -> tuple[list[bool], list[float]]:

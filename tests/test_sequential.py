@@ -641,6 +641,8 @@ def test_respun_keeps_the_spectrum_and_the_side_asked_for(load_script):
         U = torch.linalg.svd(A, full_matrices=False)[0][:, :3]
         return U @ U.T
 
+    spread = script.respun(delta, "norm", torch.Generator().manual_seed(1))  # the norm, in every direction
+    assert torch.isclose(spread.norm(), delta.norm()) and torch.linalg.matrix_rank(spread) == min(delta.shape)
     for keep in ("none", "inputs", "outputs"):
         other = script.respun(delta, keep, torch.Generator().manual_seed(1))
         assert torch.allclose(torch.linalg.svdvals(other)[:3], s) and torch.linalg.svdvals(other)[3] < 1e-9
