@@ -272,7 +272,13 @@ def test_rebuild_writes_the_missing_patches_from_the_saved_targets(fresh_tiny, t
             code, _, err = run("eval", "rebuild", tmp_path / "out", "--methods", "alphaedit")
         assert code == 2 and "being written by another process" in err and err.count("\n") == 1
     assert not patches.exists()
-    written = rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False)
+    first = rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False, edits=1)
+    assert [p.name for p in first] == names[:1]  # only the batch that holds the first edit
+    with pytest.raises(FactpatchError, match="holds 4 edits of alphaedit, not 5"):
+        rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False, edits=5)
+    code, _, err = run("eval", "rebuild", tmp_path / "out", "--methods", "alphaedit", "--edits", "0")
+    assert code == 2 and "--edits must be at least 1" in err
+    written = first + rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False)
     assert sorted(p.name for p in written) == names  # the ids the batch records hold
     assert _stack_fingerprint(lm, patches) == whole
     assert rebuild_patches(lm, tmp_path / "out", "alphaedit", tmp_path, progress=False) == []  # nothing missing

@@ -139,6 +139,8 @@ def register(commands) -> None:
                          help="write a patch whose id differs from its batch record's (another machine's floating "
                          "point) under its own id, logging how far the stack strays from the record: for studying "
                          "the stack, not for resuming the run")
+    rebuild.add_argument("--edits", dest="rebuild_edits", type=int, default=None, metavar="N",
+                         help="only the batches of the first N edits (what a study of the stack at N needs)")
     rebuild.add_argument("--cache-dir", type=Path, default=None)
     rebuild.add_argument("--quiet", action="store_true")
     rebuild.set_defaults(func=run_rebuild)
@@ -305,6 +307,7 @@ def run_status(args) -> int:
 
 
 def run_rebuild(args) -> int:
+    from ..core.errors import FactpatchError
     from . import load_lm
     from ..core.runstore import refuse_if_being_written
     from ..editing.registry import parse_methods
@@ -312,11 +315,14 @@ def run_rebuild(args) -> int:
     from ..evaluation.sequential import rebuild_patches
 
     methods = parse_methods(args.rebuild_methods)
+    if args.rebuild_edits is not None and args.rebuild_edits < 1:
+        raise FactpatchError(f"--edits must be at least 1, got {args.rebuild_edits}")
     config = read_config(args.rebuild_dir)
     refuse_if_being_written(args.rebuild_dir)
     lm = load_lm(args, config["model"])
     for method in methods:
-        written = rebuild_patches(lm, args.rebuild_dir, method, args.cache_dir, not args.quiet, args.accept_drift)
+        written = rebuild_patches(lm, args.rebuild_dir, method, args.cache_dir, not args.quiet, args.accept_drift,
+                                  args.rebuild_edits)
         print(f"{method}: {len(written)} patch files rebuilt in {args.rebuild_dir / method / 'patches'}")
     return 0
 

@@ -215,7 +215,7 @@ def edit_batch(editor, requests: list[EditRequest], stack: PatchStack, b: int, t
 
 
 def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path | None = None,
-                    progress: bool = True, accept_drift: bool = False) -> list[Path]:
+                    progress: bool = True, accept_drift: bool = False, edits: int | None = None) -> list[Path]:
     """Write the patch files of `method`'s batches that a run directory lacks (they are not
     versioned: docs/mass-editing.md), rebuilt from the z each batch saved, in order on the stack of
     the batches before it, with the run's recorded settings. Each rebuilt patch must have the id
@@ -223,7 +223,8 @@ def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path
     on another machine, whose floating point differs in the last bits) a patch whose id differs is
     written under its own id, and how far the stack's ‖W − W₀‖/‖W₀‖ strays from the batch record's
     is logged: the run's scores are not those of the rebuilt stack. Holds the directory's RunLock
-    while it works, so it refuses a run still going there. Returns the files written."""
+    while it works, so it refuses a run still going there. With `edits`, only the batches that hold
+    the first `edits` edits (rounded up to whole batches). Returns the files written."""
     from .data import load_dataset
     from .run import read_config
     from ..editing.registry import params_from_record
@@ -242,6 +243,10 @@ def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path
             raise FactpatchError(f"{config['dataset']['name']} is not the data set {out_dir} was run on")
         recorded = {r["batch"]: r for r in batch_store(out_dir / BATCHES).load() if r["method"] == method}
         size = int(config["batch_size"])
+        if edits is not None:
+            if edits > size * len(recorded):
+                raise FactpatchError(f"{out_dir} holds {size * len(recorded)} edits of {method}, not {edits}")
+            recorded = {b: r for b, r in recorded.items() if b < -(-edits // size)}
         cases = dataset.select(size * len(recorded))
         spec = CorpusSpec.from_record(config["corpus"])
         editor = make_editor(lm, method, params_from_record(method, config["hparams"][method]), cache_dir, progress, spec)
