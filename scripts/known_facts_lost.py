@@ -108,7 +108,8 @@ def load_run_facts(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     patches = sorted((args.run / args.method / "patches").glob("*.safetensors"))
     n_patches = len(patches) if args.edits is None else args.edits // batch
     if n_patches > len(patches) or n_patches < 1:
-        parser.error(f"{args.run}/{args.method} has {len(patches)} patches of {batch} edits")
+        parser.error(f"{args.run}/{args.method} has {len(patches)} patches of {batch} edits (`factpatch eval rebuild "
+                     f"{args.run} --methods {args.method} --edits {args.edits or 'N'}` writes them from the saved z)")
     edits = n_patches * batch
     cases = load_dataset(config["dataset"]["name"]).cases[:edits]
     lm = load_model(config["model"])
