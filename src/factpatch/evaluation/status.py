@@ -10,7 +10,9 @@ For a sequential run, per method: the batches done of those planned, the checkpo
 the means over the cases edited so far at the latest of them (with known facts kept and
 perplexity), what the batches left take at the pace of the last few, and the case scorings the
 checkpoints left need with their time at the run's scoring pace (each case record says what its
-scoring took; a run whose records predate that has the count without the time). For a
+scoring took; a run whose records predate that has the count without the time), and the
+checkpoints scored on batches that a resumed run rebuilt from their saved z with other patch ids
+than their records (another machine's last bits: the health entry lists the stack it scored). For a
 single-edit run: the records per method against the cases selected, and the time left at the
 median pace per case. Either way, whether a process is writing the run now (it holds the run's
 lock, core.runstore.RunLock) or it has stopped and waits for its command to be rerun.
