@@ -45,9 +45,10 @@ def teacher_forced(lm: LoadedModel, prompts: list[str], targets: list[str], batc
         logits = unembed(lm, hidden[rows, cols]).float()  # (N, V)
         log_p = torch.log_softmax(logits, dim=-1)  # (N, V)
         wanted_lp = log_p.gather(1, wanted[:, None]).squeeze(1)  # (N,)
-        hits = (logits.argmax(dim=-1) == wanted).tolist()
-        best_other = log_p.scatter(1, wanted[:, None], float("-inf")).amax(dim=-1)  # (N,)
-        token_lp, margins = wanted_lp.tolist(), (wanted_lp - best_other).tolist()
+        top = log_p.topk(2, dim=-1)  # (N, 2): the best other token is the first unless that is the wanted one
+        hit = top.indices[:, 0] == wanted  # (N,)
+        best_other = torch.where(hit, top.values[:, 1], top.values[:, 0])  # (N,)
+        token_lp, margins, hits = wanted_lp.tolist(), (wanted_lp - best_other).tolist(), hit.tolist()
         cursor = 0
         for _, target_ids in chunk:
             n = len(target_ids)
