@@ -225,56 +225,62 @@ def rebuild_patches(lm: LoadedModel, out_dir: Path, method: str, cache_dir: Path
     is logged: the run's scores are not those of the rebuilt stack. Holds the directory's RunLock
     while it works, so it refuses a run still going there. With `edits`, only the batches that hold
     the first `edits` edits (rounded up to whole batches). Returns the files written."""
-    from .data import load_dataset
     from .run import read_config
-    from ..editing.registry import params_from_record
 
     out_dir = Path(out_dir)
     config = read_config(out_dir)
-    # the run itself must not write beside the rebuild: both would add patches to one stack
-    with RunLock() as lock:
+    with RunLock() as lock:  # the run itself must not write beside the rebuild: both would add patches
         lock.take(out_dir)
-        if config.get("protocol") != "sequential" or method not in config.get("hparams", {}):
-            raise FactpatchError(f"{out_dir} holds no sequential run of {method}")
-        if config["fingerprint"] != lm.fingerprint:
-            raise FactpatchError(f"{out_dir} was run on another model ({config['model']}) than the one loaded")
-        dataset = load_dataset(config["dataset"]["name"], config["dataset"].get("zsre_target", "paper"))
-        if dataset.sha256 != config["dataset"].get("sha256"):
-            raise FactpatchError(f"{config['dataset']['name']} is not the data set {out_dir} was run on")
-        recorded = {r["batch"]: r for r in batch_store(out_dir / BATCHES).load() if r["method"] == method}
-        size = int(config["batch_size"])
-        if edits is not None:
-            if edits > size * len(recorded):
-                raise FactpatchError(f"{out_dir} holds {size * len(recorded)} edits of {method}, not {edits}")
-            recorded = {b: r for b, r in recorded.items() if b < -(-edits // size)}
-        cases = dataset.select(size * len(recorded))
-        spec = CorpusSpec.from_record(config["corpus"])
-        editor = make_editor(lm, method, params_from_record(method, config["hparams"][method]), cache_dir, progress, spec)
-        patch_dir, target_dir = out_dir / method / "patches", out_dir / method / TARGETS
-        on_disk = {path.name.split("-", 1)[1].removesuffix(".safetensors"): path for path in _patch_files(patch_dir)}
-        written: list[Path] = []
-        with applied(lm, []) as stack:
-            for b in tqdm(sorted(recorded), desc=f"{method}: rebuilding patches", unit="batch", disable=not progress):
-                want = recorded[b]["patch"]
-                drifted = next((path for path in on_disk.values() if path.name.startswith(f"{b:04d}-")), None)
-                if want in on_disk or (accept_drift and drifted is not None):  # a drifted one, once written, stays
-                    stack.apply(load_patch(on_disk[want] if want in on_disk else drifted))
-                    continue
-                if not (target_dir / f"{b:04d}.safetensors").exists():
-                    raise FactpatchError(f"batch {b} of {method} has neither its patch nor its saved z in {out_dir}")
-                requests = [c.request for c in cases[b * size : (b + 1) * size]]
-                editor.prepare(stack)
-                patch = edit_batch(editor, requests, stack, b, target_dir, recorded[b])
-                if patch.id != want and not accept_drift:
-                    raise FactpatchError(f"batch {b} of {method} rebuilt as patch {patch.id}, recorded as {want}: "
-                                         "not the run's weights (another code version or machine?); nothing more written")
-                patch_dir.mkdir(parents=True, exist_ok=True)
-                written.append(save_patch(patch, patch_dir / f"{b:04d}-{patch.id}.safetensors"))
-                stack.apply(patch)
-                if patch.id != want:
-                    logger.warning("batch %d: ‖W − W₀‖/‖W₀‖ of the rebuilt stack differs from the record's "
-                                   "by at most %.2g", b, _record_drift(stack, recorded[b]))
-        return written
+        return _rebuild_held(lm, out_dir, config, method, cache_dir, progress, accept_drift, edits)
+
+
+def _rebuild_held(lm: LoadedModel, out_dir: Path, config: dict, method: str, cache_dir: Path | None,
+                  progress: bool, accept_drift: bool, edits: int | None) -> list[Path]:
+    """rebuild_patches' work, with the run directory held."""
+    from .data import load_dataset
+    from ..editing.registry import params_from_record
+
+    if config.get("protocol") != "sequential" or method not in config.get("hparams", {}):
+        raise FactpatchError(f"{out_dir} holds no sequential run of {method}")
+    if config["fingerprint"] != lm.fingerprint:
+        raise FactpatchError(f"{out_dir} was run on another model ({config['model']}) than the one loaded")
+    dataset = load_dataset(config["dataset"]["name"], config["dataset"].get("zsre_target", "paper"))
+    if dataset.sha256 != config["dataset"].get("sha256"):
+        raise FactpatchError(f"{config['dataset']['name']} is not the data set {out_dir} was run on")
+    recorded = {r["batch"]: r for r in batch_store(out_dir / BATCHES).load() if r["method"] == method}
+    size = int(config["batch_size"])
+    if edits is not None:
+        if edits > size * len(recorded):
+            raise FactpatchError(f"{out_dir} holds {size * len(recorded)} edits of {method}, not {edits}")
+        recorded = {b: r for b, r in recorded.items() if b < -(-edits // size)}
+    cases = dataset.select(size * len(recorded))
+    spec = CorpusSpec.from_record(config["corpus"])
+    editor = make_editor(lm, method, params_from_record(method, config["hparams"][method]), cache_dir, progress, spec)
+    patch_dir, target_dir = out_dir / method / "patches", out_dir / method / TARGETS
+    on_disk = {path.name.split("-", 1)[1].removesuffix(".safetensors"): path for path in _patch_files(patch_dir)}
+    written: list[Path] = []
+    with applied(lm, []) as stack:
+        for b in tqdm(sorted(recorded), desc=f"{method}: rebuilding patches", unit="batch", disable=not progress):
+            want = recorded[b]["patch"]
+            drifted = next((path for path in on_disk.values() if path.name.startswith(f"{b:04d}-")), None)
+            if want in on_disk or (accept_drift and drifted is not None):  # a drifted one, once written, stays
+                stack.apply(load_patch(on_disk[want] if want in on_disk else drifted))
+                continue
+            if not (target_dir / f"{b:04d}.safetensors").exists():
+                raise FactpatchError(f"batch {b} of {method} has neither its patch nor its saved z in {out_dir}")
+            requests = [c.request for c in cases[b * size : (b + 1) * size]]
+            editor.prepare(stack)
+            patch = edit_batch(editor, requests, stack, b, target_dir, recorded[b])
+            if patch.id != want and not accept_drift:
+                raise FactpatchError(f"batch {b} of {method} rebuilt as patch {patch.id}, recorded as {want}: "
+                                     "not the run's weights (another code version or machine?); nothing more written")
+            patch_dir.mkdir(parents=True, exist_ok=True)
+            written.append(save_patch(patch, patch_dir / f"{b:04d}-{patch.id}.safetensors"))
+            stack.apply(patch)
+            if patch.id != want:
+                logger.warning("batch %d: ‖W − W₀‖/‖W₀‖ of the rebuilt stack differs from the record's "
+                               "by at most %.2g", b, _record_drift(stack, recorded[b]))
+    return written
 
 
 def _record_drift(stack: PatchStack, record: dict) -> float:
